@@ -1,0 +1,140 @@
+"""Errors raised by vmkeep, each with a stable exit code and a message that names the next step.
+
+The tree is shallow on purpose; catch the class that says what you can do about it::
+
+    VmkeepError                      exit 1  base class; never raised directly
+    ├── UsageError                   exit 1  bad command line (flags, arguments)
+    ├── InputError                   exit 1  bad user input: config or policy files, with locations
+    ├── SourceError                  exit 1  a policy source (directory, Git) cannot be read
+    ├── VCenterError                 exit 1  talking to a vCenter failed permanently
+    │   ├── AuthenticationError              wrong user or password
+    │   ├── CertificateError                 TLS verification failed
+    │   └── TransientError                   network hiccup, busy, expired session: retry later
+    ├── RepositoryError              exit 1  the export repository cannot be used
+    │   ├── RepositoryLockedError            another writer holds the lock
+    │   └── CorruptionError                  data does not match its checksum
+    ├── StalePlanError               exit 1  a saved plan no longer matches reality
+    └── BlockedError                 exit 1  a guard (e.g. maxDeletesPerRun) stopped the run
+
+`Diagnostic` is one located problem in an input file; `InputError` carries all of them, so
+one run reports every error of every file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthenticationError",
+    "BlockedError",
+    "CertificateError",
+    "CorruptionError",
+    "Diagnostic",
+    "InputError",
+    "RepositoryError",
+    "RepositoryLockedError",
+    "SourceError",
+    "StalePlanError",
+    "TransientError",
+    "UsageError",
+    "VCenterError",
+    "VmkeepError",
+]
+
+
+class VmkeepError(Exception):
+    """Base class of every error vmkeep reports to a user."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(VmkeepError):
+    """The command line is wrong."""
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One problem located in an input file (1-based line and column)."""
+
+    path: str
+    line: int
+    column: int
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.path}:{self.line}:{self.column}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class InputError(VmkeepError):
+    """One or more problems in user input (config or policy files), sorted by location."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
+        self.diagnostics: Sequence[Diagnostic] = sorted(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics) or "invalid input")
+
+
+class SourceError(VmkeepError):
+    """A policy source (directory or Git repository) cannot be read."""
+
+
+class VCenterError(VmkeepError):
+    """Talking to a vCenter failed; the message names the vCenter."""
+
+    def __init__(self, vcenter: str, message: str) -> None:
+        super().__init__(f"vCenter {vcenter!r}: {message}")
+        self.vcenter = vcenter
+
+
+class AuthenticationError(VCenterError):
+    """The vCenter refused the credentials."""
+
+
+class CertificateError(VCenterError):
+    """The vCenter's TLS certificate could not be verified."""
+
+
+class TransientError(VCenterError):
+    """A failure that may go away on retry (network, busy, expired session)."""
+
+    def __init__(self, vcenter: str, message: str, delay: float = 1.0) -> None:
+        super().__init__(vcenter, message)
+        self.delay = delay
+
+
+class RepositoryError(VmkeepError):
+    """The export repository cannot be used as asked."""
+
+
+class RepositoryLockedError(RepositoryError):
+    """Another writer holds the repository lock."""
+
+
+class CorruptionError(RepositoryError):
+    """Stored data does not match its checksum."""
+
+
+class StalePlanError(VmkeepError):
+    """A saved plan was made from a policy revision or observed state that changed since."""
+
+
+class BlockedError(VmkeepError):
+    """A safety guard stopped the run before it changed anything."""

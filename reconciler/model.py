@@ -1,0 +1,332 @@
+"""Value types shared by every layer: host config, inventory, catalog, policies.
+
+Everything here is a frozen dataclass or an enum. YAML, JSON and pyVmomi objects are
+converted to these once, at the edge (the loaders and adapters), and never travel inward.
+Times are timezone-aware `datetime`s in UTC unless a field says otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+
+__all__ = [
+    "Consistency",
+    "ConsistencyMode",
+    "Disk",
+    "Duration",
+    "ExportPoint",
+    "ExportSpec",
+    "Fallback",
+    "HookConfig",
+    "HostConfig",
+    "Inventory",
+    "KeepRules",
+    "Limits",
+    "ObservedState",
+    "Policy",
+    "PolicySet",
+    "PowerState",
+    "Schedule",
+    "Selector",
+    "Snapshot",
+    "SnapshotSpec",
+    "SourceLocation",
+    "TargetConfig",
+    "VCenterConfig",
+    "VM",
+    "VMRef",
+    "Window",
+]
+
+
+# --------------------------------------------------------------------------- host config
+
+
+@dataclass(frozen=True)
+class VCenterConfig:
+    """One vCenter connection. The password itself is never stored here, only where to find it."""
+
+    name: str
+    url: str
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    thumbprint: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """A backup target; `type` is "directory" for now."""
+
+    name: str
+    type: str
+    path: str
+    chunk_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_deletes_per_run: int = 50
+    concurrent_exports: int = 2
+    concurrent_snapshots_per_host: int = 2
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """A host-side command a policy may reference by name (argv, never a shell string)."""
+
+    name: str
+    command: tuple[str, ...]
+    timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    path: str
+    vcenters: Mapping[str, VCenterConfig] = field(default_factory=dict)
+    targets: Mapping[str, TargetConfig] = field(default_factory=dict)
+    state: str = "vmkeep.db"
+    limits: Limits = field(default_factory=Limits)
+    hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+class PowerState(enum.StrEnum):
+    ON = "poweredOn"
+    OFF = "poweredOff"
+    SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True)
+class Disk:
+    key: int
+    label: str
+    file: str  # datastore path, e.g. "[LocalDS_0] vm1/vm1.vmdk"
+    capacity_bytes: int
+    change_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One vSphere snapshot; the tree is flattened, `parent_id` links it."""
+
+    id: str  # managed object id of the snapshot (e.g. "snapshot-42")
+    name: str
+    description: str
+    created_at: datetime
+    quiesced: bool
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class VM:
+    vcenter: str
+    name: str
+    instance_uuid: str
+    moref: str
+    folder: str  # inventory path of the parent folder, e.g. "/DC0/vm/prod"
+    power_state: PowerState
+    tools_running: bool
+    bios_uuid: str = ""
+    host: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()  # "category/name"
+    disks: tuple[Disk, ...] = ()
+    snapshots: tuple[Snapshot, ...] = ()
+    change_tracking: bool = False
+
+    @property
+    def ref(self) -> VMRef:
+        return VMRef(self.name, self.instance_uuid)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    vcenter: str
+    vms: tuple[VM, ...]
+    tags_available: bool = False
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True, order=True)
+class VMRef:
+    """How a restore point names its VM: the name for people, the instance UUID for identity."""
+
+    name: str
+    instance_uuid: str
+
+
+@dataclass(frozen=True)
+class ExportPoint:
+    """A restore point in a backup target, as its committed manifest describes it."""
+
+    id: str  # "<policy>/<instanceUuid>/<slot UTC compact>"
+    policy: str
+    vm: VMRef
+    slot: datetime
+    created_at: datetime
+    complete: bool
+    target: str = ""
+    consistency: str = ""
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """Inventory + catalog at one moment; serialisable, so plans can be made offline."""
+
+    captured_at: datetime
+    vcenters: Mapping[str, tuple[VM, ...]]
+    targets: Mapping[str, tuple[ExportPoint, ...]]
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True, order=True)
+class SourceLocation:
+    path: str
+    line: int = 1
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A calendar duration (restic style): years and months are calendar units."""
+
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    hours: int = 0
+    minutes: int = 0
+    text: str = ""  # as written, for reasons like "within 2d"
+
+    def __str__(self) -> str:
+        if self.text:
+            return self.text
+        parts = [
+            (self.years, "y"),
+            (self.months, "mo"),
+            (self.weeks, "w"),
+            (self.days, "d"),
+            (self.hours, "h"),
+            (self.minutes, "m"),
+        ]
+        return "".join(f"{n}{unit}" for n, unit in parts if n) or "0m"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which VMs: every given key must match (names/folders: any entry; tags/attributes: all)."""
+
+    names: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: time
+    end: time  # may be earlier than start: the window wraps midnight
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str
+    timezone: str = "UTC"
+    window: Window | None = None
+
+
+class ConsistencyMode(enum.StrEnum):
+    CRASH = "crash"
+    QUIESCE = "quiesce"
+    POWEROFF = "poweroff"
+
+
+class Fallback(enum.StrEnum):
+    CRASH = "crash"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Consistency:
+    mode: ConsistencyMode = ConsistencyMode.CRASH
+    fallback: Fallback = Fallback.FAIL
+    shutdown_timeout: Duration = field(default_factory=lambda: Duration(minutes=10, text="10m"))
+    hard_power_off: bool = False
+    pre_hooks: tuple[str, ...] = ()
+    post_hooks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeepRules:
+    """restic `forget` rules. Counts: None = rule not given, -1 = unlimited."""
+
+    last: int | None = None
+    hourly: int | None = None
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+    yearly: int | None = None
+    within: Duration | None = None
+    within_hourly: Duration | None = None
+    within_daily: Duration | None = None
+    within_weekly: Duration | None = None
+    within_monthly: Duration | None = None
+    within_yearly: Duration | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f) is None for f in self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    keep: KeepRules
+    max_age: Duration | None = None
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    target: str
+    keep: KeepRules
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    vcenter: str
+    include: Selector
+    schedule: Schedule
+    exclude: Selector | None = None
+    consistency: Consistency = field(default_factory=Consistency)
+    snapshots: SnapshotSpec | None = None
+    exports: ExportSpec | None = None
+    description: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    on_policy_removal: str = "retain"
+    source: SourceLocation = field(default_factory=lambda: SourceLocation("<memory>"))
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """All policies of one revision of the policy repo (revision = commit SHA, or None)."""
+
+    policies: tuple[Policy, ...]
+    revision: str | None = None
+
+    def by_name(self) -> dict[str, Policy]:
+        return {p.name: p for p in self.policies}
