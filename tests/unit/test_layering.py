@@ -1,0 +1,129 @@
+"""The package's layers, checked from the import statements of every module.
+
+base (model, errors, ports) ← pure core ← services ← shell; adapters depend on base only;
+pyVmomi is imported by one adapter module only; the pure core imports no I/O libraries.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
+
+BASE = {"model", "errors", "ports"}
+SERVICES = {"executor", "restore", "journal"}
+SHELL = {"cli", "controller", "wiring", "__main__"}
+ADAPTERS = "adapters"
+
+#: Third-party or standard modules that mean I/O, the clock or the network; the pure core and
+#: the base layer must not import them.
+IO_MODULES = {"socket", "subprocess", "sqlite3", "ssl", "http", "urllib", "requests", "git",
+              "pyVmomi", "pyVim", "watchdog", "filelock", "shutil", "tempfile", "threading",
+              "concurrent", "time"}
+
+
+def layer_of(module: str) -> int:
+    """0 base, 1 pure core, 2 services, 3 shell; adapters are handled apart."""
+    top = module.split(".")[1] if "." in module else module
+    if top in BASE:
+        return 0
+    if top in SERVICES:
+        return 2
+    if top in SHELL:
+        return 3
+    return 1
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found.append((".".join(parts), path))
+    return found
+
+
+def imports_of(module: str, path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    package_parts = module.split(".")
+    if path.name != "__init__.py":
+        package_parts = package_parts[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package_parts[: len(package_parts) - node.level + 1]
+                prefix = ".".join(base)
+                target = f"{prefix}.{node.module}" if node.module else prefix
+            else:
+                target = node.module or ""
+            names.add(target)
+            if target == "reconciler" or (node.module is None and node.level):
+                names.update(f"{target}.{alias.name}" for alias in node.names)
+    return names
+
+
+ALL = modules()
+
+
+@pytest.mark.parametrize(("module", "path"), ALL, ids=[m for m, _ in ALL])
+def test_module_imports_only_from_its_own_or_lower_layers(module: str, path: Path) -> None:
+    if module == "reconciler":
+        return
+    own_is_adapter = module.split(".")[1] == ADAPTERS
+    for name in imports_of(module, path):
+        if not name.startswith("reconciler.") or name == "reconciler":
+            continue
+        target_is_adapter = name.split(".")[1] == ADAPTERS
+        if own_is_adapter:
+            assert target_is_adapter or layer_of(name) == 0, (
+                f"{module} is an adapter and may import only the base layer, not {name}"
+            )
+            continue
+        if target_is_adapter:
+            assert layer_of(module) >= 2, (
+                f"{module} (pure core/base) must not import the adapter {name}; "
+                "pass what it needs in as values or ports"
+            )
+            continue
+        assert layer_of(name) <= layer_of(module), (
+            f"{module} (layer {layer_of(module)}) imports {name} (layer {layer_of(name)}), "
+            "a higher layer"
+        )
+
+
+@pytest.mark.parametrize(("module", "path"), ALL, ids=[m for m, _ in ALL])
+def test_pyvmomi_is_imported_only_by_the_vsphere_adapter(module: str, path: Path) -> None:
+    if module == "reconciler.adapters.vsphere" or module.startswith("reconciler.adapters.vsphere."):
+        return
+    for name in imports_of(module, path):
+        assert name.split(".")[0] not in {"pyVmomi", "pyVim", "vmware"}, (
+            f"{module} imports {name}; only reconciler.adapters.vsphere may use pyVmomi"
+        )
+
+
+@pytest.mark.parametrize(("module", "path"), ALL, ids=[m for m, _ in ALL])
+def test_base_and_pure_core_do_no_io(module: str, path: Path) -> None:
+    if module == "reconciler" or module.split(".")[1] == ADAPTERS or layer_of(module) > 1:
+        return
+    for name in imports_of(module, path):
+        assert name.split(".")[0] not in IO_MODULES, (
+            f"{module} is in the pure core but imports {name}; move the I/O to an adapter "
+            "or the shell"
+        )
+
+
+def test_the_layer_checker_sees_a_violation_when_one_exists(tmp_path: Path) -> None:
+    bad = tmp_path / "planner.py"
+    bad.write_text("from reconciler.cli import main\nimport pyVmomi\n", encoding="utf-8")
+    names = imports_of("reconciler.planner", bad)
+    assert "reconciler.cli" in names
+    assert layer_of("reconciler.cli") > layer_of("reconciler.planner")
+    assert "pyVmomi" in names
