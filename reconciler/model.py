@@ -330,3 +330,129 @@ class PolicySet:
 
     def by_name(self) -> dict[str, Policy]:
         return {p.name: p for p in self.policies}
+
+
+# ---- plan
+
+
+class PointKind(enum.StrEnum):
+    """Where a restore point lives: a vSphere snapshot or an export in a target."""
+
+    SNAPSHOT = "snapshot"
+    EXPORT = "export"
+
+
+class ActionKind(enum.StrEnum):
+    """The closed set of things a plan can ask for, in the order the executor runs them."""
+
+    SNAPSHOT_CREATE = "snapshot.create"
+    EXPORT_CREATE = "export.create"
+    SNAPSHOT_DELETE = "snapshot.delete"
+    EXPORT_DELETE = "export.delete"
+
+    @property
+    def is_delete(self) -> bool:
+        return self in (ActionKind.SNAPSHOT_DELETE, ActionKind.EXPORT_DELETE)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan on one VM. `requires` names planned points a deletion relies on."""
+
+    kind: ActionKind
+    policy: str
+    vcenter: str
+    vm: VMRef
+    point_id: str
+    slot: datetime
+    reason: str
+    target: str | None = None  # export target name (export.*)
+    snapshot_id: str | None = None  # managed object id (snapshot.delete)
+    requires: tuple[str, ...] = ()
+
+
+class CoverageState(enum.StrEnum):
+    COVERED = "covered"  # a complete point exists for the current slot
+    DUE = "due"  # not yet, but still inside the lateness threshold
+    LATE = "late"  # past the threshold; older points exist
+    MISSING = "missing"  # past the threshold and no complete point at all
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How well one VM is protected by one policy at `Plan.now`."""
+
+    policy: str
+    vcenter: str
+    vm: VMRef
+    state: CoverageState
+    slot: datetime
+    threshold_seconds: int
+    last_slot: datetime | None = None
+    note: str = ""
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    HYGIENE = "hygiene"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """Something a reader should know; never acted upon. `code` is stable for scripts."""
+
+    code: str
+    severity: Severity
+    message: str
+    vcenter: str = ""
+    vm: VMRef | None = None
+    policy: str = ""
+    point_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionDecision:
+    """Why one existing restore point stays or goes (restic-style reasons)."""
+
+    point_id: str
+    kind: PointKind
+    policy: str
+    vm: VMRef
+    slot: datetime
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A versioned, serialisable plan and what it was made from."""
+
+    format_version: int
+    policy_revision: str | None
+    observed_digest: str
+    now: datetime
+    actions: tuple[Action, ...]
+    coverage: tuple[Coverage, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
+    retention: tuple[RetentionDecision, ...] = ()
+    blocked: bool = False
+    blocked_reason: str = ""
+    delete_count: int = 0
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+
+__all__ += [
+    "Action",
+    "ActionKind",
+    "Coverage",
+    "CoverageState",
+    "Plan",
+    "PlanWarning",
+    "PointKind",
+    "RetentionDecision",
+    "Severity",
+]
