@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 
 __all__ = [
+    "VM",
     "Consistency",
     "ConsistencyMode",
     "Disk",
@@ -36,7 +37,6 @@ __all__ = [
     "SourceLocation",
     "TargetConfig",
     "VCenterConfig",
-    "VM",
     "VMRef",
     "Window",
 ]

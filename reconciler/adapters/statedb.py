@@ -1,0 +1,289 @@
+"""The local state DB: one SQLite file (WAL) holding the apply journal and the applier lease.
+
+It is a cache plus a journal, never the only copy of a fact: restore points are rebuilt from
+snapshot markers and manifests. What only the journal knows is *intent*: which action a run
+started and whether it finished, so that the next run can reconcile what a crash left
+(a marked snapshot, a partial export, a VM it powered off).
+
+Tables (schema version in `PRAGMA user_version`):
+
+    runs     (run_id, holder, started_at, finished_at, policy_revision, summary)
+    actions  (id, run_id, kind, point_id, vm_uuid, vm_name, vcenter, details JSON,
+              started_at, finished_at, status, error)
+    leases   (name, holder, acquired_at, expires_at)
+
+Every time comes in from the caller (seconds since the epoch); this module never reads
+the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import VmkeepError
+
+__all__ = [
+    "ActionRecord",
+    "ActionStatus",
+    "LeaseHeldError",
+    "StateDB",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id          TEXT PRIMARY KEY,
+    holder          TEXT NOT NULL,
+    started_at      REAL NOT NULL,
+    finished_at     REAL,
+    policy_revision TEXT,
+    summary         TEXT
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL REFERENCES runs(run_id),
+    kind        TEXT NOT NULL,
+    point_id    TEXT NOT NULL,
+    vm_uuid     TEXT NOT NULL,
+    vm_name     TEXT NOT NULL,
+    vcenter     TEXT NOT NULL,
+    details     TEXT NOT NULL DEFAULT '{}',
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL DEFAULT 'started',
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_open ON actions(status) WHERE status = 'started';
+CREATE INDEX IF NOT EXISTS actions_point ON actions(point_id);
+CREATE TABLE IF NOT EXISTS leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at  REAL NOT NULL
+);
+"""
+
+
+class ActionStatus:
+    STARTED = "started"
+    DONE = "done"
+    NOOP = "noop"
+    FAILED = "failed"
+    RECONCILED = "reconciled"  # left unfinished by a crashed run, cleaned up later
+
+
+class LeaseHeldError(VmkeepError):
+    """Another process holds the lease; the message says who and until when."""
+
+    def __init__(self, name: str, holder: str, expires_at: float) -> None:
+        super().__init__(
+            f"the {name!r} lease is held by {holder} until {expires_at:.0f} (epoch seconds); "
+            "wait for that run to finish, or for the lease to expire if that process is gone"
+        )
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    id: int
+    run_id: str
+    kind: str
+    point_id: str
+    vm_uuid: str
+    vm_name: str
+    vcenter: str
+    details: Mapping[str, Any]
+    started_at: float
+    finished_at: float | None
+    status: str
+    error: str | None
+
+
+class StateDB:
+    """A connection to the state file; create it (and its directory) on first use."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise VmkeepError(
+                f"state DB {str(self.path)!r} has schema version {version}, newer than this "
+                f"vmkeep understands ({SCHEMA_VERSION}); upgrade vmkeep"
+            )
+        if version < SCHEMA_VERSION:
+            # Every statement is idempotent (IF NOT EXISTS), so two processes racing here agree.
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ lease
+
+    def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> None:
+        """Take the named lease, or renew it if `holder` has it; a lease past expiry is free."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,))
+            current = row.fetchone()
+            if current and current["holder"] != holder and current["expires_at"] > now:
+                raise LeaseHeldError(name, current["holder"], current["expires_at"])
+            conn.execute(
+                "INSERT INTO leases(name, holder, acquired_at, expires_at) VALUES(?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET holder=excluded.holder, "
+                "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at",
+                (name, holder, now, now + ttl),
+            )
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
+
+    def lease_holder(self, name: str, now: float) -> str | None:
+        row = self._conn.execute(
+            "SELECT holder FROM leases WHERE name=? AND expires_at>?", (name, now)
+        ).fetchone()
+        return None if row is None else str(row["holder"])
+
+    # ------------------------------------------------------------------ journal
+
+    def start_run(
+        self, run_id: str, holder: str, now: float, policy_revision: str | None = None
+    ) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs(run_id, holder, started_at, policy_revision) VALUES(?,?,?,?)",
+                (run_id, holder, now, policy_revision),
+            )
+
+    def finish_run(self, run_id: str, now: float, summary: Mapping[str, Any]) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET finished_at=?, summary=? WHERE run_id=?",
+                (now, json.dumps(dict(summary), sort_keys=True), run_id),
+            )
+
+    def record_intent(
+        self,
+        run_id: str,
+        *,
+        kind: str,
+        point_id: str,
+        vm_uuid: str,
+        vm_name: str,
+        vcenter: str,
+        now: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Write down what is about to happen, before it happens; returns the action id."""
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO actions(run_id, kind, point_id, vm_uuid, vm_name, vcenter, "
+                "details, started_at) VALUES(?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    kind,
+                    point_id,
+                    vm_uuid,
+                    vm_name,
+                    vcenter,
+                    json.dumps(dict(details or {}), sort_keys=True),
+                    now,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None:
+        """Merge progress facts (e.g. the temporary snapshot's id) into an open action."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT details FROM actions WHERE id=?", (action_id,)).fetchone()
+            merged = {**json.loads(row["details"]), **details} if row else dict(details)
+            conn.execute(
+                "UPDATE actions SET details=? WHERE id=?",
+                (json.dumps(merged, sort_keys=True), action_id),
+            )
+
+    def record_outcome(
+        self, action_id: int, status: str, now: float, error: str | None = None
+    ) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE actions SET status=?, finished_at=?, error=? WHERE id=?",
+                (status, now, error, action_id),
+            )
+
+    def unfinished_actions(self) -> list[ActionRecord]:
+        """Actions whose run died between intent and outcome, oldest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM actions WHERE status=? ORDER BY id", (ActionStatus.STARTED,)
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def actions(self, run_id: str | None = None) -> list[ActionRecord]:
+        if run_id is None:
+            rows = self._conn.execute("SELECT * FROM actions ORDER BY id").fetchall()
+        else:
+            rows = self._conn.execute(
+                "SELECT * FROM actions WHERE run_id=? ORDER BY id", (run_id,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT * FROM runs ORDER BY started_at").fetchall()
+        return [
+            {**dict(r), "summary": json.loads(r["summary"]) if r["summary"] else None}
+            for r in rows
+        ]
+
+
+def _record(row: sqlite3.Row) -> ActionRecord:
+    return ActionRecord(
+        id=row["id"],
+        run_id=row["run_id"],
+        kind=row["kind"],
+        point_id=row["point_id"],
+        vm_uuid=row["vm_uuid"],
+        vm_name=row["vm_name"],
+        vcenter=row["vcenter"],
+        details=json.loads(row["details"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=row["status"],
+        error=row["error"],
+    )
