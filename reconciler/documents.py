@@ -1,0 +1,551 @@
+"""Safe YAML documents that remember where every value came from.
+
+`load(data, path)` turns the bytes of one file into plain JSON-like values (dict, list, str,
+int, float, bool, None), one `Document` per YAML document, each with the `line:column` of
+every value and every mapping key. It is built on PyYAML's event parser, with its own small
+iterative composer, so that it can refuse what a policy file has no business containing:
+
+* invalid UTF-8, control characters, YAML syntax errors (located);
+* duplicate mapping keys (the second one is reported, the first one kept);
+* tags other than the plain YAML types (`!!python/object`, `!custom`, `!!binary`, ...);
+* merge keys (`<<`), complex (non-scalar) keys, recursive aliases;
+* more than `DocumentLimits` allows: file size, documents per file, nesting depth,
+  aliases per document and the size a document would have once aliases are expanded, so an
+  alias bomb ("billion laughs") is refused after a few thousand events, never expanded;
+* documents that are not mappings.
+
+Nothing is ever constructed from a tag, and aliases share the anchored value instead of
+copying it. `schema_diagnostics` maps JSON Schema errors back to the offending key or
+value with a hint (unknown key -> "did you mean ...?"). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
+
+from reconciler.errors import Diagnostic
+
+__all__ = [
+    "Document",
+    "DocumentLimits",
+    "LoadResult",
+    "Where",
+    "did_you_mean",
+    "dotted",
+    "load",
+    "schema_diagnostics",
+]
+
+#: A path to a value inside a document: mapping keys and sequence indexes.
+Where = tuple[str | int, ...]
+
+_YAML = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "null")}
+_KIND_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+               int: "an integer", float: "a number", type(None): "null (empty)"}
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    """What one file may contain at most; far above any real policy or host config."""
+
+    max_bytes: int = 1 << 20
+    max_documents: int = 1000
+    max_depth: int = 32
+    max_aliases: int = 100
+    max_nodes: int = 50_000
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document: its value and the location of every value and mapping key."""
+
+    path: str
+    index: int  # 0-based position in the file
+    data: Any
+    values: Mapping[Where, tuple[int, int]] = field(repr=False)
+    keys: Mapping[Where, tuple[int, int]] = field(repr=False)
+
+    def position(self, where: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+        """(line, column) of the value at `where` (of its key with `key=True`).
+
+        Values reached through an alias have no marks of their own: the nearest enclosing
+        value that has one (the alias) is used.
+        """
+        where = tuple(where)
+        if key and where in self.keys:
+            return self.keys[where]
+        while where not in self.values and where:
+            where = where[:-1]
+        return self.values.get(where, (1, 1))
+
+    def diagnostic(
+        self, where: Sequence[str | int], message: str, hint: str = "", *, key: bool = False
+    ) -> Diagnostic:
+        line, column = self.position(where, key=key)
+        return Diagnostic(self.path, line, column, message, hint)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """The documents that could be read and every problem found on the way."""
+
+    documents: tuple[Document, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def dotted(where: Iterable[str | int]) -> str:
+    """`("spec", "selector", "include", "names", 0)` -> `spec.selector.include.names[0]`."""
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "document"
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, listing: bool = True) -> str:
+    """A hint naming the closest choice, or (with `listing`) the choices when few; else ""."""
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if listing and options and len(options) <= 12:
+        return "expected one of: " + ", ".join(options)
+    return ""
+
+
+def kind_name(value: object) -> str:
+    if isinstance(value, bool):
+        return _KIND_NAMES[bool]
+    return _KIND_NAMES.get(type(value), type(value).__name__)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _DocumentFailed(Exception):
+    """Stop reading the current document (its remaining events are skipped)."""
+
+    def __init__(self, line: int, column: int, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.line, self.column, self.message, self.hint = line, column, message, hint
+
+
+@dataclass
+class _Frame:
+    container: dict[str, Any] | list[Any]
+    where: Where
+    anchor: str | None
+    discard: bool  # value of a duplicate key: read it, keep nothing
+    size: int = 1
+    key: tuple[str, tuple[int, int], bool] | None = None  # pending key, its mark, duplicate?
+
+
+def _short(tag: str | None) -> str:
+    text = tag or ""
+    return "!!" + text[len(_YAML):] if text.startswith(_YAML) else text
+
+
+def _mark(event: yaml.Event) -> tuple[int, int]:
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+class _Composer:
+    """Builds plain values from parser events with an explicit stack (no recursion)."""
+
+    def __init__(self, path: str, limits: DocumentLimits) -> None:
+        self.loader: yaml.SafeLoader
+        self.path = path
+        self.limits = limits
+        self.diagnostics: list[Diagnostic] = []
+        self.documents: list[Document] = []
+        self.count = 0
+
+    def run(self, loader: yaml.SafeLoader) -> None:
+        self.loader = loader
+        loader.get_event()  # StreamStart
+        while not loader.check_event(yaml.StreamEndEvent):
+            start = loader.get_event()  # DocumentStart
+            self.count += 1
+            if self.count > self.limits.max_documents:
+                line, column = _mark(start)
+                self.diagnostics.append(Diagnostic(
+                    self.path, line, column,
+                    f"too many YAML documents in one file (more than {self.limits.max_documents})",
+                    "split the file",
+                ))
+                return
+            try:
+                self.document(self.count - 1, start)
+            except _DocumentFailed as failed:
+                self.diagnostics.append(
+                    Diagnostic(self.path, failed.line, failed.column, failed.message, failed.hint)
+                )
+                while not loader.check_event(yaml.DocumentEndEvent):
+                    loader.get_event()
+            loader.get_event()  # DocumentEnd
+
+    def document(self, index: int, start_event: yaml.Event) -> None:
+        self.anchors: dict[str, tuple[Any, int] | None] = {}
+        self.aliases = 0
+        self.nodes = 0
+        self.values: dict[Where, tuple[int, int]] = {}
+        self.keys: dict[Where, tuple[int, int]] = {}
+        self.stack: list[_Frame] = []
+        self.root: list[Any] = []
+        first = self.loader.peek_event()
+        while not self.loader.check_event(yaml.DocumentEndEvent):
+            self.step(self.loader.get_event())
+        if not self.root:
+            return
+        data = self.root[0]
+        if data is None and isinstance(first, yaml.ScalarEvent) and first.value == "":
+            return  # an empty document (e.g. a trailing `---`) is ignored
+        if not isinstance(data, dict):
+            line, column = _mark(first)
+            raise _DocumentFailed(
+                line, column,
+                f"a document must be a mapping of `key: value` pairs, not {kind_name(data)}",
+            )
+        self.documents.append(Document(self.path, index, data, self.values, self.keys))
+
+    # -- events
+
+    def step(self, event: yaml.Event) -> None:
+        if isinstance(event, yaml.ScalarEvent):
+            if self.taking_key():
+                self.key(event)
+            else:
+                self.value(self.scalar(event), 1, event)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            self.start(event)
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            self.end()
+        elif isinstance(event, yaml.AliasEvent):
+            self.alias(event)
+
+    def taking_key(self) -> bool:
+        if not self.stack:
+            return False
+        top = self.stack[-1]
+        return isinstance(top.container, dict) and top.key is None
+
+    def child_where(self) -> tuple[Where, bool]:
+        """Where the next value goes, and whether it is to be discarded."""
+        if not self.stack:
+            return (), False
+        top = self.stack[-1]
+        if isinstance(top.container, list):
+            return (*top.where, len(top.container)), top.discard
+        assert top.key is not None
+        name, _, duplicate = top.key
+        return (*top.where, name), top.discard or duplicate
+
+    def key(self, event: yaml.ScalarEvent) -> None:
+        top = self.stack[-1]
+        assert isinstance(top.container, dict)
+        line, column = _mark(event)
+        name = event.value
+        if event.tag is None and event.implicit[0]:
+            tag = self.loader.resolve(yaml.ScalarNode, name, event.implicit)
+            if tag == f"{_YAML}merge":
+                raise _DocumentFailed(
+                    line, column, "merge keys (`<<`) are not supported",
+                    "write the keys out, or use an alias (`*name`) for a whole value",
+                )
+        elif event.tag not in (None, "!", f"{_YAML}str"):
+            raise _DocumentFailed(
+                line, column, f"tag `{_short(event.tag)}` is not allowed on a key"
+            )
+        duplicate = name in top.container
+        if duplicate and not top.discard:
+            first_line = self.keys.get((*top.where, name), (0, 0))[0]
+            self.diagnostics.append(Diagnostic(
+                self.path, line, column,
+                f"duplicate key `{name}`" + (f" in `{dotted(top.where)}`" if top.where else ""),
+                f"first given on line {first_line}; keep only one",
+            ))
+        top.key = (name, (line, column), duplicate)
+        if not duplicate and not top.discard:
+            self.keys[(*top.where, name)] = (line, column)
+
+    def scalar(self, event: yaml.ScalarEvent) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        elif tag not in _SCALAR_TAGS:
+            line, column = _mark(event)
+            raise _DocumentFailed(
+                line, column, f"tag `{_short(tag)}` is not allowed",
+                "only plain YAML values (strings, numbers, booleans, null) may be used",
+            )
+        node = yaml.ScalarNode(tag, event.value, style=event.style)
+        if tag == f"{_YAML}null":
+            return None
+        if tag == f"{_YAML}bool":
+            return self.loader.construct_yaml_bool(node)
+        if tag == f"{_YAML}int":
+            return self.loader.construct_yaml_int(node)
+        if tag == f"{_YAML}float":
+            return self.loader.construct_yaml_float(node)
+        return event.value  # str, and timestamps stay text
+
+    def start(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent) -> None:
+        line, column = _mark(event)
+        if self.taking_key():
+            raise _DocumentFailed(line, column, "a mapping key must be a plain string")
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        expected = f"{_YAML}map" if is_map else f"{_YAML}seq"
+        if event.tag not in (None, "!", expected):
+            raise _DocumentFailed(line, column, f"tag `{_short(event.tag)}` is not allowed")
+        if len(self.stack) + 1 > self.limits.max_depth:
+            raise _DocumentFailed(
+                line, column, f"nesting is deeper than {self.limits.max_depth} levels"
+            )
+        where, discard = self.child_where()
+        container: dict[str, Any] | list[Any] = {} if is_map else []
+        if event.anchor is not None:
+            self.anchors[event.anchor] = None  # open: an alias to it now would recurse
+        if not discard:
+            self.values[where] = (line, column)
+        self.attach(container, discard)
+        self.count_nodes(1, event)
+        self.stack.append(_Frame(container, where, event.anchor, discard))
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        if frame.anchor is not None:
+            self.anchors[frame.anchor] = (frame.container, frame.size)
+        if self.stack:
+            self.stack[-1].size += frame.size
+
+    def alias(self, event: yaml.AliasEvent) -> None:
+        line, column = _mark(event)
+        if self.taking_key():
+            raise _DocumentFailed(line, column, "an alias cannot be a mapping key")
+        self.aliases += 1
+        if self.aliases > self.limits.max_aliases:
+            raise _DocumentFailed(
+                line, column, f"too many aliases in one document (more than "
+                f"{self.limits.max_aliases})",
+            )
+        if event.anchor not in self.anchors:
+            raise _DocumentFailed(line, column, f"unknown alias `*{event.anchor}`",
+                                  f"define it first with `&{event.anchor}`")
+        target = self.anchors[event.anchor]
+        if target is None:
+            raise _DocumentFailed(
+                line, column, f"alias `*{event.anchor}` refers to a value that contains it"
+            )
+        value, size = target
+        self.value(value, size, event)
+
+    def value(self, value: Any, size: int, event: yaml.Event) -> None:
+        where, discard = self.child_where()
+        if not discard:
+            self.values[where] = _mark(event)
+        if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+            self.anchors[event.anchor] = (value, 1)
+        self.attach(value, discard)
+        if self.stack:
+            self.stack[-1].size += size
+        self.count_nodes(size, event)
+
+    def attach(self, value: Any, discard: bool) -> None:
+        if not self.stack:
+            self.root.append(value)
+            return
+        top = self.stack[-1]
+        if isinstance(top.container, list):
+            top.container.append(value)
+        else:
+            assert top.key is not None
+            name, _, duplicate = top.key
+            if not duplicate:
+                top.container[name] = value
+            top.key = None
+
+    def count_nodes(self, size: int, event: yaml.Event) -> None:
+        self.nodes += size
+        if self.nodes > self.limits.max_nodes:
+            line, column = _mark(event)
+            raise _DocumentFailed(
+                line, column,
+                f"document is too large once aliases are expanded (more than "
+                f"{self.limits.max_nodes} values)",
+                "this looks like an alias bomb; use fewer aliases",
+            )
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadResult:
+    """Read every document of one file; problems become located diagnostics, never raised."""
+    limits = limits or DocumentLimits()
+    if len(data) > limits.max_bytes:
+        return LoadResult((), (Diagnostic(
+            path, 1, 1, f"file is too large ({len(data)} bytes, at most {limits.max_bytes})",
+            "split it into several files",
+        ),))
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        prefix = data[: exc.start]
+        line = prefix.count(b"\n") + 1
+        column = exc.start - (prefix.rfind(b"\n") + 1) + 1
+        return LoadResult((), (Diagnostic(
+            path, line, column, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})",
+            "save the file as UTF-8",
+        ),))
+    composer = _Composer(path, limits)
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)
+        composer.run(loader)
+    except yaml.reader.ReaderError as exc:
+        line, column = _position(text, exc.position)
+        composer.diagnostics.append(Diagnostic(
+            path, line, column,
+            f"character U+{exc.character:04X} is not allowed in YAML"
+            if isinstance(exc.character, int) else f"invalid character: {exc.reason}",
+            "remove control characters",
+        ))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = ""
+        if "'\\t'" in problem:
+            hint = "indent with spaces, not tabs"
+        elif exc.context and exc.context_mark is not None:
+            hint = f"{exc.context} at line {exc.context_mark.line + 1}"
+        composer.diagnostics.append(
+            Diagnostic(path, line, column, f"YAML syntax error: {problem}", hint)
+        )
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return LoadResult(tuple(composer.documents), tuple(composer.diagnostics))
+
+
+# --------------------------------------------------------------------------- schema errors
+
+
+def schema_diagnostics(
+    document: Document,
+    validator: Validator,
+    *,
+    echo_values: bool = True,
+    forbidden_keys: Mapping[str, tuple[str, str]] | None = None,
+) -> tuple[list[Diagnostic], set[Where]]:
+    """Validate a document; return located diagnostics and the paths found wrong.
+
+    `echo_values=False` keeps values out of messages (the host config may hold secrets in a
+    wrong place). `forbidden_keys` gives a message and hint for keys that are refused on
+    purpose (e.g. a literal `password`).
+    """
+    diagnostics: list[Diagnostic] = []
+    wrong: set[Where] = set()
+    for error in validator.iter_errors(document.data):
+        where: Where = tuple(error.absolute_path)
+        wrong.add(where)
+        diagnostics.extend(
+            _describe(document, error, where, echo_values, forbidden_keys or {}, wrong)
+        )
+    return sorted(set(diagnostics)), wrong
+
+
+def _describe(
+    doc: Document,
+    error: ValidationError,
+    where: Where,
+    echo: bool,
+    forbidden: Mapping[str, tuple[str, str]],
+    wrong: set[Where],
+) -> list[Diagnostic]:
+    kind = str(error.validator)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    value = error.instance
+    rule: Any = error.validator_value
+    name = f"`{dotted(where)}`"
+    about = str(schema.get("description", "")).rstrip(".")
+    if kind == "additionalProperties" and isinstance(value, dict):
+        known = list(schema.get("properties", {}))
+        out = []
+        for key in value:
+            if key in known:
+                continue
+            wrong.add((*where, key))
+            if key in forbidden:
+                message, hint = forbidden[key]
+            else:
+                message = f"unknown key `{key}`" + (f" in {name}" if where else "")
+                hint = did_you_mean(key, known)
+            out.append(doc.diagnostic((*where, key), message, hint, key=True))
+        return out
+    if kind == "required" and isinstance(value, dict):
+        missing = [k for k in rule if k not in value]
+        return [
+            doc.diagnostic(where, f"{name} is missing the required key `{key}`",
+                           _property_description(schema, key), key=True)
+            for key in missing
+        ]
+    if kind == "type":
+        expected = rule
+        names = [expected] if isinstance(expected, str) else list(expected)
+        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in names)
+        hint = about
+        if "string" in names and isinstance(value, bool | int | float):
+            hint = f"YAML read this as {kind_name(value)}; put it in quotes to make it text"
+        return [doc.diagnostic(where, f"{name} must be {wanted}, not {kind_name(value)}", hint)]
+    if kind in ("enum", "const"):
+        allowed = rule if kind == "enum" else [rule]
+        choices = ", ".join(f"`{a}`" for a in allowed)
+        got = f" (got `{value}`)" if echo and isinstance(value, str | int | float) else ""
+        hint = did_you_mean(value, map(str, allowed), listing=False) if isinstance(value, str) \
+            else ""
+        return [doc.diagnostic(where, f"{name} must be one of {choices}{got}", hint)]
+    if kind in ("pattern", "format", "minLength", "maxLength"):
+        what = schema.get("title", "value")
+        if "propertyNames" in error.schema_path and isinstance(value, str):
+            wrong.add((*where, value))
+            return [doc.diagnostic((*where, value), f"key `{value}` in {name} is not a valid "
+                                   f"{what}", about, key=True)]
+        shown = f"`{value}` " if echo and isinstance(value, str) and len(value) < 80 else ""
+        return [doc.diagnostic(where, f"{name}: {shown}is not a valid {what}", about)]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        words = {"minimum": "at least", "maximum": "at most",
+                 "exclusiveMinimum": "greater than", "exclusiveMaximum": "less than"}
+        return [doc.diagnostic(where, f"{name} must be {words[kind]} {rule}",
+                               about)]
+    if kind in ("minProperties", "minItems"):
+        return [doc.diagnostic(where, f"{name} must not be empty", about)]
+    if kind == "uniqueItems":
+        return [doc.diagnostic(where, f"{name} lists the same entry twice")]
+    if kind in ("anyOf", "oneOf", "not", "allOf") and about:
+        return [doc.diagnostic(where, about.rstrip("."), "", key=True)]
+    if kind == "propertyNames" or kind == "false":
+        return [doc.diagnostic(where, f"{name} is not allowed here", about, key=True)]
+    return [doc.diagnostic(where, f"{name}: {error.message}" if echo else f"{name} is invalid")]
+
+
+_TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number",
+               "boolean": "true or false", "object": "a mapping", "array": "a list",
+               "null": "null"}
+
+
+def _property_description(schema: Mapping[str, Any], key: str) -> str:
+    prop = schema.get("properties", {}).get(key, {})
+    return str(prop.get("description", "")).rstrip(".") if isinstance(prop, dict) else ""

@@ -1,0 +1,96 @@
+"""Durations as policies write them: `48h`, `14d`, `1y6mo`, `2w3d12h30m`.
+
+A duration is one or more `<number><unit>` parts, units from largest to smallest, each unit
+at most once:
+
+    y   years     (calendar)
+    mo  months    (calendar)
+    w   weeks
+    d   days
+    h   hours
+    m   minutes
+
+Years and months are calendar units (as in restic's `--keep-within`), so they stay separate
+fields of `model.Duration`; only durations without them have a fixed length
+(`to_timedelta`). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from reconciler.model import Duration
+
+__all__ = ["UNITS", "DurationError", "parse", "to_timedelta"]
+
+#: Units, largest first, with the `Duration` field each one fills.
+UNITS: tuple[tuple[str, str], ...] = (
+    ("y", "years"),
+    ("mo", "months"),
+    ("w", "weeks"),
+    ("d", "days"),
+    ("h", "hours"),
+    ("m", "minutes"),
+)
+
+#: Upper bound of a single number, far beyond any sensible retention (keeps date maths safe).
+MAX_NUMBER = 100_000
+
+_PART = re.compile(r"(\d+)(mo|y|w|d|h|m)")
+_ORDER = {unit: rank for rank, (unit, _field) in enumerate(UNITS)}
+_FIELD = dict(UNITS)
+
+EXAMPLES = "e.g. 48h, 14d, 1y6mo; units y, mo, w, d, h, m (minutes)"
+
+
+class DurationError(ValueError):
+    """The text is not a duration; the message says why (without a location)."""
+
+
+def parse(text: str) -> Duration:
+    """Parse `text` into a `Duration`; raise `DurationError` with a readable reason."""
+    if not isinstance(text, str):
+        raise DurationError(f"a duration must be a string ({EXAMPLES})")
+    stripped = text.strip()
+    if not stripped:
+        raise DurationError(f"a duration must not be empty ({EXAMPLES})")
+    values: dict[str, int] = {}
+    position = 0
+    last_rank = -1
+    while position < len(stripped):
+        match = _PART.match(stripped, position)
+        if match is None:
+            rest = stripped[position:]
+            raise DurationError(f"cannot read {rest!r} in duration {stripped!r} ({EXAMPLES})")
+        number, unit = int(match.group(1)), match.group(2)
+        rank = _ORDER[unit]
+        if unit in values:
+            raise DurationError(f"unit {unit!r} appears twice in duration {stripped!r}")
+        if rank < last_rank:
+            raise DurationError(
+                f"units in duration {stripped!r} must go from largest to smallest (y mo w d h m)"
+            )
+        if number > MAX_NUMBER:
+            raise DurationError(f"{number}{unit} is too large (at most {MAX_NUMBER} per unit)")
+        values[unit] = number
+        last_rank = rank
+        position = match.end()
+    if not any(values.values()):
+        raise DurationError(f"duration {stripped!r} is zero; give a positive length")
+    fields = {_FIELD[unit]: number for unit, number in values.items()}
+    return Duration(text=stripped, **fields)
+
+
+def to_timedelta(duration: Duration) -> timedelta:
+    """The fixed length of a duration without calendar units (years, months)."""
+    if duration.years or duration.months:
+        raise DurationError(
+            f"duration {duration} uses calendar units (y, mo); use w, d, h or m here"
+        )
+    return timedelta(
+        weeks=duration.weeks,
+        days=duration.days,
+        hours=duration.hours,
+        minutes=duration.minutes,
+    )

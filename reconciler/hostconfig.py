@@ -1,0 +1,168 @@
+"""The host config: YAML on the management host, checked against `schemas/config.schema.json`.
+
+`parse(data, path)` returns a `model.HostConfig` or raises `InputError` with every problem,
+each at its `file:line:column`. Secrets never appear in the YAML: a vCenter names the
+environment variable (`passwordEnv`) or file (`passwordFile`) that holds its password, and a
+literal `password:` key is refused with a message that does not repeat its value (schema
+messages here never echo values at all). Relative paths are resolved against the directory
+of the config file (string operations only: this module does no I/O).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path, PurePath
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from reconciler import documents, durations
+from reconciler.errors import Diagnostic, InputError
+from reconciler.model import HookConfig, HostConfig, Limits, TargetConfig, VCenterConfig
+
+__all__ = ["SCHEMA_PATH", "parse", "schema", "validator"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+
+_FORBIDDEN = {
+    "password": (
+        "a literal `password` is not allowed in the host config",
+        "name an environment variable with `passwordEnv: VMKEEP_VC_PASSWORD`, or a file with "
+        "`passwordFile: /etc/vmkeep/vc.password`",
+    ),
+}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The host config JSON Schema (read once from the project's `schemas/` directory)."""
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+@cache
+def validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def parse(data: bytes, path: str) -> HostConfig:
+    """Read, validate and convert a host config file; raise `InputError` on any problem."""
+    loaded = documents.load(data, path)
+    problems = list(loaded.diagnostics)
+    if not loaded.documents:
+        if not problems:
+            problems.append(Diagnostic(
+                path, 1, 1, "the host config is empty",
+                "see docs/configuration.md for the keys (vcenters, targets, state, ...)",
+            ))
+        raise InputError(problems)
+    if len(loaded.documents) > 1:
+        extra = loaded.documents[1]
+        problems.append(extra.diagnostic((), "the host config must be a single YAML document",
+                                         "remove the `---` and merge the documents"))
+    doc = loaded.documents[0]
+    found, wrong = documents.schema_diagnostics(
+        doc, validator(), echo_values=False, forbidden_keys=_FORBIDDEN
+    )
+    problems.extend(found)
+    config = _convert(doc, problems, wrong)
+    if problems:
+        raise InputError(problems)
+    return config
+
+
+def _resolve(base: PurePath, value: str) -> str:
+    candidate = PurePath(value)
+    return str(candidate if candidate.is_absolute() else base / candidate)
+
+
+def _timeout(doc: documents.Document, where: documents.Where, text: Any,
+             problems: list[Diagnostic], wrong: set[documents.Where]) -> float:
+    if text is None:
+        return 300.0
+    if where in wrong or not isinstance(text, str):
+        return 0.0
+    try:
+        return durations.to_timedelta(durations.parse(text)).total_seconds()
+    except durations.DurationError as exc:
+        problems.append(doc.diagnostic(where, f"`{documents.dotted(where)}`: {exc}"))
+        return 0.0
+
+
+def _convert(
+    doc: documents.Document, problems: list[Diagnostic], wrong: set[documents.Where]
+) -> HostConfig:
+    """Build the model from a document; values the schema rejected are skipped."""
+    data: dict[str, Any] = doc.data
+    base = PurePath(doc.path).parent
+
+    def section(name: str) -> dict[str, Any]:
+        value = data.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def entries(name: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(k, v) for k, v in section(name).items()
+                if isinstance(v, dict) and (name, k) not in wrong]
+
+    vcenters = {}
+    for name, vc in entries("vcenters"):
+        vcenters[name] = VCenterConfig(
+            name=name,
+            url=str(vc.get("url", "")),
+            username=str(vc.get("username", "")),
+            password_env=vc.get("passwordEnv"),
+            password_file=_resolve(base, vc["passwordFile"]) if vc.get("passwordFile") else None,
+            ca_file=_resolve(base, vc["caFile"]) if vc.get("caFile") else None,
+            thumbprint=vc.get("thumbprint"),
+            insecure=vc.get("insecure") is True,
+        )
+    targets = {}
+    for name, target in entries("targets"):
+        chunk = target.get("chunkSize")
+        if isinstance(chunk, int) and chunk & (chunk - 1) and ("targets", name, "chunkSize") \
+                not in wrong:
+            problems.append(doc.diagnostic(
+                ("targets", name, "chunkSize"),
+                f"`targets.{name}.chunkSize` must be a power of two",
+                "e.g. 1048576 (1 MiB) or 4194304 (4 MiB)",
+            ))
+        targets[name] = TargetConfig(
+            name=name,
+            type=str(target.get("type", "directory")),
+            path=_resolve(base, str(target.get("path", ""))),
+            chunk_size=chunk if isinstance(chunk, int) else None,
+        )
+    hooks = {}
+    for name, hook in entries("hooks"):
+        command = [str(arg) for arg in hook.get("command", []) if isinstance(arg, str)]
+        if command and "/" in command[0]:
+            command[0] = _resolve(base, command[0])
+        hooks[name] = HookConfig(
+            name=name,
+            command=tuple(command),
+            timeout_seconds=_timeout(doc, ("hooks", name, "timeout"), hook.get("timeout"),
+                                     problems, wrong),
+        )
+    defaults = Limits()
+    limits = section("limits")
+
+    def limit(key: str, default: int) -> int:
+        value = limits.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    state = data.get("state")
+    return HostConfig(
+        path=doc.path,
+        vcenters=vcenters,
+        targets=targets,
+        state=_resolve(base, state if isinstance(state, str) and state else "vmkeep.db"),
+        limits=Limits(
+            max_deletes_per_run=limit("maxDeletesPerRun", defaults.max_deletes_per_run),
+            concurrent_exports=limit("concurrentExports", defaults.concurrent_exports),
+            concurrent_snapshots_per_host=limit(
+                "concurrentSnapshotsPerHost", defaults.concurrent_snapshots_per_host
+            ),
+        ),
+        hooks=hooks,
+    )

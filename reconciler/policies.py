@@ -1,0 +1,336 @@
+"""Policies: from policy files to a `model.PolicySet`, or every problem at once.
+
+Three passes over each YAML document, each reporting at `file:line:column`:
+
+1. `documents.load`: safe YAML, duplicate keys, limits (see `reconciler.documents`);
+2. `schemas/policy.schema.json` (draft 2020-12), errors mapped to the offending key/value;
+3. semantic checks the schema cannot express: a valid 5-field cron expression, a known IANA
+   time zone, durations, a non-empty window, fields that only apply to another consistency
+   mode, names unique across the whole repository (the second use is reported), and - when a
+   host config is given - that the referenced vCenter, target and hooks exist.
+
+`parse_policies` raises `InputError` with all diagnostics of all files, sorted;
+`check_policies` returns them instead (for `vmkeep validate`). Pure: bytes in, values out.
+"""
+
+from __future__ import annotations
+
+import json
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+from jsonschema import Draft202012Validator
+
+from reconciler import documents, durations
+from reconciler.documents import Document, Where, did_you_mean, dotted
+from reconciler.errors import Diagnostic, InputError
+from reconciler.model import (
+    Consistency,
+    ConsistencyMode,
+    Duration,
+    ExportSpec,
+    Fallback,
+    HostConfig,
+    KeepRules,
+    Policy,
+    PolicySet,
+    Schedule,
+    Selector,
+    SnapshotSpec,
+    SourceLocation,
+    Window,
+)
+from reconciler.ports import PolicyFile
+
+__all__ = ["SCHEMA_PATH", "PolicyReport", "check_policies", "parse_policies", "schema"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "policy.schema.json"
+
+CRON_FIELDS = "minute hour day-of-month month day-of-week"
+_KEEP_DURATIONS = ("within", "withinHourly", "withinDaily", "withinWeekly", "withinMonthly",
+                   "withinYearly")
+#: Consistency fields that only mean something in one mode.
+_MODE_ONLY = {"fallback": "quiesce", "shutdownTimeout": "poweroff", "hardPowerOff": "poweroff"}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The policy JSON Schema (read once from the project's `schemas/` directory)."""
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """The outcome of checking a set of policy files: valid policies and every problem."""
+
+    policies: tuple[Policy, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    revision: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.diagnostics
+
+
+def parse_policies(
+    files: Iterable[PolicyFile], config: HostConfig | None = None, revision: str | None = None
+) -> PolicySet:
+    """All policies of the files, or `InputError` listing every problem of every file."""
+    report = check_policies(files, config, revision)
+    if report.diagnostics:
+        raise InputError(report.diagnostics)
+    return PolicySet(report.policies, revision)
+
+
+def check_policies(
+    files: Iterable[PolicyFile], config: HostConfig | None = None, revision: str | None = None
+) -> PolicyReport:
+    """Check every document of every file; never raises for bad input."""
+    problems: list[Diagnostic] = []
+    policies: list[Policy] = []
+    names: dict[str, SourceLocation] = {}
+    for file in files:
+        loaded = documents.load(file.data, file.path)
+        problems.extend(loaded.diagnostics)
+        for doc in loaded.documents:
+            found, wrong = documents.schema_diagnostics(doc, _validator())
+            checker = _Semantics(doc, wrong, config)
+            checker.check()
+            found.extend(checker.problems)
+            name = _get(doc.data, ("metadata", "name"))
+            if isinstance(name, str) and ("metadata", "name") not in wrong:
+                here = SourceLocation(doc.path, *doc.position(("metadata", "name")))
+                first = names.setdefault(name, here)
+                if first != here:
+                    found.append(doc.diagnostic(
+                        ("metadata", "name"), f"policy name `{name}` is already used at {first}",
+                        "policy names must be unique across the repository; rename one",
+                    ))
+            problems.extend(found)
+            if not found:
+                policies.append(_convert(doc))
+    policies.sort(key=lambda p: p.name)
+    return PolicyReport(tuple(policies), tuple(sorted(set(problems))), revision)
+
+
+def _get(data: Any, where: Where) -> Any:
+    """The value at `where`, or None when any step is missing or of the wrong kind."""
+    for part in where:
+        if isinstance(part, str) and isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(part, int) and isinstance(data, list) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+class _Semantics:
+    """Checks of one document beyond the schema; parts the schema rejected are skipped."""
+
+    def __init__(self, doc: Document, wrong: set[Where], config: HostConfig | None) -> None:
+        self.doc = doc
+        self.wrong = wrong
+        self.config = config
+        self.problems: list[Diagnostic] = []
+
+    def value(self, *where: str | int) -> Any:
+        for cut in range(len(where) + 1):
+            if where[:cut] in self.wrong:
+                return None
+        return _get(self.doc.data, where)
+
+    def report(self, where: Where, message: str, hint: str = "", *, key: bool = False) -> None:
+        self.problems.append(self.doc.diagnostic(where, message, hint, key=key))
+
+    def check(self) -> None:
+        self.cron()
+        self.timezone()
+        self.window()
+        self.durations()
+        self.mode_fields()
+        if self.config is not None:
+            self.references(self.config)
+
+    def cron(self) -> None:
+        where = ("spec", "schedule", "cron")
+        expr = self.value(*where)
+        if not isinstance(expr, str):
+            return
+        fields = expr.split()
+        if len(fields) != 5:
+            self.report(where, f"`{dotted(where)}` must have 5 fields ({CRON_FIELDS}), "
+                        f"found {len(fields)}", 'e.g. "0 1 * * *" for 01:00 every day')
+            return
+        try:
+            croniter.expand(expr)
+        except (ValueError, KeyError) as exc:
+            reason = str(exc).split("] ", 1)[-1].replace("is not acceptable, ", "")
+            reason = reason.replace(" is not acceptable", "").strip() or "unreadable field"
+            self.report(where, f"`{dotted(where)}`: `{expr}` is not a valid cron expression "
+                        f"({reason})", f"fields: {CRON_FIELDS}")
+
+    def timezone(self) -> None:
+        where = ("spec", "schedule", "timezone")
+        name = self.value(*where)
+        if not isinstance(name, str) or name in _zones():
+            return
+        hint = did_you_mean(name, _zones(), listing=False) or \
+            "use an IANA name such as Europe/Berlin or America/New_York"
+        self.report(where, f"`{dotted(where)}`: unknown time zone `{name}`", hint)
+
+    def window(self) -> None:
+        where = ("spec", "schedule", "window")
+        start, end = self.value(*where, "start"), self.value(*where, "end")
+        if isinstance(start, str) and start == end:
+            self.report((*where, "end"), "the window is empty: start and end are equal",
+                        "a window that wraps midnight runs from start to end of the next day")
+
+    def durations(self) -> None:
+        places: list[Where] = [("spec", "consistency", "shutdownTimeout"),
+                               ("spec", "snapshots", "maxAge")]
+        for part in ("snapshots", "exports"):
+            places.extend(("spec", part, "keep", rule) for rule in _KEEP_DURATIONS)
+        for where in places:
+            text = self.value(*where)
+            if not isinstance(text, str):
+                continue
+            try:
+                durations.parse(text)
+            except durations.DurationError as exc:
+                self.report(where, f"`{dotted(where)}`: {exc}")
+
+    def mode_fields(self) -> None:
+        consistency = self.value("spec", "consistency")
+        if not isinstance(consistency, dict):
+            return
+        mode = consistency.get("mode", ConsistencyMode.CRASH.value)
+        if not isinstance(mode, str) or ("spec", "consistency", "mode") in self.wrong:
+            return
+        for key, only in _MODE_ONLY.items():
+            if key in consistency and mode != only:
+                self.report(("spec", "consistency", key),
+                            f"`{key}` only applies to mode `{only}`, this policy uses mode "
+                            f"`{mode}`", f"remove `{key}` or set `mode: {only}`", key=True)
+
+    def references(self, config: HostConfig) -> None:
+        where_vc = ("spec", "vcenter")
+        self.reference(where_vc, self.value(*where_vc), "vCenter", "vcenters",
+                       config.vcenters, config.path)
+        where_target = ("spec", "exports", "target")
+        self.reference(where_target, self.value(*where_target), "target", "targets",
+                       config.targets, config.path)
+        for phase in ("pre", "post"):
+            hooks = self.value("spec", "consistency", "hooks", phase)
+            for index, name in enumerate(hooks if isinstance(hooks, list) else []):
+                where = ("spec", "consistency", "hooks", phase, index)
+                self.reference(where, name, "hook", "hooks", config.hooks, config.path)
+
+    def reference(self, where: Where, name: Any, what: str, section: str,
+                  defined: Iterable[str], config_path: str) -> None:
+        names = sorted(defined)
+        if not isinstance(name, str) or name in names:
+            return
+        if names:
+            hint = did_you_mean(name, names) + f" (defined in {config_path} under `{section}`)"
+        else:
+            hint = f"{config_path} defines no {section}"
+        self.report(where, f"unknown {what} `{name}`", hint.strip())
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _duration(text: str | None) -> Duration | None:
+    return durations.parse(text) if text is not None else None
+
+
+def _selector(data: dict[str, Any]) -> Selector:
+    return Selector(
+        names=tuple(data.get("names", ())),
+        folders=tuple(data.get("folders", ())),
+        tags=tuple(data.get("tags", ())),
+        attributes=dict(data.get("attributes", {})),
+    )
+
+
+def _keep(data: dict[str, Any]) -> KeepRules:
+    return KeepRules(
+        last=data.get("last"),
+        hourly=data.get("hourly"),
+        daily=data.get("daily"),
+        weekly=data.get("weekly"),
+        monthly=data.get("monthly"),
+        yearly=data.get("yearly"),
+        within=_duration(data.get("within")),
+        within_hourly=_duration(data.get("withinHourly")),
+        within_daily=_duration(data.get("withinDaily")),
+        within_weekly=_duration(data.get("withinWeekly")),
+        within_monthly=_duration(data.get("withinMonthly")),
+        within_yearly=_duration(data.get("withinYearly")),
+    )
+
+
+def _time(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _convert(doc: Document) -> Policy:
+    """The model of a document that passed every check."""
+    data: dict[str, Any] = doc.data
+    meta: dict[str, Any] = data["metadata"]
+    spec: dict[str, Any] = data["spec"]
+    selector: dict[str, Any] = spec["selector"]
+    schedule: dict[str, Any] = spec["schedule"]
+    window = schedule.get("window")
+    consistency: dict[str, Any] = spec.get("consistency", {})
+    hooks: dict[str, Any] = consistency.get("hooks", {})
+    defaults = Consistency()
+    snapshots = spec.get("snapshots")
+    exports = spec.get("exports")
+    return Policy(
+        name=meta["name"],
+        vcenter=spec["vcenter"],
+        include=_selector(selector["include"]),
+        exclude=_selector(selector["exclude"]) if "exclude" in selector else None,
+        schedule=Schedule(
+            cron=" ".join(schedule["cron"].split()),
+            timezone=schedule.get("timezone", "UTC"),
+            window=Window(_time(window["start"]), _time(window["end"])) if window else None,
+        ),
+        consistency=Consistency(
+            mode=ConsistencyMode(consistency.get("mode", defaults.mode.value)),
+            fallback=Fallback(consistency.get("fallback", defaults.fallback.value)),
+            shutdown_timeout=_duration(consistency.get("shutdownTimeout"))
+            or defaults.shutdown_timeout,
+            hard_power_off=bool(consistency.get("hardPowerOff", False)),
+            pre_hooks=tuple(hooks.get("pre", ())),
+            post_hooks=tuple(hooks.get("post", ())),
+        ),
+        snapshots=SnapshotSpec(_keep(snapshots["keep"]), _duration(snapshots.get("maxAge")))
+        if snapshots is not None else None,
+        exports=ExportSpec(exports["target"], _keep(exports["keep"]))
+        if exports is not None else None,
+        description=meta.get("description", ""),
+        labels=dict(meta.get("labels", {})),
+        on_policy_removal=spec.get("onPolicyRemoval", "retain"),
+        source=SourceLocation(doc.path, *doc.position(())),
+    )
