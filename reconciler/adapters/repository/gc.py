@@ -1,0 +1,195 @@
+"""Garbage collection: mark what committed manifests reference, sweep the rest.
+
+GC holds the writer lock for its whole run, so no export can be in flight (in this process
+or any other) while it decides what is garbage: everything not reachable from a committed
+manifest — data of aborted or crashed exports, chunks of deleted points, stale copies —
+is garbage at that moment. `grace` is an extra guard for files younger than it (packs and
+temporary files are left alone), for repositories shared over a file system whose locks
+cannot be trusted.
+
+Every step is safe to interrupt: a pack's index is deleted (and that made durable) before
+the pack, so the index never names a missing pack; a rewritten pack is complete and indexed
+before the packs it replaces are deleted, and where a chunk has two copies the newer pack's
+copy is the one used, so the old pack becomes pure garbage for the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from reconciler.errors import CorruptionError, RepositoryError, RepositoryLockedError
+
+from .format import ID_SIZE, decode_manifest, fsync_dir
+from .packs import ENTRY, ChunkIndex, PackSummary, PackWriter, decode_chunk
+
+if TYPE_CHECKING:
+    from .store import Repository
+
+__all__ = ["GcReport", "collect", "live_chunks"]
+
+#: Packs whose live bytes are below this share of their size are rewritten.
+REWRITE_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class GcReport:
+    points: int
+    live_chunks: int
+    packs_before: int
+    packs_deleted: int
+    packs_rewritten: int
+    bytes_before: int
+    bytes_freed: int
+    bytes_copied: int
+    partials_removed: int
+    temporary_removed: int
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def live_chunks(repo: Repository) -> tuple[int, set[bytes]]:
+    """Every chunk id a committed manifest references (tables, data, files)."""
+    live: set[bytes] = set()
+    count = 0
+    for path in sorted(repo.layout.points.glob("*.json")):
+        try:
+            manifest = decode_manifest(path.read_bytes(), str(path))
+        except CorruptionError as exc:
+            raise RepositoryError(
+                f"{exc}; gc cannot tell what it references, so it deleted nothing "
+                "(restore the manifest from a copy, or delete the point)"
+            ) from None
+        count += 1
+        for record in manifest.disks:
+            live.update(bytes.fromhex(t) for t in record.tables)
+            try:
+                live.update(repo.load_table(manifest, record))
+            except CorruptionError as exc:
+                raise RepositoryError(
+                    f"{exc}; gc deleted nothing — run `vmkeep verify`, then delete the "
+                    "damaged point"
+                ) from None
+        for file in manifest.files:
+            live.update(bytes.fromhex(c) for c in file.chunks)
+    live.discard(bytes(ID_SIZE))
+    return count, live
+
+
+def _live_entries(summary: PackSummary, index: ChunkIndex, live: set[bytes]) -> list[bytes]:
+    return [cid for cid, loc in summary.entries if cid in live and index.locations.get(cid) == loc]
+
+
+def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
+    if repo.active_writers:
+        raise RepositoryLockedError(
+            f"repository {str(repo.root)!r}: gc cannot run while this process is exporting"
+        )
+    repo.lock.acquire("gc", repo.lock_timeout)
+    try:
+        return _collect(repo, grace.total_seconds())
+    finally:
+        repo.lock.release()
+
+
+def _collect(repo: Repository, grace: float) -> GcReport:
+    layout = repo.layout
+    now = time.time()
+    index = repo.load_index(repair=True)
+    repo._index = index
+    points, live = live_chunks(repo)
+
+    def young(path: str | os.PathLike[str]) -> bool:
+        try:
+            return now - os.stat(path).st_mtime < grace
+        except FileNotFoundError:
+            return True
+
+    packs_before = len(index.packs)
+    doomed: list[PackSummary] = []
+    rewrite: list[tuple[PackSummary, list[bytes]]] = []
+    bytes_before = 0
+    for summary in list(index.packs.values()):
+        bytes_before += summary.size
+        if young(layout.pack(summary.pack)):
+            continue
+        keep = _live_entries(summary, index, live)
+        live_bytes = sum(ENTRY.size + index.locations[c].stored for c in keep)
+        if not keep:
+            doomed.append(summary)
+        elif live_bytes < REWRITE_BELOW * summary.size:
+            rewrite.append((summary, keep))
+
+    copied = 0
+    if rewrite:
+        writer = PackWriter(layout, repo.pack_size, index.add_pack)
+        for _, keep in rewrite:
+            for cid in keep:
+                loc = index.locations[cid]
+                stored = repo.packs.read_stored(loc)
+                try:
+                    decode_chunk(cid, loc, stored)
+                except CorruptionError:
+                    repo.quarantine(loc.pack, cid)  # never copy damage forward
+                    continue
+                writer.add(cid, loc.kind, loc.flags, loc.raw, stored)
+                copied += len(stored)
+        writer.finish()
+        fsync_dir(layout.index)
+        doomed.extend(summary for summary, _ in rewrite)
+
+    freed = 0
+    for summary in doomed:
+        _delete_pack(repo, summary.pack)
+        freed += summary.size
+    repo.packs.close()
+    repo._index = repo.load_index(repair=False)
+
+    partials = 0
+    for marker in layout.partial.glob("*.json"):
+        marker.unlink(missing_ok=True)
+        partials += 1
+    temporary = 0
+    for entry in os.scandir(layout.tmp):
+        if entry.name.startswith("writer.json.") or young(entry.path):
+            continue
+        os.unlink(entry.path)
+        temporary += 1
+    _tidy(repo)
+    return GcReport(
+        points=points,
+        live_chunks=len(live),
+        packs_before=packs_before,
+        packs_deleted=len(doomed),
+        packs_rewritten=len(rewrite),
+        bytes_before=bytes_before,
+        bytes_freed=freed,
+        bytes_copied=copied,
+        partials_removed=partials,
+        temporary_removed=temporary,
+    )
+
+
+def _delete_pack(repo: Repository, pack: str) -> None:
+    """Index first (durably), then the pack: an index never outlives its pack's data."""
+    index_file = repo.layout.index_file(pack)
+    index_file.unlink(missing_ok=True)
+    fsync_dir(index_file.parent)
+    pack_file = repo.layout.pack(pack)
+    pack_file.unlink(missing_ok=True)
+    fsync_dir(pack_file.parent)
+
+
+def _tidy(repo: Repository) -> None:
+    """Drop index files and quarantine markers whose pack is gone."""
+    packs = set(repo.pack_ids())
+    for entry in os.scandir(repo.layout.index):
+        if entry.name.endswith(".idx") and entry.name[:-4] not in packs:
+            os.unlink(entry.path)
+    for entry in os.scandir(repo.layout.quarantine):
+        if entry.name.partition("-")[0] not in packs:
+            os.unlink(entry.path)

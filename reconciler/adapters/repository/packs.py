@@ -1,0 +1,333 @@
+"""Pack files and their indexes: where chunks live on disk.
+
+A pack is a header followed by entries; each entry is a fixed header (chunk id, flags,
+kind, raw length, stored length) and the stored bytes. Because every entry describes
+itself, the index of a pack can always be rebuilt by scanning the pack alone. A pack is
+written under `tmp/`, fsynced and renamed into `packs/` only when complete, so a pack file
+in `packs/` is never truncated by a crash; its index is written after it, the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import blake3
+import zstandard
+
+from reconciler.errors import CorruptionError
+
+from .format import Layout, atomic_write, chunk_id, fsync_dir, new_pack_id
+
+__all__ = [
+    "FLAG_RAW",
+    "FLAG_ZSTD",
+    "KIND_DATA",
+    "KIND_TABLE",
+    "ChunkIndex",
+    "Location",
+    "PackReader",
+    "PackWriter",
+    "decode_chunk",
+    "read_index_file",
+    "scan_pack",
+]
+
+PACK_MAGIC = b"VMKPACK\x01"
+INDEX_MAGIC = b"VMKIDX\x00\x01"
+ENTRY = struct.Struct("<32sBBxxII")  # id, flags, kind, raw length, stored length
+INDEX_HEADER = struct.Struct("<8sQI")  # magic, pack size, entry count
+INDEX_ENTRY = struct.Struct(
+    "<32sQIIBB"
+)  # id, offset of data, stored length, raw length, flags, kind
+FLAG_RAW = 0
+FLAG_ZSTD = 1
+KIND_DATA = 0
+KIND_TABLE = 1
+WRITE_BUFFER = 4 * 1024 * 1024
+
+
+class Location(NamedTuple):
+    """Where one stored copy of a chunk is: pack, offset of its data, lengths, flags."""
+
+    pack: str
+    offset: int
+    stored: int
+    raw: int
+    flags: int
+    kind: int
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    pack: str
+    size: int
+    entries: tuple[tuple[bytes, Location], ...]
+
+
+def decode_chunk(cid: bytes, loc: Location, stored: bytes) -> bytes:
+    """Decompress and check one stored chunk; raise CorruptionError when it does not match."""
+    if len(stored) != loc.stored:
+        raise CorruptionError(f"chunk {cid.hex()} in pack {loc.pack} is truncated")
+    if loc.flags == FLAG_ZSTD:
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=loc.raw)
+        except zstandard.ZstdError as exc:
+            raise CorruptionError(
+                f"chunk {cid.hex()} in pack {loc.pack} does not decompress ({exc})"
+            ) from None
+    else:
+        raw = stored
+    if len(raw) != loc.raw or chunk_id(raw) != cid:
+        raise CorruptionError(f"chunk {cid.hex()} in pack {loc.pack} does not match its hash")
+    return raw
+
+
+# --------------------------------------------------------------------------- index files
+
+
+def encode_index(pack_size: int, entries: Iterable[tuple[bytes, Location]]) -> bytes:
+    items = list(entries)
+    parts = [INDEX_HEADER.pack(INDEX_MAGIC, pack_size, len(items))]
+    parts.extend(
+        INDEX_ENTRY.pack(cid, loc.offset, loc.stored, loc.raw, loc.flags, loc.kind)
+        for cid, loc in items
+    )
+    body = b"".join(parts)
+    return body + blake3.blake3(body).digest()
+
+
+def read_index_file(path: Path, pack: str) -> PackSummary | None:
+    """Parse one index file; None when it is damaged (the caller rebuilds it from the pack)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    body, trailer = data[:-32], data[-32:]
+    if len(data) < INDEX_HEADER.size + 32 or blake3.blake3(body).digest() != trailer:
+        return None
+    magic, pack_size, count = INDEX_HEADER.unpack_from(body, 0)
+    if magic != INDEX_MAGIC or len(body) != INDEX_HEADER.size + count * INDEX_ENTRY.size:
+        return None
+    entries = tuple(
+        (cid, Location(pack, off, stored, raw, flags, kind))
+        for cid, off, stored, raw, flags, kind in INDEX_ENTRY.iter_unpack(body[INDEX_HEADER.size :])
+    )
+    return PackSummary(pack, pack_size, entries)
+
+
+def scan_pack(path: Path, pack: str) -> PackSummary:
+    """Rebuild a pack's index from the pack itself; stops at the first unreadable entry."""
+    entries: list[tuple[bytes, Location]] = []
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
+            return PackSummary(pack, size, ())
+        pos = len(PACK_MAGIC)
+        while pos + ENTRY.size <= size:
+            header = f.read(ENTRY.size)
+            cid, flags, kind, raw, stored = ENTRY.unpack(header)
+            data_at = pos + ENTRY.size
+            if flags not in (FLAG_RAW, FLAG_ZSTD) or data_at + stored > size:
+                break
+            entries.append((cid, Location(pack, data_at, stored, raw, flags, kind)))
+            pos = data_at + stored
+            f.seek(pos)
+    return PackSummary(pack, size, tuple(entries))
+
+
+# --------------------------------------------------------------------------- chunk index
+
+
+class ChunkIndex:
+    """Chunk id → one good stored copy, for every published pack.
+
+    When a chunk is stored more than once (concurrent writers, a GC rewrite interrupted by a
+    crash, a fresh copy after damage) the copy in the newest pack wins; copies listed in the
+    quarantine are never used.
+    """
+
+    def __init__(self, quarantine: set[tuple[str, bytes]] | None = None) -> None:
+        self.locations: dict[bytes, Location] = {}
+        self.packs: dict[str, PackSummary] = {}
+        self.quarantine: set[tuple[str, bytes]] = quarantine if quarantine is not None else set()
+        self._lock = threading.Lock()
+
+    def __contains__(self, cid: bytes) -> bool:
+        return cid in self.locations
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def get(self, cid: bytes) -> Location | None:
+        return self.locations.get(cid)
+
+    def add_pack(self, summary: PackSummary) -> None:
+        with self._lock:
+            self.packs[summary.pack] = summary
+            for cid, loc in summary.entries:
+                if (loc.pack, cid) in self.quarantine:
+                    continue
+                old = self.locations.get(cid)
+                if old is None or old.pack < loc.pack:
+                    self.locations[cid] = loc
+
+    def mark_bad(self, cid: bytes, pack: str) -> None:
+        """Forget a damaged copy; another good copy (if any) takes its place."""
+        with self._lock:
+            self.quarantine.add((pack, cid))
+            current = self.locations.get(cid)
+            if current is None or current.pack != pack:
+                return
+            del self.locations[cid]
+            for summary in self.packs.values():
+                if (summary.pack, cid) in self.quarantine:
+                    continue
+                for other, loc in summary.entries:
+                    if other == cid:
+                        best = self.locations.get(cid)
+                        if best is None or best.pack < loc.pack:
+                            self.locations[cid] = loc
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class PackWriter:
+    """Appends chunks to a pack under `tmp/`; publishes it (pack, then index) when full.
+
+    `publish` is called with each finished pack's summary after the pack and its index
+    are durable, so the caller can make its chunks visible for deduplication.
+    """
+
+    def __init__(
+        self, layout: Layout, target_size: int, publish: Callable[[PackSummary], None]
+    ) -> None:
+        self.layout = layout
+        self.target_size = target_size
+        self.publish = publish
+        self.published: list[str] = []
+        self._fd: int | None = None
+        self._pack = ""
+        self._tmp = Path()
+        self._size = 0
+        self._buffer = bytearray()
+        self._entries: list[tuple[bytes, Location]] = []
+        self.bytes_written = 0
+
+    def add(self, cid: bytes, kind: int, flags: int, raw_len: int, payload: bytes) -> None:
+        if self._fd is None:
+            self._open()
+        header = ENTRY.pack(cid, flags, kind, raw_len, len(payload))
+        data_at = self._size + len(header)
+        self._buffer += header
+        self._buffer += payload
+        self._entries.append(
+            (cid, Location(self._pack, data_at, len(payload), raw_len, flags, kind))
+        )
+        self._size = data_at + len(payload)
+        self.bytes_written += len(payload)
+        if len(self._buffer) >= WRITE_BUFFER:
+            self._drain()
+        if self._size >= self.target_size:
+            self.finish()
+
+    def _open(self) -> None:
+        self._pack = new_pack_id()
+        self._tmp = self.layout.tmp / f"{self._pack}.pack"
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._buffer = bytearray(PACK_MAGIC)
+        self._size = len(PACK_MAGIC)
+        self._entries = []
+
+    def _drain(self) -> None:
+        assert self._fd is not None
+        view = memoryview(self._buffer)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        view.release()
+        self._buffer = bytearray()
+
+    def finish(self) -> None:
+        """Make the current pack durable and visible: fsync, rename, then write its index."""
+        if self._fd is None:
+            return
+        self._drain()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        final = self.layout.pack(self._pack)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(self._tmp, final)
+        fsync_dir(final.parent)
+        index = self.layout.index_file(self._pack)
+        atomic_write(
+            index, encode_index(self._size, self._entries), self.layout.tmp, sync_dir=False
+        )
+        summary = PackSummary(self._pack, self._size, tuple(self._entries))
+        self.published.append(self._pack)
+        self._entries = []
+        self.publish(summary)
+
+    def discard(self) -> None:
+        """Drop the unfinished pack (abort); published packs stay for GC to judge."""
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        self._tmp.unlink(missing_ok=True)
+        self._entries = []
+        self._buffer = bytearray()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class PackReader:
+    """Reads stored chunks with `pread`, keeping a few pack files open. Thread-safe."""
+
+    def __init__(self, layout: Layout, max_open: int = 64) -> None:
+        self.layout = layout
+        self.max_open = max_open
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _fd(self, pack: str) -> int:
+        with self._lock:
+            fd = self._fds.get(pack)
+            if fd is None:
+                if len(self._fds) >= self.max_open:
+                    _, old = self._fds.popitem()
+                    os.close(old)
+                try:
+                    fd = os.open(self.layout.pack(pack), os.O_RDONLY)
+                except FileNotFoundError:
+                    raise CorruptionError(f"pack {pack} is missing") from None
+                self._fds[pack] = fd
+            return fd
+
+    def read_stored(self, loc: Location) -> bytes:
+        return os.pread(self._fd(loc.pack), loc.stored, loc.offset)
+
+    def read(self, cid: bytes, loc: Location) -> bytes:
+        """The raw bytes of a chunk, checked against its id."""
+        return decode_chunk(cid, loc, self.read_stored(loc))
+
+    def iter_pack(self, summary: PackSummary) -> Iterator[tuple[bytes, Location, bytes]]:
+        """Every entry of a pack with its stored bytes, read sequentially in large blocks."""
+        path = self.layout.pack(summary.pack)
+        with open(path, "rb", buffering=8 * 1024 * 1024) as f:
+            for cid, loc in sorted(summary.entries, key=lambda e: e[1].offset):
+                f.seek(loc.offset)
+                yield cid, loc, f.read(loc.stored)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
