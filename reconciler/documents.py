@@ -460,7 +460,8 @@ def schema_diagnostics(
     wrong: set[Where] = set()
     for error in validator.iter_errors(document.data):
         where: Where = tuple(error.absolute_path)
-        wrong.add(where)
+        if error.validator in _VALUE_RULES:
+            wrong.add(where)
         diagnostics.extend(
             _describe(document, error, where, echo_values, forbidden_keys or {}, wrong)
         )
@@ -480,7 +481,7 @@ def _describe(
     value = error.instance
     rule: Any = error.validator_value
     name = f"`{dotted(where)}`"
-    about = str(schema.get("description", "")).rstrip(".")
+    about = str(schema.get("description", "")).split(". ")[0].rstrip(".")
     if kind == "additionalProperties" and isinstance(value, dict):
         known = list(schema.get("properties", {}))
         out = []
@@ -540,6 +541,10 @@ def _describe(
         return [doc.diagnostic(where, f"{name} is not allowed here", about, key=True)]
     return [doc.diagnostic(where, f"{name}: {error.message}" if echo else f"{name} is invalid")]
 
+
+#: Schema rules that judge a value itself (not the keys around it): its path is "wrong".
+_VALUE_RULES = frozenset({"type", "enum", "const", "pattern", "format", "minLength", "maxLength",
+                          "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 
 _TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number",
                "boolean": "true or false", "object": "a mapping", "array": "a list",

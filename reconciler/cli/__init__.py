@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reconciler import __version__
+from reconciler.cli import validate
 from reconciler.errors import VmkeepError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
-COMMANDS: tuple[ModuleType, ...] = ()
+COMMANDS: tuple[ModuleType, ...] = (validate,)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,184 @@
+"""Policy files from one exact commit of a Git repository (GitPython).
+
+`GitSource.open(repo, rev, path)` keeps a *bare* cache clone per repository under
+`$XDG_CACHE_HOME/vmkeep/git/<hash of the repository>.git`, fetches into it (branches and
+tags forced, so a force-pushed branch resolves to its new commit; the remote's HEAD too),
+resolves `rev` to a commit SHA and reads the blobs of that commit's tree. No work tree is
+ever checked out, and a user's own clone given as `repo` is only read (like `git fetch`
+from it would). Every policy and plan computed from the files carries `revision` = the SHA.
+
+Failures are `SourceError`s that say what to check: unreachable remote, unknown revision,
+missing path. A file lock serialises concurrent fetches into the same cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import git
+from filelock import FileLock
+
+from reconciler.errors import SourceError
+from reconciler.ports import PolicyFile
+
+__all__ = ["FETCH_TIMEOUT", "SUFFIXES", "GitSource", "cache_root"]
+
+SUFFIXES = (".yaml", ".yml")
+FETCH_TIMEOUT = 300  # seconds
+_REMOTE_HEAD = "refs/vmkeep/remote-head"
+_SYMLINK_MODE = 0o120000
+_REQUESTED = "refs/vmkeep/requested"
+_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+_QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "",
+              "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+
+
+def cache_root() -> Path:
+    """`$VMKEEP_CACHE_DIR`, else `$XDG_CACHE_HOME/vmkeep`, else `~/.cache/vmkeep`."""
+    explicit = os.environ.get("VMKEEP_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "vmkeep"
+
+
+def _normalise(repo: str) -> str:
+    """A local path becomes an absolute path; URLs (incl. scp-like `host:path`) stay as given."""
+    if "://" in repo or (":" in repo.split("/")[0] and not Path(repo).exists()):
+        return repo
+    return str(Path(repo).expanduser().resolve())
+
+
+def _short_error(exc: git.GitCommandError) -> str:
+    text = str(exc.stderr or exc)
+    lines = [line.strip().removeprefix("stderr:").strip().strip("'").strip()
+             for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    meaningful = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (meaningful or lines or ["git failed"])[-1]
+
+
+class GitSource:
+    """Policy files of one commit; build it with `GitSource.open`."""
+
+    def __init__(self, bare: git.Repo, url: str, sha: str, subdir: str) -> None:
+        self._repo = bare
+        self.url = url
+        self._sha = sha
+        self.subdir = subdir
+
+    @property
+    def revision(self) -> str:
+        return self._sha
+
+    @classmethod
+    def open(
+        cls, repo: str, rev: str = "HEAD", path: str = "", cache_dir: Path | None = None
+    ) -> GitSource:
+        """Fetch `repo` into the cache, resolve `rev` and check that `path` exists there."""
+        url = _normalise(repo)
+        if "://" not in url and not Path(url).exists():
+            raise SourceError(f"policy repository {repo!r} does not exist")
+        root = (cache_dir or cache_root()) / "git"
+        key = hashlib.sha256(url.encode()).hexdigest()[:24]
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(root / f"{key}.lock"), timeout=FETCH_TIMEOUT):
+                bare = cls._fetch(root / f"{key}.git", url, repo)
+                sha = cls._resolve(bare, url, rev, repo)
+        except OSError as exc:
+            raise SourceError(f"cannot use the Git cache {str(root)!r}: {exc}") from None
+        source = cls(bare, url, sha, str(PurePosixPath(path.strip("/"))) if path.strip("/")
+                     else "")
+        source._tree()  # fail now (not while iterating) when the path is missing
+        return source
+
+    @staticmethod
+    def _fetch(location: Path, url: str, shown: str) -> git.Repo:
+        bare = git.Repo.init(location, bare=True) if not (location / "HEAD").exists() \
+            else git.Repo(location)
+        bare.git.update_environment(**_QUIET_ENV)
+        try:
+            bare.git.fetch(url, *_REFSPECS, "--force", "--prune", "--no-write-fetch-head",
+                           kill_after_timeout=FETCH_TIMEOUT)
+        except git.GitCommandError as exc:
+            raise SourceError(
+                f"cannot fetch policy repository {shown!r}: {_short_error(exc)} "
+                "(check the URL or path, the network and your access rights)"
+            ) from None
+        return bare
+
+    @staticmethod
+    def _fetch_extra(bare: git.Repo, url: str, remote_name: str, local: str) -> None:
+        """Fetch one more ref (the remote HEAD, a bare SHA); a failure only means "absent"."""
+        with contextlib.suppress(git.GitCommandError):
+            bare.git.update_ref("-d", local)  # never resolve to what an earlier run fetched
+        with contextlib.suppress(git.GitCommandError):
+            bare.git.fetch(url, f"+{remote_name}:{local}", "--force", "--no-write-fetch-head",
+                           kill_after_timeout=FETCH_TIMEOUT)
+
+    @staticmethod
+    def _rev_parse(bare: git.Repo, name: str) -> str | None:
+        try:
+            sha: str = bare.git.rev_parse("--verify", "--quiet", "--end-of-options",
+                                          f"{name}^{{commit}}")
+        except git.GitCommandError:
+            return None
+        return sha.strip() or None
+
+    @classmethod
+    def _resolve(cls, bare: git.Repo, url: str, rev: str, shown: str) -> str:
+        if rev.startswith("-") or any(c.isspace() for c in rev):
+            raise SourceError(f"invalid revision {rev!r}")
+        if rev in ("", "HEAD"):
+            cls._fetch_extra(bare, url, "HEAD", _REMOTE_HEAD)
+            sha = cls._rev_parse(bare, _REMOTE_HEAD)
+        else:
+            sha = cls._rev_parse(bare, rev)
+            if sha is None:  # e.g. a commit only reachable from a detached HEAD or PR ref
+                cls._fetch_extra(bare, url, rev, _REQUESTED)
+                sha = cls._rev_parse(bare, _REQUESTED)
+        if sha is None:
+            raise SourceError(
+                f"revision {rev or 'HEAD'!r} not found in policy repository {shown!r} "
+                "(give a branch, a tag or a commit SHA that exists there)"
+            )
+        return sha
+
+    def _tree(self) -> git.Tree | git.Blob:
+        commit = self._repo.commit(self._sha)
+        if not self.subdir:
+            return commit.tree
+        try:
+            item = commit.tree / self.subdir
+        except KeyError:
+            raise SourceError(
+                f"path {self.subdir!r} does not exist at commit {self._sha[:12]} of "
+                f"{self.url!r}"
+            ) from None
+        if not isinstance(item, git.Tree | git.Blob):
+            raise SourceError(f"path {self.subdir!r} at commit {self._sha[:12]} is not a "
+                              "directory or file")
+        return item
+
+    def files(self) -> Iterator[PolicyFile]:
+        """Every `*.yaml`/`*.yml` blob under the path, sorted; hidden directories skipped."""
+        top = self._tree()
+        if isinstance(top, git.Blob):
+            yield PolicyFile(str(top.path), top.data_stream.read())
+            return
+        blobs = []
+        for item in top.traverse():
+            if not isinstance(item, git.Blob) or not item.name.endswith(SUFFIXES):
+                continue
+            if item.mode == _SYMLINK_MODE:
+                continue
+            if any(part.startswith(".") for part in PurePosixPath(item.path).parts):
+                continue
+            blobs.append(item)
+        for blob in sorted(blobs, key=lambda b: str(b.path)):
+            yield PolicyFile(str(blob.path), blob.data_stream.read())
