@@ -1,0 +1,384 @@
+"""Observed state: to and from JSON (`schemas/state.schema.json`), its digest, and the catalog.
+
+The JSON form is what `vmkeep state export` writes and `--state FILE` reads, so plans can be
+made offline. `digest` is the SHA-256 of the canonical JSON (sorted keys, no spaces), which a
+plan records so a stale saved plan can be refused. `build_catalog` recognises restore points:
+snapshots with a valid ownership marker (see `reconciler.markers`) and export points of the
+targets; every other snapshot is foreign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.errors import Diagnostic, InputError
+from reconciler.markers import MarkerKind, parse_marker
+from reconciler.model import (
+    VM,
+    Disk,
+    ExportPoint,
+    Inventory,
+    ObservedState,
+    PointKind,
+    PowerState,
+    Snapshot,
+    VMRef,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Catalog",
+    "CatalogPoint",
+    "ForeignSnapshot",
+    "build_catalog",
+    "digest",
+    "format_time",
+    "observed_from",
+    "parse_time",
+    "snapshot_depths",
+    "state_from_json",
+    "state_to_json",
+]
+
+FORMAT_VERSION = 1
+
+
+def format_time(moment: datetime) -> str:
+    """UTC ISO 8601 with a `Z`; microseconds only when present."""
+    utc = moment.astimezone(UTC)
+    spec = "%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return utc.strftime(spec)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO 8601 time with an offset (or `Z`); raises ValueError otherwise."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset")
+    return moment.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- to JSON
+
+
+def _vm_json(vm: VM) -> dict[str, Any]:
+    return {
+        "name": vm.name,
+        "instanceUuid": vm.instance_uuid,
+        "moref": vm.moref,
+        "folder": vm.folder,
+        "tags": list(vm.tags),
+        "attributes": dict(sorted(vm.attributes.items())),
+        "powerState": vm.power_state.value,
+        "toolsRunning": vm.tools_running,
+        "biosUuid": vm.bios_uuid,
+        "host": vm.host,
+        "changeTracking": vm.change_tracking,
+        "disks": [
+            {
+                "key": d.key,
+                "label": d.label,
+                "file": d.file,
+                "capacityBytes": d.capacity_bytes,
+                "changeId": d.change_id,
+            }
+            for d in vm.disks
+        ],
+        "snapshots": [
+            {
+                "id": s.id,
+                "name": s.name,
+                "description": s.description,
+                "createdAt": format_time(s.created_at),
+                "quiesced": s.quiesced,
+                "parentId": s.parent_id,
+            }
+            for s in vm.snapshots
+        ],
+    }
+
+
+def _point_json(p: ExportPoint) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "policy": p.policy,
+        "vm": {"name": p.vm.name, "instanceUuid": p.vm.instance_uuid},
+        "slot": format_time(p.slot),
+        "createdAt": format_time(p.created_at),
+        "complete": p.complete,
+        "consistency": p.consistency,
+        "sizeBytes": p.size_bytes,
+    }
+
+
+def state_to_json(state: ObservedState) -> dict[str, Any]:
+    return {
+        "formatVersion": FORMAT_VERSION,
+        "capturedAt": format_time(state.captured_at),
+        "vcenters": {
+            name: {"vms": [_vm_json(vm) for vm in vms]}
+            for name, vms in sorted(state.vcenters.items())
+        },
+        "targets": {
+            name: {"points": [_point_json(p) for p in points]}
+            for name, points in sorted(state.targets.items())
+        },
+    }
+
+
+def digest(state: ObservedState) -> str:
+    """`sha256:<hex>` of the canonical JSON of the state."""
+    canonical = json.dumps(
+        state_to_json(state), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- from JSON
+
+
+class _Reader:
+    """Walks untrusted JSON, converting it and reporting the first problem with its path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> InputError:
+        return InputError(
+            [
+                Diagnostic(
+                    self.source,
+                    1,
+                    1,
+                    f"{where}: {message}",
+                    "write the file with `vmkeep state export`",
+                )
+            ]
+        )
+
+    def get(
+        self, obj: Any, key: str, where: str, kind: type | tuple[type, ...], default: Any = ...
+    ) -> Any:
+        if not isinstance(obj, dict):
+            raise self.fail(where, "expected an object")
+        if key not in obj:
+            if default is ...:
+                raise self.fail(f"{where}.{key}", "required field is missing")
+            return default
+        value = obj[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            names = kind if isinstance(kind, tuple) else (kind,)
+            expected = " or ".join("null" if k is type(None) else k.__name__ for k in names)
+            raise self.fail(f"{where}.{key}", f"expected {expected}")
+        return value
+
+    def time(self, obj: Any, key: str, where: str) -> datetime:
+        text = self.get(obj, key, where, str)
+        try:
+            return parse_time(text)
+        except ValueError:
+            raise self.fail(
+                f"{where}.{key}", f"not an ISO 8601 time with offset: {text!r}"
+            ) from None
+
+
+def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
+    try:
+        power = PowerState(r.get(data, "powerState", where, str, "poweredOn"))
+    except ValueError:
+        raise r.fail(f"{where}.powerState", "expected poweredOn, poweredOff or suspended") from None
+    snaps = []
+    for i, s in enumerate(r.get(data, "snapshots", where, list, [])):
+        sw = f"{where}.snapshots[{i}]"
+        parent = r.get(s, "parentId", sw, (str, type(None)), None)
+        snaps.append(
+            Snapshot(
+                id=r.get(s, "id", sw, str),
+                name=r.get(s, "name", sw, str),
+                description=r.get(s, "description", sw, str, ""),
+                created_at=r.time(s, "createdAt", sw),
+                quiesced=r.get(s, "quiesced", sw, bool, False),
+                parent_id=parent,
+            )
+        )
+    disks = []
+    for i, d in enumerate(r.get(data, "disks", where, list, [])):
+        dw = f"{where}.disks[{i}]"
+        disks.append(
+            Disk(
+                key=r.get(d, "key", dw, int),
+                label=r.get(d, "label", dw, str, ""),
+                file=r.get(d, "file", dw, str, ""),
+                capacity_bytes=r.get(d, "capacityBytes", dw, int, 0),
+                change_id=r.get(d, "changeId", dw, (str, type(None)), None),
+            )
+        )
+    attributes = r.get(data, "attributes", where, dict, {})
+    tags = r.get(data, "tags", where, list, [])
+    if not all(isinstance(v, str) for v in attributes.values()):
+        raise r.fail(f"{where}.attributes", "values must be strings")
+    if not all(isinstance(t, str) for t in tags):
+        raise r.fail(f"{where}.tags", "entries must be strings")
+    return VM(
+        vcenter=vcenter,
+        name=r.get(data, "name", where, str),
+        instance_uuid=r.get(data, "instanceUuid", where, str),
+        moref=r.get(data, "moref", where, str, ""),
+        folder=r.get(data, "folder", where, str, ""),
+        power_state=power,
+        tools_running=r.get(data, "toolsRunning", where, bool, False),
+        bios_uuid=r.get(data, "biosUuid", where, str, ""),
+        host=r.get(data, "host", where, str, ""),
+        attributes=dict(attributes),
+        tags=tuple(tags),
+        disks=tuple(disks),
+        snapshots=tuple(snaps),
+        change_tracking=r.get(data, "changeTracking", where, bool, False),
+    )
+
+
+def _point_from(r: _Reader, target: str, data: Any, where: str) -> ExportPoint:
+    vm = r.get(data, "vm", where, dict)
+    return ExportPoint(
+        id=r.get(data, "id", where, str),
+        policy=r.get(data, "policy", where, str),
+        vm=VMRef(
+            r.get(vm, "name", f"{where}.vm", str), r.get(vm, "instanceUuid", f"{where}.vm", str)
+        ),
+        slot=r.time(data, "slot", where),
+        created_at=r.time(data, "createdAt", where),
+        complete=r.get(data, "complete", where, bool),
+        target=target,
+        consistency=r.get(data, "consistency", where, str, ""),
+        size_bytes=r.get(data, "sizeBytes", where, int, 0),
+    )
+
+
+def state_from_json(data: Any, source: str = "<state>") -> ObservedState:
+    """Convert parsed JSON to an ObservedState; problems become an `InputError` naming `source`."""
+    r = _Reader(source)
+    version = r.get(data, "formatVersion", "$", int)
+    if version != FORMAT_VERSION:
+        raise r.fail("$.formatVersion", f"unsupported version {version} (this vmkeep reads 1)")
+    vcenters: dict[str, tuple[VM, ...]] = {}
+    for name, body in r.get(data, "vcenters", "$", dict).items():
+        where = f"$.vcenters.{name}"
+        vms = r.get(body, "vms", where, list)
+        vcenters[name] = tuple(
+            _vm_from(r, name, vm, f"{where}.vms[{i}]") for i, vm in enumerate(vms)
+        )
+    targets: dict[str, tuple[ExportPoint, ...]] = {}
+    for name, body in r.get(data, "targets", "$", dict, {}).items():
+        where = f"$.targets.{name}"
+        points = r.get(body, "points", where, list)
+        targets[name] = tuple(
+            _point_from(r, name, p, f"{where}.points[{i}]") for i, p in enumerate(points)
+        )
+    return ObservedState(r.time(data, "capturedAt", "$"), vcenters, targets)
+
+
+def observed_from(
+    inventories: Sequence[Inventory],
+    targets: Mapping[str, Sequence[ExportPoint]],
+    captured_at: datetime,
+) -> ObservedState:
+    """Assemble live inventories and target catalogs into one observed state."""
+    return ObservedState(
+        captured_at=captured_at,
+        vcenters={inv.vcenter: tuple(inv.vms) for inv in inventories},
+        targets={name: tuple(points) for name, points in targets.items()},
+    )
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True)
+class CatalogPoint:
+    """A restore point that exists, wherever it lives."""
+
+    kind: PointKind
+    point_id: str
+    policy: str
+    vm: VMRef
+    slot: datetime
+    complete: bool
+    vcenter: str = ""
+    target: str = ""
+    snapshot_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ForeignSnapshot:
+    vcenter: str
+    vm: VMRef
+    snapshot: Snapshot
+    depth: int  # 1 for a root snapshot
+
+
+@dataclass(frozen=True)
+class Catalog:
+    points: tuple[CatalogPoint, ...]
+    temporaries: tuple[CatalogPoint, ...]  # leftover export snapshots (kind export-temp)
+    foreign: tuple[ForeignSnapshot, ...]
+
+
+def snapshot_depths(snapshots: Sequence[Snapshot]) -> dict[str, int]:
+    """Depth of every snapshot in its tree (a root snapshot is 1); cycles are cut."""
+    parents = {s.id: s.parent_id for s in snapshots}
+    depths: dict[str, int] = {}
+    for s in snapshots:
+        depth, seen = 0, set[str]()
+        node: str | None = s.id
+        while node is not None and node not in seen:
+            seen.add(node)
+            depth += 1
+            node = parents.get(node)
+        depths[s.id] = depth
+    return depths
+
+
+def build_catalog(state: ObservedState) -> Catalog:
+    """Snapshot points from markers, export points from targets, the rest foreign."""
+    points: list[CatalogPoint] = []
+    temporaries: list[CatalogPoint] = []
+    foreign: list[ForeignSnapshot] = []
+    for vcenter, vms in sorted(state.vcenters.items()):
+        for vm in vms:
+            depths = snapshot_depths(vm.snapshots) if vm.snapshots else {}
+            for snap in vm.snapshots:
+                marker = parse_marker(snap.name, snap.description)
+                if marker is None or marker.instance_uuid != vm.instance_uuid:
+                    foreign.append(ForeignSnapshot(vcenter, vm.ref, snap, depths[snap.id]))
+                    continue
+                point = CatalogPoint(
+                    kind=PointKind.SNAPSHOT,
+                    point_id=marker.point_id,
+                    policy=marker.policy,
+                    vm=vm.ref,
+                    slot=marker.slot,
+                    complete=True,
+                    vcenter=vcenter,
+                    snapshot_id=snap.id,
+                )
+                (points if marker.kind is MarkerKind.POINT else temporaries).append(point)
+    for target, exports in sorted(state.targets.items()):
+        for p in exports:
+            points.append(
+                CatalogPoint(
+                    kind=PointKind.EXPORT,
+                    point_id=p.id,
+                    policy=p.policy,
+                    vm=p.vm,
+                    slot=p.slot.astimezone(UTC),
+                    complete=p.complete,
+                    target=target,
+                )
+            )
+    return Catalog(tuple(points), tuple(temporaries), tuple(foreign))
