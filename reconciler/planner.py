@@ -1,0 +1,566 @@
+"""The planner: `plan(policies, observed, now, limits) -> Plan`, pure and deterministic.
+
+For every policy and every VM it selects, per kind of restore point it configures
+(snapshots, exports), in the group (policy, VM, kind):
+
+1. the current slot (latest fire time <= now) is covered when a complete point for it
+   exists; otherwise a `*.create` is planned, unless the backup window is closed. Older
+   missed slots are not back-filled;
+2. retention (restic `forget` rules, `reconciler.retention`) runs over the complete points
+   *plus the point about to be created*, so planning again after an apply finds nothing to
+   do; `snapshots.maxAge` removes older snapshots on top;
+3. guards: the newest existing complete point of a group is never deleted unless a planned
+   create replaces it (the deletions then `require` that point); incomplete exports are
+   removed once a newer complete point exists; leftover temporary export snapshots are
+   removed.
+
+Nothing else is ever touched: foreign snapshots, points of removed policies, of VMs that are
+gone or no longer selected are listed as warnings and kept. A plan whose deletions exceed
+`limits.maxDeletesPerRun` is marked blocked. The planner plans `export.create` only; the
+executor takes (and removes) the temporary snapshot an export reads from.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from zoneinfo import ZoneInfo
+
+from reconciler import observed as observed_state
+from reconciler.markers import point_id
+from reconciler.model import (
+    VM,
+    Action,
+    ActionKind,
+    Coverage,
+    CoverageState,
+    KeepRules,
+    Limits,
+    ObservedState,
+    Plan,
+    PlanWarning,
+    PointKind,
+    Policy,
+    PolicySet,
+    RetentionDecision,
+    Selector,
+    Severity,
+    VMRef,
+)
+from reconciler.observed import Catalog, CatalogPoint
+from reconciler.retention import apply_rules, subtract_duration
+from reconciler.schedule import SlotInfo, slot_info
+
+__all__ = ["FOREIGN_MAX_AGE", "FORMAT_VERSION", "MAX_CHAIN_DEPTH", "matches", "plan"]
+
+FORMAT_VERSION = 1
+FOREIGN_MAX_AGE = timedelta(hours=72)
+MAX_CHAIN_DEPTH = 3
+
+_ACTION_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
+_GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _selector_predicate(selector: Selector) -> Callable[[VM], bool]:
+    names, folders = selector.names, tuple(f.rstrip("/") for f in selector.folders)
+    tags, attributes = frozenset(selector.tags), dict(selector.attributes)
+
+    def predicate(vm: VM) -> bool:
+        if names and not any(fnmatchcase(vm.name, n) for n in names):
+            return False
+        if folders and not any(vm.folder == f or vm.folder.startswith(f + "/") for f in folders):
+            return False
+        if tags and not tags.issubset(vm.tags):
+            return False
+        return all(vm.attributes.get(k) == v for k, v in attributes.items())
+
+    return predicate
+
+
+def matches(policy: Policy, vm: VM) -> bool:
+    """Whether the policy selects the VM: same vCenter, include matches, exclude does not."""
+    return _matcher(policy)(vm)
+
+
+def _matcher(policy: Policy) -> Callable[[VM], bool]:
+    include = _selector_predicate(policy.include)
+    exclude = _selector_predicate(policy.exclude) if policy.exclude else None
+
+    def matcher(vm: VM) -> bool:
+        if vm.vcenter != policy.vcenter or not include(vm):
+            return False
+        return exclude is None or not exclude(vm)
+
+    return matcher
+
+
+# --------------------------------------------------------------------------- retention memo
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+class _RetentionMemo:
+    """Retention by slot times: every VM of a policy with the same history gets one answer."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._cache: dict[tuple[object, ...], dict[datetime, _Verdict]] = {}
+
+    def decide(
+        self,
+        rules: KeepRules,
+        max_age_cut: datetime | None,
+        max_age_text: str,
+        zone: ZoneInfo,
+        slots: tuple[datetime, ...],
+    ) -> dict[datetime, _Verdict]:
+        key = (rules, max_age_cut, zone.key, slots)
+        found = self._cache.get(key)
+        if found is None:
+            result = apply_rules([(s, s) for s in slots], rules, zone, self.now)
+            found = {}
+            for d in result.decisions:
+                if max_age_cut is not None and d.keep and d.time < max_age_cut:
+                    found[d.key] = _Verdict(False, (f"older than snapshots.maxAge {max_age_text}",))
+                elif d.keep:
+                    found[d.key] = _Verdict(True, d.reasons)
+                else:
+                    found[d.key] = _Verdict(False, (f"kept by no rule ({_describe(rules)})",))
+            self._cache[key] = found
+        return found
+
+
+def _describe(rules: KeepRules) -> str:
+    parts = []
+    for name in KeepRules.__dataclass_fields__:
+        value = getattr(rules, name)
+        if value is not None:
+            label = name.replace("_", "-")
+            parts.append(f"{label} {'unlimited' if value == -1 else value}")
+    return "keep " + ", ".join(parts) if parts else "no rules"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Work:
+    actions: list[Action]
+    coverage: list[Coverage]
+    warnings: list[PlanWarning]
+    retention: list[RetentionDecision]
+
+
+def _when(slot: datetime, zone: ZoneInfo) -> str:
+    return slot.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def plan(
+    policies: PolicySet,
+    observed: ObservedState,
+    now: datetime,
+    limits: Limits | None = None,
+) -> Plan:
+    """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written."""
+    limits = limits or Limits()
+    catalog = observed_state.build_catalog(observed)
+    work = _Work([], [], [], [])
+    by_name = policies.by_name()
+    infos = {p.name: slot_info(p.schedule, now) for p in policies.policies}
+    memo = _RetentionMemo(now)
+
+    groups: dict[_GroupKey, list[CatalogPoint]] = defaultdict(list)
+    for point in catalog.points:
+        groups[(point.policy, point.vm.instance_uuid, point.kind)].append(point)
+
+    vms_by_vcenter = {name: sorted(vms, key=_vm_order) for name, vms in observed.vcenters.items()}
+    matchers = {p.name: _matcher(p) for p in policies.policies}
+    handled: set[_GroupKey] = set()
+    selected: dict[tuple[str, str], list[str]] = defaultdict(list)  # (vcenter, uuid) -> policies
+
+    for policy in sorted(policies.policies, key=lambda p: p.name):
+        if policy.vcenter not in observed.vcenters:
+            work.warnings.append(
+                PlanWarning(
+                    "vcenter-not-observed",
+                    Severity.WARNING,
+                    f"policy {policy.name!r} names vCenter {policy.vcenter!r}, "
+                    "which is not in the observed state; nothing planned for it",
+                    vcenter=policy.vcenter,
+                    policy=policy.name,
+                )
+            )
+            continue
+        if policy.exports and policy.exports.target not in observed.targets:
+            work.warnings.append(
+                PlanWarning(
+                    "target-not-observed",
+                    Severity.WARNING,
+                    f"policy {policy.name!r} exports to target {policy.exports.target!r}, "
+                    "which is not in the observed state; its exports are not planned",
+                    policy=policy.name,
+                )
+            )
+        matcher, info = matchers[policy.name], infos[policy.name]
+        for vm in vms_by_vcenter[policy.vcenter]:
+            if not matcher(vm):
+                continue
+            selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
+            _plan_vm(policy, vm, info, now, groups, memo, observed, work, handled)
+
+    _vm_warnings(observed, catalog, selected, now, work)
+    _unhandled_points(groups, handled, by_name, observed, work)
+    _temporaries(catalog, by_name, work)
+
+    actions = sorted(work.actions, key=_action_order)
+    deletes = sum(1 for a in actions if a.kind.is_delete)
+    blocked = deletes > limits.max_deletes_per_run
+    return Plan(
+        format_version=FORMAT_VERSION,
+        policy_revision=policies.revision,
+        observed_digest=observed_state.digest(observed),
+        now=now,
+        actions=tuple(actions),
+        coverage=tuple(sorted(work.coverage, key=lambda c: (c.vcenter, c.vm, c.policy))),
+        warnings=tuple(sorted(work.warnings, key=_warning_order)),
+        retention=tuple(
+            sorted(work.retention, key=lambda d: (d.policy, d.vm, d.kind.value, d.slot))
+        ),
+        blocked=blocked,
+        blocked_reason=(
+            f"{deletes} deletions exceed limits.maxDeletesPerRun ({limits.max_deletes_per_run})"
+            if blocked
+            else ""
+        ),
+        delete_count=deletes,
+    )
+
+
+def _plan_vm(
+    policy: Policy,
+    vm: VM,
+    info: SlotInfo,
+    now: datetime,
+    groups: dict[_GroupKey, list[CatalogPoint]],
+    memo: _RetentionMemo,
+    observed: ObservedState,
+    work: _Work,
+    handled: set[_GroupKey],
+) -> None:
+    kinds: list[tuple[PointKind, KeepRules, str | None]] = []
+    if policy.snapshots:
+        kinds.append((PointKind.SNAPSHOT, policy.snapshots.keep, None))
+    if policy.exports and policy.exports.target in observed.targets:
+        kinds.append((PointKind.EXPORT, policy.exports.keep, policy.exports.target))
+    slot = info.slot
+    new_id = point_id(policy.name, vm.instance_uuid, slot)
+    covered_all, newest = True, None
+    notes: list[str] = []
+    for kind, rules, target in kinds:
+        key = (policy.name, vm.instance_uuid, kind)
+        handled.add(key)
+        points = groups.get(key, [])
+        complete = [p for p in points if p.complete]
+        if complete:
+            latest = max(p.slot for p in complete)
+            newest = latest if newest is None or latest > newest else newest
+        covered = any(p.slot == slot for p in complete)
+        creating = False
+        if not covered:
+            covered_all = False
+            if info.window_open:
+                creating = True
+                work.actions.append(_create(kind, policy, vm, slot, new_id, target, info.zone))
+            else:
+                notes.append("waiting for window")
+        _retain(
+            policy, vm, kind, rules, complete, slot if creating else None, new_id, info, memo, work
+        )
+        _incomplete(policy, vm, kind, points, complete, work)
+
+    if covered_all:
+        state = CoverageState.COVERED
+    elif now - slot < info.threshold:
+        state = CoverageState.DUE
+    elif newest is not None:
+        state = CoverageState.LATE
+    else:
+        state = CoverageState.MISSING
+    work.coverage.append(
+        Coverage(
+            policy=policy.name,
+            vcenter=vm.vcenter,
+            vm=vm.ref,
+            state=state,
+            slot=slot,
+            threshold_seconds=int(info.threshold.total_seconds()),
+            last_slot=newest,
+            note="; ".join(dict.fromkeys(notes)),
+        )
+    )
+
+
+def _create(
+    kind: PointKind,
+    policy: Policy,
+    vm: VM,
+    slot: datetime,
+    new_id: str,
+    target: str | None,
+    zone: ZoneInfo,
+) -> Action:
+    when = _when(slot, zone)
+    if kind is PointKind.SNAPSHOT:
+        return Action(
+            ActionKind.SNAPSHOT_CREATE,
+            policy.name,
+            vm.vcenter,
+            vm.ref,
+            new_id,
+            slot,
+            f"no snapshot for slot {when} (cron {policy.schedule.cron!r})",
+        )
+    return Action(
+        ActionKind.EXPORT_CREATE,
+        policy.name,
+        vm.vcenter,
+        vm.ref,
+        new_id,
+        slot,
+        f"no export in target {target!r} for slot {when} (cron {policy.schedule.cron!r})",
+        target=target,
+    )
+
+
+def _retain(
+    policy: Policy,
+    vm: VM,
+    kind: PointKind,
+    rules: KeepRules,
+    complete: Sequence[CatalogPoint],
+    planned_slot: datetime | None,
+    planned_id: str,
+    info: SlotInfo,
+    memo: _RetentionMemo,
+    work: _Work,
+) -> None:
+    if not complete:
+        return
+    max_age = policy.snapshots.max_age if policy.snapshots and kind is PointKind.SNAPSHOT else None
+    cut = subtract_duration(memo.now, max_age, info.zone) if max_age else None
+    slots = {p.slot for p in complete}
+    if planned_slot is not None:
+        slots.add(planned_slot)
+    verdicts = memo.decide(rules, cut, str(max_age or ""), info.zone, tuple(sorted(slots)))
+    removing = [p for p in complete if not verdicts[p.slot].keep]
+    guarded: CatalogPoint | None = None
+    requires: tuple[str, ...] = ()
+    if len(removing) == len(complete):
+        if planned_slot is not None and verdicts[planned_slot].keep:
+            requires = (planned_id,)
+        else:
+            guarded = max(complete, key=lambda p: p.slot)
+    for p in complete:
+        verdict = verdicts[p.slot]
+        if p is guarded:
+            verdict = _Verdict(True, ("guard: the newest complete point of a group is kept",))
+        work.retention.append(
+            RetentionDecision(
+                p.point_id, kind, policy.name, vm.ref, p.slot, verdict.keep, verdict.reasons
+            )
+        )
+        if not verdict.keep:
+            work.actions.append(_delete(p, policy.name, vm, verdict.reasons[0], requires))
+
+
+def _delete(
+    p: CatalogPoint, policy: str, vm: VM, reason: str, requires: tuple[str, ...] = ()
+) -> Action:
+    if p.kind is PointKind.SNAPSHOT:
+        return Action(
+            ActionKind.SNAPSHOT_DELETE,
+            policy,
+            p.vcenter or vm.vcenter,
+            p.vm,
+            p.point_id,
+            p.slot,
+            reason,
+            snapshot_id=p.snapshot_id,
+            requires=requires,
+        )
+    return Action(
+        ActionKind.EXPORT_DELETE,
+        policy,
+        vm.vcenter,
+        p.vm,
+        p.point_id,
+        p.slot,
+        reason,
+        target=p.target,
+        requires=requires,
+    )
+
+
+def _incomplete(
+    policy: Policy,
+    vm: VM,
+    kind: PointKind,
+    points: Sequence[CatalogPoint],
+    complete: Sequence[CatalogPoint],
+    work: _Work,
+) -> None:
+    if not complete:
+        return
+    newest = max(complete, key=lambda p: p.slot)
+    for p in points:
+        if not p.complete and p.slot < newest.slot:
+            reason = f"incomplete export; a newer complete point exists ({newest.point_id})"
+            work.actions.append(_delete(p, policy.name, vm, reason))
+
+
+def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work) -> None:
+    for p in catalog.temporaries:
+        work.actions.append(
+            Action(
+                ActionKind.SNAPSHOT_DELETE,
+                p.policy,
+                p.vcenter,
+                p.vm,
+                p.point_id,
+                p.slot,
+                "temporary export snapshot left behind by an interrupted export",
+                snapshot_id=p.snapshot_id,
+            )
+        )
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def _vm_warnings(
+    observed: ObservedState,
+    catalog: Catalog,
+    selected: dict[tuple[str, str], list[str]],
+    now: datetime,
+    work: _Work,
+) -> None:
+    for vcenter, vms in sorted(observed.vcenters.items()):
+        for vm in vms:
+            names = selected.get((vcenter, vm.instance_uuid), [])
+            if not names:
+                work.warnings.append(
+                    PlanWarning(
+                        "vm-unprotected",
+                        Severity.INFO,
+                        "matched by no policy",
+                        vcenter=vcenter,
+                        vm=vm.ref,
+                    )
+                )
+            elif len(names) > 1:
+                work.warnings.append(
+                    PlanWarning(
+                        "vm-multiple-policies",
+                        Severity.INFO,
+                        f"matched by {len(names)} policies: {', '.join(sorted(names))}",
+                        vcenter=vcenter,
+                        vm=vm.ref,
+                    )
+                )
+    deepest: dict[tuple[str, VMRef], int] = {}
+    for f in catalog.foreign:
+        key = (f.vcenter, f.vm)
+        deepest[key] = max(deepest.get(key, 0), f.depth)
+        age = now - f.snapshot.created_at
+        if age > FOREIGN_MAX_AGE:
+            work.warnings.append(
+                PlanWarning(
+                    "foreign-snapshot-old",
+                    Severity.HYGIENE,
+                    f"snapshot {f.snapshot.name!r} ({f.snapshot.id}) not made by vmkeep is "
+                    f"{age.days} days old; vmkeep never touches it",
+                    vcenter=f.vcenter,
+                    vm=f.vm,
+                )
+            )
+    for vcenter, vms in sorted(observed.vcenters.items()):
+        for vm in vms:
+            depth = _chain_depth(vm)
+            if depth > MAX_CHAIN_DEPTH:
+                work.warnings.append(
+                    PlanWarning(
+                        "snapshot-chain-deep",
+                        Severity.HYGIENE,
+                        f"snapshot chain is {depth} deep (more than {MAX_CHAIN_DEPTH} slows "
+                        "the VM down); consolidate foreign snapshots",
+                        vcenter=vcenter,
+                        vm=vm.ref,
+                    )
+                )
+
+
+def _chain_depth(vm: VM) -> int:
+    if len(vm.snapshots) <= MAX_CHAIN_DEPTH:
+        return len(vm.snapshots)
+    return max(observed_state.snapshot_depths(vm.snapshots).values())
+
+
+def _unhandled_points(
+    groups: dict[_GroupKey, list[CatalogPoint]],
+    handled: set[_GroupKey],
+    by_name: dict[str, Policy],
+    observed: ObservedState,
+    work: _Work,
+) -> None:
+    present = {vm.instance_uuid for vms in observed.vcenters.values() for vm in vms}
+    lists: dict[tuple[str, str, str], list[CatalogPoint]] = defaultdict(list)
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2].value)):
+        if key in handled:
+            continue
+        policy, uuid, _ = key
+        if policy not in by_name:
+            code = "orphan-points"
+        elif uuid not in present:
+            code = "gone-vm-points"
+        else:
+            code = "unselected-vm-points"
+        lists[(code, policy, uuid)].extend(groups[key])
+    for (code, policy, _uuid), points in sorted(lists.items()):
+        vm = points[0].vm
+        ids = tuple(sorted({p.point_id + ("" if p.complete else " (incomplete)") for p in points}))
+        message = {
+            "orphan-points": f"policy {policy!r} no longer exists; its {len(ids)} points are "
+            "retained (onPolicyRemoval: retain)",
+            "gone-vm-points": f"the VM is gone; its {len(ids)} points of policy {policy!r} "
+            "are retained",
+            "unselected-vm-points": f"policy {policy!r} no longer selects the VM; its "
+            f"{len(ids)} points are retained",
+        }[code]
+        work.warnings.append(
+            PlanWarning(code, Severity.WARNING, message, vm=vm, policy=policy, point_ids=ids)
+        )
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def _vm_order(vm: VM) -> tuple[str, str]:
+    return (vm.name, vm.instance_uuid)
+
+
+def _action_order(a: Action) -> tuple[object, ...]:
+    return (a.vcenter, a.vm, a.policy, _ACTION_ORDER[a.kind], a.point_id, a.snapshot_id or "")
+
+
+def _warning_order(w: PlanWarning) -> tuple[object, ...]:
+    return (w.code, w.vcenter, w.vm or VMRef("", ""), w.policy, w.message)
