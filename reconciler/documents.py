@@ -22,6 +22,7 @@ value with a hint (unknown key -> "did you mean ...?"). Pure: no I/O, no clock.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -480,8 +481,8 @@ def _describe(
     schema = error.schema if isinstance(error.schema, dict) else {}
     value = error.instance
     rule: Any = error.validator_value
-    name = f"`{dotted(where)}`"
-    about = str(schema.get("description", "")).split(". ")[0].rstrip(".")
+    name = f"`{dotted(where)}`" if where else "the document"
+    about = _first_sentence(str(schema.get("description", "")))
     if kind == "additionalProperties" and isinstance(value, dict):
         known = list(schema.get("properties", {}))
         out = []
@@ -553,4 +554,8 @@ _TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a numbe
 
 def _property_description(schema: Mapping[str, Any], key: str) -> str:
     prop = schema.get("properties", {}).get(key, {})
-    return str(prop.get("description", "")).rstrip(".") if isinstance(prop, dict) else ""
+    return _first_sentence(str(prop.get("description", ""))) if isinstance(prop, dict) else ""
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")

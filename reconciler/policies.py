@@ -249,7 +249,7 @@ class _Semantics:
         if not isinstance(name, str) or name in names:
             return
         if names:
-            hint = did_you_mean(name, names) + f" (defined in {config_path} under `{section}`)"
+            hint = f"{did_you_mean(name, names)} See `{section}` in {config_path}"
         else:
             hint = f"{config_path} defines no {section}"
         self.report(where, f"unknown {what} `{name}`", hint.strip())
