@@ -13,6 +13,7 @@ The tree is shallow on purpose; catch the class that says what you can do about 
     ├── RepositoryError              exit 1  the export repository cannot be used
     │   ├── RepositoryLockedError            another writer holds the lock
     │   └── CorruptionError                  data does not match its checksum
+    ├── HookError                    exit 1  a host-config hook failed or timed out
     ├── StalePlanError               exit 1  a saved plan no longer matches reality
     └── BlockedError                 exit 1  a guard (e.g. maxDeletesPerRun) stopped the run
 
@@ -31,6 +32,7 @@ __all__ = [
     "CertificateError",
     "CorruptionError",
     "Diagnostic",
+    "HookError",
     "InputError",
     "RepositoryError",
     "RepositoryLockedError",
@@ -130,6 +132,10 @@ class RepositoryLockedError(RepositoryError):
 
 class CorruptionError(RepositoryError):
     """Stored data does not match its checksum."""
+
+
+class HookError(VmkeepError):
+    """A host-config hook exited non-zero or ran past its timeout."""
 
 
 class StalePlanError(VmkeepError):

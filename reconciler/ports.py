@@ -5,13 +5,23 @@ Adapters in `reconciler.adapters` implement these; tests of the pure core use fa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
-from reconciler.model import Inventory
+from reconciler.model import VM, Disk, ExportPoint, Inventory, VMRef
 
-__all__ = ["InventorySource", "PolicyFile", "PolicySource"]
+__all__ = [
+    "DiskStream",
+    "ExportStore",
+    "ExportWriter",
+    "HookRunner",
+    "InventorySource",
+    "PolicyFile",
+    "PolicySource",
+    "VCenterOps",
+]
 
 
 @dataclass(frozen=True)
@@ -39,3 +49,109 @@ class InventorySource(Protocol):
     """Reads the VMs (with disks and snapshot trees) of one vCenter."""
 
     def inventory(self) -> Inventory: ...
+
+
+class DiskStream(Protocol):
+    """A disk's bytes, read sequentially (and seekable, for changed-extent reads)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class VCenterOps(Protocol):
+    """What the executor does to one vCenter. Every method re-reads reality; all raise
+    `VCenterError` subclasses (`TransientError` for what a retry may fix)."""
+
+    name: str
+
+    def find_vm(self, instance_uuid: str) -> VM | None:
+        """A fresh read of one VM (power, Tools, disks, snapshots), or None when it is gone."""
+        ...
+
+    def create_snapshot(
+        self, vm: VM, name: str, description: str, *, memory: bool, quiesce: bool
+    ) -> str:
+        """Create a snapshot of the VM's current state; returns its id."""
+        ...
+
+    def remove_snapshot(self, vm: VM, snapshot_id: str) -> None:
+        """Remove one snapshot (not its children), consolidating disks if vCenter asks."""
+        ...
+
+    def shutdown_guest(self, vm: VM) -> None: ...
+
+    def power_off(self, vm: VM) -> None: ...
+
+    def power_on(self, vm: VM) -> None: ...
+
+    def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
+        """The disks as the snapshot froze them: base files and their change ids."""
+        ...
+
+    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> DiskStream:
+        """Stream a frozen disk's bytes (datastore HTTP, or NFC when powered off)."""
+        ...
+
+    def changed_extents(
+        self, vm: VM, snapshot_id: str, disk: Disk, since_change_id: str
+    ) -> list[tuple[int, int]] | None:
+        """(offset, length) extents changed since `since_change_id`, or None when unknown."""
+        ...
+
+    def vm_files(self, vm: VM) -> Mapping[str, bytes]:
+        """The VM's small files worth keeping with an export (.vmx, .nvram)."""
+        ...
+
+
+class ExportWriter(Protocol):
+    def add_disk(
+        self,
+        name: str,
+        stream: Any,
+        *,
+        size: int | None = None,
+        changed_extents: Sequence[tuple[int, int]] | None = None,
+        previous: tuple[str, str] | None = None,
+    ) -> Any: ...
+
+    def add_file(self, name: str, data: bytes) -> Any: ...
+
+    def commit(
+        self,
+        consistency: str,
+        *,
+        policy_revision: str | None = None,
+        timings: Mapping[str, float] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ExportPoint: ...
+
+    def abort(self) -> None: ...
+
+
+class ExportStore(Protocol):
+    """An export target: the catalog of committed points and a way to add and remove them."""
+
+    def points(self) -> list[ExportPoint]: ...
+
+    def point_metadata(self, point_id: str) -> Mapping[str, Any]: ...
+
+    def begin_point(
+        self, point_id: str, policy: str, vm: VMRef, slot: datetime
+    ) -> ExportWriter: ...
+
+    def delete_point(self, point_id: str) -> None: ...
+
+    def discard_partials(self) -> list[str]:
+        """Remove what crashed exports left behind; returns their point ids."""
+        ...
+
+    def gc(self) -> Any: ...
+
+
+class HookRunner(Protocol):
+    """Runs a host-config hook by name; raises `HookError` when it fails or times out."""
+
+    def run(self, name: str, environment: Mapping[str, str]) -> None: ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class StateDB:
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
         self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()  # one connection, shared by the executor's threads
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -135,13 +137,18 @@ class StateDB:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -176,10 +183,8 @@ class StateDB:
             conn.execute("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
 
     def lease_holder(self, name: str, now: float) -> str | None:
-        row = self._conn.execute(
-            "SELECT holder FROM leases WHERE name=? AND expires_at>?", (name, now)
-        ).fetchone()
-        return None if row is None else str(row["holder"])
+        rows = self._query("SELECT holder FROM leases WHERE name=? AND expires_at>?", (name, now))
+        return str(rows[0]["holder"]) if rows else None
 
     # ------------------------------------------------------------------ journal
 
@@ -250,22 +255,20 @@ class StateDB:
 
     def unfinished_actions(self) -> list[ActionRecord]:
         """Actions whose run died between intent and outcome, oldest first."""
-        rows = self._conn.execute(
+        rows = self._query(
             "SELECT * FROM actions WHERE status=? ORDER BY id", (ActionStatus.STARTED,)
-        ).fetchall()
+        )
         return [_record(r) for r in rows]
 
     def actions(self, run_id: str | None = None) -> list[ActionRecord]:
         if run_id is None:
-            rows = self._conn.execute("SELECT * FROM actions ORDER BY id").fetchall()
+            rows = self._query("SELECT * FROM actions ORDER BY id")
         else:
-            rows = self._conn.execute(
-                "SELECT * FROM actions WHERE run_id=? ORDER BY id", (run_id,)
-            ).fetchall()
+            rows = self._query("SELECT * FROM actions WHERE run_id=? ORDER BY id", (run_id,))
         return [_record(r) for r in rows]
 
     def runs(self) -> list[dict[str, Any]]:
-        rows = self._conn.execute("SELECT * FROM runs ORDER BY started_at").fetchall()
+        rows = self._query("SELECT * FROM runs ORDER BY started_at")
         return [
             {**dict(r), "summary": json.loads(r["summary"]) if r["summary"] else None}
             for r in rows

@@ -1,0 +1,204 @@
+"""Taking a consistent snapshot: hooks, quiescing with fallback, power-off and power-on.
+
+This is the part of the old backup scripts that needed the most error handling, done once:
+
+* `crash`    — snapshot the running VM, no memory, no quiescing.
+* `quiesce`  — snapshot with VMware Tools quiescing. When Tools are not running, or the
+  quiesced snapshot fails, `fallback: crash` takes a crash-consistent one instead (and says
+  so); `fallback: fail` fails the action.
+* `poweroff` — shut the guest down, wait up to `shutdownTimeout`, power off hard only when
+  `hardPowerOff` allows it, snapshot, and **power the VM back on only if it was on** — also
+  when anything in between failed. The intent to power on is journaled *before* the
+  shutdown, so a crash of vmkeep itself is repaired by the next run.
+
+Pre hooks run first; a failing pre hook stops the action before the VM is touched. Post hooks
+run after, whenever the pre hooks ran. The snapshot is all that happens while the VM is off:
+an export reads from it after the VM is back up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reconciler.errors import HookError, TransientError, VCenterError
+from reconciler.model import VM, ConsistencyMode, Fallback, Policy, PowerState
+from reconciler.ports import HookRunner, VCenterOps
+
+__all__ = ["SnapshotRequest", "SnapshotTaken", "take_consistent_snapshot"]
+
+#: How often the power state is polled while waiting for a guest shutdown (seconds).
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """A snapshot to take: `describe(consistency)` gives its marker description."""
+
+    name: str
+    describe: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    snapshot_id: str
+    consistency: str  # what was achieved: "crash", "quiesce", "poweroff"
+    note: str = ""  # e.g. why a quiesced snapshot fell back to crash-consistent
+
+
+def _duration_seconds(policy: Policy) -> float:
+    d = policy.consistency.shutdown_timeout
+    days = d.years * 365 + d.months * 30 + d.weeks * 7 + d.days
+    return float(((days * 24 + d.hours) * 60 + d.minutes) * 60)
+
+
+def _hook_environment(policy: Policy, vm: VM, phase: str, point_id: str) -> dict[str, str]:
+    return {
+        "VMKEEP_PHASE": phase,
+        "VMKEEP_POLICY": policy.name,
+        "VMKEEP_VM_NAME": vm.name,
+        "VMKEEP_VM_INSTANCE_UUID": vm.instance_uuid,
+        "VMKEEP_POINT_ID": point_id,
+        "VMKEEP_CONSISTENCY": policy.consistency.mode.value,
+    }
+
+
+def take_consistent_snapshot(
+    vc: VCenterOps,
+    vm: VM,
+    policy: Policy,
+    request: SnapshotRequest,
+    *,
+    point_id: str,
+    hooks: HookRunner,
+    note_power_off: Callable[[bool], None],
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> SnapshotTaken:
+    """Run hooks and the policy's consistency mode around one snapshot of `vm`.
+
+    `note_power_off(True)` is called before vmkeep powers the VM off and
+    `note_power_off(False)` once it is back on, so the journal knows what to repair.
+    """
+    for name in policy.consistency.pre_hooks:
+        try:
+            hooks.run(name, _hook_environment(policy, vm, "pre", point_id))
+        except HookError as exc:
+            raise HookError(f"pre hook {name!r} failed, VM left untouched: {exc}") from None
+    try:
+        mode = policy.consistency.mode
+        if mode is ConsistencyMode.POWEROFF:
+            taken = _with_power_off(vc, vm, policy, request, note_power_off, sleep, clock)
+        elif mode is ConsistencyMode.QUIESCE:
+            taken = _quiesced(vc, vm, policy, request)
+        else:
+            sid = vc.create_snapshot(vm, request.name, request.describe("crash"), memory=False,
+                                     quiesce=False)
+            taken = SnapshotTaken(sid, "crash")
+    except BaseException:
+        _run_post_hooks(hooks, policy, vm, point_id, quiet=True)
+        raise
+    _run_post_hooks(hooks, policy, vm, point_id, quiet=False)
+    return taken
+
+
+def _run_post_hooks(hooks: HookRunner, policy: Policy, vm: VM, point_id: str, *,
+                    quiet: bool) -> None:
+    """Post hooks always run once the pre hooks did; `quiet` keeps a first error in front."""
+    for name in policy.consistency.post_hooks:
+        try:
+            hooks.run(name, _hook_environment(policy, vm, "post", point_id))
+        except HookError as exc:
+            if not quiet:
+                raise HookError(f"post hook {name!r} failed: {exc}") from None
+
+
+def _quiesced(vc: VCenterOps, vm: VM, policy: Policy, request: SnapshotRequest) -> SnapshotTaken:
+    fallback = policy.consistency.fallback
+    if not vm.tools_running:
+        if fallback is Fallback.CRASH:
+            sid = vc.create_snapshot(vm, request.name, request.describe("crash"), memory=False,
+                                     quiesce=False)
+            return SnapshotTaken(sid, "crash", "VMware Tools not running: fell back to crash")
+        raise VCenterError(
+            vc.name,
+            f"VM {vm.name!r}: VMware Tools are not running, cannot quiesce "
+            "(set consistency.fallback: crash to accept a crash-consistent snapshot)",
+        )
+    try:
+        sid = vc.create_snapshot(vm, request.name, request.describe("quiesce"), memory=False,
+                                 quiesce=True)
+        return SnapshotTaken(sid, "quiesce")
+    except TransientError:
+        raise
+    except VCenterError as exc:
+        if fallback is not Fallback.CRASH:
+            raise
+        sid = vc.create_snapshot(vm, request.name, request.describe("crash"), memory=False,
+                                 quiesce=False)
+        return SnapshotTaken(sid, "crash", f"quiescing failed ({exc.message}): fell back to crash")
+
+
+def _with_power_off(
+    vc: VCenterOps,
+    vm: VM,
+    policy: Policy,
+    request: SnapshotRequest,
+    note_power_off: Callable[[bool], None],
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> SnapshotTaken:
+    was_on = vm.power_state is PowerState.ON
+    if not was_on:
+        sid = vc.create_snapshot(vm, request.name, request.describe("poweroff"), memory=False,
+                                 quiesce=False)
+        return SnapshotTaken(sid, "poweroff", "VM was already powered off")
+    note_power_off(True)
+    try:
+        _shut_down(vc, vm, policy, sleep, clock)
+        sid = vc.create_snapshot(vm, request.name, request.describe("poweroff"), memory=False,
+                                 quiesce=False)
+        return SnapshotTaken(sid, "poweroff")
+    finally:
+        _power_back_on(vc, vm)
+        note_power_off(False)
+
+
+def _shut_down(
+    vc: VCenterOps,
+    vm: VM,
+    policy: Policy,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> None:
+    timeout = _duration_seconds(policy)
+    try:
+        vc.shutdown_guest(vm)
+    except TransientError:
+        raise
+    except VCenterError:
+        pass  # e.g. Tools not running: fall through to waiting / hard power-off
+    deadline = clock() + timeout
+    while True:
+        current = vc.find_vm(vm.instance_uuid)
+        if current is None:
+            raise VCenterError(vc.name, f"VM {vm.name!r} disappeared while shutting down")
+        if current.power_state is PowerState.OFF:
+            return
+        if clock() >= deadline:
+            break
+        sleep(min(POLL_SECONDS, max(0.0, deadline - clock())))
+    if not policy.consistency.hard_power_off:
+        raise VCenterError(
+            vc.name,
+            f"VM {vm.name!r} did not shut down within {policy.consistency.shutdown_timeout} "
+            "(set consistency.hardPowerOff: true to power it off hard after the timeout)",
+        )
+    vc.power_off(vm)
+
+
+def _power_back_on(vc: VCenterOps, vm: VM) -> None:
+    current = vc.find_vm(vm.instance_uuid)
+    if current is not None and current.power_state is not PowerState.ON:
+        vc.power_on(vm)
+

@@ -1,0 +1,542 @@
+"""Carry out a plan: one action on one VM at a time, idempotent, journaled, crash-safe.
+
+The unit of work is `ActionRunner.run(action)`: it takes everything it needs from its ports,
+re-reads reality before it mutates anything (the goal may already hold: then it is a no-op),
+writes its intent to the journal before it starts and its outcome after, and reports progress
+through a callback. `execute` schedules those units on a thread pool, one VM at a time,
+within the host config's limits; a future worker process can run the same unit.
+
+Order per VM: snapshot.create, export.create, then deletions. A group's deletions run only
+when the VM's creations in this run succeeded, so the last good point is never pruned after
+a failed backup.
+
+`recover` reconciles what an earlier, crashed run left: the VM it powered off is powered on,
+its temporary export snapshots are removed, partial exports are discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, Protocol
+
+from reconciler.consistency import SnapshotRequest, SnapshotTaken, take_consistent_snapshot
+from reconciler.errors import VmkeepError
+from reconciler.markers import Marker, MarkerKind, format_description, format_name, parse_marker
+from reconciler.model import VM, Action, ActionKind, Limits, Plan, Policy, PowerState, Snapshot
+from reconciler.ports import DiskStream, ExportStore, HookRunner, VCenterOps
+
+__all__ = [
+    "ActionOutcome",
+    "ActionRunner",
+    "Journal",
+    "OutcomeStatus",
+    "Progress",
+    "RunReport",
+    "execute",
+    "recover",
+]
+
+
+class OutcomeStatus:
+    DONE = "done"
+    NOOP = "noop"  # the goal already held
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted, with a reason (e.g. prune after a failed backup)
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    action: Action
+    status: str
+    message: str = ""
+    consistency: str = ""
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    outcomes: tuple[ActionOutcome, ...]
+    recovered: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[ActionOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.status == OutcomeStatus.FAILED)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for outcome in self.outcomes:
+            counts[outcome.status] += 1
+        return dict(counts)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report: `phase` is "start", "bytes" or "end"."""
+
+    action: Action
+    phase: str
+    disk: str = ""
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+class Journal(Protocol):
+    """The part of the state DB the executor writes to (see adapters.statedb)."""
+
+    def record_intent(
+        self,
+        run_id: str,
+        *,
+        kind: str,
+        point_id: str,
+        vm_uuid: str,
+        vm_name: str,
+        vcenter: str,
+        now: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> int: ...
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
+
+    def record_outcome(
+        self, action_id: int, status: str, now: float, error: str | None = None
+    ) -> None: ...
+
+
+@dataclass
+class ActionRunner:
+    """Everything one action needs, as ports; `run` is the idempotent unit of work."""
+
+    run_id: str
+    policies: Mapping[str, Policy]
+    vcenters: Mapping[str, VCenterOps]
+    targets: Mapping[str, ExportStore]
+    hooks: HookRunner
+    journal: Journal
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    policy_revision: str | None = None
+    progress: Callable[[Progress], None] = lambda _p: None
+
+    def run(self, action: Action) -> ActionOutcome:
+        started = self.clock()
+        self.progress(Progress(action, "start"))
+        action_id = self.journal.record_intent(
+            self.run_id,
+            kind=action.kind.value,
+            point_id=action.point_id,
+            vm_uuid=action.vm.instance_uuid,
+            vm_name=action.vm.name,
+            vcenter=action.vcenter,
+            now=started,
+            details={"target": action.target, "snapshotId": action.snapshot_id},
+        )
+        try:
+            outcome = self._dispatch(action, action_id)
+        except VmkeepError as exc:
+            outcome = ActionOutcome(action, OutcomeStatus.FAILED, str(exc))
+        except Exception as exc:  # a bug or an unexpected library error: record it, go on
+            outcome = ActionOutcome(action, OutcomeStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        outcome = _with_seconds(outcome, self.clock() - started)
+        self.journal.record_outcome(
+            action_id,
+            outcome.status,
+            self.clock(),
+            outcome.message if outcome.status == OutcomeStatus.FAILED else None,
+        )
+        self.progress(Progress(action, "end", message=outcome.status))
+        return outcome
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, action: Action, action_id: int) -> ActionOutcome:
+        if action.kind is ActionKind.SNAPSHOT_CREATE:
+            return self._snapshot_create(action, action_id)
+        if action.kind is ActionKind.EXPORT_CREATE:
+            return self._export_create(action, action_id)
+        if action.kind is ActionKind.SNAPSHOT_DELETE:
+            return self._snapshot_delete(action)
+        return self._export_delete(action)
+
+    def _vm(self, action: Action) -> tuple[VCenterOps, VM]:
+        vc = self.vcenters[action.vcenter]
+        vm = vc.find_vm(action.vm.instance_uuid)
+        if vm is None:
+            raise VmkeepError(
+                f"VM {action.vm.name!r} ({action.vm.instance_uuid}) is no longer in vCenter "
+                f"{action.vcenter!r}"
+            )
+        return vc, vm
+
+    def _policy(self, action: Action) -> Policy:
+        try:
+            return self.policies[action.policy]
+        except KeyError:
+            raise VmkeepError(f"policy {action.policy!r} is not in this revision") from None
+
+    def _marker(self, action: Action, kind: MarkerKind, consistency: str) -> SnapshotRequest:
+        marker = Marker(action.policy, action.point_id, action.slot.astimezone(UTC), kind)
+
+        def describe(achieved: str) -> str:
+            base = json.loads(format_description(marker))
+            base["consistency"] = achieved
+            return json.dumps(base, sort_keys=True, separators=(",", ":"))
+
+        return SnapshotRequest(format_name(marker), describe)
+
+    def _snapshot(self, vc: VCenterOps, vm: VM, policy: Policy, action: Action,
+                  action_id: int, kind: MarkerKind) -> SnapshotTaken:
+        def note_power_off(off: bool) -> None:
+            self.journal.update_details(action_id, {"poweredOffByUs": off})
+
+        return take_consistent_snapshot(
+            vc,
+            vm,
+            policy,
+            self._marker(action, kind, policy.consistency.mode.value),
+            point_id=action.point_id,
+            hooks=self.hooks,
+            note_power_off=note_power_off,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
+
+    # ------------------------------------------------------------------ snapshot.create
+
+    def _snapshot_create(self, action: Action, action_id: int) -> ActionOutcome:
+        vc, vm = self._vm(action)
+        existing = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
+        if existing is not None:
+            return ActionOutcome(action, OutcomeStatus.NOOP, f"snapshot {existing.id} exists")
+        policy = self._policy(action)
+        taken = self._snapshot(vc, vm, policy, action, action_id, MarkerKind.POINT)
+        self.journal.update_details(action_id, {"snapshotId": taken.snapshot_id})
+        message = f"snapshot {taken.snapshot_id}" + (f"; {taken.note}" if taken.note else "")
+        return ActionOutcome(action, OutcomeStatus.DONE, message, taken.consistency)
+
+    # ------------------------------------------------------------------ export.create
+
+    def _export_create(self, action: Action, action_id: int) -> ActionOutcome:
+        store = self._store(action)
+        if any(p.id == action.point_id and p.complete for p in store.points()):
+            return ActionOutcome(action, OutcomeStatus.NOOP, "export exists")
+        vc, vm = self._vm(action)
+        policy = self._policy(action)
+        shared = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
+        if shared is not None:
+            snapshot_id, consistency, temporary = shared.id, _consistency_of(shared), False
+        else:
+            taken = self._snapshot(vc, vm, policy, action, action_id, MarkerKind.EXPORT_TEMP)
+            snapshot_id, consistency, temporary = taken.snapshot_id, taken.consistency, True
+            self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
+        try:
+            read, stored = self._copy(vc, vm, store, action, snapshot_id, consistency)
+        finally:
+            if temporary:
+                vc.remove_snapshot(vm, snapshot_id)
+                self.journal.update_details(action_id, {"tempSnapshotId": None})
+        return ActionOutcome(
+            action,
+            OutcomeStatus.DONE,
+            f"exported {read} bytes read, {stored} bytes stored",
+            consistency,
+            bytes_read=read,
+            bytes_stored=stored,
+        )
+
+    def _store(self, action: Action) -> ExportStore:
+        if not action.target or action.target not in self.targets:
+            raise VmkeepError(f"export target {action.target!r} is not in the host config")
+        return self.targets[action.target]
+
+    def _copy(self, vc: VCenterOps, vm: VM, store: ExportStore, action: Action,
+              snapshot_id: str, consistency: str) -> tuple[int, int]:
+        disks = vc.snapshot_disks(vm, snapshot_id)
+        previous = _previous_point(store, action)
+        previous_meta = store.point_metadata(previous) if previous else {}
+        previous_ids: Mapping[str, str] = previous_meta.get("changeIds", {}) or {}
+        writer = store.begin_point(action.point_id, action.policy, vm.ref, action.slot)
+        read = stored = 0
+        change_ids: dict[str, str] = {}
+        try:
+            for disk in disks:
+                name = f"disk-{disk.key}"
+                extents = None
+                since = previous_ids.get(name)
+                if previous and since and disk.change_id:
+                    extents = vc.changed_extents(vm, snapshot_id, disk, since)
+                stream = _Counting(vc.open_disk(vm, snapshot_id, disk), self.progress, action,
+                                   name, disk.capacity_bytes)
+                try:
+                    result = writer.add_disk(
+                        name,
+                        stream,
+                        size=disk.capacity_bytes,
+                        changed_extents=extents,
+                        previous=(previous, name) if previous and extents is not None else None,
+                    )
+                finally:
+                    stream.close()
+                read += int(getattr(result, "read_bytes", stream.count))
+                stored += int(getattr(result, "stored_bytes", 0))
+                if disk.change_id:
+                    change_ids[name] = disk.change_id
+            for fname, data in sorted(vc.vm_files(vm).items()):
+                writer.add_file(fname, data)
+            writer.add_file("vm.json", _describe_vm(vm, disks))
+            writer.commit(
+                consistency,
+                policy_revision=self.policy_revision,
+                metadata={"changeIds": change_ids, "snapshotId": snapshot_id,
+                          "vcenter": action.vcenter},
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        return read, stored
+
+    # ------------------------------------------------------------------ deletions
+
+    def _snapshot_delete(self, action: Action) -> ActionOutcome:
+        vc = self.vcenters[action.vcenter]
+        vm = vc.find_vm(action.vm.instance_uuid)
+        if vm is None:
+            return ActionOutcome(action, OutcomeStatus.NOOP, "VM is gone")
+        snap = next((s for s in vm.snapshots if s.id == action.snapshot_id), None)
+        if snap is None:
+            return ActionOutcome(action, OutcomeStatus.NOOP, "snapshot already gone")
+        marker = parse_marker(snap.name, snap.description)
+        if marker is None or marker.point_id != action.point_id:
+            raise VmkeepError(
+                f"refusing to delete snapshot {snap.id} ({snap.name!r}) of VM {vm.name!r}: "
+                "it does not carry vmkeep's marker for this restore point"
+            )
+        vc.remove_snapshot(vm, snap.id)
+        return ActionOutcome(action, OutcomeStatus.DONE, f"removed snapshot {snap.id}")
+
+    def _export_delete(self, action: Action) -> ActionOutcome:
+        store = self._store(action)
+        if not any(p.id == action.point_id for p in store.points()):
+            return ActionOutcome(action, OutcomeStatus.NOOP, "export already gone")
+        store.delete_point(action.point_id)
+        return ActionOutcome(action, OutcomeStatus.DONE, "manifest removed")
+
+
+# ---------------------------------------------------------------------- scheduling
+
+
+def execute(
+    plan: Plan,
+    runner: ActionRunner,
+    limits: Limits,
+    *,
+    parallel: int | None = None,
+    hosts: Mapping[str, str] | None = None,
+) -> RunReport:
+    """Run every action of `plan`: VMs in parallel, one action per VM at a time.
+
+    `hosts` maps instance UUIDs to ESXi hosts for the per-host snapshot limit.
+    """
+    by_vm: dict[tuple[str, str], list[Action]] = defaultdict(list)
+    for action in plan.actions:
+        by_vm[(action.vcenter, action.vm.instance_uuid)].append(action)
+    exports = threading.BoundedSemaphore(max(1, limits.concurrent_exports))
+    per_host: dict[str, threading.BoundedSemaphore] = defaultdict(
+        lambda: threading.BoundedSemaphore(max(1, limits.concurrent_snapshots_per_host))
+    )
+    host_of = hosts or {}
+    guard = threading.Lock()
+
+    def host_slot(uuid: str) -> threading.BoundedSemaphore:
+        with guard:
+            return per_host[host_of.get(uuid, "")]
+
+    def one_vm(actions: list[Action]) -> list[ActionOutcome]:
+        outcomes: list[ActionOutcome] = []
+        failed_policies: set[str] = set()
+        for action in sorted(actions, key=_order):
+            if action.kind.is_delete and action.policy in failed_policies:
+                outcomes.append(ActionOutcome(
+                    action, OutcomeStatus.SKIPPED,
+                    "not pruned: this run's backup of the VM under this policy failed",
+                ))
+                continue
+            semaphore = exports if action.kind is ActionKind.EXPORT_CREATE else None
+            with host_slot(action.vm.instance_uuid):
+                if semaphore is None:
+                    outcome = runner.run(action)
+                else:
+                    with semaphore:
+                        outcome = runner.run(action)
+            if outcome.status == OutcomeStatus.FAILED and not action.kind.is_delete:
+                failed_policies.add(action.policy)
+            outcomes.append(outcome)
+        return outcomes
+
+    workers = parallel or max(2, limits.concurrent_exports * 2)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vmkeep-vm") as pool:
+        results = list(pool.map(one_vm, by_vm.values()))
+    outcomes = tuple(o for vm_outcomes in results for o in vm_outcomes)
+    if any(o.action.kind is ActionKind.EXPORT_DELETE and o.status == OutcomeStatus.DONE
+           for o in outcomes):
+        for name in sorted({o.action.target or "" for o in outcomes
+                            if o.action.kind is ActionKind.EXPORT_DELETE}):
+            if name in runner.targets:
+                runner.targets[name].gc()
+    return RunReport(runner.run_id, outcomes)
+
+
+def _order(action: Action) -> tuple[int, str]:
+    ranks = {
+        ActionKind.SNAPSHOT_CREATE: 0,
+        ActionKind.EXPORT_CREATE: 1,
+        ActionKind.SNAPSHOT_DELETE: 2,
+        ActionKind.EXPORT_DELETE: 3,
+    }
+    return ranks[action.kind], action.point_id
+
+
+# ---------------------------------------------------------------------- recovery
+
+
+class UnfinishedAction(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def vm_uuid(self) -> str: ...
+
+    @property
+    def vcenter(self) -> str: ...
+
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+
+
+def recover(
+    unfinished: Iterable[UnfinishedAction],
+    vcenters: Mapping[str, VCenterOps],
+    inventories: Mapping[str, Iterable[VM]],
+    targets: Mapping[str, ExportStore],
+    mark_reconciled: Callable[[int, str], None],
+) -> list[str]:
+    """Repair what crashed runs left; returns one line per repair (empty when clean).
+
+    Runs under the applier lease, so no other export is in flight: every temporary export
+    snapshot found now is a leftover, whether or not the journal got to record it.
+    """
+    notes: list[str] = []
+    for record in unfinished:
+        vc = vcenters.get(record.vcenter)
+        if vc is not None and record.details.get("poweredOffByUs"):
+            vm = vc.find_vm(record.vm_uuid)
+            if vm is not None and vm.power_state is not PowerState.ON:
+                vc.power_on(vm)
+                notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut it down)")
+        mark_reconciled(record.id, "reconciled after an interrupted run")
+    for name, vc in sorted(vcenters.items()):
+        for vm in inventories.get(name, ()):
+            for snap in vm.snapshots:
+                marker = parse_marker(snap.name, snap.description)
+                if marker is not None and marker.kind is MarkerKind.EXPORT_TEMP:
+                    vc.remove_snapshot(vm, snap.id)
+                    notes.append(
+                        f"removed leftover export snapshot {snap.id} of VM {vm.name!r} ({name})"
+                    )
+    for tname, store in sorted(targets.items()):
+        for point_id in store.discard_partials():
+            notes.append(f"discarded partial export {point_id} in target {tname!r}")
+    return notes
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _marked_snapshot(vm: VM, point_id: str, kind: MarkerKind) -> Snapshot | None:
+    for snap in vm.snapshots:
+        marker = parse_marker(snap.name, snap.description)
+        if marker is not None and marker.point_id == point_id and marker.kind is kind:
+            return snap
+    return None
+
+
+def _consistency_of(snap: Snapshot) -> str:
+    try:
+        value = json.loads(snap.description).get("consistency", "")
+    except (ValueError, AttributeError):
+        return ""
+    return str(value)
+
+
+def _previous_point(store: ExportStore, action: Action) -> str | None:
+    """The newest complete point of the same policy and VM older than this slot."""
+    candidates = [
+        p for p in store.points()
+        if p.complete and p.policy == action.policy
+        and p.vm.instance_uuid == action.vm.instance_uuid and p.slot < action.slot
+    ]
+    return max(candidates, key=lambda p: p.slot).id if candidates else None
+
+
+def _describe_vm(vm: VM, disks: Iterable[Any]) -> bytes:
+    body = {
+        "name": vm.name,
+        "instanceUuid": vm.instance_uuid,
+        "biosUuid": vm.bios_uuid,
+        "vcenter": vm.vcenter,
+        "folder": vm.folder,
+        "powerState": vm.power_state.value,
+        "disks": [
+            {"key": d.key, "label": d.label, "file": d.file, "capacityBytes": d.capacity_bytes}
+            for d in disks
+        ],
+    }
+    return json.dumps(body, indent=2, sort_keys=True).encode()
+
+
+def _with_seconds(outcome: ActionOutcome, seconds: float) -> ActionOutcome:
+    return ActionOutcome(
+        outcome.action, outcome.status, outcome.message, outcome.consistency,
+        outcome.bytes_read, outcome.bytes_stored, seconds,
+    )
+
+
+class _Counting:
+    """Wraps a disk stream to count bytes and report progress about every 64 MiB."""
+
+    STEP = 64 << 20
+
+    def __init__(self, inner: DiskStream, progress: Callable[[Progress], None], action: Action,
+                 disk: str, total: int) -> None:
+        self._inner = inner
+        self._progress = progress
+        self._action = action
+        self._disk = disk
+        self._total = total
+        self.count = 0
+        self._next = self.STEP
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._inner.read(size)
+        self.count += len(data)
+        if self.count >= self._next or not data:
+            self._next = self.count + self.STEP
+            self._progress(Progress(self._action, "bytes", self._disk, self.count, self._total))
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        return self._inner.seek(offset, whence)
+
+    def close(self) -> None:
+        self._inner.close()
+

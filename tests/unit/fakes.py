@@ -1,0 +1,231 @@
+"""In-memory fakes of the executor's ports, for unit tests of the services layer only.
+
+Adapters are tested against the real parts (simulator, directories, SQLite); these fakes
+follow the same contracts closely enough to test decisions: ordering, fallbacks, repairs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.errors import HookError, VCenterError
+from reconciler.model import (
+    VM,
+    Consistency,
+    Disk,
+    ExportPoint,
+    ExportSpec,
+    KeepRules,
+    Policy,
+    PowerState,
+    Schedule,
+    Selector,
+    Snapshot,
+    SnapshotSpec,
+    VMRef,
+)
+
+T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
+
+
+def make_policy(name: str = "gold", consistency: Consistency | None = None,
+                snapshots: bool = True, exports: bool = True) -> Policy:
+    return Policy(
+        name=name,
+        vcenter="sim",
+        include=Selector(names=("*",)),
+        schedule=Schedule(cron="0 1 * * *"),
+        consistency=consistency or Consistency(),
+        snapshots=SnapshotSpec(KeepRules(last=2)) if snapshots else None,
+        exports=ExportSpec("local", KeepRules(daily=7)) if exports else None,
+    )
+
+
+@dataclass
+class FakeVMState:
+    name: str
+    uuid: str
+    power: PowerState = PowerState.ON
+    tools: bool = True
+    host: str = "host-1"
+    disks: dict[int, bytes] = field(default_factory=lambda: {2000: b"A" * 4096})
+    snapshots: list[Snapshot] = field(default_factory=list)
+    shuts_down: bool = True  # does the guest honour a shutdown request?
+
+
+class FakeVCenter:
+    """A vCenter in memory; `fail_*` sets make chosen calls raise a vCenter fault."""
+
+    def __init__(self, name: str = "sim") -> None:
+        self.name = name
+        self.vms: dict[str, FakeVMState] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.fail_snapshot_for: set[str] = set()
+        self.fail_quiesce = False
+        self.fail_read = False
+        self._next = 1
+
+    def add(self, name: str, **kw: Any) -> FakeVMState:
+        state = FakeVMState(name=name, uuid=f"uuid-{name}", **kw)
+        self.vms[state.uuid] = state
+        return state
+
+    def vm(self, state: FakeVMState) -> VM:
+        return VM(
+            vcenter=self.name,
+            name=state.name,
+            instance_uuid=state.uuid,
+            moref=f"vm-{state.name}",
+            folder="/DC0/vm",
+            power_state=state.power,
+            tools_running=state.tools,
+            host=state.host,
+            disks=tuple(
+                Disk(key, f"Hard disk {i + 1}", f"[ds] {state.name}/{key}.vmdk", len(data),
+                     change_id=None)
+                for i, (key, data) in enumerate(sorted(state.disks.items()))
+            ),
+            snapshots=tuple(state.snapshots),
+        )
+
+    # ---- VCenterOps
+    def find_vm(self, instance_uuid: str) -> VM | None:
+        state = self.vms.get(instance_uuid)
+        return None if state is None else self.vm(state)
+
+    def create_snapshot(self, vm: VM, name: str, description: str, *, memory: bool,
+                        quiesce: bool) -> str:
+        self.calls.append(("create_snapshot", f"{vm.name}:quiesce={quiesce}"))
+        state = self.vms[vm.instance_uuid]
+        if vm.name in self.fail_snapshot_for:
+            raise VCenterError(self.name, "FileFault: cannot create snapshot")
+        if quiesce and self.fail_quiesce:
+            raise VCenterError(self.name, "ApplicationQuiesceFault")
+        sid = f"snapshot-{self._next}"
+        self._next += 1
+        state.snapshots.append(Snapshot(sid, name, description, T0, quiesce))
+        return sid
+
+    def remove_snapshot(self, vm: VM, snapshot_id: str) -> None:
+        self.calls.append(("remove_snapshot", snapshot_id))
+        state = self.vms[vm.instance_uuid]
+        state.snapshots = [s for s in state.snapshots if s.id != snapshot_id]
+
+    def shutdown_guest(self, vm: VM) -> None:
+        self.calls.append(("shutdown_guest", vm.name))
+        state = self.vms[vm.instance_uuid]
+        if state.shuts_down:
+            state.power = PowerState.OFF
+
+    def power_off(self, vm: VM) -> None:
+        self.calls.append(("power_off", vm.name))
+        self.vms[vm.instance_uuid].power = PowerState.OFF
+
+    def power_on(self, vm: VM) -> None:
+        self.calls.append(("power_on", vm.name))
+        self.vms[vm.instance_uuid].power = PowerState.ON
+
+    def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
+        return self.vm(self.vms[vm.instance_uuid]).disks
+
+    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> io.BytesIO:
+        if self.fail_read:
+            raise VCenterError(self.name, "HTTP 503 reading disk")
+        return io.BytesIO(self.vms[vm.instance_uuid].disks[disk.key])
+
+    def changed_extents(self, vm: VM, snapshot_id: str, disk: Disk,
+                        since_change_id: str) -> list[tuple[int, int]] | None:
+        return None
+
+    def vm_files(self, vm: VM) -> Mapping[str, bytes]:
+        return {f"{vm.name}.vmx": b'displayName = "x"\n'}
+
+
+class FakeWriter:
+    def __init__(self, store: FakeStore, point_id: str, policy: str, vm: VMRef,
+                 slot: datetime) -> None:
+        self.store, self.point_id, self.policy, self.vm, self.slot = (
+            store, point_id, policy, vm, slot)
+        self.disks: dict[str, bytes] = {}
+        self.files: dict[str, bytes] = {}
+        store.partial.add(point_id)
+
+    def add_disk(self, name: str, stream: Any, *, size: int | None = None,
+                 changed_extents: Sequence[tuple[int, int]] | None = None,
+                 previous: tuple[str, str] | None = None) -> Any:
+        self.disks[name] = stream.read()
+        return None
+
+    def add_file(self, name: str, data: bytes) -> Any:
+        self.files[name] = data
+
+    def commit(self, consistency: str, *, policy_revision: str | None = None,
+               timings: Mapping[str, float] | None = None,
+               metadata: Mapping[str, Any] | None = None) -> ExportPoint:
+        point = ExportPoint(self.point_id, self.policy, self.vm, self.slot, T0, True,
+                            consistency=consistency)
+        self.store.committed[self.point_id] = (point, self.disks, dict(metadata or {}))
+        self.store.partial.discard(self.point_id)
+        return point
+
+    def abort(self) -> None:
+        self.store.aborted.append(self.point_id)
+        self.store.partial.discard(self.point_id)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.committed: dict[str, tuple[ExportPoint, dict[str, bytes], dict[str, Any]]] = {}
+        self.partial: set[str] = set()
+        self.aborted: list[str] = []
+        self.gc_runs = 0
+
+    def points(self) -> list[ExportPoint]:
+        return [p for p, _, _ in self.committed.values()]
+
+    def point_metadata(self, point_id: str) -> Mapping[str, Any]:
+        return self.committed[point_id][2]
+
+    def begin_point(self, point_id: str, policy: str, vm: VMRef, slot: datetime) -> FakeWriter:
+        return FakeWriter(self, point_id, policy, vm, slot)
+
+    def delete_point(self, point_id: str) -> None:
+        del self.committed[point_id]
+
+    def discard_partials(self) -> list[str]:
+        gone = sorted(self.partial)
+        self.partial.clear()
+        return gone
+
+    def gc(self) -> Any:
+        self.gc_runs += 1
+
+
+class FakeHooks:
+    def __init__(self, failing: Sequence[str] = ()) -> None:
+        self.failing = set(failing)
+        self.ran: list[tuple[str, str]] = []
+
+    def run(self, name: str, environment: Mapping[str, str]) -> None:
+        self.ran.append((name, environment["VMKEEP_PHASE"]))
+        if name in self.failing:
+            raise HookError(f"hook {name!r} exited with status 3")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.001)
+
+
+def with_power(vm: VM, power: PowerState) -> VM:
+    return replace(vm, power_state=power)
