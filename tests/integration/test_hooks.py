@@ -1,0 +1,77 @@
+"""Host-config hooks run as real processes: environment, exit status, timeout, no shell."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.hooks import SubprocessHooks
+from reconciler.errors import HookError
+from reconciler.model import HookConfig
+
+
+def hooks(**commands: tuple[list[str], float]) -> SubprocessHooks:
+    return SubprocessHooks(
+        {n: HookConfig(n, tuple(argv), timeout) for n, (argv, timeout) in commands.items()}
+    )
+
+
+def test_a_hook_sees_the_vmkeep_variables(tmp_path: Path) -> None:
+    out = tmp_path / "env.txt"
+    script = f"import os; open({str(out)!r}, 'w').write(os.environ['VMKEEP_VM_NAME'])"
+    hooks(record=([sys.executable, "-c", script], 10)).run("record", {"VMKEEP_VM_NAME": "db-1"})
+    assert out.read_text() == "db-1"
+
+
+def test_a_failing_hook_reports_its_status_and_output() -> None:
+    script = "import sys; print('database refused to freeze'); sys.exit(3)"
+    with pytest.raises(HookError, match=r"exited with status 3: database refused to freeze"):
+        hooks(freeze=([sys.executable, "-c", script], 10)).run("freeze", {})
+
+
+def test_a_hook_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],\n"
+        "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(HookError, match=r"did not finish within 2s"):
+        hooks(slow=([sys.executable, "-c", script], 2)).run("slow", {})
+    child = int(pidfile.read_text())
+    for _ in range(100):  # the orphan is reaped by init shortly after the kill
+        if not _alive(child):
+            break
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() \
+        else "X"
+    return status not in ("Z", "X")
+
+
+def test_arguments_are_passed_without_a_shell(tmp_path: Path) -> None:
+    out = tmp_path / "args.txt"
+    script = f"import sys; open({str(out)!r}, 'w').write(sys.argv[1])"
+    hooks(echo=([sys.executable, "-c", script, "$(rm -rf /); `x`"], 10)).run("echo", {})
+    assert out.read_text() == "$(rm -rf /); `x`"
+
+
+def test_an_unknown_hook_or_missing_program_is_a_clear_error() -> None:
+    runner = hooks(missing=(["/nonexistent/program"], 10))
+    with pytest.raises(HookError, match="not defined in the host config"):
+        runner.run("other", {})
+    with pytest.raises(HookError, match="cannot start '/nonexistent/program'"):
+        runner.run("missing", {})
