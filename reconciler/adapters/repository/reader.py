@@ -100,6 +100,7 @@ class DiskReader:
                     continue
                 if pending_hole:
                     out.seek(pending_hole, os.SEEK_CUR)
+                    written += pending_hole
                     pending_hole = 0
                 out.write(data if data is not None else bytes(length))
                 written += length

@@ -1,0 +1,57 @@
+"""Test helpers: deterministic disk contents and one-call exports into a real repository."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import blake3
+
+from reconciler.adapters.repository import Repository
+from reconciler.model import ExportPoint, VMRef
+
+#: Small chunks and packs, so a few KiB of test data cross many chunk and pack boundaries.
+CHUNK = 4096
+PACK = 64 * 1024
+VM = VMRef("vm1", "5003aaaa-0000-0000-0000-000000000001")
+SLOT = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+
+
+def noise(seed: object, length: int) -> bytes:
+    """Deterministic incompressible bytes."""
+    return blake3.blake3(repr(seed).encode()).digest(length=length)
+
+
+def text(seed: object, length: int) -> bytes:
+    """Deterministic compressible bytes."""
+    return noise(seed, length).translate(bytes(b"abcd"[i % 4] for i in range(256)))
+
+
+def open_repo(path: Path, **options: object) -> Repository:
+    options.setdefault("pack_size", PACK)
+    options.setdefault("threads", 2)
+    return Repository.open(path, chunk_size=CHUNK, **options)
+
+
+def point_id(n: int, policy: str = "nightly") -> str:
+    return f"{policy}/{VM.instance_uuid}/2026010{1 + n // 100}T{n % 100:02d}0000Z"
+
+
+def export(
+    repo: Repository,
+    pid: str,
+    disks: Mapping[str, bytes],
+    files: Mapping[str, bytes] | None = None,
+) -> ExportPoint:
+    with repo.begin_point(pid, pid.split("/")[0], VM, SLOT, source="test") as writer:
+        for name, data in disks.items():
+            writer.add_disk(name, io.BytesIO(data), size=len(data))
+        for name, data in (files or {}).items():
+            writer.add_file(name, data)
+        return writer.commit("crash", policy_revision="0123abc")
+
+
+def read_disk(repo: Repository, pid: str, name: str) -> bytes:
+    return b"".join(repo.open_disk(pid, name))
