@@ -278,15 +278,17 @@ def _plan_vm(
         creating = False
         if not covered:
             covered_all = False
-            if info.window_open:
+            if not info.window_open:
+                notes.append("waiting for window")
+            elif _expired_on_arrival(policy, kind, slot, now, info):
+                notes.append("slot is older than snapshots.maxAge; nothing to create")
+            else:
                 creating = True
                 work.actions.append(_create(kind, policy, vm, slot, new_id, target, info.zone))
-            else:
-                notes.append("waiting for window")
         _retain(
             policy, vm, kind, rules, complete, slot if creating else None, new_id, info, memo, work
         )
-        _incomplete(policy, vm, kind, points, complete, work)
+        _incomplete(policy, vm, points, complete, slot if creating else None, new_id, work)
 
     if covered_all:
         state = CoverageState.COVERED
@@ -308,6 +310,14 @@ def _plan_vm(
             note="; ".join(dict.fromkeys(notes)),
         )
     )
+
+
+def _expired_on_arrival(
+    policy: Policy, kind: PointKind, slot: datetime, now: datetime, info: SlotInfo
+) -> bool:
+    """A snapshot for a slot older than maxAge would be deleted by the very next plan."""
+    max_age = policy.snapshots.max_age if policy.snapshots and kind is PointKind.SNAPSHOT else None
+    return max_age is not None and slot < subtract_duration(now, max_age, info.zone)
 
 
 def _create(
@@ -414,18 +424,23 @@ def _delete(
 def _incomplete(
     policy: Policy,
     vm: VM,
-    kind: PointKind,
     points: Sequence[CatalogPoint],
     complete: Sequence[CatalogPoint],
+    planned_slot: datetime | None,
+    planned_id: str,
     work: _Work,
 ) -> None:
-    if not complete:
-        return
-    newest = max(complete, key=lambda p: p.slot)
+    """Incomplete exports go once a newer complete point exists (or is about to)."""
+    newest = max(complete, key=lambda p: p.slot) if complete else None
     for p in points:
-        if not p.complete and p.slot < newest.slot:
+        if p.complete:
+            continue
+        if newest is not None and p.slot < newest.slot:
             reason = f"incomplete export; a newer complete point exists ({newest.point_id})"
             work.actions.append(_delete(p, policy.name, vm, reason))
+        elif planned_slot is not None and p.slot < planned_slot:
+            reason = f"incomplete export; superseded by the planned point {planned_id}"
+            work.actions.append(_delete(p, policy.name, vm, reason, (planned_id,)))
 
 
 def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work) -> None:

@@ -140,10 +140,47 @@ def subtract_duration(moment: datetime, duration: Duration, zone: ZoneInfo) -> d
     return instant - timedelta(hours=duration.hours, minutes=duration.minutes)
 
 
-def _latest(times: Sequence[datetime], now: datetime) -> datetime:
-    """The newest time that is not in the future; restic's zero time when there is none."""
+def _latest(times: Sequence[datetime], now: datetime) -> datetime | None:
+    """The newest time that is not in the future (None: restic's zero time)."""
     candidates = [t for t in times if t < now]
-    return max(candidates) if candidates else datetime(1, 1, 1, tzinfo=UTC)
+    return max(candidates) if candidates else None
+
+
+_BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _cut(latest: datetime | None, duration: Duration | None, zone: ZoneInfo) -> datetime | None:
+    """Start of a `within` window; None when the rule is not set (or zero, as in restic)."""
+    if duration is None or _is_zero(duration):
+        return None
+    if latest is None:  # restic: zero time minus D; every point is after it
+        return _BEGINNING
+    return subtract_duration(latest, duration, zone)
+
+
+def _is_zero(duration: Duration) -> bool:
+    return not any(
+        (
+            duration.years,
+            duration.months,
+            duration.weeks,
+            duration.days,
+            duration.hours,
+            duration.minutes,
+        )
+    )
+
+
+def _is_empty(rules: KeepRules) -> bool:
+    """restic's `ExpirePolicy.Empty`: no count given and every duration zero."""
+    for name in KeepRules.__dataclass_fields__:
+        value = getattr(rules, name)
+        if isinstance(value, Duration):
+            if not _is_zero(value):
+                return False
+        elif value is not None and value != 0:
+            return False
+    return True
 
 
 def apply_rules(
@@ -157,7 +194,7 @@ def apply_rules(
     Ties on time keep the input order (restic sorts stably); callers pass a stable order.
     """
     ordered = _stable_newest_first(points)
-    if rules.is_empty():
+    if _is_empty(rules):
         return RetentionResult(
             tuple(Decision(k, t, True, ("policy is empty",)) for k, t in ordered)
         )
@@ -167,10 +204,9 @@ def apply_rules(
     counts: list[int] = [_count(getattr(rules, name)) for name, _, _ in _COUNTED]
     last_bucket: list[int | None] = [None] * len(_COUNTED)
     latest = _latest([t for _, t in ordered], now)
-    within_cut = subtract_duration(latest, rules.within, zone) if rules.within else None
+    within_cut = _cut(latest, rules.within, zone)
     within_cuts: list[datetime | None] = [
-        subtract_duration(latest, d, zone) if (d := getattr(rules, name)) else None
-        for name, _, _ in _WITHIN
+        _cut(latest, getattr(rules, name), zone) for name, _, _ in _WITHIN
     ]
     within_last: list[int | None] = [None] * len(_WITHIN)
     last_count = _count(rules.last)
