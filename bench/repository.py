@@ -160,12 +160,28 @@ def ensure_tools(tools: list[str]) -> None:
 
 
 def run_vmkeep(
-    repo: Path, image: Path, day: str, args: argparse.Namespace, *,
-    previous: str | None = None, extents: Path | None = None, label: str = "vmkeep",
+    repo: Path,
+    image: Path,
+    day: str,
+    args: argparse.Namespace,
+    *,
+    previous: str | None = None,
+    extents: Path | None = None,
+    label: str = "vmkeep",
 ) -> Run:
     before = dir_bytes(repo) if repo.exists() else 0
-    argv = [sys.executable, __file__, "--worker", str(repo), str(image), day,
-            "--chunk-size", str(args.chunk_size[0]), "--level", str(args.level)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(repo),
+        str(image),
+        day,
+        "--chunk-size",
+        str(args.chunk_size[0]),
+        "--level",
+        str(args.level),
+    ]
     if previous and extents:
         argv += ["--previous", previous, "--extents", str(extents)]
     wall, cpu, rss, out = measure(argv)
@@ -185,8 +201,10 @@ def run_restic(repo: Path, image: Path, day: str) -> Run:
 
 
 def run_borg(repo: Path, image: Path, day: str) -> Run:
-    env = {"BORG_BASE_DIR": str(repo.parent / "borg-base"),
-           "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+    env = {
+        "BORG_BASE_DIR": str(repo.parent / "borg-base"),
+        "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+    }
     if not repo.exists():
         measure(["borg", "init", "-e", "none", str(repo)], env)
     before = dir_bytes(repo)
@@ -211,13 +229,17 @@ def worker(args: argparse.Namespace) -> None:
     point = f"bench/vm-0001/{day}"
     vm = VMRef("bench-vm", "vm-0001")
     size = os.path.getsize(image)
-    with open(image, "rb", buffering=0) as stream, repo.begin_point(
-        point, "bench", vm, datetime.now(UTC)
-    ) as writer:
+    with (
+        open(image, "rb", buffering=0) as stream,
+        repo.begin_point(point, "bench", vm, datetime.now(UTC)) as writer,
+    ):
         if args.previous:
-            extents = [tuple(e) for e in json.loads(Path(args.extents).read_text())]
+            extents = [(int(o), int(n)) for o, n in json.loads(Path(args.extents).read_text())]
             result = writer.add_disk(
-                "disk0", stream, size=size, changed_extents=extents,  # type: ignore[arg-type]
+                "disk0",
+                stream,
+                size=size,
+                changed_extents=extents,
                 previous=(f"bench/vm-0001/{args.previous}", "disk0"),
             )
         else:
@@ -238,12 +260,16 @@ def parse_size(text: str) -> int:
 
 def report(runs: list[Run], size: int, ceiling: float) -> None:
     print(f"\nimage {size / MiB:.0f} MiB; raw read {size / ceiling / MiB:.0f} MiB/s (ceiling)")
-    print(f"{'tool':<14}{'day':<8}{'wall s':>8}{'cpu s':>8}{'MiB/s':>8}{'RSS MiB':>9}"
-          f"{'added MiB':>11}{'added %':>9}{'read MiB':>10}")
+    print(
+        f"{'tool':<14}{'day':<8}{'wall s':>8}{'cpu s':>8}{'MiB/s':>8}{'RSS MiB':>9}"
+        f"{'added MiB':>11}{'added %':>9}{'read MiB':>10}"
+    )
     for r in runs:
         read = f"{r.read / MiB:10.1f}" if r.read else f"{'':>10}"
-        print(f"{r.tool:<14}{r.day:<8}{r.wall:8.2f}{r.cpu:8.2f}{r.throughput(size):8.0f}"
-              f"{r.rss_mib:9.0f}{r.added / MiB:11.1f}{100 * r.added / size:8.2f}%{read}")
+        print(
+            f"{r.tool:<14}{r.day:<8}{r.wall:8.2f}{r.cpu:8.2f}{r.throughput(size):8.0f}"
+            f"{r.rss_mib:9.0f}{r.added / MiB:11.1f}{100 * r.added / size:8.2f}%{read}"
+        )
     by = {(r.tool, r.day): r for r in runs}
     vm1 = by.get(("vmkeep", "day1"))
     if vm1:
@@ -321,8 +347,17 @@ def main() -> None:
                 cbt = work / f"cbt-{cs}-repo"
                 for day in ("day2a", "day2b"):
                     stage(images / f"{day}.img", disk)
-                    runs.append(run_vmkeep(cbt, disk, day, args, previous="day1",
-                                           extents=images / f"{day}.json", label=f"{label}+cbt"))
+                    runs.append(
+                        run_vmkeep(
+                            cbt,
+                            disk,
+                            day,
+                            args,
+                            previous="day1",
+                            extents=images / f"{day}.json",
+                            label=f"{label}+cbt",
+                        )
+                    )
     report(runs, size, ceiling)
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in runs], indent=1))

@@ -29,10 +29,10 @@ def text(seed: object, length: int) -> bytes:
     return noise(seed, length).translate(bytes(b"abcd"[i % 4] for i in range(256)))
 
 
-def open_repo(path: Path, **options: object) -> Repository:
-    options.setdefault("pack_size", PACK)
-    options.setdefault("threads", 2)
-    return Repository.open(path, chunk_size=CHUNK, **options)
+def open_repo(path: Path, *, pack_size: int = PACK, lock_timeout: float = 5.0) -> Repository:
+    return Repository.open(
+        path, chunk_size=CHUNK, pack_size=pack_size, threads=2, lock_timeout=lock_timeout
+    )
 
 
 def point_id(n: int, policy: str = "nightly") -> str:

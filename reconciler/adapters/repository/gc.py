@@ -155,7 +155,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
         partials += 1
     temporary = 0
     for entry in os.scandir(layout.tmp):
-        if entry.name.startswith("writer.json.") or young(entry.path):
+        if young(entry.path):
             continue
         os.unlink(entry.path)
         temporary += 1

@@ -27,8 +27,6 @@ from pathlib import Path
 
 from reconciler.errors import RepositoryLockedError
 
-from .format import atomic_write
-
 __all__ = ["Holder", "WriterLock"]
 
 
@@ -63,10 +61,9 @@ class Holder:
 class WriterLock:
     """A re-entrant (per object) writer lock with holder information and a renewed lease."""
 
-    def __init__(self, lock_dir: Path, tmp_dir: Path, *, lease_seconds: float = 60.0) -> None:
+    def __init__(self, lock_dir: Path, *, lease_seconds: float = 60.0) -> None:
         self.path = lock_dir / "writer"
         self.holder_path = lock_dir / "writer.json"
-        self.tmp_dir = tmp_dir
         self.lease_seconds = lease_seconds
         self.stale_holder: Holder | None = None
         self._fd: int | None = None
@@ -133,8 +130,12 @@ class WriterLock:
             self._fd = None
 
     def _write_holder(self) -> None:
+        """Replace the holder file; only the lock holder writes, so one fixed temp name does.
+        It is information for people, so it is not fsynced."""
         assert self._holder is not None
-        atomic_write(self.holder_path, self._holder.to_json(), self.tmp_dir, sync_dir=False)
+        tmp = self.holder_path.with_suffix(".tmp")
+        tmp.write_bytes(self._holder.to_json())
+        os.replace(tmp, self.holder_path)
 
     def _heartbeat(self) -> None:
         interval = max(0.05, self.lease_seconds / 3)

@@ -87,7 +87,7 @@ class Repository:
         self.pack_size = pack_size
         self.lock_timeout = lock_timeout
         self.clock = clock
-        self.lock = WriterLock(self.layout.locks, self.layout.tmp)
+        self.lock = WriterLock(self.layout.locks)
         self.packs = PackReader(self.layout)
         self._index: ChunkIndex | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -103,9 +103,19 @@ class Repository:
         *,
         create: bool = True,
         chunk_size: int | None = None,
-        **options: object,
+        target: str = "",
+        threads: int | None = None,
+        compression_level: int = 3,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        lock_timeout: float = 30.0,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> Repository:
-        """Open the repository at `path`, creating it (with `chunk_size`) if allowed."""
+        """Open the repository at `path`, creating it (with `chunk_size`) if allowed.
+
+        `target` names it in the catalog; `threads` hash and compress in parallel (default:
+        one per CPU); `lock_timeout` is how long a writer waits for the lock; `clock` gives
+        the manifests' `createdAt`.
+        """
         root = Path(path)
         layout = Layout(root)
         if layout.descriptor.is_file():
@@ -130,7 +140,16 @@ class Repository:
                 raise RepositoryError(f"cannot create repository {str(root)!r}: {exc}") from None
         for directory in layout.directories():
             directory.mkdir(exist_ok=True)
-        return cls(root, descriptor, **options)  # type: ignore[arg-type]
+        return cls(
+            root,
+            descriptor,
+            target=target,
+            threads=threads,
+            compression_level=compression_level,
+            pack_size=pack_size,
+            lock_timeout=lock_timeout,
+            clock=clock,
+        )
 
     def close(self) -> None:
         if self._pool is not None:
