@@ -263,11 +263,14 @@ class ActionRunner:
               snapshot_id: str, consistency: str) -> tuple[int, int]:
         disks = vc.snapshot_disks(vm, snapshot_id)
         previous = _previous_point(store, action)
-        previous_meta = store.point_metadata(previous) if previous else {}
+        previous_meta = store.manifest(previous).metadata if previous else {}
         previous_ids: Mapping[str, str] = previous_meta.get("changeIds", {}) or {}
-        writer = store.begin_point(action.point_id, action.policy, vm.ref, action.slot)
+        change_ids = {f"disk-{d.key}": d.change_id for d in disks if d.change_id}
+        writer = store.begin_point(
+            action.point_id, action.policy, vm.ref, action.slot,
+            changeIds=change_ids, snapshotId=snapshot_id, vcenter=action.vcenter,
+        )
         read = stored = 0
-        change_ids: dict[str, str] = {}
         try:
             for disk in disks:
                 name = f"disk-{disk.key}"
@@ -289,17 +292,10 @@ class ActionRunner:
                     stream.close()
                 read += int(getattr(result, "read_bytes", stream.count))
                 stored += int(getattr(result, "stored_bytes", 0))
-                if disk.change_id:
-                    change_ids[name] = disk.change_id
             for fname, data in sorted(vc.vm_files(vm).items()):
                 writer.add_file(fname, data)
             writer.add_file("vm.json", _describe_vm(vm, disks))
-            writer.commit(
-                consistency,
-                policy_revision=self.policy_revision,
-                metadata={"changeIds": change_ids, "snapshotId": snapshot_id,
-                          "vcenter": action.vcenter},
-            )
+            writer.commit(consistency, policy_revision=self.policy_revision)
         except BaseException:
             writer.abort()
             raise
@@ -454,8 +450,9 @@ def recover(
                         f"removed leftover export snapshot {snap.id} of VM {vm.name!r} ({name})"
                     )
     for tname, store in sorted(targets.items()):
-        for point_id in store.discard_partials():
-            notes.append(f"discarded partial export {point_id} in target {tname!r}")
+        for partial in store.partials():
+            store.discard_partial(partial.id)
+            notes.append(f"discarded partial export {partial.id} in target {tname!r}")
     return notes
 
 

@@ -18,8 +18,10 @@ __all__ = [
     "ExportWriter",
     "HookRunner",
     "InventorySource",
+    "PartialPoint",
     "PolicyFile",
     "PolicySource",
+    "StoredPoint",
     "VCenterOps",
 ]
 
@@ -122,31 +124,44 @@ class ExportWriter(Protocol):
     def commit(
         self,
         consistency: str,
-        *,
         policy_revision: str | None = None,
-        timings: Mapping[str, float] | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> ExportPoint: ...
 
     def abort(self) -> None: ...
 
 
+class StoredPoint(Protocol):
+    """What the executor reads back from a committed point: its free-form metadata."""
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+class PartialPoint(Protocol):
+    """An export that began and has no manifest (running now, or crashed)."""
+
+    @property
+    def id(self) -> str: ...
+
+
 class ExportStore(Protocol):
-    """An export target: the catalog of committed points and a way to add and remove them."""
+    """An export target: the catalog of committed points and a way to add and remove them.
+    `reconciler.adapters.repository.Repository` is the implementation."""
 
     def points(self) -> list[ExportPoint]: ...
 
-    def point_metadata(self, point_id: str) -> Mapping[str, Any]: ...
+    def manifest(self, point_id: str) -> StoredPoint: ...
 
     def begin_point(
-        self, point_id: str, policy: str, vm: VMRef, slot: datetime
+        self, point_id: str, policy: str, vm: VMRef, slot: datetime, **metadata: Any
     ) -> ExportWriter: ...
 
     def delete_point(self, point_id: str) -> None: ...
 
-    def discard_partials(self) -> list[str]:
-        """Remove what crashed exports left behind; returns their point ids."""
-        ...
+    def partials(self) -> Sequence[PartialPoint]: ...
+
+    def discard_partial(self, point_id: str) -> None: ...
 
     def gc(self) -> Any: ...
 

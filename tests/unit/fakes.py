@@ -147,9 +147,10 @@ class FakeVCenter:
 
 class FakeWriter:
     def __init__(self, store: FakeStore, point_id: str, policy: str, vm: VMRef,
-                 slot: datetime) -> None:
+                 slot: datetime, metadata: dict[str, Any]) -> None:
         self.store, self.point_id, self.policy, self.vm, self.slot = (
             store, point_id, policy, vm, slot)
+        self.metadata = metadata
         self.disks: dict[str, bytes] = {}
         self.files: dict[str, bytes] = {}
         store.partial.add(point_id)
@@ -163,18 +164,27 @@ class FakeWriter:
     def add_file(self, name: str, data: bytes) -> Any:
         self.files[name] = data
 
-    def commit(self, consistency: str, *, policy_revision: str | None = None,
-               timings: Mapping[str, float] | None = None,
-               metadata: Mapping[str, Any] | None = None) -> ExportPoint:
+    def commit(self, consistency: str, policy_revision: str | None = None,
+               timings: dict[str, float] | None = None) -> ExportPoint:
         point = ExportPoint(self.point_id, self.policy, self.vm, self.slot, T0, True,
                             consistency=consistency)
-        self.store.committed[self.point_id] = (point, self.disks, dict(metadata or {}))
+        self.store.committed[self.point_id] = (point, self.disks, self.metadata)
         self.store.partial.discard(self.point_id)
         return point
 
     def abort(self) -> None:
         self.store.aborted.append(self.point_id)
         self.store.partial.discard(self.point_id)
+
+
+@dataclass(frozen=True)
+class FakeManifest:
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FakePartial:
+    id: str
 
 
 class FakeStore:
@@ -187,19 +197,21 @@ class FakeStore:
     def points(self) -> list[ExportPoint]:
         return [p for p, _, _ in self.committed.values()]
 
-    def point_metadata(self, point_id: str) -> Mapping[str, Any]:
-        return self.committed[point_id][2]
+    def manifest(self, point_id: str) -> FakeManifest:
+        return FakeManifest(self.committed[point_id][2])
 
-    def begin_point(self, point_id: str, policy: str, vm: VMRef, slot: datetime) -> FakeWriter:
-        return FakeWriter(self, point_id, policy, vm, slot)
+    def begin_point(self, point_id: str, policy: str, vm: VMRef, slot: datetime,
+                    **metadata: Any) -> FakeWriter:
+        return FakeWriter(self, point_id, policy, vm, slot, metadata)
 
     def delete_point(self, point_id: str) -> None:
         del self.committed[point_id]
 
-    def discard_partials(self) -> list[str]:
-        gone = sorted(self.partial)
-        self.partial.clear()
-        return gone
+    def partials(self) -> list[FakePartial]:
+        return [FakePartial(p) for p in sorted(self.partial)]
+
+    def discard_partial(self, point_id: str) -> None:
+        self.partial.discard(point_id)
 
     def gc(self) -> Any:
         self.gc_runs += 1
