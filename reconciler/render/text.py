@@ -1,0 +1,98 @@
+"""The plan for terminals: Terraform-like `+`/`-` lines grouped by VM, each with its reason.
+
+Colour is used only when asked (the CLI asks when stdout is a TTY and NO_COLOR is unset).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import groupby
+
+from reconciler.model import Action, CoverageState, Plan, PlanWarning, Severity
+from reconciler.observed import format_time
+
+__all__ = ["render_text"]
+
+_RESET = "\x1b[0m"
+_COLOURS = {"+": "\x1b[32m", "-": "\x1b[31m", "!": "\x1b[33m", "bold": "\x1b[1m"}
+
+
+class _Painter:
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def __call__(self, style: str, text: str) -> str:
+        return f"{_COLOURS[style]}{text}{_RESET}" if self.colour else text
+
+
+def _sign(action: Action) -> str:
+    return "-" if action.kind.is_delete else "+"
+
+
+def render_text(plan: Plan, *, colour: bool = False) -> str:
+    paint = _Painter(colour)
+    lines = [
+        paint("bold", "vmkeep plan"),
+        f"  policy revision: {plan.policy_revision or '(working directory)'}",
+        f"  observed state:  {plan.observed_digest}",
+        f"  now:             {format_time(plan.now)}",
+        "",
+    ]
+    if not plan.actions:
+        lines.append("No changes. Every selected VM is covered or waiting for its window.")
+    for (vcenter, vm), actions in groupby(plan.actions, key=lambda a: (a.vcenter, a.vm)):
+        lines.append(paint("bold", f"{vcenter}/{vm.name}") + f" ({vm.instance_uuid})")
+        for a in actions:
+            sign = _sign(a)
+            where = f" -> {a.target}" if a.target else ""
+            head = paint(sign, f"  {sign} {a.kind.value:<16}") + f" {a.point_id}{where}"
+            lines.append(head)
+            lines.append(f"      {a.reason}")
+            if a.requires:
+                lines.append(f"      only after {', '.join(a.requires)} exists")
+        lines.append("")
+
+    problems = [c for c in plan.coverage if c.state is not CoverageState.COVERED]
+    if problems:
+        lines.append(paint("bold", "Coverage"))
+        for c in problems:
+            note = f" - {c.note}" if c.note else ""
+            last = format_time(c.last_slot) if c.last_slot else "never"
+            lines.append(
+                f"  {c.state.value:<8} {c.vcenter}/{c.vm.name} [{c.policy}] slot "
+                f"{format_time(c.slot)}, last point {last}{note}"
+            )
+        lines.append("")
+    if plan.warnings:
+        lines.append(paint("bold", "Warnings"))
+        lines.extend(_warning_line(w, paint) for w in plan.warnings)
+        lines.append("")
+
+    counts = Counter(c.state for c in plan.coverage)
+    creates = sum(1 for a in plan.actions if not a.kind.is_delete)
+    kept = sum(1 for d in plan.retention if d.keep)
+    lines.append(
+        f"Coverage: {counts[CoverageState.COVERED]} covered, {counts[CoverageState.DUE]} due, "
+        f"{counts[CoverageState.LATE]} late, {counts[CoverageState.MISSING]} missing; "
+        f"{kept} points kept by retention."
+    )
+    lines.append(paint("bold", f"Plan: {creates} to create, {plan.delete_count} to delete."))
+    if plan.blocked:
+        lines.append(paint("-", f"BLOCKED: {plan.blocked_reason}. Nothing will be applied."))
+    return "\n".join(lines) + "\n"
+
+
+def _warning_line(w: PlanWarning, paint: _Painter) -> str:
+    where = f"{w.vcenter}/{w.vm.name}" if w.vm and w.vcenter else (w.vm.name if w.vm else "")
+    subject = " ".join(x for x in (where, f"[{w.policy}]" if w.policy else "") if x)
+    label = (
+        paint("!", f"{w.severity.value:<8}")
+        if w.severity is not Severity.INFO
+        else (f"{w.severity.value:<8}")
+    )
+    text = f"  {label} {w.code}: {subject + ': ' if subject else ''}{w.message}"
+    if w.point_ids:
+        shown = ", ".join(w.point_ids[:5])
+        more = f" (+{len(w.point_ids) - 5} more)" if len(w.point_ids) > 5 else ""
+        text += f"\n           {shown}{more}"
+    return text
