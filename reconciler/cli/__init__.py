@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reconciler import __version__
-from reconciler.cli import validate
+from reconciler.cli import gc, validate, verify
 from reconciler.errors import VmkeepError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
-COMMANDS: tuple[ModuleType, ...] = (validate,)
+COMMANDS: tuple[ModuleType, ...] = (validate, verify, gc)
 
 
 def build_parser() -> argparse.ArgumentParser:

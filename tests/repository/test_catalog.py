@@ -99,7 +99,7 @@ def test_a_newer_format_version_is_refused_with_advice(tmp_path: Path) -> None:
         Repository.open(tmp_path)
 
 
-@pytest.mark.parametrize("size", [1000, 3 * 4096, 64 * 1024 * 1024])
+@pytest.mark.parametrize("size", [1000, 3 * 4096, 128 * 1024 * 1024])
 def test_invalid_chunk_sizes_are_refused(tmp_path: Path, size: int) -> None:
     with pytest.raises(RepositoryError, match="power of two"):
         Repository.open(tmp_path, chunk_size=size)

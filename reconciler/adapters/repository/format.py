@@ -54,7 +54,7 @@ FORMAT_VERSION = 1
 DESCRIPTOR_NAME = "vmkeep-repository.json"
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MIN_CHUNK_SIZE = 4 * 1024
-MAX_CHUNK_SIZE = 16 * 1024 * 1024
+MAX_CHUNK_SIZE = 64 * 1024 * 1024
 ID_SIZE = 32
 #: The id of an all-zero chunk: never stored, never hashed, read back as zeros.
 ZERO_ID = bytes(ID_SIZE)

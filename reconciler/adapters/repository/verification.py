@@ -128,7 +128,9 @@ def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
         try:
             manifests.append(decode_manifest(path.read_bytes(), str(path)))
         except FileNotFoundError:
-            raise RepositoryError(f"no restore point {unquote_id(path.stem)!r}") from None
+            raise RepositoryError(
+                f"no restore point {unquote_id(path.stem)!r} in {str(repo.root)!r}"
+            ) from None
         except CorruptionError as exc:
             pid = unquote_id(path.stem)
             damaged[pid] = PointDamage(pid, message=str(exc))
