@@ -1,0 +1,140 @@
+"""Safe YAML loading with locations: properties on generated data, limits, refusals."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler import documents
+from reconciler.documents import DocumentLimits, did_you_mean, dotted, load
+
+keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_", min_size=1, max_size=8)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6),
+    st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "Zs"]), max_size=12),
+)
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)), max_leaves=20)
+
+
+def paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += paths(child, (*prefix, index))
+    return found
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(keys, values, min_size=1, max_size=5), st.booleans())
+def test_loading_dumped_yaml_gives_the_same_data_and_a_mark_for_every_value(data, flow) -> None:
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    result = load(text.encode(), "gen.yaml")
+    assert result.diagnostics == ()
+    assert [d.data for d in result.documents] == [data]
+    doc = result.documents[0]
+    lines = text.splitlines()
+    for where in paths(data):
+        assert where in doc.values
+        line, column = doc.values[where]
+        assert 1 <= line <= len(lines) + 1 and column >= 1
+        if where and isinstance(where[-1], str):
+            key_line, key_column = doc.keys[where]
+            assert lines[key_line - 1][key_column - 1 :].lstrip("'\"").startswith(where[-1][:1])
+
+
+def test_values_and_keys_are_located_exactly() -> None:
+    doc = load(b"a: 1\nb:\n  - x\n  - {c: d}\n", "f.yaml").documents[0]
+    assert doc.position(("b", 1, "c")) == (4, 9)
+    assert doc.position(("b", 1, "c"), key=True) == (4, 6)
+    assert doc.position(("b", 0)) == (3, 5)
+
+
+def test_values_reached_through_an_alias_are_located_at_the_alias() -> None:
+    doc = load(b"base: &b {x: 1}\nother: *b\n", "f.yaml").documents[0]
+    assert doc.data["other"] == {"x": 1}
+    assert doc.position(("other", "x")) == (2, 8)
+
+
+def test_plain_yaml_types_are_read_and_timestamps_stay_text() -> None:
+    doc = load(b"a: yes\nb: 0x10\nc: 1.5\nd: ~\ne: 2024-01-02\nf: !!str 12\n", "f").documents[0]
+    assert doc.data == {"a": True, "b": 16, "c": 1.5, "d": None, "e": "2024-01-02", "f": "12"}
+
+
+def test_several_documents_and_empty_ones_are_read_in_order() -> None:
+    result = load(b"# only a comment\n---\na: 1\n---\n---\nb: 2\n...\n", "f.yaml")
+    assert [d.data for d in result.documents] == [{"a": 1}, {"b": 2}]
+    assert [d.index for d in result.documents] == [0, 2]
+
+
+def test_a_byte_order_mark_is_accepted() -> None:
+    assert load(b"\xef\xbb\xbfa: 1\n", "f").documents[0].data == {"a": 1}
+
+
+def test_a_syntax_error_in_a_later_document_keeps_the_earlier_ones() -> None:
+    result = load(b"a: 1\n---\nb: [\n", "f.yaml")
+    assert [d.data for d in result.documents] == [{"a": 1}]
+    assert result.diagnostics[0].line == 4
+
+
+@pytest.mark.parametrize(
+    ("limits", "text", "fragment"),
+    [
+        (DocumentLimits(max_bytes=10), b"a: 123456789\n", "file is too large"),
+        (DocumentLimits(max_documents=2), b"a: 1\n---\na: 2\n---\na: 3\n", "too many YAML doc"),
+        (DocumentLimits(max_depth=3), b"a: {b: {c: {d: 1}}}\n", "deeper than 3"),
+        (DocumentLimits(max_aliases=2), b"a: &x 1\nb: [*x, *x, *x]\n", "too many aliases"),
+        (DocumentLimits(max_nodes=10), b"a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n", "too large once"),
+    ],
+)
+def test_each_limit_is_enforced_with_a_clear_message(limits, text, fragment) -> None:
+    result = load(text, "f.yaml", limits)
+    assert any(fragment in d.message for d in result.diagnostics), result.diagnostics
+
+
+def test_an_alias_bomb_is_refused_without_being_expanded() -> None:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 12):
+        prev = f"*l{level - 1}"
+        lines.append(f"l{level}: &l{level} [{', '.join([prev] * 9)}]")
+    data = ("\n".join(lines) + "\n").encode()
+    started = time.process_time()
+    result = load(data, "bomb.yaml")
+    elapsed = time.process_time() - started
+    assert result.documents == ()
+    assert "alias bomb" in result.diagnostics[0].hint
+    print(f"alias bomb refused in {elapsed * 1000:.1f} ms CPU")
+
+
+def test_deep_nesting_never_reaches_the_recursion_limit() -> None:
+    result = load(b"a: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "deep.yaml")
+    assert "nesting is deeper" in result.diagnostics[0].message
+
+
+def test_the_value_of_a_duplicate_key_is_read_but_the_first_one_is_kept() -> None:
+    result = load(b"a: {x: 1}\na: {x: [2, 3]}\nb: 4\n", "f.yaml")
+    assert result.documents[0].data == {"a": {"x": 1}, "b": 4}
+    assert result.documents[0].position(("a", "x")) == (1, 8)
+    assert [(d.line, d.column) for d in result.diagnostics] == [(2, 1)]
+
+
+def test_dotted_paths_and_hints_read_naturally() -> None:
+    assert dotted(("spec", "names", 0)) == "spec.names[0]"
+    assert dotted(()) == "document"
+    assert did_you_mean("exprots", ["exports", "snapshots"]) == "did you mean `exports`?"
+    assert did_you_mean("zzz", ["a", "b"]) == "expected one of: a, b"
+    assert did_you_mean("zzz", ["a", "b"], listing=False) == ""
+
+
+def test_the_loader_never_constructs_python_objects() -> None:
+    text = b"a: !!python/object/new:os.system [echo pwned]\n"
+    result = documents.load(text, "f.yaml")
+    assert result.documents == ()
+    assert "is not allowed" in result.diagnostics[0].message

@@ -1,0 +1,117 @@
+"""The host config: schema, conversion, secrets never read from or echoed by the YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler import hostconfig
+from reconciler.errors import InputError
+from reconciler.model import HookConfig, Limits, TargetConfig, VCenterConfig
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "vmkeep.example.yaml"
+
+GOOD = b"""\
+vcenters:
+  prod:
+    url: https://vc.example.com
+    username: svc-backup@vsphere.local
+    passwordEnv: VMKEEP_PROD_PASSWORD
+    caFile: certs/prod-ca.pem
+  lab:
+    url: https://10.0.0.5
+    username: root
+    passwordFile: /etc/vmkeep/lab.password
+    insecure: true
+targets:
+  nas: {type: directory, path: /mnt/nas/vmkeep, chunkSize: 4194304}
+  local: {type: directory, path: exports}
+state: state/vmkeep.db
+limits: {maxDeletesPerRun: 10, concurrentExports: 4}
+hooks:
+  flush-db: {command: [bin/flush, --all], timeout: 2m}
+  notify: {command: [logger, vmkeep]}
+"""
+
+
+def parse(text: bytes) -> object:
+    return hostconfig.parse(text, "/etc/vmkeep/vmkeep.yaml")
+
+
+def problems(text: bytes) -> list[str]:
+    with pytest.raises(InputError) as caught:
+        parse(text)
+    return [str(d) for d in caught.value.diagnostics]
+
+
+def test_a_full_config_is_converted_with_paths_relative_to_its_file() -> None:
+    config = hostconfig.parse(GOOD, "/etc/vmkeep/vmkeep.yaml")
+    assert config.vcenters["prod"] == VCenterConfig(
+        "prod", "https://vc.example.com", "svc-backup@vsphere.local",
+        password_env="VMKEEP_PROD_PASSWORD", ca_file="/etc/vmkeep/certs/prod-ca.pem")
+    assert config.vcenters["lab"].insecure and config.vcenters["lab"].password_file
+    assert config.targets["nas"] == TargetConfig("nas", "directory", "/mnt/nas/vmkeep", 4194304)
+    assert config.targets["local"].path == "/etc/vmkeep/exports"
+    assert config.state == "/etc/vmkeep/state/vmkeep.db"
+    assert config.limits == Limits(10, 4, Limits().concurrent_snapshots_per_host)
+    assert config.hooks["flush-db"] == HookConfig("flush-db", ("/etc/vmkeep/bin/flush", "--all"),
+                                                  120.0)
+    assert config.hooks["notify"].command == ("logger", "vmkeep")
+    assert config.hooks["notify"].timeout_seconds == 300.0
+
+
+def test_an_empty_config_gets_defaults() -> None:
+    config = hostconfig.parse(b"{}\n", "conf/vmkeep.yaml")
+    assert config.vcenters == {} and config.state == "conf/vmkeep.db"
+
+
+def test_a_literal_password_is_refused_without_echoing_it() -> None:
+    found = problems(b"vcenters:\n  prod:\n    url: https://vc\n    username: u\n"
+                     b"    password: s3cr3t-Value\n")
+    assert any(":5:5: a literal `password` is not allowed" in p for p in found)
+    assert any("passwordEnv" in p for p in found)
+    assert not any("s3cr3t" in p for p in found)
+
+
+def test_secrets_in_wrong_places_are_never_echoed() -> None:
+    found = problems(b"vcenters:\n  prod:\n    url: s3cr3t\n    username: [s3cr3t]\n"
+                     b"    passwordEnv: s3cr3t-x\n    thumbprint: s3cr3t\n")
+    assert found and not any("s3cr3t" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"vcenters:\n  prod: {url: https://vc, username: u}\n",
+         ":2:3: Give exactly one of `passwordEnv` or `passwordFile`"),
+        (b"vcenters:\n  prod: {url: https://vc, username: u, passwordEnv: A, passwordFile: b}\n",
+         ":2:3: Give exactly one of"),
+        (b"vcenters:\n  prod: {url: https://vc, username: u, passwordEnv: A, insecure: true,"
+         b" caFile: x}\n", ":2:3: Give at most one of `caFile`, `thumbprint` or `insecure`"),
+        (b"vcenters:\n  prod: {url: http://vc, username: u, passwordEnv: A}\n",
+         ":2:15: `vcenters.prod.url`: is not a valid https:// URL"),
+        (b"vcenters:\n  Prod: {url: https://vc, username: u, passwordEnv: A}\n",
+         ":2:3: key `Prod` in `vcenters` is not a valid name"),
+        (b"targets:\n  nas: {type: s3, path: x}\n", ":2:15: `targets.nas.type` must be one of"),
+        (b"targets:\n  nas: {type: directory, path: x, chunkSize: 100000}\n",
+         ":2:46: `targets.nas.chunkSize` must be a power of two"),
+        (b"limits: {maxDeletesPerRun: -1}\n",
+         ":1:28: `limits.maxDeletesPerRun` must be at least 0"),
+        (b"limts: {}\n", ":1:1: unknown key `limts` (did you mean `limits`?)"),
+        (b"hooks:\n  x: {command: []}\n", ":2:16: `hooks.x.command` must not be empty"),
+        (b"hooks:\n  x: {command: [a], timeout: 1mo}\n", ":2:30: `hooks.x.timeout`: duration 1mo"),
+        (b"hooks:\n  x: {command: 'rm -rf /'}\n", ":2:16: `hooks.x.command` must be a list"),
+        (b"state: 1\nstate: 2\n", ":2:1: duplicate key `state`"),
+        (b"a: 1\n---\nb: 2\n", ":3:1: the host config must be a single YAML document"),
+        (b"", ":1:1: the host config is empty"),
+        (b"- a\n", ":1:1: a document must be a mapping"),
+    ],
+)
+def test_config_problems_are_reported_at_their_location(text: bytes, expected: str) -> None:
+    assert any(expected in p for p in problems(text)), problems(text)
+
+
+def test_the_documented_example_config_is_valid() -> None:
+    config = hostconfig.parse(EXAMPLE.read_bytes(), str(EXAMPLE))
+    assert config.vcenters and config.targets and config.hooks
