@@ -1,0 +1,135 @@
+"""`vmkeep plan`: what would change, and why — or, in review mode, what a policy change does.
+
+    vmkeep plan [--config F] [--policies DIR | --repo R [--rev REV] [--path P]]
+                [--state FILE] [--now ISO] [-o text|json|markdown] [--out plan.json]
+                [--detailed-exitcode]
+    vmkeep plan --repo R --base REV --head REV [--path P] [--state FILE] ...   (review mode)
+
+Without `--state` the observed state is read live from every vCenter and target of the host
+config. Exit codes: 0 success; with `--detailed-exitcode` 0 = no changes, 2 = changes;
+1 = error. A plan whose deletions exceed `limits.maxDeletesPerRun` is printed and marked
+blocked (apply will refuse it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from reconciler import planner, policies, review
+from reconciler.cli import common
+from reconciler.cli.state import capture, load_state, parse_now, write_json
+from reconciler.errors import UsageError
+from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
+from reconciler.ports import PolicySource
+from reconciler.render import plan_to_json, render_markdown, render_text
+from reconciler.render.review import review_markdown, review_text, review_to_json
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "plan",
+        parents=[common_parser],
+        help="show the actions that would make reality match the policies, with reasons",
+        description="Compute the plan: snapshots and exports to create for the current slot, "
+        "restore points retention would delete (restic forget rules), coverage and warnings. "
+        "With --base and --head (and --repo), plan both revisions against the same observed "
+        "state and show what the change does.",
+    )
+    common.add_source_arguments(parser)
+    review_group = parser.add_argument_group("review mode")
+    review_group.add_argument("--base", metavar="REV", help="base revision (with --repo)")
+    review_group.add_argument("--head", metavar="REV", help="head revision (with --repo)")
+    parser.add_argument(
+        "--state", metavar="FILE", help="observed state from `vmkeep state export` (offline)"
+    )
+    parser.add_argument("--now", metavar="ISO", help="plan as of this time (default: now)")
+    common.add_output_argument(parser, ("text", "json", "markdown"))
+    parser.add_argument("--out", metavar="FILE", help="also save the plan as JSON to FILE")
+    parser.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when there are no changes, 2 when there are (1 on errors)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _observed(args: argparse.Namespace, config: HostConfig | None, now: datetime) -> ObservedState:
+    if args.state:
+        return load_state(args.state)
+    if config is None:
+        raise UsageError(
+            "no host config: pass --config FILE to read the live state, or --state FILE"
+        )
+    return capture(config, now)
+
+
+def _policies(source: PolicySource, config: HostConfig | None) -> PolicySet:
+    return policies.parse_policies(source.files(), config, source.revision)
+
+
+def _emit(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _exit_code(args: argparse.Namespace, changes: bool) -> int:
+    return 2 if args.detailed_exitcode and changes else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.base or args.head:
+        return _run_review(args)
+    now = parse_now(args.now)
+    config = common.optional_host_config(args)
+    policy_set = _policies(common.policy_source_from_args(args), config)
+    observed = _observed(args, config, now)
+    result = planner.plan(policy_set, observed, now, config.limits if config else Limits())
+    _render_plan(result, args.output)
+    if args.out:
+        write_json(plan_to_json(result), args.out)
+    return _exit_code(args, result.has_changes)
+
+
+def _render_plan(result: Plan, output: str) -> None:
+    if output == "json":
+        _emit(json.dumps(plan_to_json(result), indent=2, ensure_ascii=False) + "\n")
+    elif output == "markdown":
+        _emit(render_markdown(result))
+    else:
+        _emit(render_text(result, colour=_colour()))
+
+
+def _run_review(args: argparse.Namespace) -> int:
+    if not (args.repo and args.base and args.head):
+        raise UsageError("review mode needs --repo, --base REV and --head REV")
+    if args.rev or args.policies:
+        raise UsageError("review mode reads --base and --head; drop --rev/--policies")
+    now = parse_now(args.now)
+    config = common.optional_host_config(args)
+    base_set = _policies(common.open_git_source(args.repo, args.base, args.path or ""), config)
+    head_set = _policies(common.open_git_source(args.repo, args.head, args.path or ""), config)
+    observed = _observed(args, config, now)
+    limits = config.limits if config else Limits()
+    base_plan = planner.plan(base_set, observed, now, limits)
+    head_plan = planner.plan(head_set, observed, now, limits)
+    report = review.review(base_set, head_set, base_plan, head_plan)
+    if args.output == "json":
+        _emit(json.dumps(review_to_json(report), indent=2, ensure_ascii=False) + "\n")
+    elif args.output == "markdown":
+        _emit(review_markdown(report))
+    else:
+        _emit(review_text(report))
+    if args.out:
+        write_json(plan_to_json(head_plan), args.out)
+    return _exit_code(args, report.has_changes)

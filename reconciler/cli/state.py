@@ -1,0 +1,142 @@
+"""`vmkeep state export`: capture the observed state (live inventory + catalog) to a file.
+
+    vmkeep state export [--config FILE] [-o FILE] [--now ISO]
+
+Reads every VM (with snapshot trees) of every vCenter in the host config and every restore
+point of every target, and writes `schemas/state.schema.json` JSON to FILE (default:
+stdout). `vmkeep plan --state FILE` then plans offline, e.g. in CI without vCenter access.
+The file holds no secrets: names, UUIDs, folders, tags, snapshots and point ids only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler import observed, wiring
+from reconciler.adapters.repository import Repository
+from reconciler.adapters.vsphere import VSphereClient
+from reconciler.errors import UsageError
+from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
+
+__all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
+
+
+def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "state",
+        parents=[common_parser],
+        help="export the observed state (inventory + restore points) for offline planning",
+        description="Work with the observed state: what exists in the vCenters and targets.",
+    )
+    actions = parser.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    export = actions.add_parser(
+        "export",
+        parents=[common_parser],
+        help="write the live observed state as JSON (schemas/state.schema.json)",
+        description="Read every configured vCenter and target and write the observed state "
+        "as JSON, for `vmkeep plan --state FILE`.",
+    )
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--now", metavar="ISO", help="capture time to record (default: now)")
+    export.set_defaults(func=run)
+
+
+def parse_now(text: str | None) -> datetime:
+    """`--now ISO` (an offset is required; `Z` is fine), or the clock."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        return observed.parse_time(text.replace("z", "Z"))
+    except ValueError:
+        raise UsageError(
+            f"--now {text!r} is not an ISO 8601 time with an offset, e.g. 2026-11-25T01:00:00Z"
+        ) from None
+
+
+def _target_points(target: TargetConfig) -> list[ExportPoint]:
+    if target.type != "directory":
+        raise UsageError(f"target {target.name!r}: type {target.type!r} is not supported")
+    if not Path(target.path).exists():
+        return []  # nothing exported yet
+    with Repository.open(target.path, create=False, target=target.name) as repo:
+        points = list(repo.points())
+        for partial in repo.partials():
+            parts = partial.id.split("/")
+            if len(parts) != 3:
+                continue
+            try:
+                slot = datetime.strptime(parts[2], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            points.append(
+                ExportPoint(
+                    id=partial.id,
+                    policy=parts[0],
+                    vm=VMRef("", parts[1]),
+                    slot=slot,
+                    created_at=partial.started_at,
+                    complete=False,
+                    target=target.name,
+                )
+            )
+    return points
+
+
+def capture(config: HostConfig, now: datetime) -> ObservedState:
+    """The live observed state of every configured vCenter and target."""
+    inventories = []
+    for vc in config.vcenters.values():
+        with VSphereClient(vc, wiring.resolve_password(vc)) as client:
+            inventories.append(client.inventory())
+    targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
+    return observed.observed_from(inventories, targets, now)
+
+
+def load_state(path: str) -> ObservedState:
+    """Read `--state FILE`; unreadable or malformed files are clear errors."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read state file {path!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"state file {path!r} is not JSON: {exc}") from None
+    return observed.state_from_json(data, path)
+
+
+def write_json(document: Any, path: str | None) -> None:
+    """Write JSON to stdout, or atomically to a file (temp file + rename)."""
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = wiring.load_host_config(args.config)
+    now = parse_now(args.now)
+    state = capture(config, now)
+    write_json(observed.state_to_json(state), args.output)
+    if args.output and args.output != "-":
+        vms = sum(len(v) for v in state.vcenters.values())
+        points = sum(len(p) for p in state.targets.values())
+        print(
+            f"wrote {args.output}: {vms} VMs in {len(state.vcenters)} vCenters, "
+            f"{points} export points in {len(state.targets)} targets ({observed.digest(state)})",
+            file=sys.stderr,
+        )
+    return 0
