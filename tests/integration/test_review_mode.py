@@ -112,7 +112,7 @@ def review(estate: dict[str, object], base: str, head: str, capsys, *extra: str)
 def test_shrinking_daily_30_to_7_lists_exactly_the_points_that_would_go(estate, capsys) -> None:
     report = review(estate, "daily30", "daily7", capsys)
     gone = sorted(p["pointId"] for p in report["points"] if p["change"] == "newly deleted")
-    assert gone == sorted(estate["ids"][7:])  # type: ignore[index]
+    assert gone == sorted(estate["ids"][7:])
     assert all(p["change"] == "newly deleted" for p in report["points"])
     (change,) = report["policies"]
     assert change == {
@@ -127,7 +127,7 @@ def test_deleting_a_policy_deletes_nothing_and_lists_its_points_as_orphans(estat
     report = review(estate, "daily30", "removed", capsys)
     assert not [a for a in report["headPlan"]["actions"] if a["kind"].endswith(".delete")]
     orphans = sorted(p["pointId"] for p in report["points"] if p["change"] == "orphaned (retained)")
-    assert orphans == sorted(estate["ids"])  # type: ignore[arg-type]
+    assert orphans == sorted(estate["ids"])
     assert [p["status"] for p in report["policies"]] == ["removed"]
     (lost,) = report["coverage"]
     assert lost["vm"]["name"] == "web1" and lost["change"] == "loses coverage"
