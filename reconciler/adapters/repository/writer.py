@@ -10,20 +10,20 @@ touched by an extent are read; every other chunk id is taken from the previous m
 
 from __future__ import annotations
 
-import bisect
 import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 import zstandard
 
 from reconciler.errors import RepositoryError
 from reconciler.model import ExportPoint, VMRef
 
+from .extents import Piece, plan_chunks, read_planned
 from .format import (
     TABLE_ENTRIES,
     ZERO_ID,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["DiskResult", "PointWriter", "SeekableStream"]
 
 BLOCK_SIZE = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
 class SeekableStream(Protocol):
@@ -71,10 +72,17 @@ BlockResult = tuple[int, int, list[bytes], list[int], list[bytes | None]]
 class ChunkEncoder:
     """The per-block work done in the pool: zero check, hash, compress if unknown."""
 
-    def __init__(self, chunk_size: int, level: int, known: Callable[[bytes], bool]) -> None:
+    def __init__(
+        self,
+        chunk_size: int,
+        level: int,
+        known: Callable[[bytes], bool],
+        fetch: Callable[[bytes], bytes],
+    ) -> None:
         self.chunk_size = chunk_size
         self.level = level
         self.known = known
+        self.fetch = fetch
         self.zero = bytes(chunk_size)
         self.zero_block = bytes(BLOCK_SIZE)
         self._local = threading.local()
@@ -118,6 +126,21 @@ class ChunkEncoder:
                 payloads.append(payload)
         return first, len(block), ids, flags, payloads
 
+    def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult:
+        """Like `encode`, for changed-extent input: patches are applied to previous chunks
+        (fetched and verified here, in the pool) before the block is encoded."""
+        chunks: list[bytes] = []
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                chunks.append(piece)
+                continue
+            base_id, patches = piece
+            buf = bytearray(self.zero if base_id == ZERO_ID else self.fetch(base_id))
+            for offset, data in patches:
+                buf[offset : offset + len(data)] = data
+            chunks.append(bytes(buf))
+        return self.encode(first, b"".join(chunks))
+
 
 def read_full(stream: BinaryIO | SeekableStream, size: int | None) -> Iterator[bytes]:
     """Blocks of exactly BLOCK_SIZE bytes (the last may be shorter), tolerating short reads."""
@@ -140,26 +163,6 @@ def read_full(stream: BinaryIO | SeekableStream, size: int | None) -> Iterator[b
             if remaining is not None and remaining > 0:
                 raise RepositoryError(f"disk stream ended {remaining} bytes before its size")
             return
-
-
-def changed_runs(
-    extents: Iterable[tuple[int, int]], chunk_size: int, chunks: int
-) -> list[tuple[int, int]]:
-    """Changed (offset, length) extents → sorted, merged runs of chunk indices [start, end)."""
-    spans = sorted(
-        (off // chunk_size, min(chunks, (off + length + chunk_size - 1) // chunk_size))
-        for off, length in extents
-        if length > 0
-    )
-    runs: list[tuple[int, int]] = []
-    for start, end in spans:
-        if start >= end:
-            continue
-        if runs and start <= runs[-1][1]:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
-        else:
-            runs.append((start, end))
-    return runs
 
 
 class PointWriter:
@@ -190,7 +193,9 @@ class PointWriter:
         self.packs = PackWriter(repo.layout, repo.pack_size, repo.index.add_pack)
         self._session: set[bytes] = set()
         self._done = False
-        self.encoder = ChunkEncoder(repo.chunk_size, repo.compression_level, self._known)
+        self.encoder = ChunkEncoder(
+            repo.chunk_size, repo.compression_level, self._known, repo.read_chunk
+        )
 
     def __enter__(self) -> PointWriter:
         return self
@@ -198,6 +203,10 @@ class PointWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self._done:
             self.abort()
+
+    def _usable(self, cid: bytes) -> bool:
+        """A previous chunk can be referenced: a good copy is indexed (not quarantined)."""
+        return cid in self.repo.index.locations
 
     def _known(self, cid: bytes) -> bool:
         return cid in self.repo.index.locations or cid in self._session
@@ -242,17 +251,16 @@ class PointWriter:
         ids: list[bytes] = []
         stats = {"zero": 0, "new": 0, "stored": 0, "read": 0}
         if base is None:
-            blocks = self._full_blocks(stream, size, stats)
+            results = self._encode(self.encoder.encode, self._full_blocks(stream, size, stats))
         else:
             assert size is not None
             chunks = (size + cs - 1) // cs
-            ids = [ZERO_ID] * chunks
-            runs = self._runs_to_read(base, changed_extents or (), size)
-            for i in range(chunks):
-                if not _in_runs(i, runs):
-                    ids[i] = base[i]
-            blocks = self._run_blocks(stream, runs, size, stats)
-        for first, length, block_ids, flags, payloads in self._encode(blocks):
+            ids = base[:chunks] + [ZERO_ID] * (chunks - len(base))
+            plans = plan_chunks(changed_extents or (), size, cs, base, self._usable)
+            counter = [0]
+            blocks = read_planned(stream, plans, base, size, cs, BLOCK_SIZE // cs, counter)
+            results = self._encode(self.encoder.encode_pieces, blocks)
+        for first, length, block_ids, flags, payloads in results:
             if base is None:
                 ids.extend(block_ids)
             else:
@@ -265,6 +273,8 @@ class PointWriter:
                 if added:
                     stats["new"] += 1
                     stats["stored"] += added
+        if base is not None:
+            stats["read"] = counter[0]
         total = size if size is not None else stats["read"]
         stats["zero"] = sum(1 for cid in ids if cid == ZERO_ID)
         tables = self._store_tables(ids, stats)
@@ -293,24 +303,6 @@ class PointWriter:
         self.results.append(result)
         return result
 
-    def _runs_to_read(
-        self, base: list[bytes], extents: Iterable[tuple[int, int]], size: int
-    ) -> list[tuple[int, int]]:
-        cs = self.repo.chunk_size
-        chunks = (size + cs - 1) // cs
-        extra: list[tuple[int, int]] = list(extents)
-        if len(base) != chunks or (chunks and size % cs):
-            # size changed, or a partial last chunk whose old length we cannot trust: read tail
-            tail = max(0, min(len(base), chunks) - 1)
-            extra.append((tail * cs, size - tail * cs))
-        locations = self.repo.index.locations
-        extra.extend(
-            (i * cs, cs)
-            for i, cid in enumerate(base[:chunks])
-            if cid != ZERO_ID and cid not in locations
-        )
-        return changed_runs(extra, cs, chunks)
-
     def _full_blocks(
         self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int]
     ) -> Iterator[tuple[int, bytes]]:
@@ -320,30 +312,15 @@ class PointWriter:
             yield first, block
             first += len(block) // self.repo.chunk_size
 
-    def _run_blocks(
-        self,
-        stream: BinaryIO | SeekableStream,
-        runs: list[tuple[int, int]],
-        size: int,
-        stats: dict[str, int],
-    ) -> Iterator[tuple[int, bytes]]:
-        cs = self.repo.chunk_size
-        per_block = BLOCK_SIZE // cs
-        for start, end in runs:
-            stream.seek(start * cs)
-            for first in range(start, end, per_block):
-                last = min(end, first + per_block)
-                want = min(size, last * cs) - first * cs
-                data = b"".join(read_full(_Limited(stream, want), want))
-                stats["read"] += len(data)
-                yield first, data
-
-    def _encode(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[BlockResult]:
+    def _encode(
+        self, work: Callable[[int, T], BlockResult], blocks: Iterator[tuple[int, T]]
+    ) -> Iterator[BlockResult]:
+        """Run `work` over the blocks in the pool, a few blocks ahead, results in order."""
         pool = self.repo.pool
         window: collections.deque[Future[BlockResult]] = collections.deque()
         depth = 2 * self.repo.threads
         for first, block in blocks:
-            window.append(pool.submit(self.encoder.encode, first, block))
+            window.append(pool.submit(work, first, block))
             if len(window) >= depth:
                 yield window.popleft().result()
         while window:
@@ -419,27 +396,3 @@ class PointWriter:
         self._done = True
         self.packs.discard()
         self.repo.end_point(self.point_id)
-
-
-def _in_runs(i: int, runs: list[tuple[int, int]]) -> bool:
-    k = bisect.bisect_right(runs, (i, 1 << 62)) - 1
-    return k >= 0 and runs[k][0] <= i < runs[k][1]
-
-
-class _Limited:
-    """A view of `stream` that returns at most `limit` more bytes."""
-
-    def __init__(self, stream: BinaryIO | SeekableStream, limit: int) -> None:
-        self.stream = stream
-        self.limit = limit
-
-    def read(self, size: int = -1) -> bytes:
-        if self.limit <= 0:
-            return b""
-        want = self.limit if size < 0 else min(size, self.limit)
-        data = self.stream.read(want)
-        self.limit -= len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        raise RepositoryError("internal: a limited stream is not seekable")
