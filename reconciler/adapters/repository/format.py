@@ -62,7 +62,7 @@ ZERO_ID = bytes(ID_SIZE)
 TABLE_ENTRIES = 2048
 
 
-def chunk_id(data: bytes | memoryview) -> bytes:
+def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
     """The content address of a chunk: BLAKE3-256 of its uncompressed bytes."""
     return blake3.blake3(data).digest()
 

@@ -138,7 +138,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
                     continue
                 writer.add(cid, loc.kind, loc.flags, loc.raw, stored)
                 copied += len(stored)
-        writer.finish()
+        writer.flush()
         fsync_dir(layout.index)
         doomed.extend(summary for summary, _ in rewrite)
 

@@ -9,10 +9,12 @@ in `packs/` is never truncated by a crash; its index is written after it, the sa
 
 from __future__ import annotations
 
+import collections
 import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -50,6 +52,7 @@ FLAG_ZSTD = 1
 KIND_DATA = 0
 KIND_TABLE = 1
 WRITE_BUFFER = 4 * 1024 * 1024
+MAX_PENDING_WRITES = 8  # buffers queued for the I/O thread (32 MiB)
 
 
 class Location(NamedTuple):
@@ -201,6 +204,8 @@ class ChunkIndex:
 class PackWriter:
     """Appends chunks to a pack under `tmp/`; publishes it (pack, then index) when full.
 
+    Writing, fsync and publishing run on one background I/O thread, in order, so the
+    caller goes on hashing and compressing meanwhile; `flush` waits for all of it.
     `publish` is called with each finished pack's summary after the pack and its index
     are durable, so the caller can make its chunks visible for deduplication.
     """
@@ -218,9 +223,13 @@ class PackWriter:
         self._size = 0
         self._buffer = bytearray()
         self._entries: list[tuple[bytes, Location]] = []
+        self._io: ThreadPoolExecutor | None = None
+        self._pending: collections.deque[Future[None]] = collections.deque()
         self.bytes_written = 0
 
-    def add(self, cid: bytes, kind: int, flags: int, raw_len: int, payload: bytes) -> None:
+    def add(
+        self, cid: bytes, kind: int, flags: int, raw_len: int, payload: bytes | bytearray
+    ) -> None:
         if self._fd is None:
             self._open()
         header = ENTRY.pack(cid, flags, kind, raw_len, len(payload))
@@ -245,37 +254,58 @@ class PackWriter:
         self._size = len(PACK_MAGIC)
         self._entries = []
 
+    def _submit(self, fn: Callable[..., None], *args: object) -> None:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="vmkeep-pack-io")
+        self._pending.append(self._io.submit(fn, *args))
+        while len(self._pending) > MAX_PENDING_WRITES:
+            self._pending.popleft().result()  # back-pressure; re-raises I/O errors
+
     def _drain(self) -> None:
         assert self._fd is not None
-        view = memoryview(self._buffer)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        view.release()
-        self._buffer = bytearray()
+        buffer, self._buffer = self._buffer, bytearray()
+        self._submit(_write_all, self._fd, buffer)
 
     def finish(self) -> None:
-        """Make the current pack durable and visible: fsync, rename, then write its index."""
+        """Close the current pack; it is sealed and published in the background."""
         if self._fd is None:
             return
         self._drain()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        final = self.layout.pack(self._pack)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(self._tmp, final)
-        fsync_dir(final.parent)
-        index = self.layout.index_file(self._pack)
-        atomic_write(
-            index, encode_index(self._size, self._entries), self.layout.tmp, sync_dir=False
-        )
         summary = PackSummary(self._pack, self._size, tuple(self._entries))
-        self.published.append(self._pack)
+        self._submit(self._seal, self._fd, self._tmp, summary)
+        self._fd = None
         self._entries = []
+
+    def flush(self) -> None:
+        """Finish the current pack and wait until every pack is durable and published."""
+        self.finish()
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._shutdown()
+
+    def _seal(self, fd: int, tmp: Path, summary: PackSummary) -> None:
+        """Make a pack durable and visible: fsync, rename, fsync dir, then its index."""
+        os.fsync(fd)
+        os.close(fd)
+        final = self.layout.pack(summary.pack)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        index = self.layout.index_file(summary.pack)
+        atomic_write(
+            index, encode_index(summary.size, summary.entries), self.layout.tmp, sync_dir=False
+        )
+        self.published.append(summary.pack)
         self.publish(summary)
 
     def discard(self) -> None:
         """Drop the unfinished pack (abort); published packs stay for GC to judge."""
+        for future in self._pending:
+            future.exception()  # wait; the error no longer matters
+        self._pending.clear()
+        self._shutdown()
         if self._fd is None:
             return
         os.close(self._fd)
@@ -283,6 +313,18 @@ class PackWriter:
         self._tmp.unlink(missing_ok=True)
         self._entries = []
         self._buffer = bytearray()
+
+    def _shutdown(self) -> None:
+        if self._io is not None:
+            self._io.shutdown()
+            self._io = None
+
+
+def _write_all(fd: int, buffer: bytearray) -> None:
+    view = memoryview(buffer)
+    while view:
+        view = view[os.write(fd, view) :]
+    view.release()
 
 
 # --------------------------------------------------------------------------- reading

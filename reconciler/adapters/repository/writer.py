@@ -66,7 +66,7 @@ class DiskResult:
 
 # One block's worth of work: (first chunk index, data) in; (first chunk index, block
 # length, chunk ids, flags, payloads) out. A payload is None for zero and known chunks.
-BlockResult = tuple[int, int, list[bytes], list[int], list[bytes | None]]
+BlockResult = tuple[int, int, list[bytes], list[int], list[bytes | bytearray | None]]
 
 
 class ChunkEncoder:
@@ -93,20 +93,20 @@ class ChunkEncoder:
             c = self._local.c = zstandard.ZstdCompressor(level=self.level)
         return c
 
-    def compress(self, raw: bytes) -> tuple[int, bytes]:
+    def compress(self, raw: bytes | bytearray) -> tuple[int, bytes | bytearray]:
         packed = self._compressor().compress(raw)
         if len(packed) > len(raw) - (len(raw) >> 5):  # saves under 3 %: store raw
             return FLAG_RAW, raw
         return FLAG_ZSTD, packed
 
-    def encode(self, first: int, block: bytes) -> BlockResult:
+    def encode(self, first: int, block: bytes | bytearray) -> BlockResult:
         cs = self.chunk_size
         n = (len(block) + cs - 1) // cs
         if len(block) == BLOCK_SIZE and block == self.zero_block:
             return first, len(block), [ZERO_ID] * n, [FLAG_RAW] * n, [None] * n
         ids: list[bytes] = []
         flags: list[int] = []
-        payloads: list[bytes | None] = []
+        payloads: list[bytes | bytearray | None] = []
         zero, known = self.zero, self.known
         for pos in range(0, len(block), cs):
             raw = block[pos : pos + cs]
@@ -142,21 +142,44 @@ class ChunkEncoder:
         return self.encode(first, b"".join(chunks))
 
 
-def read_full(stream: BinaryIO | SeekableStream, size: int | None) -> Iterator[bytes]:
-    """Blocks of exactly BLOCK_SIZE bytes (the last may be shorter), tolerating short reads."""
+def read_full(
+    stream: BinaryIO | SeekableStream, size: int | None, ring: int = 0
+) -> Iterator[bytes | bytearray]:
+    """Blocks of exactly BLOCK_SIZE bytes (the last may be shorter), tolerating short reads.
+
+    With `ring` > 0 and a stream that has `readinto`, full blocks are read into `ring`
+    reused buffers (no fresh memory to fault in per block); a consumer must be done with a
+    block before `ring` more have been yielded.
+    """
+    readinto = getattr(stream, "readinto", None) if ring else None
+    buffers = [bytearray(BLOCK_SIZE) for _ in range(ring)] if readinto else []
     remaining = size
+    k = 0
     while remaining is None or remaining > 0:
         want = BLOCK_SIZE if remaining is None else min(BLOCK_SIZE, remaining)
-        parts: list[bytes] = []
         got = 0
-        while got < want:
-            data = stream.read(want - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
+        if readinto is not None:
+            buf = buffers[k % ring]
+            k += 1
+            view = memoryview(buf)
+            while got < want:
+                n = readinto(view[got:want])
+                if not n:
+                    break
+                got += n
+            view.release()
+            block: bytes | bytearray = buf if got == BLOCK_SIZE else bytes(buf[:got])
+        else:
+            parts: list[bytes] = []
+            while got < want:
+                data = stream.read(want - got)
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+            block = parts[0] if len(parts) == 1 else b"".join(parts)
         if got:
-            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            yield block
             if remaining is not None:
                 remaining -= got
         if got < want:
@@ -211,7 +234,9 @@ class PointWriter:
     def _known(self, cid: bytes) -> bool:
         return cid in self.repo.index.locations or cid in self._session
 
-    def _store(self, cid: bytes, kind: int, flag: int, raw_len: int, payload: bytes) -> int:
+    def _store(
+        self, cid: bytes, kind: int, flag: int, raw_len: int, payload: bytes | bytearray
+    ) -> int:
         if cid in self._session or cid in self.repo.index.locations:
             return 0
         self._session.add(cid)
@@ -305,9 +330,10 @@ class PointWriter:
 
     def _full_blocks(
         self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int]
-    ) -> Iterator[tuple[int, bytes]]:
+    ) -> Iterator[tuple[int, bytes | bytearray]]:
         first = 0
-        for block in read_full(stream, size):
+        # a block is free again once its result is consumed: the window holds 2*threads
+        for block in read_full(stream, size, ring=2 * self.repo.threads + 2):
             stats["read"] += len(block)
             yield first, block
             first += len(block) // self.repo.chunk_size
@@ -366,7 +392,7 @@ class PointWriter:
         """Make the point durable and visible: packs and indexes first, the manifest last."""
         if self._done:
             raise RepositoryError(f"restore point {self.point_id!r} is already finished")
-        self.packs.finish()
+        self.packs.flush()
         all_timings = dict(timings or {})
         all_timings["write_seconds"] = round(time.monotonic() - self.started, 3)
         manifest = Manifest(
