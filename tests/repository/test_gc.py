@@ -131,3 +131,26 @@ def test_a_damaged_index_is_ignored_and_rebuilt(tmp_path: Path) -> None:
         index_file.write_bytes(bytes(raw))
     fresh = open_repo(tmp_path)
     assert read_disk(fresh, point_id(1), "d0") == data
+
+
+def test_a_reader_opened_before_another_process_gc_still_reads_moved_chunks(
+    tmp_path: Path,
+) -> None:
+    repo = open_repo(tmp_path, pack_size=1024 * 1024)
+    keep = noise("moved", 6 * CHUNK)
+    export(repo, point_id(1), {"d0": keep + noise("garbage", 60 * CHUNK)})
+    export(repo, point_id(2), {"d0": keep})
+    reader = open_repo(tmp_path)
+    reader.index  # loaded now: still names the packs GC is about to rewrite  # noqa: B018
+    repo.delete_point(point_id(1))
+    assert repo.gc().packs_rewritten == 1
+    assert read_disk(reader, point_id(2), "d0") == keep
+
+
+def test_metadata_that_is_not_json_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    repo = open_repo(tmp_path)
+    with pytest.raises(RepositoryError, match="not JSON"):
+        repo.begin_point(point_id(1), "nightly", VM, SLOT, when=object())
+    assert not repo.lock.held and repo.partials() == []

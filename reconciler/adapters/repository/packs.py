@@ -33,6 +33,7 @@ __all__ = [
     "KIND_TABLE",
     "ChunkIndex",
     "Location",
+    "PackMissingError",
     "PackReader",
     "PackWriter",
     "decode_chunk",
@@ -330,6 +331,10 @@ def _write_all(fd: int, buffer: bytearray) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+class PackMissingError(CorruptionError):
+    """A pack named by the index is gone (damage, or a concurrent GC moved its chunks)."""
+
+
 class PackReader:
     """Reads stored chunks with `pread`, keeping a few pack files open. Thread-safe."""
 
@@ -349,7 +354,7 @@ class PackReader:
                 try:
                     fd = os.open(self.layout.pack(pack), os.O_RDONLY)
                 except FileNotFoundError:
-                    raise CorruptionError(f"pack {pack} is missing") from None
+                    raise PackMissingError(f"pack {pack} is missing") from None
                 self._fds[pack] = fd
             return fd
 

@@ -38,7 +38,14 @@ from .format import (
 )
 from .gc import GcReport, collect
 from .lock import WriterLock
-from .packs import ChunkIndex, PackReader, encode_index, read_index_file, scan_pack
+from .packs import (
+    ChunkIndex,
+    PackMissingError,
+    PackReader,
+    encode_index,
+    read_index_file,
+    scan_pack,
+)
 from .reader import DiskReader
 from .verification import VerifyReport, verify
 from .writer import PointWriter
@@ -224,6 +231,18 @@ class Repository:
         return index
 
     def read_chunk(self, cid: bytes) -> bytes:
+        """A chunk's bytes, verified. If its pack vanished (a GC in another process moved
+        it), the index is reloaded once and the chunk looked up again."""
+        loc = self.index.get(cid)
+        if loc is not None:
+            try:
+                return self.packs.read(cid, loc)
+            except PackMissingError:
+                pass
+        with self._mutex:
+            if not self._writers:
+                self.packs.close()
+                self._index = self.load_index(repair=False)
         loc = self.index.get(cid)
         if loc is None:
             raise CorruptionError(f"chunk {cid.hex()} is missing from the repository")
@@ -303,6 +322,10 @@ class Repository:
     ) -> PointWriter:
         """Start writing a restore point; holds the writer lock until commit or abort."""
         quote_id(point_id)
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise RepositoryError(f"metadata of {point_id!r} is not JSON: {exc}") from None
         if self.layout.point(point_id).exists():
             raise RepositoryError(f"restore point {point_id!r} already exists")
         with self._mutex:
