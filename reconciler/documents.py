@@ -61,7 +61,7 @@ class DocumentLimits:
     max_documents: int = 1000
     max_depth: int = 32
     max_aliases: int = 100
-    max_nodes: int = 50_000
+    max_nodes: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,12 @@ def kind_name(value: object) -> str:
 class _DocumentFailed(Exception):
     """Stop reading the current document (its remaining events are skipped)."""
 
-    def __init__(self, line: int, column: int, message: str, hint: str = "") -> None:
+    def __init__(
+        self, line: int, column: int, message: str, hint: str = "", *, fatal: bool = False
+    ) -> None:
         super().__init__(message)
         self.line, self.column, self.message, self.hint = line, column, message, hint
+        self.fatal = fatal  # stop reading the file: going on could cost more than it tells
 
 
 @dataclass
@@ -189,9 +192,31 @@ class _Composer:
                 self.diagnostics.append(
                     Diagnostic(self.path, failed.line, failed.column, failed.message, failed.hint)
                 )
-                while not loader.check_event(yaml.DocumentEndEvent):
-                    loader.get_event()
+                if failed.fatal or not self.skip_document():
+                    return
             loader.get_event()  # DocumentEnd
+
+    def skip_document(self) -> bool:
+        """Read past the rest of a failed document; False if that would nest too deep.
+
+        PyYAML's scanner slows down quadratically with flow nesting, so the depth limit
+        holds while skipping too; past it the rest of the file is not read.
+        """
+        depth = len(self.stack)
+        while not self.loader.check_event(yaml.DocumentEndEvent):
+            event = self.loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > self.limits.max_depth:
+                    line, column = _mark(event)
+                    self.diagnostics.append(Diagnostic(
+                        self.path, line, column,
+                        f"nesting is deeper than {self.limits.max_depth} levels",
+                    ))
+                    return False
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return True
 
     def document(self, index: int, start_event: yaml.Event) -> None:
         self.anchors: dict[str, tuple[Any, int] | None] = {}
@@ -308,7 +333,7 @@ class _Composer:
             raise _DocumentFailed(line, column, f"tag `{_short(event.tag)}` is not allowed")
         if len(self.stack) + 1 > self.limits.max_depth:
             raise _DocumentFailed(
-                line, column, f"nesting is deeper than {self.limits.max_depth} levels"
+                line, column, f"nesting is deeper than {self.limits.max_depth} levels", fatal=True
             )
         where, discard = self.child_where()
         container: dict[str, Any] | list[Any] = {} if is_map else []
@@ -335,7 +360,7 @@ class _Composer:
         if self.aliases > self.limits.max_aliases:
             raise _DocumentFailed(
                 line, column, f"too many aliases in one document (more than "
-                f"{self.limits.max_aliases})",
+                f"{self.limits.max_aliases})", fatal=True,
             )
         if event.anchor not in self.anchors:
             raise _DocumentFailed(line, column, f"unknown alias `*{event.anchor}`",
@@ -377,11 +402,16 @@ class _Composer:
         self.nodes += size
         if self.nodes > self.limits.max_nodes:
             line, column = _mark(event)
+            if not self.aliases:
+                raise _DocumentFailed(
+                    line, column, f"document has too many values (more than "
+                    f"{self.limits.max_nodes})", "split it into several documents", fatal=True,
+                )
             raise _DocumentFailed(
                 line, column,
                 f"document is too large once aliases are expanded (more than "
                 f"{self.limits.max_nodes} values)",
-                "this looks like an alias bomb; use fewer aliases",
+                "this looks like an alias bomb; use fewer aliases", fatal=True,
             )
 
 
