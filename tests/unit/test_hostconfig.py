@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler import hostconfig
 from reconciler.errors import InputError
@@ -115,3 +118,19 @@ def test_config_problems_are_reported_at_their_location(text: bytes, expected: s
 def test_the_documented_example_config_is_valid() -> None:
     config = hostconfig.parse(EXAMPLE.read_bytes(), str(EXAMPLE))
     assert config.vcenters and config.targets and config.hooks
+
+
+@settings(max_examples=int(os.environ.get("VMKEEP_PROPERTY_EXAMPLES", "200")), deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 3),
+                          st.sampled_from([b":", b" ", b"\n", b"[", b"{", b"'", b"\xff", b"-",
+                                           b"password: Zq9-SECRET\n    "])), max_size=4))
+def test_any_mutation_of_a_config_gives_a_config_or_located_errors_without_secrets(edits) -> None:
+    data = GOOD
+    for where, cut, insert in edits:
+        at = int(where * len(data))
+        data = data[:at] + insert + data[at + cut :]
+    try:
+        hostconfig.parse(data, "c.yaml")
+    except InputError as exc:
+        assert exc.diagnostics
+        assert "Zq9-SECRET" not in str(exc)
