@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(diagnostics)} problem{'s' * (len(diagnostics) != 1)} in {bad} "
                   f"file{'s' * (bad != 1)}{where}", file=sys.stderr)
         else:
+            unchecked = "" if config else " (no host config: vCenter, target and hook names " \
+                "not checked)"
             print(f"{len(names)} polic{'ies' if len(names) != 1 else 'y'} in {len(files)} "
-                  f"file{'s' * (len(files) != 1)} valid{where}")
+                  f"file{'s' * (len(files) != 1)} valid{where}{unchecked}")
     return 0 if not diagnostics else 1
 
 

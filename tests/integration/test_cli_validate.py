@@ -48,6 +48,7 @@ def test_the_default_directory_is_policies_in_the_working_directory(capsys, tmp_
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
     code, out, _ = run(capsys)
     assert code == 0 and "valid" in out
+    assert "no host config: vCenter, target and hook names not checked" in out
 
 
 def test_every_error_is_printed_as_path_line_column_and_exit_is_1(capsys, tmp_path) -> None:
