@@ -130,6 +130,18 @@ def check_policies(
     return PolicyReport(tuple(policies), tuple(sorted(set(problems))), revision)
 
 
+def _bad_cron_field(fields: list[str]) -> str:
+    """Name the first field that is wrong on its own (others as `*`), e.g. "hour `25`: "."""
+    for index, name in enumerate(CRON_FIELDS.split()):
+        alone = ["*"] * 5
+        alone[index] = fields[index]
+        try:
+            croniter.expand(" ".join(alone))
+        except (ValueError, KeyError):
+            return f"{name} `{fields[index]}`: "
+    return ""
+
+
 def _get(data: Any, where: Where) -> Any:
     """The value at `where`, or None when any step is missing or of the wrong kind."""
     for part in where:
@@ -184,8 +196,9 @@ class _Semantics:
         except (ValueError, KeyError) as exc:
             reason = str(exc).split("] ", 1)[-1].replace("is not acceptable, ", "")
             reason = reason.replace(" is not acceptable", "").strip() or "unreadable field"
+            culprit = _bad_cron_field(fields)
             self.report(where, f"`{dotted(where)}`: `{expr}` is not a valid cron expression "
-                        f"({reason})", f"fields: {CRON_FIELDS}")
+                        f"({culprit}{reason})", f"fields: {CRON_FIELDS}")
 
     def timezone(self) -> None:
         where = ("spec", "schedule", "timezone")

@@ -155,7 +155,12 @@ CASES = [
     # --- semantics: cron, time zone, durations, window, modes
     case("cron-four-fields", edit({11: '    cron: "0 1 * *"'}), 11, 11, "must have 5 fields"),
     case("cron-six-fields", edit({11: '    cron: "0 0 1 * * *"'}), 11, 11, "found 6"),
-    case("cron-out-of-range", edit({11: '    cron: "61 1 * * *"'}), 11, 11, "out of range"),
+    case("cron-out-of-range", edit({11: '    cron: "61 1 * * *"'}), 11, 11,
+         "(minute `61`: out of range)"),
+    case("cron-bad-hour", edit({11: '    cron: "0 25 * * *"'}), 11, 11, "hour `25`"),
+    case("cron-bad-day-name", edit({11: '    cron: "0 1 * * mon-fry"'}), 11, 11,
+         "day-of-week `mon-fry`"),
+    case("cron-zero-step", edit({11: '    cron: "*/0 1 * * *"'}), 11, 11, "minute `*/0`"),
     case("cron-garbage", edit({11: '    cron: "at one"'}), 11, 11, "must have 5 fields"),
     case("unknown-time-zone", edit({12: "    timezone: Europe/Berln"}), 12, 15,
          "did you mean `Europe/Berlin`?"),
