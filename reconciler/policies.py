@@ -194,8 +194,7 @@ class _Semantics:
         try:
             croniter.expand(expr)
         except (ValueError, KeyError) as exc:
-            reason = str(exc).split("] ", 1)[-1].replace("is not acceptable, ", "")
-            reason = reason.replace(" is not acceptable", "").strip() or "unreadable field"
+            reason = "out of range" if "out of range" in str(exc) else "not a valid value"
             culprit = _bad_cron_field(fields)
             self.report(where, f"`{dotted(where)}`: `{expr}` is not a valid cron expression "
                         f"({culprit}{reason})", f"fields: {CRON_FIELDS}")
