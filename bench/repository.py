@@ -156,6 +156,7 @@ def ensure_tools(tools: list[str]) -> None:
     if missing:
         packages = ["borgbackup" if t == "borg" else t for t in missing]
         print(f"installing {', '.join(packages)} with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "update"], check=True)
         subprocess.run(["apt-get", "install", "-y", *packages], check=True)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import blake3
 
 from reconciler.adapters.repository import Repository
+from reconciler.adapters.repository.gc import REWRITE_BELOW, live_chunks
+from reconciler.adapters.repository.packs import ENTRY
 from reconciler.model import ExportPoint, VMRef
 
 #: Small chunks and packs, so a few KiB of test data cross many chunk and pack boundaries.
@@ -55,3 +57,30 @@ def export(
 
 def read_disk(repo: Repository, pid: str, name: str) -> bytes:
     return b"".join(repo.open_disk(pid, name))
+
+
+def flip_chunk(repo: Repository, cid: bytes) -> str:
+    """Flip bytes in the middle of a chunk's stored data; returns its pack id."""
+    loc = repo.load_index(repair=False).get(cid)
+    assert loc is not None
+    path = repo.layout.pack(loc.pack)
+    raw = bytearray(path.read_bytes())
+    for k in range(3):
+        raw[loc.offset + loc.stored // 2 + k] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    return loc.pack
+
+
+def live_shares(repo: Repository) -> list[float]:
+    """Per pack: the share of its bytes that committed points still reference."""
+    _, live = live_chunks(repo)
+    index = repo.load_index(repair=False)
+    return [
+        sum(ENTRY.size + loc.stored for cid, loc in s.entries if cid in live) / s.size
+        for s in index.packs.values()
+    ]
+
+
+def assert_garbage_reclaimed(repo: Repository) -> None:
+    """No pack is mostly garbage after a GC (packs under half live are rewritten)."""
+    assert all(share >= REWRITE_BELOW for share in live_shares(repo))

@@ -186,3 +186,10 @@ def test_the_writer_lock_is_reentrant_for_concurrent_exports_in_one_process(
     assert not repo.lock.held
     assert read_disk(repo, point_id(2), "d0") == noise("a", 20 * CHUNK)
     assert os.listdir(Layout(tmp_path).partial) == []
+
+
+def test_a_non_empty_directory_is_not_turned_into_a_repository(tmp_path: Path) -> None:
+    (tmp_path / "family-photos").mkdir()
+    with pytest.raises(RepositoryError, match="not empty and is not a vmkeep repository"):
+        Repository.open(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["family-photos"]

@@ -9,8 +9,7 @@ import pytest
 
 from reconciler.cli import main
 
-from .disks import CHUNK, export, noise, open_repo, point_id
-from .test_corruption import flip_chunk
+from .disks import CHUNK, export, flip_chunk, noise, open_repo, point_id
 
 
 @pytest.fixture

@@ -8,22 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.repository import Repository
 from reconciler.errors import CorruptionError
 
-from .disks import CHUNK, SLOT, VM, export, noise, open_repo, point_id, read_disk
-
-
-def flip_chunk(repo: Repository, cid: bytes) -> str:
-    """Flip bytes in the middle of a chunk's stored data; returns its pack id."""
-    loc = repo.load_index(repair=False).get(cid)
-    assert loc is not None
-    path = repo.layout.pack(loc.pack)
-    raw = bytearray(path.read_bytes())
-    for k in range(3):
-        raw[loc.offset + loc.stored // 2 + k] ^= 0x5A
-    path.write_bytes(bytes(raw))
-    return loc.pack
+from .disks import CHUNK, SLOT, VM, export, flip_chunk, noise, open_repo, point_id, read_disk
 
 
 def test_flipped_bytes_in_a_pack_are_named_by_point_and_chunk(tmp_path: Path) -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 from reconciler.adapters.repository.format import Layout
 
 from .crash_worker import crash_disk
-from .disks import export, open_repo, read_disk
-from .test_gc import assert_garbage_reclaimed
+from .disks import assert_garbage_reclaimed, export, open_repo, read_disk
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("VMKEEP_KILL_TRIALS", "50"))

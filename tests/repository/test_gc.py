@@ -10,30 +10,24 @@ import pytest
 
 from reconciler.adapters.repository import Repository
 from reconciler.adapters.repository.format import Layout
-from reconciler.adapters.repository.gc import REWRITE_BELOW, live_chunks
-from reconciler.adapters.repository.packs import ENTRY
+from reconciler.adapters.repository.gc import live_chunks
 from reconciler.errors import RepositoryError, RepositoryLockedError
 
-from .disks import CHUNK, SLOT, VM, export, noise, open_repo, point_id, read_disk
+from .disks import (
+    CHUNK,
+    SLOT,
+    VM,
+    assert_garbage_reclaimed,
+    export,
+    noise,
+    open_repo,
+    point_id,
+    read_disk,
+)
 
 
 def stored_chunks(repo: Repository) -> set[bytes]:
     return {cid for s in repo.load_index(repair=False).packs.values() for cid, _ in s.entries}
-
-
-def live_shares(repo: Repository) -> list[float]:
-    """Per pack: the share of its bytes that committed points still reference."""
-    _, live = live_chunks(repo)
-    index = repo.load_index(repair=False)
-    return [
-        sum(ENTRY.size + loc.stored for cid, loc in s.entries if cid in live) / s.size
-        for s in index.packs.values()
-    ]
-
-
-def assert_garbage_reclaimed(repo: Repository) -> None:
-    """No pack is mostly garbage after a GC (packs under half live are rewritten)."""
-    assert all(share >= REWRITE_BELOW for share in live_shares(repo))
 
 
 def test_gc_reclaims_the_data_of_deleted_points_and_keeps_the_rest(tmp_path: Path) -> None:

@@ -99,8 +99,7 @@ def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
 def _collect(repo: Repository, grace: float) -> GcReport:
     layout = repo.layout
     now = time.time()
-    index = repo.load_index(repair=True)
-    repo._index = index
+    index = repo.refresh_index(repair=True)
     points, live = live_chunks(repo)
 
     def young(path: str | os.PathLike[str]) -> bool:
@@ -146,8 +145,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
     for summary in doomed:
         _delete_pack(repo, summary.pack)
         freed += summary.size
-    repo.packs.close()
-    repo._index = repo.load_index(repair=False)
+    repo.refresh_index()
 
     partials = 0
     for marker in layout.partial.glob("*.json"):

@@ -134,6 +134,13 @@ class Repository:
                 )
         elif not create:
             raise RepositoryError(f"no vmkeep repository at {str(root)!r}")
+        elif root.is_dir() and any(
+            entry.name not in {d.name for d in layout.directories()} for entry in root.iterdir()
+        ):
+            raise RepositoryError(
+                f"{str(root)!r} is not empty and is not a vmkeep repository; point the "
+                "target at an empty or new directory"
+            )
         else:
             size = chunk_size or DEFAULT_CHUNK_SIZE
             validate_chunk_size(size, str(root))
@@ -184,6 +191,14 @@ class Repository:
         with self._mutex:
             if self._index is None:
                 self._index = self.load_index(repair=False)
+            return self._index
+
+    def refresh_index(self, *, repair: bool = False) -> ChunkIndex:
+        """Forget the cached index and read it again from disk (after another process's
+        GC, or before deciding what is garbage)."""
+        with self._mutex:
+            self.packs.close()
+            self._index = self.load_index(repair=repair)
             return self._index
 
     def quarantined(self) -> set[tuple[str, bytes]]:
@@ -241,8 +256,7 @@ class Repository:
                 pass
         with self._mutex:
             if not self._writers:
-                self.packs.close()
-                self._index = self.load_index(repair=False)
+                self.refresh_index()
         loc = self.index.get(cid)
         if loc is None:
             raise CorruptionError(f"chunk {cid.hex()} is missing from the repository")
@@ -336,7 +350,7 @@ class Repository:
             try:
                 if first:
                     # another process may have run GC since we looked: start from the truth
-                    self._index = self.load_index(repair=True)
+                    self.refresh_index(repair=True)
                 marker = {
                     "id": point_id,
                     "startedAt": self.clock().isoformat(),

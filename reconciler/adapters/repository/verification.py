@@ -116,7 +116,7 @@ def _reason(exc: CorruptionError) -> str:
 def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
     """Check the given points (all when None); quarantine every damaged chunk copy."""
     if not repo.active_writers:
-        repo._index = repo.load_index(repair=False)
+        repo.refresh_index()
     index = repo.index
     damaged: dict[str, PointDamage] = {}
     manifests: list[Manifest] = []
