@@ -23,6 +23,7 @@ import enum
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 __all__ = [
     "FORMAT_VERSION",
@@ -44,6 +45,9 @@ class MarkerKind(enum.StrEnum):
     EXPORT_TEMP = "export-temp"
 
 
+_KINDS = {kind.value: kind for kind in MarkerKind}
+
+
 @dataclass(frozen=True)
 class Marker:
     policy: str
@@ -57,8 +61,21 @@ class Marker:
         return self.point_id.split("/")[1]
 
 
+@lru_cache(maxsize=65536)
 def _compact(slot: datetime) -> str:
     return slot.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@lru_cache(maxsize=65536)
+def _slot_of(text: str) -> tuple[datetime, str] | None:
+    """A marker's slot text as (UTC instant, compact form); cached: slots repeat across VMs."""
+    try:
+        slot = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if slot.tzinfo is None:
+        return None
+    return slot.astimezone(UTC), _compact(slot)
 
 
 def point_id(policy: str, instance_uuid: str, slot: datetime) -> str:
@@ -85,34 +102,67 @@ def format_description(marker: Marker) -> str:
     )
 
 
-def parse_marker(name: str, description: str) -> Marker | None:
-    """The marker of a snapshot, or None when the snapshot is foreign (never raises)."""
+@lru_cache(maxsize=65536)
+def _slot_of_compact(compact: str) -> tuple[datetime, str] | None:
+    try:
+        slot = datetime.strptime(compact, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return slot, slot.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fast_point(name: str, description: str, instance_uuid: str) -> Marker | None:
+    """The common case without JSON parsing: a point marker exactly as vmkeep writes it.
+
+    The description must equal, byte for byte, what `format_description` writes for the
+    policy and slot in the name and the VM's instance UUID; anything else takes the full path.
+    """
+    policy, _, compact = name[len(PREFIX) :].rpartition(":")
+    parsed = _slot_of_compact(compact) if policy else None
+    if parsed is None:
+        return None
+    pid = f"{policy}/{instance_uuid}/{compact}"
+    expected = (
+        f'{{"kind":"point","pointId":"{pid}","policy":"{policy}",'
+        f'"slot":"{parsed[1]}","vmkeep":{FORMAT_VERSION}}}'
+    )
+    if description != expected:
+        return None
+    return Marker(policy=policy, point_id=pid, slot=parsed[0], kind=MarkerKind.POINT)
+
+
+def parse_marker(name: str, description: str, instance_uuid: str = "") -> Marker | None:
+    """The marker of a snapshot, or None when the snapshot is foreign (never raises).
+
+    `instance_uuid` (the VM's) enables a fast path for the markers vmkeep writes itself.
+    """
     if not name.startswith(PREFIX):
         return None
+    if instance_uuid:
+        fast = _fast_point(name, description, instance_uuid)
+        if fast is not None:
+            return fast
     try:
         data = json.loads(description)
     except (ValueError, TypeError):
         return None
-    if not isinstance(data, dict) or data.get("vmkeep") != FORMAT_VERSION:
+    if not isinstance(data, dict) or type(data.get("vmkeep")) is not int:
         return None
-    policy, pid, slot_text, kind_text = (
-        data.get("policy"),
-        data.get("pointId"),
-        data.get("slot"),
-        data.get("kind"),
-    )
-    if not all(isinstance(v, str) and v for v in (policy, pid, slot_text, kind_text)):
+    if data["vmkeep"] != FORMAT_VERSION:
         return None
-    assert isinstance(policy, str) and isinstance(pid, str)
-    assert isinstance(slot_text, str) and isinstance(kind_text, str)
-    try:
-        kind = MarkerKind(kind_text)
-        slot = datetime.fromisoformat(slot_text)
-    except ValueError:
+    policy, pid = data.get("policy"), data.get("pointId")
+    slot_text, kind_text = data.get("slot"), data.get("kind")
+    if (
+        not (type(policy) is str and type(pid) is str and type(slot_text) is str and policy)
+        or type(kind_text) is not str
+    ):
         return None
-    if slot.tzinfo is None:
+    kind = _KINDS.get(kind_text)
+    parsed = _slot_of(slot_text)
+    if kind is None or parsed is None:
         return None
+    slot, compact = parsed
     parts = pid.split("/")
-    if len(parts) != 3 or parts[0] != policy or not parts[1] or parts[2] != _compact(slot):
+    if len(parts) != 3 or parts[0] != policy or not parts[1] or parts[2] != compact:
         return None
-    return Marker(policy=policy, point_id=pid, slot=slot.astimezone(UTC), kind=kind)
+    return Marker(policy=policy, point_id=pid, slot=slot, kind=kind)

@@ -352,7 +352,10 @@ class ActionKind(enum.StrEnum):
 
     @property
     def is_delete(self) -> bool:
-        return self in (ActionKind.SNAPSHOT_DELETE, ActionKind.EXPORT_DELETE)
+        return self in _DELETES
+
+
+_DELETES = frozenset({ActionKind.SNAPSHOT_DELETE, ActionKind.EXPORT_DELETE})
 
 
 @dataclass(frozen=True)

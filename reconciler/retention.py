@@ -28,6 +28,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -247,5 +248,5 @@ def _count(value: int | None) -> int:
 
 
 def _stable_newest_first(points: Sequence[tuple[K, datetime]]) -> list[tuple[K, datetime]]:
-    indexed = sorted(range(len(points)), key=lambda i: (points[i][1], -i), reverse=True)
-    return [points[i] for i in indexed]
+    """Newest first; equal times keep their input order (Python's sort is stable)."""
+    return sorted(points, key=itemgetter(1), reverse=True)
