@@ -21,7 +21,7 @@ from datetime import datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from reconciler.model import Schedule, Window
 
@@ -98,13 +98,18 @@ def latest_slot(schedule: Schedule, now: datetime) -> datetime:
     best: datetime | None = None
     best_wall: datetime | None = None
     for _ in range(_MAX_STEPS):
-        wall: datetime = walker.get_prev(datetime)
+        try:
+            wall: datetime = walker.get_prev(datetime)
+        except CroniterBadDateError:
+            break
         if best_wall is not None and wall < best_wall - _SHIFT:
-            return best  # type: ignore[return-value]
+            break
         for instant in _instants(wall, zone, every_hour):
             if instant <= now and (best is None or instant > best):
                 best, best_wall = instant, wall
-    raise ScheduleError(f"cron expression {schedule.cron!r} never fired before {now}")
+    if best is None:
+        raise ScheduleError(f"cron expression {schedule.cron!r} never fired before {now}")
+    return best
 
 
 def next_slot(schedule: Schedule, after: datetime) -> datetime:
@@ -116,13 +121,18 @@ def next_slot(schedule: Schedule, after: datetime) -> datetime:
     best: datetime | None = None
     best_wall: datetime | None = None
     for _ in range(_MAX_STEPS):
-        wall: datetime = walker.get_next(datetime)
+        try:
+            wall: datetime = walker.get_next(datetime)
+        except CroniterBadDateError:
+            break
         if best_wall is not None and wall > best_wall + _SHIFT:
-            return best  # type: ignore[return-value]
+            break
         for instant in _instants(wall, zone, every_hour):
             if instant > after and (best is None or instant < best):
                 best, best_wall = instant, wall
-    raise ScheduleError(f"cron expression {schedule.cron!r} never fires after {after}")
+    if best is None:
+        raise ScheduleError(f"cron expression {schedule.cron!r} never fires after {after}")
+    return best
 
 
 def lateness_threshold(schedule: Schedule, slot: datetime) -> timedelta:
