@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,48 @@ def test_a_non_empty_directory_is_not_turned_into_a_repository(tmp_path: Path) -
     with pytest.raises(RepositoryError, match="not empty and is not a vmkeep repository"):
         Repository.open(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["family-photos"]
+
+
+def test_a_source_that_fails_mid_disk_aborts_the_export_and_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    class Failing(io.RawIOBase):
+        """A source that dies after 20 chunks, as an NFC download can."""
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            if self.sent >= 20 * CHUNK:
+                raise OSError("connection reset by vCenter")
+            n = min(len(buffer), CHUNK)
+            buffer[:n] = noise(self.sent, n)
+            self.sent += n
+            return n
+
+    repo = open_repo(tmp_path)
+    with (
+        pytest.raises(OSError, match="connection reset"),
+        repo.begin_point(point_id(1), "nightly", VM, SLOT) as writer,
+    ):
+        writer.add_disk("d0", Failing(), size=40 * CHUNK)
+    assert repo.points() == [] and repo.partials() == [] and not repo.lock.held
+    assert list(Layout(tmp_path).tmp.iterdir()) == []
+    export(repo, point_id(1), {"d0": b"second try"})
+
+
+def test_a_waiting_writer_gets_the_lock_when_the_holder_finishes(tmp_path: Path) -> None:
+    open_repo(tmp_path)
+    proc = _hold_lock(tmp_path)
+    waiter = open_repo(tmp_path, lock_timeout=30.0)
+    import threading
+
+    threading.Timer(0.5, proc.kill).start()
+    try:
+        export(waiter, point_id(1), {"d0": b"waited"})
+    finally:
+        proc.wait()
+    assert read_disk(waiter, point_id(1), "d0") == b"waited"
