@@ -18,6 +18,7 @@ Nothing here is asserted: figures are printed (and written as JSON with --json).
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import random
@@ -190,6 +191,23 @@ def run_vmkeep(
     return Run(label, day, wall, cpu, rss, dir_bytes(repo) - before, result["read_bytes"])
 
 
+def run_vmkeep_read(repo: Path, out: Path, day: str, args: argparse.Namespace, mode: str) -> Run:
+    """Restore a point to `out` (mode "restore") or verify every point (mode "verify")."""
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(repo),
+        str(out),
+        day,
+        f"--{mode}",
+        "--chunk-size",
+        str(args.chunk_size[0]),
+    ]
+    wall, cpu, rss, output = measure(argv)
+    return Run("vmkeep", mode, wall, cpu, rss, 0, json.loads(output)["read_bytes"])
+
+
 def run_restic(repo: Path, image: Path, day: str) -> Run:
     env = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(repo.parent / "restic-cache")}
     if not repo.exists():
@@ -228,6 +246,17 @@ def worker(args: argparse.Namespace) -> None:
     repo_path, image, day = args.worker
     repo = Repository.open(repo_path, chunk_size=args.chunk_size[0], compression_level=args.level)
     point = f"bench/vm-0001/{day}"
+    if args.restore:
+        with open(image, "wb") as out:
+            written = repo.open_disk(point, "disk0").read_into(out)
+            out.flush()
+            os.fsync(out.fileno())
+        print(json.dumps({"read_bytes": written}))
+        return
+    if args.verify:
+        report = repo.verify()
+        print(json.dumps({"read_bytes": report.bytes_checked, "ok": report.ok}))
+        return
     vm = VMRef("bench-vm", "vm-0001")
     size = os.path.getsize(image)
     with (
@@ -301,6 +330,8 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--previous", help=argparse.SUPPRESS)
     parser.add_argument("--extents", help=argparse.SUPPRESS)
+    parser.add_argument("--restore", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.chunk_size = args.chunk_size or [64 * 1024]
     if args.worker:
@@ -344,6 +375,13 @@ def main() -> None:
                 print(f"{run.tool} {day}: {run.wall:.2f} s, +{run.added / MiB:.1f} MiB", flush=True)
                 if tool == "vmkeep" and day == "day1":
                     shutil.copytree(repo, work / f"cbt-{cs}-repo")
+            if tool == "vmkeep" and len(chunk_sizes) == 1:
+                restored = work / "restored.img"
+                runs.append(run_vmkeep_read(repo, restored, "day1", args, "restore"))
+                same = filecmp.cmp(restored, images / "day1.img", shallow=False)
+                print(f"vmkeep restore of day 1 byte-exact: {same}", flush=True)
+                restored.unlink()
+                runs.append(run_vmkeep_read(repo, restored, "-", args, "verify"))
             if tool == "vmkeep":
                 cbt = work / f"cbt-{cs}-repo"
                 for day in ("day2a", "day2b"):
