@@ -56,7 +56,7 @@ from reconciler.model import (
 )
 from reconciler.observed import Catalog, CatalogPoint
 from reconciler.retention import apply_rules, subtract_duration
-from reconciler.schedule import SlotInfo, slot_info
+from reconciler.schedule import ScheduleError, SlotInfo, slot_info
 
 __all__ = ["FOREIGN_MAX_AGE", "FORMAT_VERSION", "MAX_CHAIN_DEPTH", "matches", "plan"]
 
@@ -215,7 +215,19 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     catalog = observed_state.build_catalog(observed)
     work = _Work([], [], [], [])
     by_name = policies.by_name()
-    infos = {p.name: slot_info(p.schedule, now) for p in policies.policies}
+    infos: dict[str, SlotInfo] = {}
+    for p in policies.policies:
+        try:
+            infos[p.name] = slot_info(p.schedule, now)
+        except ScheduleError as exc:
+            work.warnings.append(
+                PlanWarning(
+                    "schedule-unusable",
+                    Severity.WARNING,
+                    f"policy {p.name!r}: {exc}; nothing planned for it, its points are kept",
+                    policy=p.name,
+                )
+            )
     memo = _RetentionMemo(now)
 
     groups: dict[_GroupKey, list[CatalogPoint]] = defaultdict(list)
@@ -228,6 +240,8 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     selected: dict[tuple[str, str], list[str]] = defaultdict(list)  # (vcenter, uuid) -> policies
 
     for policy in sorted(policies.policies, key=lambda p: p.name):
+        if policy.name not in infos:
+            continue
         if policy.vcenter not in observed.vcenters:
             work.warnings.append(
                 PlanWarning(

@@ -305,3 +305,11 @@ def test_slots_follow_the_policy_time_zone() -> None:
     result = plan(PolicySet((pol,)), state([vm("web1")]), NOW)
     assert result.actions[0].slot == at("2026-11-25 00:00")
     assert result.actions[0].point_id.endswith("/20261125T000000Z")
+
+
+def test_a_schedule_that_never_fires_plans_nothing_for_its_policy_and_says_why() -> None:
+    snaps = daily_snapshots("web1", 3)
+    pol = policy(cron="0 0 30 2 *", snapshot_keep=KeepRules(last=1))
+    result = plan(PolicySet((pol,)), state([vm("web1", snapshots=snaps)]), NOW)
+    assert result.actions == ()
+    assert "schedule-unusable" in [w.code for w in result.warnings]
