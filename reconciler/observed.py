@@ -135,7 +135,9 @@ def state_to_json(state: ObservedState) -> dict[str, Any]:
 
 
 def _plain(value: object) -> object:
-    """orjson fallback: other mappings become dicts (everything else is native to orjson)."""
+    """orjson fallback: times as UTC text (whatever zone they carry), mappings as dicts."""
+    if isinstance(value, datetime):
+        return format_time(value)
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"cannot digest a {type(value).__name__}")
@@ -149,7 +151,7 @@ def digest(state: ObservedState) -> str:
     building the `state_to_json` document, which matters at 10,000 VMs; it changes exactly
     when the observed state does.
     """
-    options = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+    options = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
     canonical = orjson.dumps(state, default=_plain, option=options)
     return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
