@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -316,9 +316,12 @@ def observed_from(
 # --------------------------------------------------------------------------- catalog
 
 
-@dataclass(frozen=True)
-class CatalogPoint:
-    """A restore point that exists, wherever it lives."""
+class CatalogPoint(NamedTuple):
+    """A restore point that exists, wherever it lives.
+
+    A named tuple rather than a dataclass: a large estate has hundreds of thousands of them
+    and tuples are built three times faster; it is just as immutable.
+    """
 
     kind: PointKind
     point_id: str
