@@ -76,8 +76,13 @@ def live_shares(repo: Repository) -> list[float]:
     _, live = live_chunks(repo)
     index = repo.load_index(repair=False)
     return [
-        sum(ENTRY.size + loc.stored for cid, loc in s.entries if cid in live) / s.size
-        for s in index.packs.values()
+        sum(
+            ENTRY.size + loc.stored
+            for cid, loc in s.entries
+            if cid in live and index.get(cid) == loc
+        )
+        / s.size
+        for s in repo.pack_summaries()
     ]
 
 

@@ -27,7 +27,7 @@ from .disks import (
 
 
 def stored_chunks(repo: Repository) -> set[bytes]:
-    return {cid for s in repo.load_index(repair=False).packs.values() for cid, _ in s.entries}
+    return {cid for s in repo.pack_summaries() for cid, _ in s.entries}
 
 
 def test_gc_reclaims_the_data_of_deleted_points_and_keeps_the_rest(tmp_path: Path) -> None:

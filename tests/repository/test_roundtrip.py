@@ -82,9 +82,7 @@ def test_dedup_never_merges_different_data(first: bytes, second: bytes) -> None:
             for i in range(0, len(d), CHUNK)
             if d[i : i + CHUNK].strip(b"\0")
         }
-        data_chunks = sum(
-            1 for s in repo.index.packs.values() for _, loc in s.entries if loc.kind == 0
-        )
+        data_chunks = sum(1 for s in repo.pack_summaries() for _, loc in s.entries if loc.kind == 0)
         assert data_chunks == len(distinct)
         repo.close()
 
@@ -183,7 +181,7 @@ def test_all_zero_and_empty_disks_store_no_data_chunks(tmp_path: Path) -> None:
     export(repo, point_id(1), {"zero": bytes(9 * CHUNK + 1), "empty": b""})
     assert read_disk(repo, point_id(1), "zero") == bytes(9 * CHUNK + 1)
     assert read_disk(repo, point_id(1), "empty") == b""
-    kinds = [loc.kind for s in repo.index.packs.values() for _, loc in s.entries]
+    kinds = [loc.kind for s in repo.pack_summaries() for _, loc in s.entries]
     assert 0 not in kinds  # only the chunk table was stored
     assert repo.manifest(point_id(1)).disk("zero").zero_chunks == 10
 

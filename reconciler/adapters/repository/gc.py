@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from reconciler.errors import CorruptionError, RepositoryError, RepositoryLockedError
 
 from .format import ID_SIZE, decode_manifest, fsync_dir
-from .packs import ENTRY, ChunkIndex, PackSummary, PackWriter, decode_chunk
+from .packs import ENTRY, ChunkIndex, Location, PackSummary, PackWriter, decode_chunk
 
 if TYPE_CHECKING:
     from .store import Repository
@@ -80,8 +80,11 @@ def live_chunks(repo: Repository) -> tuple[int, set[bytes]]:
     return count, live
 
 
-def _live_entries(summary: PackSummary, index: ChunkIndex, live: set[bytes]) -> list[bytes]:
-    return [cid for cid, loc in summary.entries if cid in live and index.locations.get(cid) == loc]
+def _live_entries(
+    summary: PackSummary, index: ChunkIndex, live: set[bytes]
+) -> list[tuple[bytes, Location]]:
+    """The entries of a pack that are referenced and are the copy the index uses."""
+    return [(cid, loc) for cid, loc in summary.entries if cid in live and index.get(cid) == loc]
 
 
 def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
@@ -110,14 +113,14 @@ def _collect(repo: Repository, grace: float) -> GcReport:
 
     packs_before = len(index.packs)
     doomed: list[PackSummary] = []
-    rewrite: list[tuple[PackSummary, list[bytes]]] = []
+    rewrite: list[tuple[PackSummary, list[tuple[bytes, Location]]]] = []
     bytes_before = 0
-    for summary in list(index.packs.values()):
+    for summary in repo.pack_summaries():
         bytes_before += summary.size
         if young(layout.pack(summary.pack)):
             continue
         keep = _live_entries(summary, index, live)
-        live_bytes = sum(ENTRY.size + index.locations[c].stored for c in keep)
+        live_bytes = sum(ENTRY.size + loc.stored for _, loc in keep)
         if not keep:
             doomed.append(summary)
         elif live_bytes < REWRITE_BELOW * summary.size:
@@ -127,8 +130,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
     if rewrite:
         writer = PackWriter(layout, repo.pack_size, index.add_pack)
         for _, keep in rewrite:
-            for cid in keep:
-                loc = index.locations[cid]
+            for cid, loc in keep:
                 stored = repo.packs.read_stored(loc)
                 try:
                     decode_chunk(cid, loc, stored)

@@ -153,50 +153,71 @@ class ChunkIndex:
 
     When a chunk is stored more than once (concurrent writers, a GC rewrite interrupted by a
     crash, a fresh copy after damage) the copy in the newest pack wins; copies listed in the
-    quarantine are never used.
+    quarantine are never used. Each location is one packed int (pack number, offset,
+    lengths, flags, kind) to keep the per-chunk memory down; per-pack entry lists are not
+    kept (`Repository.pack_summaries` reads them again when GC needs them).
     """
 
     def __init__(self, quarantine: set[tuple[str, bytes]] | None = None) -> None:
-        self.locations: dict[bytes, Location] = {}
-        self.packs: dict[str, PackSummary] = {}
+        self._locations: dict[bytes, int] = {}
+        self._names: list[str] = []
+        self.packs: dict[str, int] = {}  # pack id → pack size
         self.quarantine: set[tuple[str, bytes]] = quarantine if quarantine is not None else set()
         self._lock = threading.Lock()
 
     def __contains__(self, cid: bytes) -> bool:
-        return cid in self.locations
+        return cid in self._locations
 
     def __len__(self) -> int:
-        return len(self.locations)
+        return len(self._locations)
 
     def get(self, cid: bytes) -> Location | None:
-        return self.locations.get(cid)
+        value = self._locations.get(cid)
+        if value is None:
+            return None
+        return Location(
+            self._names[value >> 106],
+            (value >> 66) & _M40,
+            (value >> 34) & _M32,
+            (value >> 2) & _M32,
+            (value >> 1) & 1,
+            value & 1,
+        )
 
     def add_pack(self, summary: PackSummary) -> None:
         with self._lock:
-            self.packs[summary.pack] = summary
+            number = len(self._names)
+            self._names.append(summary.pack)
+            self.packs[summary.pack] = summary.size
+            base = number << 106
             for cid, loc in summary.entries:
                 if (loc.pack, cid) in self.quarantine:
                     continue
-                old = self.locations.get(cid)
-                if old is None or old.pack < loc.pack:
-                    self.locations[cid] = loc
+                old = self._locations.get(cid)
+                if old is None or self._names[old >> 106] < loc.pack:
+                    self._locations[cid] = (
+                        base
+                        | loc.offset << 66
+                        | loc.stored << 34
+                        | loc.raw << 2
+                        | loc.flags << 1
+                        | loc.kind
+                    )
 
-    def mark_bad(self, cid: bytes, pack: str) -> None:
-        """Forget a damaged copy; another good copy (if any) takes its place."""
+    def mark_bad(self, cid: bytes, pack: str) -> bool:
+        """Forget a damaged copy; True when it was the copy in use (the chunk is then
+        missing until the index is reloaded or a fresh copy is written)."""
         with self._lock:
             self.quarantine.add((pack, cid))
-            current = self.locations.get(cid)
-            if current is None or current.pack != pack:
-                return
-            del self.locations[cid]
-            for summary in self.packs.values():
-                if (summary.pack, cid) in self.quarantine:
-                    continue
-                for other, loc in summary.entries:
-                    if other == cid:
-                        best = self.locations.get(cid)
-                        if best is None or best.pack < loc.pack:
-                            self.locations[cid] = loc
+            value = self._locations.get(cid)
+            if value is None or self._names[value >> 106] != pack:
+                return False
+            del self._locations[cid]
+            return True
+
+
+_M32 = (1 << 32) - 1
+_M40 = (1 << 40) - 1
 
 
 # --------------------------------------------------------------------------- writing

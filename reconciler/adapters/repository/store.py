@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +42,7 @@ from .packs import (
     ChunkIndex,
     PackMissingError,
     PackReader,
+    PackSummary,
     encode_index,
     read_index_file,
     scan_pack,
@@ -214,7 +215,28 @@ class Repository:
         marker = self.layout.quarantine / f"{pack}-{cid.hex()}"
         if not marker.exists():
             atomic_write(marker, b"", self.layout.tmp)
-        self.index.mark_bad(cid, pack)
+        with self._mutex:
+            if self.index.mark_bad(cid, pack) and not self._writers:
+                self.refresh_index()  # another good copy, if any, takes its place
+
+    def publish_pack(self, summary: PackSummary) -> None:
+        """Make a sealed pack's chunks visible (called by pack writers)."""
+        self.index.add_pack(summary)
+
+    def pack_summary(self, pack: str) -> PackSummary:
+        """A pack's entries, from its index file, or by scanning the pack."""
+        summary = read_index_file(self.layout.index_file(pack), pack)
+        path = self.layout.pack(pack)
+        if summary is None or summary.size != path.stat().st_size:
+            summary = scan_pack(path, pack)
+        return summary
+
+    def pack_summaries(self) -> Iterator[PackSummary]:
+        for pack in self.pack_ids():
+            try:
+                yield self.pack_summary(pack)
+            except FileNotFoundError:
+                continue
 
     def pack_ids(self) -> list[str]:
         ids: list[str] = []

@@ -213,7 +213,7 @@ class PointWriter:
         self.disks: list[DiskRecord] = []
         self.files: list[FileRecord] = []
         self.results: list[DiskResult] = []
-        self.packs = PackWriter(repo.layout, repo.pack_size, repo.index.add_pack)
+        self.packs = PackWriter(repo.layout, repo.pack_size, repo.publish_pack)
         self._session: set[bytes] = set()
         self._done = False
         self.encoder = ChunkEncoder(
@@ -229,15 +229,15 @@ class PointWriter:
 
     def _usable(self, cid: bytes) -> bool:
         """A previous chunk can be referenced: a good copy is indexed (not quarantined)."""
-        return cid in self.repo.index.locations
+        return cid in self.repo.index
 
     def _known(self, cid: bytes) -> bool:
-        return cid in self.repo.index.locations or cid in self._session
+        return cid in self.repo.index or cid in self._session
 
     def _store(
         self, cid: bytes, kind: int, flag: int, raw_len: int, payload: bytes | bytearray
     ) -> int:
-        if cid in self._session or cid in self.repo.index.locations:
+        if cid in self._session or cid in self.repo.index:
             return 0
         self._session.add(cid)
         self.packs.add(cid, kind, flag, raw_len, payload)
