@@ -68,6 +68,7 @@ func main() {
 	flag.StringVar(&faults.TaskDelayMatch, "task-delay-match", "", "regexp on task names (e.g. CreateSnapshot_Task) -task-delay applies to; empty: all")
 	flag.IntVar(&faults.SessionCallLimit, "session-call-limit", 0, "terminate each session after it served N calls (Login included)")
 	flag.IntVar(&faults.MaxPage, "max-page", 0, "cap RetrievePropertiesEx pages at N objects (below the client's maxObjects)")
+	latency := flag.Int("latency", 0, "delay every SOAP call by N ms, like a remote or busy vCenter")
 	flag.Parse()
 
 	if *stateDir == "" {
@@ -84,12 +85,15 @@ func main() {
 	if err := simulator.Faults.Set(faults); err != nil {
 		log.Fatal(err)
 	}
-	if err := run(l, *address, *port, *stateDir, *username, *password); err != nil {
+	if *latency < 0 {
+		log.Fatal("-latency must not be negative")
+	}
+	if err := run(l, *address, *port, *stateDir, *username, *password, *latency); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(l layout, address string, port int, stateDir, username, password string) error {
+func run(l layout, address string, port int, stateDir, username, password string, latency int) error {
 	stateDir, err := filepath.Abs(stateDir)
 	if err != nil {
 		return err
@@ -162,6 +166,8 @@ func run(l layout, address string, port int, stateDir, username, password string
 		return err
 	}
 
+	// The service points at the model's DelayConfig: set it once the inventory is built.
+	m.DelayConfig.Delay = latency
 	m.Service.RegisterEndpoints = true // vAPI (REST) tagging
 	m.Service.Listen = &url.URL{Host: net.JoinHostPort(address, strconv.Itoa(port))}
 	enforced := password != ""
