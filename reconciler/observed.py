@@ -10,7 +10,7 @@ and export points of the targets; every other snapshot is foreign.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -38,6 +38,7 @@ __all__ = [
     "CatalogPoint",
     "ForeignSnapshot",
     "build_catalog",
+    "canonical_json",
     "digest",
     "format_time",
     "observed_from",
@@ -143,17 +144,45 @@ def _plain(value: object) -> object:
     raise TypeError(f"cannot digest a {type(value).__name__}")
 
 
-def digest(state: ObservedState) -> str:
-    """`sha256:<hex>` of the canonical JSON of the state value.
+_DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_CHUNK = 1024
 
-    The canonical form is orjson's rendering of the frozen dataclasses (fields in definition
-    order, mapping keys sorted, times in UTC with `Z`), no whitespace. It is ~3x faster than
-    building the `state_to_json` document, which matters at 10,000 VMs; it changes exactly
-    when the observed state does.
+
+def canonical_json(value: object) -> bytes:
+    """orjson's rendering of a value: dataclass fields in definition order, mapping keys
+    sorted, times as UTC text with `Z`, no whitespace."""
+    return orjson.dumps(value, default=_plain, option=_DIGEST_OPTIONS)
+
+
+def _feed_items(update: Callable[[bytes], None], items: Sequence[object]) -> None:
+    """Feed `[a,b,...]` in chunks: the same bytes as one array, without one huge buffer."""
+    update(b"[")
+    for start in range(0, len(items), _CHUNK):
+        if start:
+            update(b",")
+        update(canonical_json(list(items[start : start + _CHUNK]))[1:-1])
+    update(b"]")
+
+
+def digest(state: ObservedState) -> str:
+    """`sha256:<hex>` of `canonical_json(state)`, streamed.
+
+    Hashing the canonical JSON of the value (rather than building the `state_to_json`
+    document) is ~3x faster, and streaming it in chunks keeps memory flat: at 10,000 VMs the
+    JSON is ~100 MB. The bytes hashed are exactly `canonical_json(state)` (tested).
     """
-    options = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-    canonical = orjson.dumps(state, default=_plain, option=options)
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+    sha = hashlib.sha256()
+    update = sha.update
+    update(b'{"captured_at":' + canonical_json(state.captured_at) + b',"vcenters":{')
+    for i, name in enumerate(sorted(state.vcenters)):
+        update((b"," if i else b"") + canonical_json(name) + b":")
+        _feed_items(update, state.vcenters[name])
+    update(b'},"targets":{')
+    for i, name in enumerate(sorted(state.targets)):
+        update((b"," if i else b"") + canonical_json(name) + b":")
+        _feed_items(update, state.targets[name])
+    update(b"}}")
+    return "sha256:" + sha.hexdigest()
 
 
 # --------------------------------------------------------------------------- from JSON

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,13 @@ from reconciler.markers import (
     point_id,
 )
 from reconciler.model import PointKind, Snapshot
-from reconciler.observed import build_catalog, digest, state_from_json, state_to_json
+from reconciler.observed import (
+    build_catalog,
+    canonical_json,
+    digest,
+    state_from_json,
+    state_to_json,
+)
 from tests.unit.estate import (
     at,
     export_point,
@@ -189,3 +196,13 @@ def test_snapshot_depth_follows_parents_and_survives_cycles() -> None:
     }
     assert (depths["a"], depths["b"], depths["c"]) == (1, 2, 3)
     assert {depths["x"], depths["y"]} == {1, 2}
+
+
+@pytest.mark.parametrize("vms", [0, 1, 3000])
+def test_the_streamed_digest_hashes_exactly_the_canonical_json_of_the_state(vms: int) -> None:
+    base = sample()
+    many = tuple(replace(base.vcenters["vc1"][0], name=f"vm{i}") for i in range(vms))
+    points = base.targets["nas"] * (vms or 1)
+    observed = replace(base, vcenters={"vc1": many, "vc2": ()}, targets={"nas": points})
+    expected = "sha256:" + hashlib.sha256(canonical_json(observed)).hexdigest()
+    assert digest(observed) == expected
