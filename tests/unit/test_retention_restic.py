@@ -59,9 +59,7 @@ def cases() -> list[Any]:
     for path in sorted(DATA.glob("*.json")):
         fixture = json.loads(path.read_text())
         for case in fixture["cases"]:
-            found.append(
-                pytest.param(fixture, case, id=f"{path.stem}:{' '.join(case['flags'])}")
-            )
+            found.append(pytest.param(fixture, case, id=f"{path.stem}:{' '.join(case['flags'])}"))
     return found
 
 
