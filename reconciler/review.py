@@ -112,9 +112,39 @@ def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
         yield prefix, str(value)
 
 
+#: Where a model field lives in the policy YAML, when that is not just its camelCase name.
+_YAML_PATHS = {
+    "name": "metadata.name",
+    "description": "metadata.description",
+    "labels": "metadata.labels",
+    "include": "selector.include",
+    "exclude": "selector.exclude",
+    "consistency.pre_hooks": "consistency.hooks.pre",
+    "consistency.post_hooks": "consistency.hooks.post",
+}
+
+
+def _camel(word: str) -> str:
+    head, *rest = word.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _yaml_path(path: str) -> str:
+    for prefix, replacement in _YAML_PATHS.items():
+        if path == prefix or path.startswith(prefix + "."):
+            path = replacement + path[len(prefix) :]
+            break
+    parts: list[str] = []
+    for part in path.split("."):
+        verbatim = bool(parts) and parts[-1] in ("labels", "attributes")  # user's own keys
+        parts.append(part if verbatim else _camel(part))
+    return ".".join(parts)
+
+
 def policy_fields(policy: Policy) -> dict[str, str]:
-    """Every set field of a policy as dotted path -> text (the source location left out)."""
-    return dict(_flatten(policy, ""))
+    """Every set field of a policy as its YAML path (under `spec`, or `metadata.*`) -> text;
+    the source location is left out."""
+    return {_yaml_path(path): text for path, text in _flatten(policy, "")}
 
 
 def _policy_changes(base: PolicySet, head: PolicySet) -> list[PolicyChange]:
