@@ -220,3 +220,20 @@ def test_the_property_estates_are_not_trivial() -> None:
     first = plan(policies, observed, datetime.fromisoformat("2026-03-06T12:00:00+00:00"))
     assert [a.kind for a in first.actions].count(ActionKind.SNAPSHOT_DELETE) == 4
     assert plan(policies, apply(observed, first.actions), first.now).actions == ()
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(estate=estates())
+def test_retention_decides_every_complete_point_of_a_planned_group_once(estate) -> None:
+    policies, observed, now = estate
+    result = plan(policies, observed, now)
+    decided = [(d.kind, d.point_id) for d in result.retention]
+    assert len(decided) == len(set(decided))
+    removed = {(d.kind.value, d.point_id) for d in result.retention if not d.keep}
+    deleted = {
+        (a.kind.value.split(".")[0], a.point_id)
+        for a in result.actions
+        if a.kind.is_delete and not a.reason.startswith(("incomplete", "temporary"))
+    }
+    assert deleted == removed
+    assert all(d.reasons for d in result.retention)
