@@ -317,6 +317,8 @@ def _plan_vm(
         kinds.append((PointKind.SNAPSHOT, policy.snapshots.keep, None))
     if policy.exports and policy.exports.target in observed.targets:
         kinds.append((PointKind.EXPORT, policy.exports.keep, policy.exports.target))
+    if not kinds:  # only an export to a target the state lacks: warned about, not judged
+        return
     slot = info.slot
     new_id = point_id(policy.name, vm.instance_uuid, slot)
     ref = vm.ref

@@ -313,3 +313,11 @@ def test_a_schedule_that_never_fires_plans_nothing_for_its_policy_and_says_why()
     result = plan(PolicySet((pol,)), state([vm("web1", snapshots=snaps)]), NOW)
     assert result.actions == ()
     assert "schedule-unusable" in [w.code for w in result.warnings]
+
+
+def test_an_export_only_policy_whose_target_is_not_observed_claims_no_coverage() -> None:
+    observed = state([vm("web1")])
+    observed = type(observed)(observed.captured_at, observed.vcenters, {})
+    result = plan(PolicySet((policy(export_keep=KeepRules(daily=7)),)), observed, NOW)
+    assert result.actions == () and result.coverage == ()
+    assert [w.code for w in result.warnings] == ["target-not-observed"]
