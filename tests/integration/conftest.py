@@ -13,6 +13,7 @@ TLS with a certificate from its own CA (`Simulator.ca_file`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -36,6 +37,10 @@ from reconciler.model import VCenterConfig
 
 REPO = Path(__file__).resolve().parents[2]
 VCSIM = REPO / "scripts" / "vcsim"
+
+
+def no_sleep(_: float) -> None:
+    """For `VSphereClient(sleep=...)`: retry without waiting."""
 
 
 @dataclass
@@ -140,8 +145,6 @@ class Simulator:
         conn = http.client.HTTPSConnection(parts.hostname or "", parts.port,
                                            context=self.ssl_context(), timeout=30)
         try:
-            import base64
-
             basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             conn.request("POST", "/rest/com/vmware/cis/session",
                          headers={"Authorization": f"Basic {basic}"})
@@ -208,6 +211,10 @@ def vcsim_small(
     sim = start_simulator(tmp_path_factory.mktemp("vcsim-20"), vms=20)
     yield sim
     sim.stop()
+
+
+#: The type of the `start_vcsim` fixture.
+StartVcsim = Callable[..., Simulator]
 
 
 @pytest.fixture

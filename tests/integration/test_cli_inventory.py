@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -11,11 +10,9 @@ import pytest
 
 from reconciler.cli import main
 
-from .conftest import REPO, Simulator
+from .conftest import REPO, Simulator, StartVcsim
 
 pytestmark = pytest.mark.vcsim
-
-StartVcsim = Callable[..., Simulator]
 
 
 def host_config(tmp_path: Path, **vcenters: Simulator) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,10 @@ from pyVmomi import vim
 from reconciler.adapters.vsphere import VSphereClient
 from reconciler.model import Inventory, PowerState
 
-from .conftest import Simulator
+from .conftest import Simulator, StartVcsim
 
 pytestmark = pytest.mark.vcsim
 
-
-StartVcsim = Callable[..., Simulator]
 
 
 def read(sim: Simulator, **options: Any) -> Inventory:

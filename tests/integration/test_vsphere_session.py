@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
 import pytest
 
@@ -11,15 +10,9 @@ from reconciler.adapters.vsphere import VSphereClient
 from reconciler.errors import AuthenticationError, TransientError
 from reconciler.model import VCenterConfig
 
-from .conftest import Simulator
+from .conftest import Simulator, StartVcsim, no_sleep
 
 pytestmark = pytest.mark.vcsim
-
-StartVcsim = Callable[..., Simulator]
-
-
-def no_sleep(_: float) -> None:
-    pass
 
 
 def test_a_terminated_session_is_re_established_transparently(start_vcsim: StartVcsim) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,9 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from .conftest import REPO, Simulator, run_vcsim, start_simulator, wait_until
+from .conftest import REPO, StartVcsim, run_vcsim, start_simulator, wait_until
 
 pytestmark = pytest.mark.vcsim
-
-StartVcsim = Callable[..., Simulator]
 
 
 def alive(pid: int) -> bool:

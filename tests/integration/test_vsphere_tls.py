@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import pytest
 
@@ -11,15 +10,9 @@ from reconciler.adapters.vsphere import VSphereClient
 from reconciler.errors import CertificateError, VCenterError
 from reconciler.model import VCenterConfig
 
-from .conftest import Simulator
+from .conftest import Simulator, StartVcsim, no_sleep
 
 pytestmark = pytest.mark.vcsim
-
-StartVcsim = Callable[..., Simulator]
-
-
-def no_sleep(_: float) -> None:
-    pass
 
 
 def count_vms(sim: Simulator, config: VCenterConfig) -> int:
