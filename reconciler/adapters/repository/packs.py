@@ -74,13 +74,19 @@ class PackSummary:
     entries: tuple[tuple[bytes, Location], ...]
 
 
+_local = threading.local()  # one zstd decompressor per thread
+
+
 def decode_chunk(cid: bytes, loc: Location, stored: bytes) -> bytes:
     """Decompress and check one stored chunk; raise CorruptionError when it does not match."""
     if len(stored) != loc.stored:
         raise CorruptionError(f"chunk {cid.hex()} in pack {loc.pack} is truncated")
     if loc.flags == FLAG_ZSTD:
+        decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "d", None)
+        if decompressor is None:
+            decompressor = _local.d = zstandard.ZstdDecompressor()
         try:
-            raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=loc.raw)
+            raw = decompressor.decompress(stored, max_output_size=loc.raw)
         except zstandard.ZstdError as exc:
             raise CorruptionError(
                 f"chunk {cid.hex()} in pack {loc.pack} does not decompress ({exc})"
