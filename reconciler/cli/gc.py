@@ -34,8 +34,12 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
         "packs that are mostly garbage. Safe against crashes and concurrent exports.",
     )
     add_target_argument(parser)
-    parser.add_argument("--grace", metavar="DURATION", default="0",
-                        help="leave files younger than this alone, e.g. 1h (default: 0)")
+    parser.add_argument(
+        "--grace",
+        metavar="DURATION",
+        default="0",
+        help="leave files younger than this alone, e.g. 1h (default: 0)",
+    )
     common.add_output_argument(parser, ("text", "json"))
     parser.set_defaults(func=run)
 

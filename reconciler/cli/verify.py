@@ -25,8 +25,11 @@ MiB = 1024 * 1024
 
 
 def add_target_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", metavar="NAME",
-                        help="backup target from the host config (default: the only one)")
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        help="backup target from the host config (default: the only one)",
+    )
 
 
 def open_target(args: argparse.Namespace) -> tuple[str, Repository]:
@@ -93,6 +96,8 @@ def render_text(target: str, report: VerifyReport) -> str:
         lines.append(f"{summary}: all intact")
     else:
         lines.append(f"{summary}: {len(report.damaged)} point(s) damaged")
-        lines.append("the damaged chunks are quarantined: the next export of the same data "
-                     "stores them again; restore another point meanwhile")
+        lines.append(
+            "the damaged chunks are quarantined: the next export of the same data "
+            "stores them again; restore another point meanwhile"
+        )
     return "\n".join(lines)
