@@ -1,7 +1,7 @@
 """The planner: `plan(policies, observed, now, limits) -> Plan`, pure and deterministic.
 
-For every policy and every VM it selects, per kind of restore point it configures
-(snapshots, exports), in the group (policy, VM, kind):
+For every policy and every VM it selects (`reconciler.selection`), per kind of restore point
+it configures (snapshots, exports), in the group (policy, VM, kind):
 
 1. the current slot (latest fire time <= now) is covered when a complete point for it
    exists; otherwise a `*.create` is planned, unless the backup window is closed. Older
@@ -15,23 +15,23 @@ For every policy and every VM it selects, per kind of restore point it configure
    removed.
 
 Nothing else is ever touched: foreign snapshots, points of removed policies, of VMs that are
-gone or no longer selected are listed as warnings and kept. A plan whose deletions exceed
-`limits.maxDeletesPerRun` is marked blocked. The planner plans `export.create` only; the
-executor takes (and removes) the temporary snapshot an export reads from.
+gone or no longer selected are listed as warnings and kept (`reconciler.findings`). A plan
+whose deletions exceed `limits.maxDeletesPerRun` is marked blocked. The planner plans
+`export.create` only; the executor takes (and removes) the temporary snapshot an export
+reads from.
 """
 
 from __future__ import annotations
 
 import gc
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from fnmatch import translate
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from reconciler import findings, selection
 from reconciler import observed as observed_state
 from reconciler.markers import point_id
 from reconciler.model import (
@@ -50,7 +50,6 @@ from reconciler.model import (
     Policy,
     PolicySet,
     RetentionDecision,
-    Selector,
     Severity,
     VMRef,
 )
@@ -58,54 +57,13 @@ from reconciler.observed import Catalog, CatalogPoint
 from reconciler.retention import apply_rules, subtract_duration
 from reconciler.schedule import ScheduleError, SlotInfo, slot_info
 
-__all__ = ["FOREIGN_MAX_AGE", "FORMAT_VERSION", "MAX_CHAIN_DEPTH", "matches", "plan"]
+__all__ = ["FORMAT_VERSION", "plan"]
 
 FORMAT_VERSION = 1
-FOREIGN_MAX_AGE = timedelta(hours=72)
-MAX_CHAIN_DEPTH = 3
 
 _ACTION_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
 _SNAPSHOT = PointKind.SNAPSHOT
 _GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
-
-
-# --------------------------------------------------------------------------- selection
-
-
-def _selector_predicate(selector: Selector) -> Callable[[VM], bool]:
-    """One compiled check per selector: name globs become a single regular expression."""
-    names = re.compile("|".join(translate(n) for n in selector.names)) if selector.names else None
-    folders = tuple(f.rstrip("/") for f in selector.folders)
-    prefixes = tuple(f + "/" for f in folders)
-    tags, attributes = frozenset(selector.tags), dict(selector.attributes)
-
-    def predicate(vm: VM) -> bool:
-        if names is not None and names.match(vm.name) is None:
-            return False
-        if folders and not (vm.folder in folders or vm.folder.startswith(prefixes)):
-            return False
-        if tags and not tags.issubset(vm.tags):
-            return False
-        return all(vm.attributes.get(k) == v for k, v in attributes.items())
-
-    return predicate
-
-
-def matches(policy: Policy, vm: VM) -> bool:
-    """Whether the policy selects the VM: same vCenter, include matches, exclude does not."""
-    return _matcher(policy)(vm)
-
-
-def _matcher(policy: Policy) -> Callable[[VM], bool]:
-    include = _selector_predicate(policy.include)
-    exclude = _selector_predicate(policy.exclude) if policy.exclude else None
-
-    def matcher(vm: VM) -> bool:
-        if vm.vcenter != policy.vcenter or not include(vm):
-            return False
-        return exclude is None or not exclude(vm)
-
-    return matcher
 
 
 # --------------------------------------------------------------------------- retention memo
@@ -235,7 +193,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         groups[(point.policy, point.vm.instance_uuid, point.kind)].append(point)
 
     vms_by_vcenter = {name: sorted(vms, key=_vm_order) for name, vms in observed.vcenters.items()}
-    matchers = {p.name: _matcher(p) for p in policies.policies}
+    matchers = {p.name: selection.matcher(p) for p in policies.policies}
     handled: set[_GroupKey] = set()
     selected: dict[tuple[str, str], list[str]] = defaultdict(list)  # (vcenter, uuid) -> policies
 
@@ -271,8 +229,8 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
             _plan_vm(policy, vm, info, now, groups, memo, observed, work, handled)
 
-    _vm_warnings(observed, catalog, selected, now, work)
-    _unhandled_points(groups, handled, by_name, observed, work)
+    work.warnings += findings.vm_findings(observed, catalog, selected, now)
+    work.warnings += findings.point_findings(groups, handled, by_name, observed)
     _temporaries(catalog, by_name, work)
 
     actions = sorted(work.actions, key=_action_order)
@@ -527,113 +485,6 @@ def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work) -> N
                 "temporary export snapshot left behind by an interrupted export",
                 snapshot_id=p.snapshot_id,
             )
-        )
-
-
-# --------------------------------------------------------------------------- warnings
-
-
-def _vm_warnings(
-    observed: ObservedState,
-    catalog: Catalog,
-    selected: dict[tuple[str, str], list[str]],
-    now: datetime,
-    work: _Work,
-) -> None:
-    for vcenter, vms in sorted(observed.vcenters.items()):
-        for vm in vms:
-            names = selected.get((vcenter, vm.instance_uuid), [])
-            if not names:
-                work.warnings.append(
-                    PlanWarning(
-                        "vm-unprotected",
-                        Severity.INFO,
-                        "matched by no policy",
-                        vcenter=vcenter,
-                        vm=vm.ref,
-                    )
-                )
-            elif len(names) > 1:
-                work.warnings.append(
-                    PlanWarning(
-                        "vm-multiple-policies",
-                        Severity.INFO,
-                        f"matched by {len(names)} policies: {', '.join(sorted(names))}",
-                        vcenter=vcenter,
-                        vm=vm.ref,
-                    )
-                )
-    deepest: dict[tuple[str, VMRef], int] = {}
-    for f in catalog.foreign:
-        key = (f.vcenter, f.vm)
-        deepest[key] = max(deepest.get(key, 0), f.depth)
-        age = now - f.snapshot.created_at
-        if age > FOREIGN_MAX_AGE:
-            work.warnings.append(
-                PlanWarning(
-                    "foreign-snapshot-old",
-                    Severity.HYGIENE,
-                    f"snapshot {f.snapshot.name!r} ({f.snapshot.id}) not made by vmkeep is "
-                    f"{age.days} days old; vmkeep never touches it",
-                    vcenter=f.vcenter,
-                    vm=f.vm,
-                )
-            )
-    for vcenter, vms in sorted(observed.vcenters.items()):
-        for vm in vms:
-            depth = _chain_depth(vm)
-            if depth > MAX_CHAIN_DEPTH:
-                work.warnings.append(
-                    PlanWarning(
-                        "snapshot-chain-deep",
-                        Severity.HYGIENE,
-                        f"snapshot chain is {depth} deep (more than {MAX_CHAIN_DEPTH} slows "
-                        "the VM down); consolidate foreign snapshots",
-                        vcenter=vcenter,
-                        vm=vm.ref,
-                    )
-                )
-
-
-def _chain_depth(vm: VM) -> int:
-    if len(vm.snapshots) <= MAX_CHAIN_DEPTH:
-        return len(vm.snapshots)
-    return max(observed_state.snapshot_depths(vm.snapshots).values())
-
-
-def _unhandled_points(
-    groups: dict[_GroupKey, list[CatalogPoint]],
-    handled: set[_GroupKey],
-    by_name: dict[str, Policy],
-    observed: ObservedState,
-    work: _Work,
-) -> None:
-    present = {vm.instance_uuid for vms in observed.vcenters.values() for vm in vms}
-    lists: dict[tuple[str, str, str], list[CatalogPoint]] = defaultdict(list)
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2].value)):
-        if key in handled:
-            continue
-        policy, uuid, _ = key
-        if policy not in by_name:
-            code = "orphan-points"
-        elif uuid not in present:
-            code = "gone-vm-points"
-        else:
-            code = "unselected-vm-points"
-        lists[(code, policy, uuid)].extend(groups[key])
-    for (code, policy, _uuid), points in sorted(lists.items()):
-        vm = points[0].vm
-        ids = tuple(sorted({p.point_id + ("" if p.complete else " (incomplete)") for p in points}))
-        message = {
-            "orphan-points": f"policy {policy!r} no longer exists; its {len(ids)} points are "
-            "retained (onPolicyRemoval: retain)",
-            "gone-vm-points": f"the VM is gone; its {len(ids)} points of policy {policy!r} "
-            "are retained",
-            "unselected-vm-points": f"policy {policy!r} no longer selects the VM; its "
-            f"{len(ids)} points are retained",
-        }[code]
-        work.warnings.append(
-            PlanWarning(code, Severity.WARNING, message, vm=vm, policy=policy, point_ids=ids)
         )
 
 

@@ -1,0 +1,123 @@
+"""Findings: what a plan reports but never acts on.
+
+* VMs no policy selects (`vm-unprotected`, info) and VMs several policies select
+  (`vm-multiple-policies`, info);
+* hygiene: snapshots vmkeep did not make that are older than 72 hours
+  (`foreign-snapshot-old`) and snapshot chains deeper than 3 (`snapshot-chain-deep`);
+* restore points nobody plans for, all retained: of policies that no longer exist
+  (`orphan-points`), of VMs that are gone (`gone-vm-points`) and of VMs their policy no
+  longer selects (`unselected-vm-points`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from reconciler.model import VM, ObservedState, PlanWarning, PointKind, Severity
+from reconciler.observed import Catalog, CatalogPoint, snapshot_depths
+
+__all__ = ["FOREIGN_MAX_AGE", "MAX_CHAIN_DEPTH", "point_findings", "vm_findings"]
+
+FOREIGN_MAX_AGE = timedelta(hours=72)
+MAX_CHAIN_DEPTH = 3
+
+GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
+
+
+def _chain_depth(vm: VM) -> int:
+    if len(vm.snapshots) <= MAX_CHAIN_DEPTH:
+        return len(vm.snapshots)
+    return max(snapshot_depths(vm.snapshots).values())
+
+
+def vm_findings(
+    observed: ObservedState,
+    catalog: Catalog,
+    selected: Mapping[tuple[str, str], list[str]],
+    now: datetime,
+) -> list[PlanWarning]:
+    """Selection and hygiene findings; `selected` maps (vCenter, UUID) to policy names."""
+    found: list[PlanWarning] = []
+    for vcenter, vms in sorted(observed.vcenters.items()):
+        for vm in vms:
+            names = selected.get((vcenter, vm.instance_uuid), [])
+            if not names:
+                found.append(
+                    PlanWarning(
+                        "vm-unprotected", Severity.INFO, "matched by no policy",
+                        vcenter=vcenter, vm=vm.ref,
+                    )
+                )  # fmt: skip
+            elif len(names) > 1:
+                found.append(
+                    PlanWarning(
+                        "vm-multiple-policies", Severity.INFO,
+                        f"matched by {len(names)} policies: {', '.join(sorted(names))}",
+                        vcenter=vcenter, vm=vm.ref,
+                    )
+                )  # fmt: skip
+            depth = _chain_depth(vm)
+            if depth > MAX_CHAIN_DEPTH:
+                found.append(
+                    PlanWarning(
+                        "snapshot-chain-deep", Severity.HYGIENE,
+                        f"snapshot chain is {depth} deep (more than {MAX_CHAIN_DEPTH} slows the "
+                        "VM's disks down); keep fewer snapshots or consolidate",
+                        vcenter=vcenter, vm=vm.ref,
+                    )
+                )  # fmt: skip
+    for f in catalog.foreign:
+        age = now - f.snapshot.created_at
+        if age > FOREIGN_MAX_AGE:
+            found.append(
+                PlanWarning(
+                    "foreign-snapshot-old", Severity.HYGIENE,
+                    f"snapshot {f.snapshot.name!r} ({f.snapshot.id}) not made by vmkeep is "
+                    f"{age.days} days old; vmkeep never touches it",
+                    vcenter=f.vcenter, vm=f.vm,
+                )
+            )  # fmt: skip
+    return found
+
+
+_MESSAGES = {
+    "orphan-points": "policy {policy!r} no longer exists; its {n} points are retained "
+    "(onPolicyRemoval: retain)",
+    "gone-vm-points": "the VM is gone; its {n} points of policy {policy!r} are retained",
+    "unselected-vm-points": "policy {policy!r} no longer selects the VM; its {n} points are "
+    "retained",
+}
+
+
+def point_findings(
+    groups: Mapping[GroupKey, list[CatalogPoint]],
+    handled: Iterable[GroupKey],
+    policies: Iterable[str],
+    observed: ObservedState,
+) -> list[PlanWarning]:
+    """The restore points no planned group took care of, listed (and kept)."""
+    present = {vm.instance_uuid for vms in observed.vcenters.values() for vm in vms}
+    known, done = set(policies), set(handled)
+    lists: dict[tuple[str, str, str], list[CatalogPoint]] = defaultdict(list)
+    for key, points in groups.items():
+        if key in done:
+            continue
+        policy, uuid, _ = key
+        if policy not in known:
+            code = "orphan-points"
+        elif uuid not in present:
+            code = "gone-vm-points"
+        else:
+            code = "unselected-vm-points"
+        lists[(code, policy, uuid)].extend(points)
+    found = []
+    for (code, policy, _uuid), points in sorted(lists.items()):
+        ids = tuple(sorted({p.point_id + ("" if p.complete else " (incomplete)") for p in points}))
+        message = _MESSAGES[code].format(policy=policy, n=len(ids))
+        found.append(
+            PlanWarning(code, Severity.WARNING, message, vm=points[0].vm, policy=policy,
+                        point_ids=ids)
+        )  # fmt: skip
+    return found
