@@ -1,5 +1,5 @@
-// Command vcsim is vmkeep's vSphere simulator: govmomi's simulator package (a patched copy,
-// see PATCHES.md) with a configurable inventory, a generated CA, required credentials and
+// Command vcsim is vmkeep's vSphere simulator: govmomi's simulator package (Debian's, patched
+// and extended at build time, see PATCHES.md) with a configurable inventory, a generated CA, required credentials and
 // fault injection for tests. Start it through scripts/vcsim, which builds it and waits for
 // the ready file; docs/simulator.md describes flags, the ready line and the control API.
 package main
