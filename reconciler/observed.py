@@ -165,22 +165,24 @@ def _feed_items(update: Callable[[bytes], None], items: Sequence[object]) -> Non
 
 
 def digest(state: ObservedState) -> str:
-    """`sha256:<hex>` of `canonical_json(state)`, streamed.
+    """`sha256:<hex>` of what was observed: `canonical_json({"targets", "vcenters"})`, streamed.
 
-    Hashing the canonical JSON of the value (rather than building the `state_to_json`
+    The capture time is left out on purpose: two captures of an unchanged estate have the
+    same digest, so `apply` can tell whether a saved plan is stale by capturing again.
+    Hashing the canonical JSON of the values (rather than building the `state_to_json`
     document) is ~3x faster, and streaming it in chunks keeps memory flat: at 10,000 VMs the
-    JSON is ~100 MB. The bytes hashed are exactly `canonical_json(state)` (tested).
+    JSON is ~100 MB. The bytes hashed are exactly that canonical JSON (tested).
     """
     sha = hashlib.sha256()
     update = sha.update
-    update(b'{"captured_at":' + canonical_json(state.captured_at) + b',"vcenters":{')
-    for i, name in enumerate(sorted(state.vcenters)):
-        update((b"," if i else b"") + canonical_json(name) + b":")
-        _feed_items(update, state.vcenters[name])
-    update(b'},"targets":{')
+    update(b'{"targets":{')
     for i, name in enumerate(sorted(state.targets)):
         update((b"," if i else b"") + canonical_json(name) + b":")
         _feed_items(update, state.targets[name])
+    update(b'},"vcenters":{')
+    for i, name in enumerate(sorted(state.vcenters)):
+        update((b"," if i else b"") + canonical_json(name) + b":")
+        _feed_items(update, state.vcenters[name])
     update(b"}}")
     return "sha256:" + sha.hexdigest()
 
