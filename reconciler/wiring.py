@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from reconciler import hostconfig
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig, VCenterConfig
 
@@ -29,8 +30,6 @@ def config_path(explicit: str | None) -> Path:
 
 def load_host_config(explicit: str | None) -> HostConfig:
     """Load and validate the host config; relative paths in it are relative to its file."""
-    from reconciler import hostconfig
-
     path = config_path(explicit)
     if not path.is_file():
         raise UsageError(

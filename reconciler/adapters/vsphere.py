@@ -31,15 +31,22 @@ import http.client
 import logging
 import socket
 import ssl
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 from pyVmomi import SoapStubAdapter, vim, vmodl
 from pyVmomi.VmomiSupport import GetServiceVersions, versionIdMap
 
+from reconciler.adapters.datastore import (
+    DatastoreFile,
+    RangeReader,
+    flat_extent,
+    parse_datastore_path,
+)
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
@@ -47,6 +54,7 @@ from reconciler.adapters.vsphere_inventory import (
     VM_PROPERTIES,
     RawObject,
     build_inventory,
+    disks_of,
 )
 from reconciler.adapters.vsphere_tags import TagsUnavailable, read_vm_tags
 from reconciler.adapters.vsphere_tls import (
@@ -64,9 +72,10 @@ from reconciler.errors import (
     VCenterError,
     VmkeepError,
 )
-from reconciler.model import Inventory, VCenterConfig
+from reconciler.model import VM, Disk, HostConfig, Inventory, VCenterConfig
+from reconciler.ports import DiskStream
 
-__all__ = ["VSphereClient"]
+__all__ = ["VCenterPool", "VSphereClient", "VSphereOperations"]
 
 log = logging.getLogger(__name__)
 
@@ -419,3 +428,367 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------- operations
+#
+# What `vmkeep apply` does to a vCenter (the `VCenterOps` port). Reads go through `_soap`
+# (re-login and retries); mutations through `_mutate`, which logs in again when the server
+# refused the request for want of a session (it did nothing then) but never repeats a request
+# that may have been carried out: a transient failure there surfaces as `TransientError`, and
+# the executor retries the whole action, which re-reads reality first.
+
+#: Task faults worth retrying (the object was busy), by pyVmomi class name.
+BUSY_FAULTS = frozenset({"TaskInProgress", "ConcurrentAccess", "ResourceInUse"})
+#: Seconds between task state polls (growing up to the maximum).
+TASK_POLL = (0.05, 1.0)
+
+
+class VSphereOperations:
+    """The `VCenterOps` port on top of one `VSphereClient` (one thread at a time)."""
+
+    def __init__(self, client: VSphereClient, *, task_timeout: float = 3600.0) -> None:
+        self.client = client
+        self.name = client.name
+        self._task_timeout = task_timeout
+
+    # ------------------------------------------------------------------ reading a VM
+
+    def find_vm(self, instance_uuid: str) -> VM | None:
+        c = self.client
+
+        def read() -> VM | None:
+            ref = c._content.searchIndex.FindByUuid(
+                uuid=instance_uuid, vmSearch=True, instanceUuid=True
+            )
+            if ref is None:
+                return None
+            objects = self._read_objects([ref], VM_PROPERTIES)
+            chain = self._ancestors(objects[0].props.get("parent")
+                                    or objects[0].props.get("parentVApp"))
+            host = objects[0].props.get("runtime.host")
+            hosts = self._read_objects([host], HOST_PROPERTIES) if host is not None else []
+            fields = c._content.customFieldsManager.field if c._content.customFieldsManager \
+                else []
+            inventory, _ = build_inventory(self.name, [*objects, *chain, *hosts], fields, None)
+            return inventory.vms[0] if inventory.vms else None
+
+        return c._soap(f"read VM {instance_uuid}", read)
+
+    def _read_objects(self, refs: list[Any], paths: tuple[str, ...]) -> list[RawObject]:
+        kind = type(refs[0])
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=r, skip=False) for r in refs],
+            propSet=[PC.PropertySpec(type=kind, pathSet=list(paths), all=False)],
+        )
+        result = self.client._content.propertyCollector.RetrievePropertiesEx(
+            specSet=[spec], options=PC.RetrieveOptions()
+        )
+        objects: list[RawObject] = []
+        while result is not None:
+            for content in result.objects:
+                for missing in content.missingSet or ():
+                    if isinstance(missing.fault, vim.fault.NotAuthenticated):
+                        raise _SessionLost("properties missing: the session ended")
+                objects.append(RawObject(content.obj._wsdlName, content.obj._moId,
+                                         {p.name: p.val for p in content.propSet or ()}))
+            if not result.token:
+                break
+            result = self.client._content.propertyCollector.ContinueRetrievePropertiesEx(
+                token=result.token
+            )
+        return objects
+
+    def _ancestors(self, ref: Any) -> list[RawObject]:
+        """Folders, vApps and the datacenter above an object, nearest first."""
+        chain: list[RawObject] = []
+        while ref is not None and len(chain) < 64:
+            kind = ref._wsdlName
+            if kind not in CONTAINER_PROPERTIES:
+                break
+            [obj] = self._read_objects([ref], CONTAINER_PROPERTIES[kind])
+            ref = obj.props.get("parent") or obj.props.get("parentVApp") \
+                or obj.props.get("parentFolder")
+            if ref is None:
+                break  # the root folder is not part of inventory paths
+            chain.append(obj)
+        return chain
+
+    def _datacenter_of(self, vm: VM) -> str:
+        def read() -> str:
+            [obj] = self._read_objects([self._vm_ref(vm)], ("parent", "parentVApp"))
+            for node in self._ancestors(obj.props.get("parent") or obj.props.get("parentVApp")):
+                if node.kind == "Datacenter":
+                    return str(node.props.get("name"))
+            raise VCenterError(self.name, f"VM {vm.name!r} is in no datacenter")
+
+        return self.client._soap(f"find the datacenter of VM {vm.name!r}", read)
+
+    def _vm_ref(self, vm: VM) -> Any:
+        return vim.VirtualMachine(vm.moref, self.client._stub)
+
+    # ------------------------------------------------------------------ mutations
+
+    def _mutate(self, what: str, operation: Callable[[], T]) -> T:
+        c = self.client
+
+        def attempt() -> T:
+            for _ in range(MAX_RELOGINS + 1):
+                try:
+                    c._ensure_session()
+                    return operation()
+                except (_SessionLost, vim.fault.NotAuthenticated) as exc:
+                    log.info("vCenter %r: session lost (%s); logging in again", self.name, exc)
+                    c._logged_in = False
+            raise TransientError(self.name, f"{what}: the session ended repeatedly", 0.0)
+
+        return c._translated(what, attempt)
+
+    def _run_task(self, what: str, start: Callable[[], Any]) -> Any:
+        """Start a task (once) and wait for it; its fault becomes a `VCenterError`."""
+        task = self._mutate(what, start)
+        deadline = time.monotonic() + self._task_timeout
+        delay = TASK_POLL[0]
+        while True:
+            [obj] = self.client._soap(
+                f"{what}: wait for task",
+                lambda: self._read_objects([task], ("info.state", "info.error", "info.result")),
+            )
+            state = obj.props.get("info.state")
+            if state == "success":
+                return obj.props.get("info.result")
+            if state == "error":
+                raise self._task_fault(what, obj.props.get("info.error"))
+            if time.monotonic() > deadline:
+                raise VCenterError(self.name, f"{what}: task {task._moId} still {state} after "
+                                   f"{self._task_timeout:.0f} s")
+            self.client._sleep(delay)
+            delay = min(TASK_POLL[1], delay * 2)
+
+    def _task_fault(self, what: str, fault: Any) -> VCenterError:
+        name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "unknown fault"
+        message = getattr(fault, "msg", "") or getattr(fault, "localizedMessage", "") or ""
+        text = f"{what}: {name}{': ' + message if message else ''}"
+        if name in BUSY_FAULTS:
+            return TransientError(self.name, text, 2.0)
+        return VCenterError(self.name, text)
+
+    def create_snapshot(
+        self, vm: VM, name: str, description: str, *, memory: bool, quiesce: bool
+    ) -> str:
+        ref = self._vm_ref(vm)
+        result = self._run_task(
+            f"snapshot VM {vm.name!r}",
+            lambda: ref.CreateSnapshot_Task(
+                name=name, description=description, memory=memory, quiesce=quiesce
+            ),
+        )
+        return str(result._moId)
+
+    def remove_snapshot(self, vm: VM, snapshot_id: str) -> None:
+        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
+        try:
+            self._run_task(
+                f"remove snapshot {snapshot_id} of VM {vm.name!r}",
+                lambda: snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
+            )
+        except VCenterError as exc:
+            if "ManagedObjectNotFound" not in exc.message:
+                raise
+            return  # already gone: the goal holds
+        [obj] = self.client._soap(
+            "read consolidation state",
+            lambda: self._read_objects([self._vm_ref(vm)], ("runtime.consolidationNeeded",)),
+        )
+        if obj.props.get("runtime.consolidationNeeded"):
+            ref = self._vm_ref(vm)
+            self._run_task(f"consolidate disks of VM {vm.name!r}", ref.ConsolidateVMDisks_Task)
+
+    def shutdown_guest(self, vm: VM) -> None:
+        ref = self._vm_ref(vm)
+        self._mutate(f"shut down the guest of VM {vm.name!r}", ref.ShutdownGuest)
+
+    def power_off(self, vm: VM) -> None:
+        self._power(vm, "power off", lambda ref: ref.PowerOffVM_Task())
+
+    def power_on(self, vm: VM) -> None:
+        self._power(vm, "power on", lambda ref: ref.PowerOnVM_Task())
+
+    def _power(self, vm: VM, what: str, start: Callable[[Any], Any]) -> None:
+        ref = self._vm_ref(vm)
+        try:
+            self._run_task(f"{what} VM {vm.name!r}", lambda: start(ref))
+        except VCenterError as exc:
+            if "InvalidPowerState" not in exc.message:
+                raise  # already in the wanted state otherwise: the goal holds
+
+    # ------------------------------------------------------------------ disks
+
+    def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
+        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
+        [obj] = self.client._soap(
+            f"read the disks of snapshot {snapshot_id}",
+            lambda: self._read_objects([snapshot], ("config.hardware.device",)),
+        )
+        return disks_of(obj.props.get("config.hardware.device"))
+
+    def _file(self, vm: VM, datastore_path: str, datacenter: str | None = None) -> DatastoreFile:
+        datastore, path = parse_datastore_path(datastore_path)
+        endpoint = self.client._endpoint
+        return DatastoreFile(self.name, endpoint.host, endpoint.port,
+                             datacenter or self._datacenter_of(vm), datastore, path)
+
+    def _connect(self, host: str, port: int) -> http.client.HTTPConnection:
+        return self.client._connection(host, port)
+
+    def _cookie(self) -> str:
+        self.client._soap("log in", lambda: None)
+        return str(self.client._stub.cookie)
+
+    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> DiskStream:
+        """The disk's frozen base extent over the datastore HTTP interface (Range reads)."""
+        file = self._file(vm, disk.file)
+        extent = DatastoreFile(file.vcenter, file.host, file.port, file.datacenter,
+                               file.datastore, flat_extent(file.path))
+        reader = RangeReader(extent, self._connect, self._cookie(), sleep=self.client._sleep)
+        if reader.size > disk.capacity_bytes:
+            reader.close()
+            raise VCenterError(self.name, f"{extent} holds {reader.size} bytes, more than the "
+                               f"disk's capacity of {disk.capacity_bytes}")
+        if reader.size < disk.capacity_bytes:
+            log.warning("vCenter %r: %s holds %d of %d bytes; the rest reads as zeros "
+                        "(unwritten)", self.name, extent, reader.size, disk.capacity_bytes)
+        return ZeroExtended(reader, disk.capacity_bytes)
+
+    def changed_extents(
+        self, vm: VM, snapshot_id: str, disk: Disk, since_change_id: str
+    ) -> list[tuple[int, int]] | None:
+        ref = self._vm_ref(vm)
+        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
+        extents: list[tuple[int, int]] = []
+        offset = 0
+        while offset < disk.capacity_bytes:
+            try:
+                info = self.client._soap(
+                    f"query changed areas of {disk.label} of VM {vm.name!r}",
+                    lambda at=offset: ref.QueryChangedDiskAreas(  # type: ignore[misc]
+                        snapshot=snapshot, deviceKey=disk.key, startOffset=at,
+                        changeId=since_change_id,
+                    ),
+                )
+            except VCenterError as exc:
+                log.info("vCenter %r: no changed areas for %s (%s); reading it whole",
+                         self.name, disk.label, exc.message)
+                return None
+            extents.extend((int(a.start), int(a.length)) for a in info.changedArea or ())
+            step = int(info.startOffset) + int(info.length)
+            if step <= offset:
+                break
+            offset = step
+        return extents
+
+    def vm_files(self, vm: VM) -> Mapping[str, bytes]:
+        """The VM's .vmx and .nvram (what a restore needs besides the disks)."""
+        def read_paths() -> str:
+            [obj] = self._read_objects([self._vm_ref(vm)], ("config.files.vmPathName",))
+            return str(obj.props.get("config.files.vmPathName") or "")
+
+        vmx = self.client._soap(f"read the files of VM {vm.name!r}", read_paths)
+        if not vmx:
+            return {}
+        datacenter = self._datacenter_of(vm)
+        files: dict[str, bytes] = {}
+        for path in (vmx, vmx[: -len(".vmx")] + ".nvram" if vmx.endswith(".vmx") else ""):
+            if not path:
+                continue
+            try:
+                with RangeReader(self._file(vm, path, datacenter), self._connect,
+                                 self._cookie(), attempts=3, sleep=self.client._sleep) as r:
+                    files[path.rsplit("/", 1)[-1]] = r.read()
+            except VCenterError as exc:
+                if "does not exist" not in exc.message:
+                    raise
+        return files
+
+
+class ZeroExtended:
+    """A stream read to `size` bytes; past the end of the inner stream it yields zeros."""
+
+    def __init__(self, inner: RangeReader, size: int) -> None:
+        self._inner = inner
+        self.size = size
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        n = self.size - self._pos if n < 0 else min(n, self.size - self._pos)
+        if n <= 0:
+            return b""
+        data = self._inner.read(n) if self._pos < self._inner.size else b""
+        if len(data) < n and self._pos + len(data) >= self._inner.size:
+            data += bytes(n - len(data))
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
+        self._pos = max(0, min(target, self.size))
+        self._inner.seek(min(self._pos, self._inner.size))
+        return self._pos
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class VCenterPool:
+    """One `VSphereClient` per vCenter and thread, for the executor's thread pool."""
+
+    def __init__(self, configs: Mapping[str, VCenterConfig],
+                 passwords: Mapping[str, str]) -> None:
+        self._configs = dict(configs)
+        self._passwords = dict(passwords)
+        self._local = threading.local()
+        self._clients: list[VSphereClient] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: HostConfig,
+                   resolve_password: Callable[[VCenterConfig], str]) -> VCenterPool:
+        return cls(config.vcenters,
+                   {name: resolve_password(vc) for name, vc in config.vcenters.items()})
+
+    def operations(self, name: str) -> VSphereOperations:
+        ops: dict[str, VSphereOperations] = getattr(self._local, "ops", None) or {}
+        self._local.ops = ops
+        if name not in ops:
+            client = VSphereClient(self._configs[name], self._passwords[name])
+            with self._lock:
+                self._clients.append(client)
+            ops[name] = VSphereOperations(client)
+        return ops[name]
+
+    def ops(self) -> dict[str, Any]:
+        """`VCenterOps` per vCenter name; each call is routed to the calling thread's client."""
+        return {name: _ThreadRouted(self, name) for name in sorted(self._configs)}
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> VCenterPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ThreadRouted:
+    """Forwards every `VCenterOps` call to the calling thread's own client."""
+
+    def __init__(self, pool: VCenterPool, name: str) -> None:
+        self._pool = pool
+        self.name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._pool.operations(self.name), attribute)
