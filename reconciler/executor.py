@@ -26,7 +26,7 @@ from datetime import UTC
 from typing import Any, Protocol
 
 from reconciler.consistency import SnapshotRequest, SnapshotTaken, take_consistent_snapshot
-from reconciler.errors import VmkeepError
+from reconciler.errors import TransientError, VmkeepError
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, parse_marker
 from reconciler.model import VM, Action, ActionKind, Limits, Plan, Policy, PowerState, Snapshot
 from reconciler.ports import DiskStream, ExportStore, HookRunner, VCenterOps
@@ -127,6 +127,9 @@ class ActionRunner:
     sleep: Callable[[float], None]
     policy_revision: str | None = None
     progress: Callable[[Progress], None] = lambda _p: None
+    #: Tries per action when it fails with a `TransientError` (each try re-reads reality).
+    attempts: int = 3
+    retry_delay: float = 2.0
 
     def run(self, action: Action) -> ActionOutcome:
         started = self.clock()
@@ -142,7 +145,7 @@ class ActionRunner:
             details={"target": action.target, "snapshotId": action.snapshot_id},
         )
         try:
-            outcome = self._dispatch(action, action_id)
+            outcome = self._dispatch_with_retries(action, action_id)
         except VmkeepError as exc:
             outcome = ActionOutcome(action, OutcomeStatus.FAILED, str(exc))
         except Exception as exc:  # a bug or an unexpected library error: record it, go on
@@ -158,6 +161,17 @@ class ActionRunner:
         return outcome
 
     # ------------------------------------------------------------------ dispatch
+
+    def _dispatch_with_retries(self, action: Action, action_id: int) -> ActionOutcome:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._dispatch(action, action_id)
+            except TransientError as exc:
+                if attempt == self.attempts:
+                    raise
+                self.progress(Progress(action, "retry", message=str(exc)))
+                self.sleep(max(exc.delay, self.retry_delay * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")
 
     def _dispatch(self, action: Action, action_id: int) -> ActionOutcome:
         if action.kind is ActionKind.SNAPSHOT_CREATE:

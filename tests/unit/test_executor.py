@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.statedb import StateDB
+from reconciler.errors import TransientError
 from reconciler.executor import ActionRunner, OutcomeStatus, execute, recover
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
 from reconciler.model import (
@@ -339,3 +340,37 @@ def test_recovery_leaves_a_vm_alone_that_vmkeep_did_not_power_off(tmp_path):
     recover(w.db.unfinished_actions(), {"sim": w.vc}, {"sim": [w.vc.vm(state)]}, {},
             lambda i, note: w.db.record_outcome(i, "reconciled", 2.0, note))
     assert state.power is PowerState.OFF
+
+
+def test_a_transient_failure_is_retried_and_the_retry_re_reads_reality(tmp_path):
+    w = world(tmp_path)
+    w.vc.add("web")
+    real_create = w.vc.create_snapshot
+    calls = []
+
+    def flaky(vm, name, description, *, memory, quiesce):
+        calls.append(name)
+        sid = real_create(vm, name, description, memory=memory, quiesce=quiesce)
+        if len(calls) == 1:  # the task ran, but the answer was lost on the way back
+            raise TransientError("sim", "connection reset")
+        return sid
+
+    w.vc.create_snapshot = flaky  # type: ignore[method-assign]
+    outcome = w.runner.run(w.action(ActionKind.SNAPSHOT_CREATE, "web"))
+    assert outcome.status == OutcomeStatus.NOOP
+    assert len(calls) == 1
+    assert len(w.vc.vms["uuid-web"].snapshots) == 1
+    assert w.clock.now > 1_000.0  # it waited before the retry
+
+
+def test_a_transient_failure_that_persists_fails_the_action(tmp_path):
+    w = world(tmp_path)
+    w.vc.add("web")
+
+    def down(vm, name, description, *, memory, quiesce):
+        raise TransientError("sim", "connection refused")
+
+    w.vc.create_snapshot = down  # type: ignore[method-assign]
+    outcome = w.runner.run(w.action(ActionKind.SNAPSHOT_CREATE, "web"))
+    assert outcome.status == OutcomeStatus.FAILED
+    assert "connection refused" in outcome.message
