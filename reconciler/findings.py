@@ -114,8 +114,11 @@ def point_findings(
         lists[(code, policy, uuid)].extend(points)
     found = []
     for (code, policy, _uuid), points in sorted(lists.items()):
-        ids = tuple(sorted({p.point_id + ("" if p.complete else " (incomplete)") for p in points}))
+        ids = tuple(sorted({p.point_id for p in points}))
         message = _MESSAGES[code].format(policy=policy, n=len(ids))
+        incomplete = sum(1 for p in points if not p.complete)
+        if incomplete:
+            message += f" ({incomplete} of them incomplete)"
         found.append(
             PlanWarning(code, Severity.WARNING, message, vm=points[0].vm, policy=policy,
                         point_ids=ids)
