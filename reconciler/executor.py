@@ -336,10 +336,13 @@ class ActionRunner:
 
     def _export_delete(self, action: Action) -> ActionOutcome:
         store = self._store(action)
-        if not any(p.id == action.point_id for p in store.points()):
-            return ActionOutcome(action, OutcomeStatus.NOOP, "export already gone")
-        store.delete_point(action.point_id)
-        return ActionOutcome(action, OutcomeStatus.DONE, "manifest removed")
+        if any(p.id == action.point_id for p in store.points()):
+            store.delete_point(action.point_id)
+            return ActionOutcome(action, OutcomeStatus.DONE, "manifest removed")
+        if any(p.id == action.point_id for p in store.partials()):
+            store.discard_partial(action.point_id)  # an export that never completed
+            return ActionOutcome(action, OutcomeStatus.DONE, "partial export discarded")
+        return ActionOutcome(action, OutcomeStatus.NOOP, "export already gone")
 
 
 # ---------------------------------------------------------------------- scheduling

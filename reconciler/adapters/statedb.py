@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,10 @@ class LeaseHeldError(VmkeepError):
     """Another process holds the lease; the message says who and until when."""
 
     def __init__(self, name: str, holder: str, expires_at: float) -> None:
+        until = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         super().__init__(
-            f"the {name!r} lease is held by {holder} until {expires_at:.0f} (epoch seconds); "
-            "wait for that run to finish, or for the lease to expire if that process is gone"
+            f"the {name!r} lease is held by {holder} until {until}; wait for that run to "
+            "finish, or for the lease to expire if that process is gone"
         )
         self.holder = holder
         self.expires_at = expires_at
@@ -164,12 +166,19 @@ class StateDB:
 
     # ------------------------------------------------------------------ lease
 
-    def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> None:
-        """Take the named lease, or renew it if `holder` has it; a lease past expiry is free."""
+    def acquire_lease(
+        self, name: str, holder: str, now: float, ttl: float, *, take_over: str | None = None
+    ) -> None:
+        """Take the named lease, or renew it if `holder` has it; a lease past expiry is free.
+
+        `take_over` names a holder known to be dead (its process is gone): its unexpired
+        lease is taken too — but only if that holder still has it.
+        """
         with self._transaction() as conn:
             row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,))
             current = row.fetchone()
-            if current and current["holder"] != holder and current["expires_at"] > now:
+            if (current and current["holder"] not in (holder, take_over)
+                    and current["expires_at"] > now):
                 raise LeaseHeldError(name, current["holder"], current["expires_at"])
             conn.execute(
                 "INSERT INTO leases(name, holder, acquired_at, expires_at) VALUES(?,?,?,?) "

@@ -33,7 +33,7 @@ from typing import Any
 from reconciler import observed, planner, policies, wiring
 from reconciler.adapters.hooks import SubprocessHooks
 from reconciler.adapters.repository import Repository
-from reconciler.adapters.statedb import ActionStatus, StateDB
+from reconciler.adapters.statedb import ActionStatus, LeaseHeldError, StateDB
 from reconciler.adapters.vsphere import VCenterPool
 from reconciler.cli import common
 from reconciler.cli.state import capture, parse_now
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
     with ExitStack() as stack:
         db = stack.enter_context(StateDB(config.state))
-        db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS)
+        _take_lease(db, holder)
         stack.callback(db.release_lease, LEASE, holder)
         stack.enter_context(_LeaseKeeper(db, holder))
         vcenters = stack.enter_context(VCenterPool.for_config(config, wiring.resolve_password))
@@ -128,6 +128,37 @@ def run(args: argparse.Namespace) -> int:
         _summary(report, args.output)
         return EXIT_PARTIAL if report.failed else 0
     raise AssertionError("unreachable")
+
+
+def _take_lease(db: StateDB, holder: str) -> None:
+    """The applier lease; a lease whose holder process died on this host is taken over."""
+    try:
+        db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS)
+    except LeaseHeldError as exc:
+        if not _holder_is_dead(exc.holder):
+            raise
+        print(f"vmkeep: taking over the apply lease of {exc.holder}: that process is gone",
+              file=sys.stderr)
+        db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS, take_over=exc.holder)
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when `holder` ("host/pid/run") names a process of this host that is not running."""
+    host, _, rest = holder.partition("/")
+    pid_text = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host's applier: only its expiry can free the lease
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a recycled pid now running something else
+        cmdline = Path(f"/proc/{pid_text}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"vmkeep" not in cmdline and b"reconciler" not in cmdline
 
 
 def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore]:

@@ -92,7 +92,16 @@ def test_a_held_lease_is_refused_to_another_holder_with_who_and_until_when(db: S
     with pytest.raises(LeaseHeldError) as err:
         db.acquire_lease("apply", "host-b/2", now=30.0, ttl=60.0)
     assert "host-a/1" in str(err.value)
+    assert "until 1970-01-01 00:01:00 UTC" in str(err.value)
     assert err.value.expires_at == 60.0
+
+
+def test_a_dead_holders_lease_can_be_taken_over_before_it_expires(db: StateDB) -> None:
+    db.acquire_lease("apply", "host-a/1", now=0.0, ttl=60.0)
+    with pytest.raises(LeaseHeldError):
+        db.acquire_lease("apply", "host-b/2", now=1.0, ttl=60.0, take_over="host-c/3")
+    db.acquire_lease("apply", "host-b/2", now=1.0, ttl=60.0, take_over="host-a/1")
+    assert db.lease_holder("apply", now=2.0) == "host-b/2"
 
 
 def test_an_expired_lease_can_be_taken_over(db: StateDB) -> None:

@@ -374,3 +374,13 @@ def test_a_transient_failure_that_persists_fails_the_action(tmp_path):
     outcome = w.runner.run(w.action(ActionKind.SNAPSHOT_CREATE, "web"))
     assert outcome.status == OutcomeStatus.FAILED
     assert "connection refused" in outcome.message
+
+
+def test_deleting_an_incomplete_export_discards_what_it_left(tmp_path):
+    w = world(tmp_path)
+    w.vc.add("web")
+    action = w.action(ActionKind.EXPORT_DELETE, "web")
+    w.store.partial.add(action.point_id)
+    assert w.runner.run(action).status == OutcomeStatus.DONE
+    assert w.store.partial == set()
+    assert w.runner.run(action).status == OutcomeStatus.NOOP
