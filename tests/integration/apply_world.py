@@ -148,7 +148,7 @@ class Estate:
     def grow_disk(self, vm: VM, size: int) -> None:
         """Set the VM's first disk capacity (the simulator does not resize files)."""
         ref = self.sim.vm(vm.name)
-        disk = next(d for d in ref.config.hardware.device
+        disk: Any = next(d for d in ref.config.hardware.device
                     if isinstance(d, vim.vm.device.VirtualDisk))
         disk.capacityInKB = size // 1024
         disk.capacityInBytes = size
