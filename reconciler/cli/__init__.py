@@ -9,13 +9,15 @@ message on stderr and their exit code; bad input never shows a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from reconciler import __version__
 from reconciler.cli import apply, gc, inventory, plan, state, validate, verify
-from reconciler.errors import VmkeepError
+from reconciler.errors import UsageError, VmkeepError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -23,14 +25,26 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: tuple[ModuleType, ...] = (validate, plan, apply, state, inventory, verify, gc)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad usage; vmkeep's contract is 1 (2 means "changes" for plan)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="FILE",
         help="host config file (default: $VMKEEP_CONFIG, else ./vmkeep.yaml)",
     )
-    parser = argparse.ArgumentParser(
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="say more on stderr (-v progress details, -vv debug)",
+    )
+    parser = _Parser(
         prog="vmkeep",
         description="Declarative GitOps backup reconciler for VMware vSphere.",
     )
@@ -41,12 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is at the time (it may be replaced, e.g. in tests)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Warnings (and more with -v) from the adapters go to stderr as `vmkeep: ...` lines."""
+    logger = logging.getLogger("reconciler")
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else
+                    logging.WARNING)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("vmkeep: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"vmkeep: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 1
+    _configure_logging(getattr(args, "verbose", 0))
     try:
         code: int = args.func(args)
     except VmkeepError as exc:

@@ -144,3 +144,11 @@ def test_the_installed_command_never_shows_a_traceback_for_bad_input(tmp_path) -
     assert "Traceback" not in done.stdout + done.stderr
     for name in ("utf8", "tag", "bomb", "deep", "null"):
         assert f"{name}.yaml:" in done.stdout
+
+
+def test_a_bad_command_line_exits_1_not_argparses_2(capsys) -> None:
+    from reconciler.cli import main
+
+    assert main(["plan", "--no-such-flag"]) == 1
+    assert main(["no-such-command"]) == 1
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
