@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError
 
-__all__ = ["DatastoreFile", "RangeReader", "parse_datastore_path", "upload"]
+__all__ = ["DatastoreFile", "HttpFile", "RangeReader", "parse_datastore_path", "upload"]
 
 #: Bytes asked for per Range request; large enough to stream at full speed.
 REQUEST_BYTES = 64 << 20
@@ -65,6 +65,21 @@ class DatastoreFile:
         return f"[{self.datastore}] {self.path}"
 
 
+@dataclass(frozen=True)
+class HttpFile:
+    """Any other file served by path over the vCenter's (or a host's) HTTPS, such as the
+    download URL of an NFC export lease."""
+
+    vcenter: str
+    host: str
+    port: int
+    request_path: str
+    label: str
+
+    def __str__(self) -> str:
+        return self.label
+
+
 Connect = Callable[[str, int], http.client.HTTPConnection]
 
 
@@ -73,7 +88,7 @@ class RangeReader:
 
     def __init__(
         self,
-        file: DatastoreFile,
+        file: DatastoreFile | HttpFile,
         connect: Connect,
         cookie: str,
         *,

@@ -21,6 +21,10 @@ How it talks:
   (RetrievePropertiesEx, then ContinueRetrievePropertiesEx per page) asking only for the
   properties `vsphere_inventory` lists; conversion to model values happens there, purely.
   Tags come from the REST tagging API (`vsphere_tags`) when the vCenter serves it.
+* **Disk data** of a snapshot is read over the datastore HTTP interface (`datastore`,
+  resumable Range reads) while the VM runs, and through an NFC export lease (`ExportVm`,
+  `nfc`) when it is powered off; changed block tracking (`QueryChangedDiskAreas`) narrows an
+  export to the extents changed since the previous point's `changeId`.
 
 A client is meant for one thread at a time; use one client per worker thread.
 """
@@ -47,6 +51,7 @@ from reconciler.adapters.datastore import (
     flat_extent,
     parse_datastore_path,
 )
+from reconciler.adapters.nfc import LeasedStream, NfcDevice, device_for, download_file
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
@@ -54,6 +59,7 @@ from reconciler.adapters.vsphere_inventory import (
     VM_PROPERTIES,
     RawObject,
     build_inventory,
+    disk_slots,
     disks_of,
 )
 from reconciler.adapters.vsphere_tags import TagsUnavailable, read_vm_tags
@@ -442,6 +448,8 @@ def _describe(exc: Exception) -> str:
 BUSY_FAULTS = frozenset({"TaskInProgress", "ConcurrentAccess", "ResourceInUse"})
 #: Seconds between task state polls (growing up to the maximum).
 TASK_POLL = (0.05, 1.0)
+#: How long an NFC export lease may take to become ready.
+LEASE_READY_TIMEOUT = 300.0
 
 
 class VSphereOperations:
@@ -646,19 +654,95 @@ class VSphereOperations:
         return str(self.client._stub.cookie)
 
     def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> DiskStream:
-        """The disk's frozen base extent over the datastore HTTP interface (Range reads)."""
+        """A frozen disk's bytes: through an NFC export lease (`ExportVm`) when the VM is
+        powered off, else the snapshot's base extent over the datastore HTTP interface."""
+        [obj] = self.client._soap(
+            f"read the power state of VM {vm.name!r}",
+            lambda: self._read_objects([self._vm_ref(vm)],
+                                       ("runtime.powerState", "config.hardware.device")),
+        )
+        if obj.props.get("runtime.powerState") == "poweredOff":
+            return self._open_nfc(vm, disk, obj.props.get("config.hardware.device"))
         file = self._file(vm, disk.file)
         extent = DatastoreFile(file.vcenter, file.host, file.port, file.datacenter,
                                file.datastore, flat_extent(file.path))
         reader = RangeReader(extent, self._connect, self._cookie(), sleep=self.client._sleep)
+        return self._sized(reader, disk)
+
+    def _sized(self, reader: RangeReader, disk: Disk) -> ZeroExtended:
+        """The download read as exactly the disk's capacity (unwritten tails read as zeros)."""
         if reader.size > disk.capacity_bytes:
             reader.close()
-            raise VCenterError(self.name, f"{extent} holds {reader.size} bytes, more than the "
-                               f"disk's capacity of {disk.capacity_bytes}")
+            raise VCenterError(self.name, f"{reader.file} holds {reader.size} bytes, more than "
+                               f"the disk's capacity of {disk.capacity_bytes}")
         if reader.size < disk.capacity_bytes:
             log.warning("vCenter %r: %s holds %d of %d bytes; the rest reads as zeros "
-                        "(unwritten)", self.name, extent, reader.size, disk.capacity_bytes)
+                        "(unwritten)", self.name, reader.file, reader.size, disk.capacity_bytes)
         return ZeroExtended(reader, disk.capacity_bytes)
+
+    def _open_nfc(self, vm: VM, disk: Disk, devices: Any) -> DiskStream:
+        what = f"NFC export of {disk.label} of VM {vm.name!r}"
+        ref = self._vm_ref(vm)
+        lease = self._mutate(what, ref.ExportVm)
+        try:
+            urls = self._lease_ready(what, lease)
+            keys = [d.key for d in disks_of(devices)]
+            device = device_for(
+                [NfcDevice(str(u.key), str(u.url), int(u.fileSize) if u.fileSize else None,
+                           bool(u.disk)) for u in urls],
+                disk_slots(devices).get(disk.key),
+                keys.index(disk.key) if disk.key in keys else -1,
+                self.name,
+                what,
+            )
+            endpoint = self.client._endpoint
+            file = download_file(device, self.name, endpoint.host, endpoint.port,
+                                 f"{what} ({device.key})")
+            reader = RangeReader(file, self._connect, self._cookie(),
+                                 size=device.size or disk.capacity_bytes,
+                                 sleep=self.client._sleep)
+            stream = self._sized(reader, disk)
+        except BaseException:
+            self._end_lease(what, lease, abort=True)
+            raise
+        return LeasedStream(
+            stream,
+            disk.capacity_bytes,
+            progress=lambda percent: self.client._soap(
+                f"{what}: report progress", lambda: lease.HttpNfcLeaseProgress(percent=percent)),
+            complete=lambda: self._end_lease(what, lease, abort=False),
+            abort=lambda: self._end_lease(what, lease, abort=True),
+        )
+
+    def _lease_ready(self, what: str, lease: Any) -> list[Any]:
+        """Wait for an NFC lease to be ready; its device URLs."""
+        deadline = time.monotonic() + LEASE_READY_TIMEOUT
+        delay = TASK_POLL[0]
+        while True:
+            [obj] = self.client._soap(
+                f"{what}: wait for the lease",
+                lambda: self._read_objects([lease], ("state", "error", "info")),
+            )
+            state = obj.props.get("state")
+            if state == "ready":
+                info = obj.props.get("info")
+                return list(getattr(info, "deviceUrl", None) or ())
+            if state == "error":
+                raise self._task_fault(what, obj.props.get("error"))
+            if state == "done" or time.monotonic() > deadline:
+                raise VCenterError(self.name, f"{what}: lease {lease._moId} is {state}, "
+                                   "not ready")
+            self.client._sleep(delay)
+            delay = min(TASK_POLL[1], delay * 2)
+
+    def _end_lease(self, what: str, lease: Any, *, abort: bool) -> None:
+        try:
+            if abort:
+                self._mutate(f"{what}: abort the lease", lambda: lease.HttpNfcLeaseAbort())
+            else:
+                self._mutate(f"{what}: complete the lease", lambda: lease.HttpNfcLeaseComplete())
+        except VCenterError as exc:
+            log.warning("%s (the lease times out by itself)", exc)
 
     def changed_extents(
         self, vm: VM, snapshot_id: str, disk: Disk, since_change_id: str

@@ -21,6 +21,7 @@ __all__ = [
     "VM_PROPERTIES",
     "RawObject",
     "build_inventory",
+    "disk_slots",
     "disks_of",
     "folder_paths",
     "snapshots_of",
@@ -114,6 +115,24 @@ def disks_of(devices: Iterable[Any] | None) -> tuple[Disk, ...]:
             )
         )
     return tuple(sorted(disks, key=lambda d: d.key))
+
+
+def disk_slots(devices: Iterable[Any] | None) -> dict[int, str]:
+    """Each virtual disk's controller slot, as NFC export device keys name it: disk key →
+    "ParaVirtualSCSIController0:1" (controller type, its bus number, the disk's unit)."""
+    devices = list(devices or ())
+    controllers = {int(d.key): d for d in devices if hasattr(d, "busNumber")}
+    slots: dict[int, str] = {}
+    for device in devices:
+        if not hasattr(device, "capacityInKB"):
+            continue
+        controller = controllers.get(int(getattr(device, "controllerKey", None) or -1))
+        unit = int(getattr(device, "unitNumber", None) or 0)
+        if controller is None:
+            continue
+        kind = getattr(controller, "_wsdlName", None) or type(controller).__name__
+        slots[int(device.key)] = f"{kind.rsplit('.', 1)[-1]}{int(controller.busNumber)}:{unit}"
+    return slots
 
 
 def _walk_snapshots(trees: Sequence[Any] | None, parent: str | None) -> Iterator[Snapshot]:

@@ -160,6 +160,13 @@ class Estate:
         wait(self.sim.vm(vm.name).CreateSnapshot_Task(name=name, description="mine",
                                                       memory=False, quiesce=False))
 
+    def power_off(self, vm: VM) -> None:
+        wait(self.sim.vm(vm.name).PowerOffVM_Task())
+
+    def enable_change_tracking(self, vm: VM) -> None:
+        wait(self.sim.vm(vm.name).ReconfigVM_Task(
+            spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+
     def rename(self, vm: VM, new: str) -> None:
         wait(self.sim.vm(vm.name).Rename_Task(newName=new))
 

@@ -74,6 +74,53 @@ def test_exports_are_byte_exact_and_the_next_day_stores_about_what_changed(estat
     assert estate.read_point_disk(day1.id, disk) != bytes(data)
 
 
+def test_a_powered_off_vm_is_exported_through_an_nfc_lease_and_left_off(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM1"]
+    estate.grow_disk(vm, 8 * MiB)
+    data = os.urandom(3 * MiB) + bytes(4 * MiB) + os.urandom(MiB)
+    estate.fill_disk(vm, data)
+    estate.power_off(vm)
+    estate.sim.reset_stats()
+    run = estate.apply(DAY1)
+    assert run.code == 0, run.out + run.err
+    methods = estate.sim.stats()["methods"]
+    assert methods.get("ExportVm") == 1  # only the powered-off VM goes through NFC
+    assert methods.get("HttpNfcLeaseComplete") == 1
+    assert "HttpNfcLeaseAbort" not in methods
+    [point] = [p for p in estate.points() if p.vm.name == vm.name]
+    assert estate.read_point_disk(point.id, f"disk-{vm.disks[0].key}") == data
+    assert estate.vms()[vm.name].power_state.value == "poweredOff"
+    assert estate.vms()["DC0_C0_RP0_VM0"].power_state.value == "poweredOn"
+
+
+def test_with_change_tracking_the_next_export_reads_only_the_changed_blocks(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM0"]
+    size = 32 * MiB
+    estate.grow_disk(vm, size)
+    estate.enable_change_tracking(vm)
+    data = bytearray(os.urandom(size // 2) + bytes(size // 2))
+    estate.fill_disk(vm, bytes(data))
+    first = estate.apply(DAY1, "-o", "json")
+    assert first.code == 0, first.err
+    disk = f"disk-{vm.disks[0].key}"
+
+    block = 64 * 1024
+    changed = range(3, size // block, 100)  # 1 % of the 64 KiB blocks, spread out
+    for index in changed:
+        data[index * block : index * block + 512] = os.urandom(512)
+    estate.fill_disk(vm, bytes(data))
+    estate.sim.reset_stats()
+    second = estate.apply(DAY2, "-o", "json")
+    assert second.code == 0, second.err
+    [export] = [o for o in second.json()["outcomes"]
+                if o["kind"] == "export.create" and o["vm"]["name"] == vm.name]
+    assert 0 < export["bytesRead"] <= 0.05 * size, export
+    assert estate.sim.stats()["methods"].get("QueryChangedDiskAreas", 0) >= 1
+    [day2] = [p for p in estate.points()
+              if p.vm.name == vm.name and p.slot.day == 26]
+    assert estate.read_point_disk(day2.id, disk) == bytes(data)
+
+
 def test_a_failing_snapshot_on_one_vm_lets_the_others_complete_and_exits_3(estate):
     estate.sim.faults(failSnapshot="^DC0_C0_RP0_VM1$", failSnapshotFault="NoDiskSpace")
     run = estate.apply(DAY1)

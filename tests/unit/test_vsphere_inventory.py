@@ -11,6 +11,7 @@ import pytest
 from reconciler.adapters.vsphere_inventory import (
     RawObject,
     build_inventory,
+    disk_slots,
     disks_of,
     folder_paths,
     snapshots_of,
@@ -173,3 +174,13 @@ def test_without_tags_the_inventory_says_tags_are_not_available() -> None:
 def test_every_power_state_maps(state: str) -> None:
     inventory, _ = build_inventory("vc", [vm("vm-1", "a", "x", **{"runtime.powerState": state})])
     assert inventory.vms[0].power_state.value == state
+
+
+def test_disks_are_named_by_controller_type_bus_and_unit_as_nfc_leases_key_them() -> None:
+    pvscsi = NS(key=1000, busNumber=1, _wsdlName="ParaVirtualSCSIController")
+    ide = NS(key=200, busNumber=0, _wsdlName="VirtualIDEController")
+    first = NS(key=2000, capacityInKB=1, controllerKey=1000, unitNumber=0)
+    second = NS(key=2001, capacityInKB=1, controllerKey=1000, unitNumber=3)
+    orphan = NS(key=2002, capacityInKB=1, controllerKey=9999, unitNumber=0)
+    slots = disk_slots([ide, pvscsi, first, second, orphan, NS(key=4000)])
+    assert slots == {2000: "ParaVirtualSCSIController1:0", 2001: "ParaVirtualSCSIController1:3"}
