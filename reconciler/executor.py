@@ -292,8 +292,10 @@ class ActionRunner:
                 since = previous_ids.get(name)
                 if previous and since and disk.change_id:
                     extents = vc.changed_extents(vm, snapshot_id, disk, since)
+                to_read = disk.capacity_bytes if extents is None else min(
+                    disk.capacity_bytes, sum(length for _, length in extents))
                 stream = _Counting(vc.open_disk(vm, snapshot_id, disk), self.progress, action,
-                                   name, disk.capacity_bytes)
+                                   name, to_read)
                 try:
                     result = writer.add_disk(
                         name,
@@ -526,9 +528,10 @@ def _with_seconds(outcome: ActionOutcome, seconds: float) -> ActionOutcome:
 
 
 class _Counting:
-    """Wraps a disk stream to count bytes and report progress about every 64 MiB."""
+    """Wraps a disk stream to count bytes and report progress about every 8 MiB (the display
+    decides how often to show it); `total` is what is expected to be read."""
 
-    STEP = 64 << 20
+    STEP = 8 << 20
 
     def __init__(self, inner: DiskStream, progress: Callable[[Progress], None], action: Action,
                  disk: str, total: int) -> None:
@@ -543,9 +546,10 @@ class _Counting:
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
         self.count += len(data)
-        if self.count >= self._next or not data:
+        if self.count >= self._next or not data or self.count == self._total:
             self._next = self.count + self.STEP
-            self._progress(Progress(self._action, "bytes", self._disk, self.count, self._total))
+            self._progress(Progress(self._action, "bytes", self._disk,
+                                    min(self.count, self._total), self._total))
         return data
 
     def seek(self, offset: int, whence: int = 0, /) -> int:

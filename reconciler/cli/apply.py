@@ -36,9 +36,10 @@ from reconciler.adapters.repository import Repository
 from reconciler.adapters.statedb import ActionStatus, LeaseHeldError, StateDB
 from reconciler.adapters.vsphere import VCenterPool
 from reconciler.cli import common
+from reconciler.cli.progress import ProgressDisplay
 from reconciler.cli.state import capture, parse_now
 from reconciler.errors import BlockedError, StalePlanError, UsageError
-from reconciler.executor import ActionRunner, OutcomeStatus, Progress, RunReport, execute, recover
+from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute, recover
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             _say("No changes: reality already matches the policies.", args.output)
             return 0
         _confirm(args, plan)
+        display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
+        stack.callback(display.close)
         db.start_run(run_id, holder, time.time(), policy_set.revision)
         runner = ActionRunner(
             run_id=run_id,
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             clock=time.time,
             sleep=time.sleep,
             policy_revision=policy_set.revision,
-            progress=_progress_printer(),
+            progress=display,
         )
         hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
         report = execute(plan, runner, config.limits, parallel=args.parallel, hosts=hosts)
@@ -267,29 +270,6 @@ def _say(message: str, output: str) -> None:
         print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message}))
     else:
         print(message)
-
-
-def _progress_printer() -> Any:
-    lock = threading.Lock()
-    started: dict[str, float] = {}
-
-    def report(event: Progress) -> None:
-        key = f"{event.action.kind.value} {event.action.point_id}"
-        with lock:
-            if event.phase == "start":
-                started[key] = time.monotonic()
-                print(f"  … {event.action.vm.name}: {event.action.kind.value} "
-                      f"({event.action.point_id})", file=sys.stderr, flush=True)
-            elif event.phase == "bytes" and event.total:
-                elapsed = max(time.monotonic() - started.get(key, time.monotonic()), 1e-6)
-                rate = event.done / elapsed
-                eta = (event.total - event.done) / rate if rate else 0.0
-                print(f"    {event.action.vm.name} {event.disk}: "
-                      f"{event.done / 2**20:,.0f}/{event.total / 2**20:,.0f} MiB "
-                      f"({100 * event.done / event.total:.0f} %, {rate / 2**20:,.0f} MiB/s, "
-                      f"ETA {eta:.0f} s)", file=sys.stderr, flush=True)
-
-    return report
 
 
 def _summary(report: RunReport, output: str) -> None:

@@ -4,6 +4,9 @@ directory and a real SQLite state file. Each test gets a fresh simulator (they m
 from __future__ import annotations
 
 import os
+import pty
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from reconciler.adapters.statedb import StateDB
 from reconciler.markers import parse_marker
 
 from .apply_world import Estate
-from .conftest import StartVcsim
+from .conftest import REPO, StartVcsim
 
 pytestmark = pytest.mark.vcsim
 
@@ -119,6 +122,36 @@ def test_with_change_tracking_the_next_export_reads_only_the_changed_blocks(esta
     [day2] = [p for p in estate.points()
               if p.vm.name == vm.name and p.slot.day == 26]
     assert estate.read_point_disk(day2.id, disk) == bytes(data)
+
+
+def test_on_a_terminal_apply_draws_a_progress_bar_per_disk(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM0"]
+    estate.grow_disk(vm, 16 * MiB)
+    estate.fill_disk(vm, os.urandom(16 * MiB))
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "VMKEEP_SIM_PASSWORD": estate.sim.password}
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--config", str(estate.config),
+         "--policies", str(estate.policies), "--now", DAY1, "--auto-approve"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=secondary, timeout=120, check=False,
+    )
+    os.close(secondary)
+    screen = b""
+    while chunk := _read_pty(primary):
+        screen += chunk
+    os.close(primary)
+    assert done.returncode == 0, screen.decode()
+    text = screen.decode()
+    assert f"{vm.name} disk-{vm.disks[0].key} [" in text
+    assert "MiB/s" in text and "\x1b[1A\x1b[2K" in text
+    assert f"✓ {vm.name}: export.create done" in text
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other side is closed
+        return b""
 
 
 def test_a_failing_snapshot_on_one_vm_lets_the_others_complete_and_exits_3(estate):
