@@ -375,7 +375,8 @@ class Action:
 
 
 class CoverageState(enum.StrEnum):
-    COVERED = "covered"  # a complete point exists for the current slot
+    COVERED = "covered"  # a complete point exists for the current slot, or a newer one
+    #                      that retention would keep in its place (after a schedule change)
     DUE = "due"  # not yet, but still inside the lateness threshold
     LATE = "late"  # past the threshold; older points exist
     MISSING = "missing"  # past the threshold and no complete point at all

@@ -293,7 +293,11 @@ def _plan_vm(
             newest = latest if newest is None or latest > newest else newest
         covered = slot in slots
         creating = False
-        if not covered:
+        if not covered and _superseded(policy, kind, rules, slots, slot, info, memo):
+            # A newer point of the same period exists (e.g. after a schedule change): a point
+            # for this slot would be pruned by the very next plan, so it is not made.
+            notes.append("a newer point supersedes this slot under the keep rules")
+        elif not covered:
             covered_all = False
             if not info.window_open:
                 notes.append("waiting for window")
@@ -337,6 +341,25 @@ def _plan_vm(
             note="; ".join(dict.fromkeys(notes)),
         )
     )
+
+
+def _superseded(
+    policy: Policy,
+    kind: PointKind,
+    rules: KeepRules,
+    slots: set[datetime],
+    slot: datetime,
+    info: SlotInfo,
+    memo: _RetentionMemo,
+) -> bool:
+    """Would retention drop a point for `slot` as soon as it exists? Only possible when a
+    newer point is there already."""
+    if not slots or max(slots) < slot:
+        return False
+    max_age = policy.snapshots.max_age if policy.snapshots and kind is _SNAPSHOT else None
+    cut = memo.cut(max_age, info.zone)
+    verdicts = memo.decide(rules, cut, str(max_age or ""), info.zone, tuple(sorted(slots | {slot})))
+    return not verdicts[slot].keep
 
 
 def _expired_on_arrival(

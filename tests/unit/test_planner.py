@@ -321,3 +321,26 @@ def test_an_export_only_policy_whose_target_is_not_observed_claims_no_coverage()
     result = plan(PolicySet((policy(export_keep=KeepRules(daily=7)),)), observed, NOW)
     assert result.actions == () and result.coverage == ()
     assert [w.code for w in result.warnings] == ["target-not-observed"]
+
+
+def test_after_a_schedule_change_a_newer_point_of_the_same_day_covers_the_slot() -> None:
+    # cron moved from 05:00 to 01:00; today's 05:00 point exists. A point for the 01:00 slot
+    # would be the older of two in the same daily bucket (and not the oldest point, which
+    # restic keeps while a rule has count left), so the very next plan would prune it.
+    old = [marked_snapshot("gold", uuid_of("web1"), at(f"2026-11-{d} 05:00"), f"s-{d}")
+           for d in (23, 24, 25)]
+    observed = state([vm("web1", snapshots=old)])
+    result = plan(PolicySet((policy(snapshot_keep=KeepRules(daily=7)),)), observed, NOW)
+    assert result.actions == ()
+    (coverage,) = result.coverage
+    assert coverage.state is CoverageState.COVERED
+    assert "a newer point supersedes this slot" in coverage.note
+
+
+def test_a_newer_point_that_retention_would_not_prefer_does_not_cover_the_slot() -> None:
+    # keep last 2: a point for the 01:00 slot would be kept beside the 05:00 one: create it.
+    today_at_5 = marked_snapshot("gold", uuid_of("web1"), at("2026-11-25 05:00"), "s-5")
+    observed = state([vm("web1", snapshots=[today_at_5])])
+    result = plan(PolicySet((policy(snapshot_keep=KeepRules(last=2)),)), observed, NOW)
+    assert kinds(result) == ["snapshot.create"]
+    assert result.coverage[0].state is CoverageState.DUE

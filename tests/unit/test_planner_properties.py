@@ -237,3 +237,19 @@ def test_retention_decides_every_complete_point_of_a_planned_group_once(estate) 
     }
     assert deleted == removed
     assert all(d.reasons for d in result.retention)
+
+
+def test_a_schedule_change_settles_after_one_apply() -> None:
+    """The case the random estates rarely draw: points made under an old cron (05:00) that are
+    newer than the new cron's slot (01:00). Planning must settle, not create-then-prune."""
+    now = at("2026-11-25 12:00")
+    base = vm("vm1")
+    snaps = tuple(
+        marked_snapshot("p0", base.instance_uuid, at(f"2026-11-{d} 05:00"), f"s{d}")
+        for d in (22, 23, 24, 25)
+    )
+    observed = state([replace(base, snapshots=snaps)])
+    for keep in (KeepRules(daily=7), KeepRules(last=1), KeepRules(daily=2, weekly=2)):
+        policies = PolicySet((policy("p0", snapshot_keep=keep),), "rev")
+        first = plan(policies, observed, now)
+        assert plan(policies, apply(observed, first.actions), now).actions == (), keep
