@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from reconciler.adapters.statedb import StateDB
 from reconciler.markers import parse_marker
 
 from .apply_world import Estate
-from .conftest import REPO, StartVcsim
+from .conftest import REPO, StartVcsim, wait_until
 
 pytestmark = pytest.mark.vcsim
 
@@ -166,13 +167,17 @@ def test_a_failing_snapshot_on_one_vm_lets_the_others_complete_and_exits_3(estat
     assert {p.vm.name for p in estate.points()} == {"DC0_C0_RP0_VM0", "DC0_C0_RP0_VM2"}
 
 
-def test_slow_tasks_and_a_session_ended_mid_run_still_complete(estate):
+def test_slow_tasks_and_sessions_ending_mid_run_still_complete(estate):
     estate.sim.faults(taskDelayMs=300, taskDelayMatch="Snapshot")
     assert estate.apply(DAY1).code == 0
-    estate.sim.terminate_sessions()
+    estate.sim.reset_stats()
+    estate.sim.faults(taskDelayMs=0, sessionCallLimit=15)  # every session dies after 15 calls
     run = estate.apply(DAY2)
     assert run.code == 0, run.out + run.err
+    assert estate.sim.stats()["sessionsTerminated"] >= 3
     assert all(len(s) == 2 for s in marked_snapshots(estate).values())
+    estate.sim.faults(sessionCallLimit=0)
+    assert estate.plan(DAY2, "--detailed-exitcode").code == 0
 
 
 def test_http_503_from_vcenter_is_retried(estate):
@@ -215,6 +220,26 @@ def test_a_renamed_vm_is_still_identified_by_its_instance_uuid(estate):
     assert renamed.instance_uuid == vm.instance_uuid
     assert [s.name for s in renamed.snapshots] == ["vmkeep:gold:20261126T010000Z"]
     assert estate.plan(DAY2, "--detailed-exitcode").code == 0
+
+
+def test_a_vm_renamed_while_apply_runs_is_still_identified_by_its_instance_uuid(estate):
+    estate.set_policy(snapshots=1)
+    vm = estate.vms()["DC0_C0_RP0_VM2"]
+    estate.sim.reset_stats()
+    estate.sim.faults(taskDelayMs=1500, taskDelayMatch="CreateSnapshot")
+    runs: list = []
+    worker = threading.Thread(target=lambda: runs.append(estate.apply(DAY1)))
+    worker.start()
+    wait_until(lambda: estate.sim.stats()["methods"].get("CreateSnapshot_Task", 0) >= 1)
+    estate.rename(vm, "renamed-mid-run")  # while the snapshot tasks are still running
+    worker.join(120)
+    assert runs and runs[0].code == 0, runs[0].out + runs[0].err if runs else "no run"
+    renamed = estate.vms()["renamed-mid-run"]
+    assert renamed.instance_uuid == vm.instance_uuid
+    assert [s.name for s in renamed.snapshots] == ["vmkeep:gold:20261125T010000Z"]
+    assert any(p.vm.instance_uuid == vm.instance_uuid for p in estate.points())
+    estate.sim.faults(taskDelayMs=0)
+    assert estate.plan(DAY1, "--detailed-exitcode").code == 0
 
 
 def test_poweroff_mode_powers_the_vm_back_on(estate):
