@@ -155,6 +155,7 @@ class Layout:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._durable: set[Path] = set()  # directories whose entry is known to be durable
         self.descriptor = root / DESCRIPTOR_NAME
         self.packs = root / "packs"
         self.index = root / "index"
@@ -174,6 +175,24 @@ class Layout:
             self.locks,
             self.tmp,
         )
+
+    def make_dir(self, path: Path) -> None:
+        """Create `path` (and missing parents) and make its entry durable.
+
+        A new directory's name lives in its parent: fsyncing the directory, or files inside
+        it, does not persist that name, so after a power loss a pack renamed into a fresh
+        `packs/<xx>/` could vanish with its directory while the manifest naming it survived.
+        The parent is therefore fsynced after the mkdir — also when the directory already
+        existed the first time this layout meets it, since its creator may have died before
+        its own fsync. Concurrent callers may both fsync; nobody skips it before it is done.
+        """
+        if path in self._durable:
+            return
+        if not path.parent.is_dir():
+            self.make_dir(path.parent)
+        path.mkdir(exist_ok=True)
+        fsync_dir(path.parent)
+        self._durable.add(path)
 
     def pack(self, pack_id: str) -> Path:
         return self.packs / pack_id[:2] / f"{pack_id}.pack"

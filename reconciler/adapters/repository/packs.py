@@ -318,7 +318,7 @@ class PackWriter:
         os.fsync(fd)
         os.close(fd)
         final = self.layout.pack(summary.pack)
-        final.parent.mkdir(exist_ok=True)
+        self.layout.make_dir(final.parent)  # a new packs/<xx>/ is made durable in packs/
         os.replace(tmp, final)
         fsync_dir(final.parent)
         index = self.layout.index_file(summary.pack)

@@ -147,14 +147,15 @@ class Repository:
             validate_chunk_size(size, str(root))
             descriptor = Descriptor(chunk_size=size, repository_id=new_pack_id())
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                layout.make_dir(root)
                 for directory in layout.directories():
-                    directory.mkdir(exist_ok=True)
+                    layout.make_dir(directory)
                 atomic_write(layout.descriptor, descriptor.to_json(), layout.tmp)
             except OSError as exc:
                 raise RepositoryError(f"cannot create repository {str(root)!r}: {exc}") from None
         for directory in layout.directories():
-            directory.mkdir(exist_ok=True)
+            if not directory.is_dir():  # lost or removed by hand: recreate it durably
+                layout.make_dir(directory)
         return cls(
             root,
             descriptor,
