@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         source = common.policy_source_from_args(args, args.paths)
         files = list(source.files())
         revision = source.revision
-    except SourceError as exc:
+    except (SourceError, UsageError) as exc:  # e.g. --rev without --repo: still JSON with -o json
         return _fail(args, str(exc))
     report = policies.check_policies(files, config, revision)
     diagnostics.extend(report.diagnostics)

@@ -129,6 +129,27 @@ def test_unusable_sources_give_one_clear_line_and_exit_1(capsys, args, message) 
     assert message in err and "Traceback" not in err + out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rev", "main"], "--rev and --path need --repo"),
+        (["--path", "policies"], "--rev and --path need --repo"),
+        (["--repo", ".", "x.yaml"], "either --repo or local policy paths"),
+        (["missing-dir"], "policy path 'missing-dir' does not exist"),
+        (["--config", "nope.yaml"], "host config 'nope.yaml' not found"),
+    ],
+)
+def test_with_json_output_even_a_bad_command_line_is_reported_as_json(
+    capsys, args, message
+) -> None:
+    code, out, err = run(capsys, *args, "-o", "json")
+    assert code == 1
+    body = json.loads(out)
+    assert body["valid"] is False and body["policies"] == []
+    assert len(body["errors"]) == 1 and message in body["errors"][0]["message"]
+    assert err == ""
+
+
 def test_the_installed_command_never_shows_a_traceback_for_bad_input(tmp_path) -> None:
     samples = {"utf8.yaml": b"a: \xff\n", "tag.yaml": b"a: !!python/name:os.system\n",
                "bomb.yaml": b"a: &a [1]\n" + b"".join(
