@@ -102,3 +102,61 @@ def test_a_missing_pack_is_reported_as_missing_chunks(tmp_path: Path) -> None:
     repo.layout.pack(loc.pack).unlink()
     report = open_repo(tmp_path).verify()
     assert not report.ok
+
+
+def changed(disk: bytes, offset: int, data: bytes) -> bytes:
+    new = bytearray(disk)
+    new[offset : offset + len(data)] = data
+    return bytes(new)
+
+
+def test_a_changed_extent_export_reads_a_chunk_whole_when_the_copy_it_patches_is_damaged(
+    tmp_path: Path,
+) -> None:
+    repo = open_repo(tmp_path)
+    disk = noise("patch-victim", 20 * CHUNK)
+    export(repo, point_id(1), {"d0": disk})
+    victim = repo.open_disk(point_id(1), "d0").ids[12]
+    bad_pack = flip_chunk(repo, victim)  # not verified: nothing knows about the damage yet
+    new = changed(disk, 12 * CHUNK + 100, b"x" * 10)
+
+    later = open_repo(tmp_path)
+    with later.begin_point(point_id(2), "nightly", VM, SLOT) as w:
+        result = w.add_disk(
+            "d0",
+            io.BytesIO(new),
+            size=len(new),
+            changed_extents=[(12 * CHUNK + 100, 10)],
+            previous=(point_id(1), "d0"),
+        )
+        w.commit("crash")
+    assert result.read_bytes == 10 + CHUNK  # the patch, then the whole chunk
+    assert result.new_chunks == 1
+    assert (bad_pack, victim) in later.quarantined()  # as verify would have done
+    assert read_disk(later, point_id(2), "d0") == new
+    assert later.verify(point_id(2)).ok
+    assert [d.point for d in later.verify().damaged] == [point_id(1)]
+
+
+def test_a_patched_chunk_that_did_not_really_change_heals_its_damaged_copy(
+    tmp_path: Path,
+) -> None:
+    repo = open_repo(tmp_path)
+    disk = noise("same-victim", 20 * CHUNK)
+    export(repo, point_id(1), {"d0": disk})
+    victim = repo.open_disk(point_id(1), "d0").ids[5]
+    flip_chunk(repo, victim)
+    later = open_repo(tmp_path)
+    with later.begin_point(point_id(2), "nightly", VM, SLOT) as w:
+        # CBT reports an extent whose bytes were rewritten with the same contents
+        result = w.add_disk(
+            "d0",
+            io.BytesIO(disk),
+            size=len(disk),
+            changed_extents=[(5 * CHUNK, 8)],
+            previous=(point_id(1), "d0"),
+        )
+        w.commit("crash")
+    assert result.new_chunks == 1  # the same chunk id, stored again
+    assert read_disk(later, point_id(1), "d0") == disk  # the fresh copy heals the old point
+    assert later.verify().ok

@@ -18,7 +18,15 @@ from reconciler.errors import RepositoryError
 
 from .format import ZERO_ID
 
-__all__ = ["ChunkPlan", "Patch", "Piece", "merge_extents", "plan_chunks", "read_planned"]
+__all__ = [
+    "ChunkPlan",
+    "Patch",
+    "Piece",
+    "merge_extents",
+    "plan_chunks",
+    "read_exact",
+    "read_planned",
+]
 
 #: (base chunk id, [(offset in chunk, new bytes)]): a chunk rebuilt from its previous copy.
 Patch = tuple[bytes, list[tuple[int, bytes]]]
@@ -83,7 +91,9 @@ def plan_chunks(
     return plans
 
 
-def _read_exact(stream: BinaryIO | Seekable, offset: int, length: int) -> bytes:
+def read_exact(stream: BinaryIO | Seekable, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset`. It always seeks first, so reads for other purposes (on the
+    same thread) may come in between."""
     stream.seek(offset)
     parts: list[bytes] = []
     got = 0
@@ -123,7 +133,7 @@ def read_planned(
             plan = group[j]
             if plan.patches is not None:
                 patches = [
-                    (off, _read_exact(stream, plan.index * cs + off, n)) for off, n in plan.patches
+                    (off, read_exact(stream, plan.index * cs + off, n)) for off, n in plan.patches
                 ]
                 counter[0] += sum(len(data) for _, data in patches)
                 pieces.append((base[plan.index], patches))
@@ -134,7 +144,7 @@ def read_planned(
                 end += 1
             start_byte = plan.index * cs
             stop_byte = min(size, (group[end].index + 1) * cs)
-            data = _read_exact(stream, start_byte, stop_byte - start_byte)
+            data = read_exact(stream, start_byte, stop_byte - start_byte)
             counter[0] += len(data)
             pieces.extend(data[p : p + cs] for p in range(0, len(data), cs))
             j = end + 1

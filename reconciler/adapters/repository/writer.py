@@ -6,6 +6,8 @@ only when the repository does not already hold it. BLAKE3 and zstd release the G
 threads really run in parallel while the main thread reads the next block and appends new
 chunks to the pack in large writes. With a changed-extent list (vSphere CBT) only the chunks
 touched by an extent are read; every other chunk id is taken from the previous manifest.
+The source stream is only ever read on the caller's thread: the pool gets bytes, never the
+stream, so a caller's stream need not be thread-safe.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 import zstandard
 
-from reconciler.errors import RepositoryError
+from reconciler.errors import CorruptionError, RepositoryError
 from reconciler.model import ExportPoint, VMRef
 
-from .extents import Piece, plan_chunks, read_planned
+from .extents import ChunkPlan, Piece, plan_chunks, read_exact, read_planned
 from .format import (
     TABLE_ENTRIES,
     ZERO_ID,
@@ -67,6 +69,19 @@ class DiskResult:
 # One block's worth of work: (first chunk index, data) in; (first chunk index, block
 # length, chunk ids, flags, payloads) out. A payload is None for zero and known chunks.
 BlockResult = tuple[int, int, list[bytes], list[int], list[bytes | bytearray | None]]
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class NeedsSource:
+    """A changed-extent block the pool could not rebuild: the previous copies that the
+    chunks at positions `missing` of `pieces` were to be patched from are damaged or gone.
+    Those chunks are read whole from the source instead — by the caller's thread, which is
+    the only one that reads the stream — and the block is encoded again."""
+
+    first: int
+    pieces: list[Piece]
+    missing: tuple[int, ...]
 
 
 class ChunkEncoder:
@@ -77,7 +92,7 @@ class ChunkEncoder:
         chunk_size: int,
         level: int,
         known: Callable[[bytes], bool],
-        fetch: Callable[[bytes], bytes],
+        fetch: Callable[[bytes], bytes | None],
     ) -> None:
         self.chunk_size = chunk_size
         self.level = level
@@ -126,19 +141,27 @@ class ChunkEncoder:
                 payloads.append(payload)
         return first, len(block), ids, flags, payloads
 
-    def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult:
+    def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult | NeedsSource:
         """Like `encode`, for changed-extent input: patches are applied to previous chunks
-        (fetched and verified here, in the pool) before the block is encoded."""
+        (fetched and verified here, in the pool) before the block is encoded. When a
+        previous chunk cannot be read back, the block is handed back as `NeedsSource`."""
         chunks: list[bytes] = []
-        for piece in pieces:
+        missing: list[int] = []
+        for k, piece in enumerate(pieces):
             if isinstance(piece, bytes):
                 chunks.append(piece)
                 continue
             base_id, patches = piece
-            buf = bytearray(self.zero if base_id == ZERO_ID else self.fetch(base_id))
+            previous = self.zero if base_id == ZERO_ID else self.fetch(base_id)
+            if previous is None:
+                missing.append(k)
+                continue
+            buf = bytearray(previous)
             for offset, data in patches:
                 buf[offset : offset + len(data)] = data
             chunks.append(bytes(buf))
+        if missing:
+            return NeedsSource(first, pieces, tuple(missing))
         return self.encode(first, b"".join(chunks))
 
 
@@ -217,7 +240,7 @@ class PointWriter:
         self._session: set[bytes] = set()
         self._done = False
         self.encoder = ChunkEncoder(
-            repo.chunk_size, repo.compression_level, self._known, repo.read_chunk
+            repo.chunk_size, repo.compression_level, self._known, self._previous_chunk
         )
 
     def __enter__(self) -> PointWriter:
@@ -233,6 +256,21 @@ class PointWriter:
 
     def _known(self, cid: bytes) -> bool:
         return cid in self.repo.index or cid in self._session
+
+    def _previous_chunk(self, cid: bytes) -> bytes | None:
+        """A previous chunk to patch, verified; None when its copy is damaged or gone.
+
+        Damage found here is quarantined exactly as `verify` does, so neither this export
+        nor a later one deduplicates against it, and the chunk is read whole from the
+        source instead: a damaged old copy costs one chunk of extra reading, not the export.
+        """
+        loc = self.repo.index.get(cid)
+        try:
+            return self.repo.read_chunk(cid)
+        except CorruptionError:
+            if loc is not None:
+                self.repo.quarantine(loc.pack, cid)
+            return None
 
     def _store(
         self, cid: bytes, kind: int, flag: int, raw_len: int, payload: bytes | bytearray
@@ -283,8 +321,7 @@ class PointWriter:
             ids = base[:chunks] + [ZERO_ID] * (chunks - len(base))
             plans = plan_chunks(changed_extents or (), size, cs, base, self._usable)
             counter = [0]
-            blocks = read_planned(stream, plans, base, size, cs, BLOCK_SIZE // cs, counter)
-            results = self._encode(self.encoder.encode_pieces, blocks)
+            results = self._patched(stream, plans, base, size, counter)
         for first, length, block_ids, flags, payloads in results:
             if base is None:
                 ids.extend(block_ids)
@@ -338,12 +375,47 @@ class PointWriter:
             yield first, block
             first += len(block) // self.repo.chunk_size
 
-    def _encode(
-        self, work: Callable[[int, T], BlockResult], blocks: Iterator[tuple[int, T]]
+    def _patched(
+        self,
+        stream: BinaryIO | SeekableStream,
+        plans: list[ChunkPlan],
+        base: list[bytes],
+        size: int,
+        counter: list[int],
     ) -> Iterator[BlockResult]:
+        """Encoded blocks of changed-extent input; blocks whose previous chunks turned out
+        damaged are completed here from the source (it is seekable, and every read seeks)."""
+        cs = self.repo.chunk_size
+        blocks = read_planned(stream, plans, base, size, cs, BLOCK_SIZE // cs, counter)
+        for result in self._encode(self.encoder.encode_pieces, blocks):
+            while isinstance(result, NeedsSource):
+                result = self._read_missing(result, stream, size, counter)
+            yield result
+
+    def _read_missing(
+        self,
+        block: NeedsSource,
+        stream: BinaryIO | SeekableStream,
+        size: int,
+        counter: list[int],
+    ) -> BlockResult | NeedsSource:
+        """Read the unpatchable chunks whole and encode the block again, on this thread
+        (rare: only damaged repositories get here, so the pool's help is not missed)."""
+        cs = self.repo.chunk_size
+        pieces = list(block.pieces)
+        for k in block.missing:
+            start = (block.first + k) * cs
+            data = read_exact(stream, start, min(cs, size - start))
+            counter[0] += len(data)
+            pieces[k] = data
+        return self.encoder.encode_pieces(block.first, pieces)
+
+    def _encode(
+        self, work: Callable[[int, T], R], blocks: Iterator[tuple[int, T]]
+    ) -> Iterator[R]:
         """Run `work` over the blocks in the pool, a few blocks ahead, results in order."""
         pool = self.repo.pool
-        window: collections.deque[Future[BlockResult]] = collections.deque()
+        window: collections.deque[Future[R]] = collections.deque()
         depth = 2 * self.repo.threads
         for first, block in blocks:
             window.append(pool.submit(work, first, block))
