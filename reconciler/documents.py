@@ -49,6 +49,10 @@ Where = tuple[str | int, ...]
 
 _YAML = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "null")}
+#: How to fix a refused tag, wherever it appears (value, list, mapping, key).
+_TAG_HINT = "remove the tag; only plain mappings, lists, strings, numbers, booleans and null " \
+    "may be used"
+_DEPTH_HINT = "look for an unclosed `[` or `{`; no policy or host config needs this many levels"
 _KIND_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
                int: "an integer", float: "a number", type(None): "null (empty)"}
 
@@ -211,7 +215,7 @@ class _Composer:
                     line, column = _mark(event)
                     self.diagnostics.append(Diagnostic(
                         self.path, line, column,
-                        f"nesting is deeper than {self.limits.max_depth} levels",
+                        f"nesting is deeper than {self.limits.max_depth} levels", _DEPTH_HINT,
                     ))
                     return False
             elif isinstance(event, yaml.CollectionEndEvent):
@@ -236,9 +240,13 @@ class _Composer:
             return  # an empty document (e.g. a trailing `---`) is ignored
         if not isinstance(data, dict):
             line, column = _mark(first)
+            hint = "remove the leading `- `: the top level holds `key: value` lines; " \
+                "separate several documents with `---`" if isinstance(data, list) \
+                else "write the document as `key: value` lines"
             raise _DocumentFailed(
                 line, column,
                 f"a document must be a mapping of `key: value` pairs, not {kind_name(data)}",
+                hint,
             )
         self.documents.append(Document(self.path, index, data, self.values, self.keys))
 
@@ -288,7 +296,7 @@ class _Composer:
                 )
         elif event.tag not in (None, "!", f"{_YAML}str"):
             raise _DocumentFailed(
-                line, column, f"tag `{_short(event.tag)}` is not allowed on a key"
+                line, column, f"tag `{_short(event.tag)}` is not allowed on a key", _TAG_HINT
             )
         duplicate = name in top.container
         if duplicate and not top.discard:
@@ -308,10 +316,7 @@ class _Composer:
             tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
         elif tag not in _SCALAR_TAGS:
             line, column = _mark(event)
-            raise _DocumentFailed(
-                line, column, f"tag `{_short(tag)}` is not allowed",
-                "only plain YAML values (strings, numbers, booleans, null) may be used",
-            )
+            raise _DocumentFailed(line, column, f"tag `{_short(tag)}` is not allowed", _TAG_HINT)
         node = yaml.ScalarNode(tag, event.value, style=event.style)
         if tag == f"{_YAML}null":
             return None
@@ -326,14 +331,19 @@ class _Composer:
     def start(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent) -> None:
         line, column = _mark(event)
         if self.taking_key():
-            raise _DocumentFailed(line, column, "a mapping key must be a plain string")
+            raise _DocumentFailed(
+                line, column, "a mapping key must be a plain string",
+                "write the key as text, e.g. `name: value`; a list or mapping cannot be a key",
+            )
         is_map = isinstance(event, yaml.MappingStartEvent)
         expected = f"{_YAML}map" if is_map else f"{_YAML}seq"
         if event.tag not in (None, "!", expected):
-            raise _DocumentFailed(line, column, f"tag `{_short(event.tag)}` is not allowed")
+            raise _DocumentFailed(line, column, f"tag `{_short(event.tag)}` is not allowed",
+                                  _TAG_HINT)
         if len(self.stack) + 1 > self.limits.max_depth:
             raise _DocumentFailed(
-                line, column, f"nesting is deeper than {self.limits.max_depth} levels", fatal=True
+                line, column, f"nesting is deeper than {self.limits.max_depth} levels",
+                _DEPTH_HINT, fatal=True,
             )
         where, discard = self.child_where()
         container: dict[str, Any] | list[Any] = {} if is_map else []
@@ -355,7 +365,8 @@ class _Composer:
     def alias(self, event: yaml.AliasEvent) -> None:
         line, column = _mark(event)
         if self.taking_key():
-            raise _DocumentFailed(line, column, "an alias cannot be a mapping key")
+            raise _DocumentFailed(line, column, "an alias cannot be a mapping key",
+                                  "write the key out as text")
         self.aliases += 1
         if self.aliases > self.limits.max_aliases:
             raise _DocumentFailed(
@@ -368,7 +379,9 @@ class _Composer:
         target = self.anchors[event.anchor]
         if target is None:
             raise _DocumentFailed(
-                line, column, f"alias `*{event.anchor}` refers to a value that contains it"
+                line, column, f"alias `*{event.anchor}` refers to a value that contains it",
+                f"a value cannot contain itself; use `*{event.anchor}` only after the value "
+                f"anchored with `&{event.anchor}` has ended",
             )
         value, size = target
         self.value(value, size, event)
@@ -420,6 +433,33 @@ def _position(text: str, index: int) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
+def _syntax_hint(problem: str, context: str, opened: int | None) -> str:
+    """How to fix a YAML syntax error, from PyYAML's problem and context texts."""
+    at = f" at line {opened}" if opened else ""
+    if "'\\t'" in problem:
+        return "indent with spaces, not tabs"
+    if problem.startswith("mapping values are not allowed"):
+        return "check this line's indentation against the line above; put a value that " \
+            "contains `: ` in quotes"
+    if problem.endswith(("found ']'", "found '}'")):
+        return f"remove the unmatched `{problem[-2]}`"
+    if problem.startswith(("expected <block end>", "did not find expected")):
+        return "check the indentation: keys of one mapping, and items of one list, start in " \
+            f"the same column; this block starts{at}"
+    if problem.startswith("could not find expected ':'"):
+        return f"add `: ` after the key{at}, or put text that goes on over several lines in " \
+            "quotes"
+    if "flow sequence" in context:
+        return f"close the `[` opened{at} with `]`; separate items with `,`"
+    if "flow mapping" in context:
+        return f"close the `{{` opened{at} with `}}`; separate entries with `,`"
+    if "quoted scalar" in context:
+        return f"close the quote opened{at}"
+    if "cannot start any token" in problem:
+        return "put the value in quotes"
+    return f"{context}{at}" if context else ""
+
+
 def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadResult:
     """Read every document of one file; problems become located diagnostics, never raised."""
     limits = limits or DocumentLimits()
@@ -457,14 +497,11 @@ def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadRe
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        hint = ""
-        if "'\\t'" in problem:
-            hint = "indent with spaces, not tabs"
-        elif exc.context and exc.context_mark is not None:
-            hint = f"{exc.context} at line {exc.context_mark.line + 1}"
-        composer.diagnostics.append(
-            Diagnostic(path, line, column, f"YAML syntax error: {problem}", hint)
-        )
+        opened = exc.context_mark.line + 1 if exc.context_mark is not None else None
+        composer.diagnostics.append(Diagnostic(
+            path, line, column, f"YAML syntax error: {problem}",
+            _syntax_hint(problem, exc.context or "", opened),
+        ))
     finally:
         if loader is not None:
             loader.dispose()
@@ -567,7 +604,8 @@ def _describe(
     if kind == "uniqueItems":
         return [doc.diagnostic(where, f"{name} lists the same entry twice")]
     if kind in ("anyOf", "oneOf", "not", "allOf") and about:
-        return [doc.diagnostic(where, about.rstrip("."), "", key=True)]
+        fix = _after_first_sentence(str(schema.get("description", "")))
+        return [doc.diagnostic(where, about.rstrip("."), fix, key=True)]
     if kind == "propertyNames" or kind == "false":
         return [doc.diagnostic(where, f"{name} is not allowed here", about, key=True)]
     return [doc.diagnostic(where, f"{name}: {error.message}" if echo else f"{name} is invalid")]
@@ -589,3 +627,10 @@ def _property_description(schema: Mapping[str, Any], key: str) -> str:
 
 def _first_sentence(text: str) -> str:
     return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")
+
+
+def _after_first_sentence(text: str) -> str:
+    """The rest of a description, as a hint: "... . Add x." -> "add x"."""
+    parts = re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)
+    rest = parts[1].strip().rstrip(".") if len(parts) > 1 else ""
+    return rest[:1].lower() + rest[1:]

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from reconciler.model import Duration
 
-__all__ = ["UNITS", "DurationError", "parse", "to_timedelta"]
+__all__ = ["HINT", "UNITS", "DurationError", "parse", "to_timedelta"]
 
 #: Units, largest first, with the `Duration` field each one fills.
 UNITS: tuple[tuple[str, str], ...] = (
@@ -41,20 +41,28 @@ _PART = re.compile(r"(\d+)(mo|y|w|d|h|m)")
 _ORDER = {unit: rank for rank, (unit, _field) in enumerate(UNITS)}
 _FIELD = dict(UNITS)
 
-EXAMPLES = "e.g. 48h, 14d, 1y6mo; units y, mo, w, d, h, m (minutes)"
+#: How to write a duration: the accepted units and examples (the hint of every parse error).
+HINT = "units y, mo, w, d, h and m for minutes, largest first, each at most once; " \
+    "e.g. 48h, 14d, 1y6mo, 90m"
 
 
 class DurationError(ValueError):
-    """The text is not a duration; the message says why (without a location)."""
+    """The text is not a duration: `reason` says why (without a location), `hint` how to fix
+    it; `str()` gives both."""
+
+    def __init__(self, reason: str, hint: str = HINT) -> None:
+        super().__init__(f"{reason} ({hint})" if hint else reason)
+        self.reason = reason
+        self.hint = hint
 
 
 def parse(text: str) -> Duration:
     """Parse `text` into a `Duration`; raise `DurationError` with a readable reason."""
     if not isinstance(text, str):
-        raise DurationError(f"a duration must be a string ({EXAMPLES})")
+        raise DurationError("a duration must be a string")
     stripped = text.strip()
     if not stripped:
-        raise DurationError(f"a duration must not be empty ({EXAMPLES})")
+        raise DurationError("a duration must not be empty")
     values: dict[str, int] = {}
     position = 0
     last_rank = -1
@@ -62,15 +70,13 @@ def parse(text: str) -> Duration:
         match = _PART.match(stripped, position)
         if match is None:
             rest = stripped[position:]
-            raise DurationError(f"cannot read {rest!r} in duration {stripped!r} ({EXAMPLES})")
+            raise DurationError(f"cannot read {rest!r} in duration {stripped!r}")
         number, unit = int(match.group(1)), match.group(2)
         rank = _ORDER[unit]
         if unit in values:
             raise DurationError(f"unit {unit!r} appears twice in duration {stripped!r}")
         if rank < last_rank:
-            raise DurationError(
-                f"units in duration {stripped!r} must go from largest to smallest (y mo w d h m)"
-            )
+            raise DurationError(f"units in duration {stripped!r} must go from largest to smallest")
         if number > MAX_NUMBER:
             raise DurationError(f"{number}{unit} is too large (at most {MAX_NUMBER} per unit)")
         values[unit] = number
@@ -86,7 +92,7 @@ def to_timedelta(duration: Duration) -> timedelta:
     """The fixed length of a duration without calendar units (years, months)."""
     if duration.years or duration.months:
         raise DurationError(
-            f"duration {duration} uses calendar units (y, mo); use w, d, h or m here"
+            f"duration {duration} uses calendar units (y, mo); use w, d, h or m here", hint=""
         )
     return timedelta(
         weeks=duration.weeks,

@@ -227,7 +227,7 @@ class _Semantics:
             try:
                 durations.parse(text)
             except durations.DurationError as exc:
-                self.report(where, f"`{dotted(where)}`: {exc}")
+                self.report(where, f"`{dotted(where)}`: {exc.reason}", exc.hint)
 
     def mode_fields(self) -> None:
         consistency = self.value("spec", "consistency")

@@ -145,3 +145,34 @@ def test_the_loader_never_constructs_python_objects() -> None:
     result = documents.load(text, "f.yaml")
     assert result.documents == ()
     assert "is not allowed" in result.diagnostics[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        (b"a: !!python/object/new:os.system [echo]\n", "remove the tag"),
+        (b"a: !!python/object:os.Thing {b: 1}\n", "remove the tag"),
+        (b"a: !!python/name:os.system\n", "remove the tag"),
+        (b"!custom a: 1\n", "remove the tag"),
+        (b"- name: db\n", "remove the leading `- `"),
+        (b"just text\n", "`key: value` lines"),
+        (b"a: " + b"[" * 40 + b"]" * 40 + b"\n", "unclosed `[` or `{`"),
+        (b"? [a, b]\n: 1\n", "a list or mapping cannot be a key"),
+        (b"a: &x b\n*x : 1\n", "write the key out"),
+        (b"a: &x [1, *x]\n", "a value cannot contain itself"),
+        (b"spec:\n  vcenter: prod\n   extra: 1\n", "check this line's indentation"),
+        (b"spec:\n    vcenter: prod\n  selector: 1\n", "start in the same column"),
+        (b"a:\n  - x\n - y\n", "start in the same column"),
+        (b"a: 1\nb\nc: 2\n", "add `: ` after the key at line 2"),
+        (b"a: [1, 2\nb: 3\n", "close the `[` opened at line 1"),
+        (b"a: {x: 1\nb: 3\n", "close the `{` opened at line 1"),
+        (b"a: [1, 2]]\n", "remove the unmatched `]`"),
+        (b'a: "x\nb: 1\n', "close the quote opened at line 1"),
+        (b"a: @x\n", "put the value in quotes"),
+        (b"a:\n\tb: 1\n", "indent with spaces"),
+    ],
+)
+def test_every_refusal_says_how_to_fix_it(text: bytes, hint: str) -> None:
+    result = load(text, "f.yaml")
+    assert result.diagnostics, "expected a problem"
+    assert hint in result.diagnostics[0].hint, result.diagnostics

@@ -47,6 +47,16 @@ def test_invalid_durations_say_why(text: str, fragment: str) -> None:
         parse(text)
 
 
+@pytest.mark.parametrize("text", ["", "48", "1d1y", "1h1h", "0d", "1s", "999999d"])
+def test_every_invalid_duration_comes_with_the_units_and_an_example(text: str) -> None:
+    with pytest.raises(DurationError) as caught:
+        parse(text)
+    assert "y, mo, w, d, h and m for minutes" in caught.value.hint
+    assert "e.g. 48h" in caught.value.hint
+    assert caught.value.hint not in caught.value.reason
+    assert str(caught.value) == f"{caught.value.reason} ({caught.value.hint})"
+
+
 @given(st.lists(st.integers(0, 500), min_size=len(UNITS), max_size=len(UNITS)))
 def test_writing_a_duration_and_reading_it_back_gives_the_same_value(numbers) -> None:
     text = "".join(f"{n}{unit}" for n, (unit, _) in zip(numbers, UNITS, strict=True) if n)

@@ -97,6 +97,8 @@ CASES = [
     # --- tags, aliases, keys
     case("python-tag", edit({6: "  vcenter: !!python/object/apply:os.system [id]"}), 6, 12,
          "tag `!!python/object/apply:os.system` is not allowed"),
+    case("python-tag-on-a-mapping", edit({6: "  vcenter: !!python/object:os.Thing {a: 1}"}), 6, 12,
+         "remove the tag"),
     case("unknown-tag", edit({6: "  vcenter: !include prod.yaml"}), 6, 12,
          "tag `!include` is not allowed"),
     case("binary-tag", edit({6: "  vcenter: !!binary cHJvZA=="}), 6, 12, "`!!binary`"),
@@ -151,7 +153,7 @@ CASES = [
     case("empty-keep", edit({20: "    keep: {}"}), 20, 11, "must not be empty"),
     case("empty-include", edit({8: "    include: {}", 9: ""}), 8, 14, "must not be empty"),
     case("no-snapshots-no-exports", "\n".join(BASE.splitlines()[:14]) + "\n", 5, 1,
-         "at least one of `snapshots` or `exports`"),
+         "at least one of `snapshots` or `exports` (add a `snapshots:` section"),
     # --- semantics: cron, time zone, durations, window, modes
     case("cron-four-fields", edit({11: '    cron: "0 1 * *"'}), 11, 11, "must have 5 fields"),
     case("cron-six-fields", edit({11: '    cron: "0 0 1 * * *"'}), 11, 11, "found 6"),
@@ -169,6 +171,8 @@ CASES = [
     case("duration-bad-unit", edit({17: "    maxAge: 48x"}), 17, 13, "not a valid duration"),
     case("duration-units-out-of-order", edit({17: "    maxAge: 1d1y"}), 17, 13,
          "from largest to smallest"),
+    case("duration-unit-twice", edit({17: "    maxAge: 1h1h"}), 17, 13,
+         "appears twice in duration '1h1h' (units y, mo, w, d, h and m for minutes"),
     case("duration-zero", edit({17: "    maxAge: 0h"}), 17, 13, "is zero"),
     case("duration-with-spaces", edit({20: '    keep: {within: "2 days"}'}), 20, 20,
          "not a valid duration"),
