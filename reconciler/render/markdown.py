@@ -1,8 +1,13 @@
 """The plan (and review) as Markdown for pull-request comments.
 
 A summary table comes first, then collapsible `<details>` sections. The whole comment is
-kept under `LIMIT` characters (GitHub refuses comments over 65,535): sections are filled in
-order of importance and whatever does not fit is cut, with a note saying how much.
+always shorter than `LIMIT` characters (GitHub refuses comments over 65,535):
+
+* the summary table lists at most `SUMMARY_ROWS` policies, the most important first
+  (deletions, then late or missing coverage), and one row adding up the rest;
+* sections are filled in order of importance and whatever does not fit is cut;
+* a final check drops whole sections, and as a last resort cuts the head, until the
+  comment, with its note of what was cut, fits.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from dataclasses import dataclass, field
 from reconciler.model import CoverageState, Plan
 from reconciler.observed import format_time
 
-__all__ = ["LIMIT", "Section", "assemble", "render_markdown"]
+__all__ = ["LIMIT", "SUMMARY_ROWS", "Section", "assemble", "render_markdown"]
 
 LIMIT = 60_000
+SUMMARY_ROWS = 50  # policies listed in the summary table; the rest are added up in one row
+
+_NOTE_ROOM = 600  # kept free for the note about what was cut
+_COLUMNS = ("vms", "covered", "due", "late", "missing", "create", "delete")
 
 
 @dataclass
@@ -33,11 +42,28 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def assemble(head: Sequence[str], sections: Sequence[Section], limit: int = LIMIT) -> str:
-    """Join the head and the sections, cutting section lines so the result fits `limit`."""
-    text = "\n".join(head) + "\n"
-    cut: list[str] = []
-    reserve = 400  # room for the note about what was cut
+@dataclass
+class _Block:
+    name: str  # a section's title ("" for the head)
+    text: str
+    lines: int = 0  # how many lines the section had before any cut
+
+
+def assemble(
+    head: Sequence[str],
+    sections: Sequence[Section],
+    limit: int = LIMIT,
+    cut: Sequence[str] = (),
+) -> str:
+    """Join the head and the sections into fewer than `limit` characters.
+
+    Section lines are cut from the end of each section as needed; `cut` names what the
+    caller already left out (e.g. summary rows). Whatever was cut is listed in a final note.
+    """
+    if limit < 1_000:
+        raise ValueError(f"a Markdown limit of {limit} characters leaves no room for a summary")
+    notes = list(cut)
+    blocks = [_head_block(head, limit - _NOTE_ROOM, notes)]
     for section in sections:
         if not section.lines:
             continue
@@ -47,10 +73,8 @@ def assemble(head: Sequence[str], sections: Sequence[Section], limit: int = LIMI
             opening += f"```{section.fenced}\n"
         closing = "```\n" if section.fenced is not None else ""
         closing += "\n</details>\n"
-        budget = limit - reserve - len(text) - len(opening) - len(closing) - 80
-        if budget <= 0:
-            cut.append(f"{section.title} ({len(section.lines)} lines)")
-            continue
+        used_so_far = sum(len(b.text) for b in blocks)
+        budget = limit - _NOTE_ROOM - used_so_far - len(opening) - len(closing) - 80
         body: list[str] = []
         used = 0
         for line in section.lines:
@@ -58,17 +82,60 @@ def assemble(head: Sequence[str], sections: Sequence[Section], limit: int = LIMI
                 break
             body.append(line)
             used += len(line) + 1
+        if not body:
+            notes.append(f"{section.title} ({len(section.lines):,} lines)")
+            continue
         missing = len(section.lines) - len(body)
         if missing:
-            body.append(f"… {missing} more lines cut")
-            cut.append(f"{section.title}: {missing} of {len(section.lines)} lines")
-        text += opening + "\n".join(body) + "\n" + closing
-    if cut:
-        text += (
-            "\n> **Cut to stay under "
-            f"{limit:,} characters:** {'; '.join(cut)}. "
-            "The full plan is in `vmkeep plan -o json`.\n"
-        )
+            body.append(f"… {missing:,} more lines cut")
+            notes.append(f"{section.title}: {missing:,} of {len(section.lines):,} lines")
+        text = opening + "\n".join(body) + "\n" + closing
+        blocks.append(_Block(section.title, text, len(section.lines)))
+    return _fit(blocks, notes, limit)
+
+
+def _head_block(head: Sequence[str], budget: int, notes: list[str]) -> _Block:
+    """The head, cut line by line from the end if it alone does not fit `budget`."""
+    text = "\n".join(head) + "\n"
+    if len(text) <= budget:
+        return _Block("", text)
+    kept: list[str] = []
+    used = 0
+    for line in head:
+        if used + len(line) + 1 > budget - 80:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    missing = len(head) - len(kept)
+    notes.append(f"the summary: {missing:,} of {len(head):,} lines")
+    return _Block("", "\n".join([*kept, "", f"… {missing:,} more lines cut"]) + "\n")
+
+
+def _note(notes: Sequence[str], limit: int) -> str:
+    if not notes:
+        return ""
+    return (
+        f"\n> **Cut to stay under {limit:,} characters:** {'; '.join(notes)}. "
+        "The full plan is in `vmkeep plan -o json`.\n"
+    )
+
+
+def _fit(blocks: list[_Block], notes: list[str], limit: int) -> str:
+    """The final guarantee: drop whole sections from the end, then cut the head, until the
+    text with its note is shorter than `limit`."""
+    text = "".join(b.text for b in blocks) + _note(notes, limit)
+    while len(text) >= limit and len(blocks) > 1:
+        dropped = blocks.pop()
+        notes = [n for n in notes if not n.startswith(f"{dropped.name}:")]
+        notes.append(f"{dropped.name} ({dropped.lines:,} lines)")
+        text = "".join(b.text for b in blocks) + _note(notes, limit)
+    if len(text) >= limit:  # only the head is left and it is still too long
+        note = _note([*notes, "the rest of the head"], limit)
+        note = note if len(note) < limit // 2 else _note(["(too much to list)"], limit)
+        room = limit - len(note) - 20
+        head = blocks[0].text[:room]
+        head = head[: head.rfind("\n") + 1] if "\n" in head else head
+        text = head + "\n… cut\n" + note
     return text
 
 
@@ -84,11 +151,17 @@ def render_markdown(plan: Plan, limit: int = LIMIT) -> str:
     ]
     if plan.blocked:
         head += [f"> :no_entry: **Blocked:** {plan.blocked_reason}. Nothing will be applied.", ""]
-    head += _summary_table(plan)
-    return assemble(head, _sections(plan), limit)
+    table, cut = _summary_table(plan)
+    head += table
+    return assemble(head, _sections(plan), limit, cut)
 
 
-def _summary_table(plan: Plan) -> list[str]:
+def _importance(name: str, row: Counter[str]) -> tuple[int, int, int, int, str]:
+    return (-row["delete"], -(row["late"] + row["missing"]), -row["due"], -row["create"], name)
+
+
+def _summary_table(plan: Plan, max_rows: int = SUMMARY_ROWS) -> tuple[list[str], list[str]]:
+    """The per-policy summary, most important first, and a note when rows were left out."""
     rows: dict[str, Counter[str]] = defaultdict(Counter)
     for c in plan.coverage:
         rows[c.policy]["vms"] += 1
@@ -99,15 +172,28 @@ def _summary_table(plan: Plan) -> list[str]:
         "| policy | VMs | covered | due | late | missing | create | delete |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in sorted(rows):
-        r = rows[name]
-        lines.append(
-            f"| `{_escape(name)}` | {r['vms']} | {r['covered']} | {r['due']} | {r['late']} "
-            f"| {r['missing']} | {r['create']} | {r['delete']} |"
-        )
+    order = sorted(rows, key=lambda name: _importance(name, rows[name]))
+    for name in order[:max_rows]:
+        counts = " | ".join(str(rows[name][column]) for column in _COLUMNS)
+        lines.append(f"| `{_escape(name)}` | {counts} |")
+    rest = order[max_rows:]
+    if rest:
+        total: Counter[str] = Counter()
+        for name in rest:
+            total.update(rows[name])
+        counts = " | ".join(str(total[column]) for column in _COLUMNS)
+        lines.append(f"| … {len(rest):,} more policies | {counts} |")
     if not rows:
         lines.append("| (no policies) | 0 | 0 | 0 | 0 | 0 | 0 | 0 |")
-    return lines
+    cut = (
+        [
+            f"summary table: {len(rest):,} of {len(order):,} policies added up in one row "
+            "(those with deletions or late coverage are listed first)"
+        ]
+        if rest
+        else []
+    )
+    return lines, cut
 
 
 def _sections(plan: Plan) -> list[Section]:

@@ -13,14 +13,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from reconciler.markers import MarkerKind
-from reconciler.model import Duration, KeepRules, Limits, Plan, PolicySet
+from reconciler.model import CoverageState, Duration, KeepRules, Limits, Plan, PolicySet
 from reconciler.observed import state_to_json
 from reconciler.planner import plan
 from reconciler.render import plan_from_json, plan_to_json, render_markdown, render_text
-from reconciler.render.markdown import Section, assemble
+from reconciler.render.markdown import SUMMARY_ROWS, Section, assemble
 from tests.unit.estate import (
     at,
     export_point,
@@ -144,7 +146,7 @@ def test_markdown_stays_under_the_limit_and_says_what_was_cut(vms: int) -> None:
     )
     big = replace(p, actions=many)
     text = render_markdown(big)
-    assert len(text) <= 60_000
+    assert len(text) < 60_000
     assert text.startswith("### vmkeep plan")
     assert ("lines cut" in text) == (vms >= 400)
 
@@ -153,5 +155,109 @@ def test_assemble_keeps_the_head_and_notes_whole_sections_that_did_not_fit() -> 
     head = ["# head", "x" * 900]
     sections = [Section("first", ["a" * 50] * 30), Section("second", ["b" * 50] * 30)]
     text = assemble(head, sections, limit=1_500)
-    assert text.startswith("# head") and len(text) <= 1_500
+    assert text.startswith("# head") and len(text) < 1_500
     assert "second (30 lines)" in text
+
+
+def many_policies(count: int) -> Plan:
+    """The sample plan repeated for `count` policies with long names; only the last three
+    (alphabetically) delete anything or are late, so they must head the summary table."""
+    p = sample_plan(limit=10_000)
+    deleting = {f"zz-{i}-team-policy-for-a-long-list-of-production-databases" for i in range(3)}
+    names = sorted(
+        {f"team-{i:05d}-policy-for-a-long-list-of-production-databases" for i in range(count - 3)}
+        | deleting
+    )
+    actions, coverage, retention = [], [], []
+    for name in names:
+        uuid = f"{name}-uuid"
+        actions += [
+            replace(a, policy=name, vm=replace(a.vm, instance_uuid=uuid))
+            for a in p.actions
+            if name in deleting or not a.kind.is_delete
+        ]
+        state = CoverageState.LATE if name in deleting else CoverageState.DUE
+        coverage += [
+            replace(c, policy=name, vm=replace(c.vm, instance_uuid=uuid), state=state)
+            for c in p.coverage
+        ]
+        retention += [replace(d, policy=name) for d in p.retention]
+    deletes = sum(1 for a in actions if a.kind.is_delete)
+    return replace(
+        p,
+        actions=tuple(actions),
+        coverage=tuple(coverage),
+        retention=tuple(retention),
+        delete_count=deletes,
+    )
+
+
+def summary_rows(text: str) -> list[list[str]]:
+    table = text[text.index("| policy | VMs |") : text.index("\n\n", text.index("| policy |"))]
+    return [row.strip("|").split(" | ") for row in table.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("count", [3, SUMMARY_ROWS, SUMMARY_ROWS + 1, 1_200, 5_000])
+def test_markdown_of_many_policies_stays_under_the_limit_with_the_summary_first(
+    count: int,
+) -> None:
+    big = many_policies(count)
+    text = render_markdown(big)
+    assert len(text) < 60_000
+    assert text.startswith("### vmkeep plan")
+    assert text.index("| policy | VMs |") < text.index("<details")
+    rows = summary_rows(text)
+    assert len(rows) == min(count, SUMMARY_ROWS + 1)
+    # the policies that delete or are late come first, whatever their names
+    assert [r[0].startswith(" `zz-") for r in rows[:3]] == [True] * 3
+    # nothing is lost from the table: the last row adds up the policies left out
+    assert sum(int(r[1]) for r in rows) == len(big.coverage)
+    assert sum(int(r[7]) for r in rows) == big.delete_count
+    if count > SUMMARY_ROWS:
+        left_out = count - SUMMARY_ROWS
+        assert rows[-1][0] == f" … {left_out:,} more policies"
+        assert f"summary table: {left_out:,} of {count:,} policies added up in one row" in text
+    else:
+        assert "more policies" not in text and "summary table:" not in text
+
+
+def test_the_note_names_every_section_that_was_cut() -> None:
+    text = render_markdown(many_policies(5_000))
+    note = text[text.index("> **Cut to stay under 60,000 characters:**") :]
+    assert note.endswith("The full plan is in `vmkeep plan -o json`.\n")
+    for title in ("summary table:", "Actions (", "Coverage problems (", "Retention: points kept"):
+        assert title in note
+
+
+def test_a_head_longer_than_the_limit_is_cut_and_said_so() -> None:
+    head = ["### vmkeep plan", "", *(f"| row {i} | " + "x" * 90 + " |" for i in range(2_000))]
+    text = assemble(head, [Section("first", ["a" * 50] * 30)], limit=60_000)
+    assert len(text) < 60_000
+    assert text.startswith("### vmkeep plan\n\n| row 0 |")
+    assert "the summary: " in text and "first (30 lines)" in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    head=st.lists(st.text(max_size=3_000), min_size=1, max_size=30),
+    sections=st.lists(
+        st.tuples(
+            st.text(max_size=200),
+            st.lists(st.text(max_size=2_000), max_size=40),
+            st.sampled_from([None, "diff"]),
+        ),
+        max_size=6,
+    ),
+    cut=st.lists(st.text(max_size=300), max_size=3),
+    limit=st.integers(1_000, 20_000),
+)
+def test_assemble_is_always_under_the_limit(
+    head: list[str],
+    sections: list[tuple[str, list[str], str | None]],
+    cut: list[str],
+    limit: int,
+) -> None:
+    parts = [Section(title, lines, fenced) for title, lines, fenced in sections]
+    text = assemble(["### head", *head], parts, limit=limit, cut=cut)
+    assert len(text) < limit
+    assert text.startswith("### head")
