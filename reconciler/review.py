@@ -7,7 +7,9 @@ against one observed state at one `now` and reports, for a pull request:
 * VMs gaining or losing coverage (or moving between policies);
 * restore points the change newly schedules for deletion, points it newly keeps, and points
   that become orphans (retained: removing a policy never deletes anything);
-* guard violations of the head plan (deletion budget exceeded).
+* guard violations of the head plan: the deletion budget exceeded, and every group whose
+  rules would delete all its complete points, so the never-empty guard keeps the newest
+  (marked when the base plan had the same guard hit: the change did not cause it).
 
 Pure: values in, a value out.
 """
@@ -21,7 +23,15 @@ from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime, time
 from typing import Any
 
-from reconciler.model import Duration, Plan, PointKind, Policy, PolicySet, VMRef
+from reconciler.model import (
+    Duration,
+    Plan,
+    PointKind,
+    Policy,
+    PolicySet,
+    RetentionDecision,
+    VMRef,
+)
 
 __all__ = [
     "CoverageChange",
@@ -223,16 +233,30 @@ def _point_changes(base: Plan, head: Plan) -> list[PointChange]:
     return changes
 
 
+def _guarded(plan: Plan) -> list[RetentionDecision]:
+    """Points the never-empty guard keeps (the planner's reason starts with "guard:")."""
+    return [d for d in plan.retention if d.keep and any(r.startswith("guard:") for r in d.reasons)]
+
+
+def _guard_violations(base: Plan, head: Plan) -> list[str]:
+    violations = [head.blocked_reason] if head.blocked else []
+    before = {(d.kind, d.point_id) for d in _guarded(base)}
+    for d in sorted(_guarded(head), key=lambda d: (d.policy, d.vm.name, d.kind, d.point_id)):
+        also = " (already so at the base revision)" if (d.kind, d.point_id) in before else ""
+        violations.append(
+            f"policy {d.policy} would delete every complete {d.kind.value} point of "
+            f"{d.vm.name}; the never-empty guard keeps the newest, {d.point_id}{also}"
+        )
+    return violations
+
+
 def review(base_policies: PolicySet, head_policies: PolicySet, base: Plan, head: Plan) -> Review:
-    violations = []
-    if head.blocked:
-        violations.append(head.blocked_reason)
     return Review(
         base_revision=base_policies.revision,
         head_revision=head_policies.revision,
         policies=tuple(_policy_changes(base_policies, head_policies)),
         coverage=tuple(_coverage_changes(base, head)),
         points=tuple(_point_changes(base, head)),
-        guard_violations=tuple(violations),
+        guard_violations=tuple(_guard_violations(base, head)),
         head=head,
     )

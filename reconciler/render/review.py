@@ -10,7 +10,9 @@ from reconciler.render.document import plan_to_json
 from reconciler.render.markdown import LIMIT, Section, assemble
 from reconciler.review import Review
 
-__all__ = ["review_markdown", "review_text", "review_to_json"]
+__all__ = ["GUARDS_IN_HEAD", "review_markdown", "review_text", "review_to_json"]
+
+GUARDS_IN_HEAD = 5  # guard violations quoted above the summary; all are in their own section
 
 
 def _short(revision: str | None) -> str:
@@ -127,8 +129,11 @@ def review_markdown(r: Review, limit: int = LIMIT) -> str:
         f"`{format_time(r.head.now)}` · observed `{r.head.observed_digest[:19]}`",
         "",
     ]
-    for violation in r.guard_violations:
+    for violation in r.guard_violations[:GUARDS_IN_HEAD]:
         head += [f"> :no_entry: **Guard:** {violation}", ""]
+    more = len(r.guard_violations) - GUARDS_IN_HEAD
+    if more > 0:
+        head += [f"> :no_entry: … and {more:,} more guard violations, listed below.", ""]
     head += [
         "| policies changed | VMs gaining | VMs losing | points newly deleted | newly kept "
         "| orphaned |",
@@ -138,6 +143,11 @@ def review_markdown(r: Review, limit: int = LIMIT) -> str:
         f"| {counts['newly kept']} | {counts['orphaned (retained)']} |",
     ]
     sections = [
+        Section(
+            f"Guard violations ({len(r.guard_violations)})",
+            [f"- {v}" for v in r.guard_violations] if more > 0 else [],
+            open=True,
+        ),
         Section(f"Policies ({len(r.policies)})", _policy_lines(r), fenced="diff", open=True),
         Section(f"Coverage ({len(r.coverage)})", _coverage_lines(r), fenced="diff", open=True),
         Section(f"Restore points ({len(r.points)})", _point_lines(r), fenced="diff"),

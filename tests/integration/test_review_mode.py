@@ -88,6 +88,8 @@ def estate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]
         repo, {"gold.yaml": POLICY.format(name="gold", names="web*", daily=7)}, "gold: 7"
     )
     revs["removed"] = commit(repo, {"gold.yaml": None}, "remove gold")
+    aged = POLICY.format(name="gold", names="web*", daily=30) + "    maxAge: 6h\n"
+    revs["maxage"] = commit(repo, {"gold.yaml": aged}, "gold: no snapshot older than 6h")
     uuid = uuid_of("web1")
     snaps = [
         marked_snapshot("gold", uuid, SLOT - timedelta(days=d), f"snapshot-{d}") for d in range(30)
@@ -142,6 +144,20 @@ def test_the_review_shows_a_guard_violation_when_the_change_deletes_too_much(
     )
     report = review(estate, "daily30", "daily7", capsys)
     assert report["guardViolations"] == ["23 deletions exceed limits.maxDeletesPerRun (10)"]
+
+
+def test_the_review_shows_the_never_empty_guard_when_the_change_would_empty_a_group(
+    estate, capsys
+) -> None:
+    report = review(estate, "daily30", "maxage", capsys)
+    ids = estate["ids"]
+    assert isinstance(ids, list)
+    assert report["guardViolations"] == [
+        "policy gold would delete every complete snapshot point of web1; the never-empty "
+        f"guard keeps the newest, {ids[0]}"
+    ]
+    gone = sorted(p["pointId"] for p in report["points"] if p["change"] == "newly deleted")
+    assert gone == sorted(ids[1:])
 
 
 def test_the_markdown_review_summarises_first(estate, capsys) -> None:

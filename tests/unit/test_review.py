@@ -12,8 +12,13 @@ from pathlib import Path
 
 from reconciler.model import Duration, KeepRules, Limits, PolicySet, SnapshotSpec
 from reconciler.planner import plan
-from reconciler.render.review import review_markdown, review_text, review_to_json
-from reconciler.review import FieldChange, policy_fields, review
+from reconciler.render.review import (
+    GUARDS_IN_HEAD,
+    review_markdown,
+    review_text,
+    review_to_json,
+)
+from reconciler.review import FieldChange, PolicyChange, policy_fields, review
 from tests.unit.estate import at, marked_snapshot, policy, state, uuid_of, vm
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "review"
@@ -124,3 +129,68 @@ def test_review_renderings_match_the_golden_files() -> None:
     assert document["headPlan"]["blocked"] is True
     assert [p["status"] for p in document["policies"]] == ["changed", "removed"]
     assert [c["change"] for c in document["coverage"]] == ["loses coverage", "gains coverage"]
+
+
+def head_with_max_age(hours: int = 6) -> PolicySet:
+    """gold keeps 10 dailies but no snapshot older than `hours`: at 12:00 every snapshot
+    of web1 (the newest from 01:00) is older, so only the never-empty guard keeps one."""
+    gold = BASE.policies[0]
+    aged = replace(gold, snapshots=SnapshotSpec(KeepRules(daily=10), Duration(hours=hours)))
+    return PolicySet((aged, BASE.policies[1]), "c" * 40)
+
+
+GUARD = (
+    f"policy gold would delete every complete snapshot point of web1; the never-empty guard "
+    f"keeps the newest, gold/{uuid_of('web1')}/20261125T010000Z"
+)
+
+
+def test_a_group_the_head_plan_would_empty_is_a_guard_violation() -> None:
+    result = both(BASE, head_with_max_age())
+    assert result.guard_violations == (GUARD,)
+    assert not result.head.blocked
+
+
+def test_a_guard_hit_the_base_plan_already_had_is_marked_as_such() -> None:
+    result = both(head_with_max_age(), head_with_max_age(hours=5))
+    assert result.guard_violations == (GUARD + " (already so at the base revision)",)
+
+
+def test_both_guards_are_listed_when_both_trigger() -> None:
+    result = both(BASE, head_with_max_age(), limit=3)
+    assert result.guard_violations == ("9 deletions exceed limits.maxDeletesPerRun (3)", GUARD)
+
+
+def test_guard_hits_appear_in_the_text_json_and_markdown_renderings() -> None:
+    result = both(BASE, head_with_max_age())
+    check_golden("guard.txt", review_text(result))
+    check_golden("guard.md", review_markdown(result))
+    assert f"GUARD: {GUARD}\n" in review_text(result)
+    assert f"> :no_entry: **Guard:** {GUARD}\n" in review_markdown(result)
+    assert review_to_json(result)["guardViolations"] == [GUARD]
+
+
+def test_a_huge_review_stays_under_the_limit_with_the_summary_first() -> None:
+    result = both(BASE, head_with_max_age())
+    long = "team-policy-for-a-long-list-of-production-databases"
+    policies = tuple(
+        PolicyChange(
+            f"{long}-{i:05d}",
+            "changed",
+            tuple(FieldChange(f"snapshots.keep.{k}", "30", "7") for k in ("daily", "weekly")),
+        )
+        for i in range(3_000)
+    )
+    point = result.points[0]
+    points = tuple(replace(point, point_id=f"{point.point_id}-{i}") for i in range(3_000))
+    guards = tuple(f"policy {long}-{i:05d} would delete every complete ..." for i in range(2_000))
+    huge = replace(result, policies=policies, points=points, guard_violations=guards)
+    text = review_markdown(huge)
+    assert len(text) < 60_000
+    assert text.startswith("### vmkeep plan review")
+    assert text.index("| policies changed |") < text.index("<details")
+    assert text.count(":no_entry: **Guard:**") == GUARDS_IN_HEAD
+    assert f"… and {2_000 - GUARDS_IN_HEAD:,} more guard violations, listed below." in text
+    note = text[text.index("> **Cut to stay under 60,000 characters:**") :]
+    assert "Guard violations (2000): " in note and "Policies (3000)" in note
+    assert "Restore points (3000)" in note
