@@ -117,7 +117,7 @@ class ChunkEncoder:
     def encode(self, first: int, block: bytes | bytearray) -> BlockResult:
         cs = self.chunk_size
         n = (len(block) + cs - 1) // cs
-        if len(block) == BLOCK_SIZE and block == self.zero_block:
+        if len(block) == len(self.zero_block) and block == self.zero_block:
             return first, len(block), [ZERO_ID] * n, [FLAG_RAW] * n, [None] * n
         ids: list[bytes] = []
         flags: list[int] = []
