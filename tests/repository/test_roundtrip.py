@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.adapters.repository import Repository
+from reconciler.adapters.repository.packs import FLAG_RAW, FLAG_ZSTD
 from reconciler.errors import RepositoryError
 
 from .disks import CHUNK, SLOT, VM, export, noise, open_repo, point_id, read_disk, text
@@ -211,3 +212,30 @@ def test_repository_reopened_with_another_chunk_size_is_refused(tmp_path: Path) 
     open_repo(tmp_path)
     with pytest.raises(RepositoryError, match="chunk size is fixed"):
         Repository.open(tmp_path, chunk_size=2 * CHUNK)
+
+
+@pytest.mark.parametrize(
+    ("contents", "flag"),
+    [
+        (noise("random", CHUNK), FLAG_RAW),
+        (noise("1 % zeros", CHUNK - 40) + bytes(40), FLAG_RAW),  # saves under 3 %: not worth it
+        (noise("10 % zeros", CHUNK - 410) + bytes(410), FLAG_ZSTD),
+        (text("four symbols", CHUNK), FLAG_ZSTD),
+    ],
+    ids=["random", "1 % zeros", "10 % zeros", "text"],
+)
+def test_chunks_are_stored_raw_unless_zstd_saves_at_least_3_percent(
+    tmp_path: Path, contents: bytes, flag: int
+) -> None:
+    repo = open_repo(tmp_path)
+    export(repo, point_id(1), {"d0": contents})
+    (cid,) = repo.open_disk(point_id(1), "d0").ids
+    loc = repo.load_index(repair=False).get(cid)
+    assert loc is not None and (loc.flags, loc.raw) == (flag, CHUNK)
+    if flag == FLAG_RAW:
+        assert loc.stored == CHUNK
+        stored = repo.packs.read_stored(loc)
+        assert stored == contents  # the bytes in the pack are the chunk itself
+    else:
+        assert loc.stored <= CHUNK - CHUNK // 32
+    assert read_disk(repo, point_id(1), "d0") == contents
