@@ -21,7 +21,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Protocol
 
@@ -59,6 +59,10 @@ class ActionOutcome:
     bytes_read: int = 0
     bytes_stored: int = 0
     seconds: float = 0.0
+    started: float = 0.0  # clock time the action started
+    #: For exports: when moving disk data began (clock time) and how long it took.
+    transfer_started: float = 0.0
+    transfer_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class ActionRunner:
             outcome = ActionOutcome(action, OutcomeStatus.FAILED, str(exc))
         except Exception as exc:  # a bug or an unexpected library error: record it, go on
             outcome = ActionOutcome(action, OutcomeStatus.FAILED, f"{type(exc).__name__}: {exc}")
-        outcome = _with_seconds(outcome, self.clock() - started)
+        outcome = replace(outcome, started=started, seconds=self.clock() - started)
         self.journal.record_outcome(
             action_id,
             outcome.status,
@@ -253,8 +257,10 @@ class ActionRunner:
             taken = self._snapshot(vc, vm, policy, action, action_id, MarkerKind.EXPORT_TEMP)
             snapshot_id, consistency, temporary = taken.snapshot_id, taken.consistency, True
             self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
+        transfer_started = self.clock()
         try:
             read, stored = self._copy(vc, vm, store, action, snapshot_id, consistency)
+            transfer_seconds = self.clock() - transfer_started
         finally:
             if temporary:
                 vc.remove_snapshot(vm, snapshot_id)
@@ -266,6 +272,8 @@ class ActionRunner:
             consistency,
             bytes_read=read,
             bytes_stored=stored,
+            transfer_started=transfer_started,
+            transfer_seconds=transfer_seconds,
         )
 
     def _store(self, action: Action) -> ExportStore:
@@ -518,13 +526,6 @@ def _describe_vm(vm: VM, disks: Iterable[Any]) -> bytes:
         ],
     }
     return json.dumps(body, indent=2, sort_keys=True).encode()
-
-
-def _with_seconds(outcome: ActionOutcome, seconds: float) -> ActionOutcome:
-    return ActionOutcome(
-        outcome.action, outcome.status, outcome.message, outcome.consistency,
-        outcome.bytes_read, outcome.bytes_stored, seconds,
-    )
 
 
 class _Counting:

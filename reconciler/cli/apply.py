@@ -26,7 +26,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,10 @@ def _summary(report: RunReport, output: str) -> None:
                     "bytesRead": o.bytes_read,
                     "bytesStored": o.bytes_stored,
                     "seconds": round(o.seconds, 3),
+                    "startedAt": _iso(o.started),
+                    **({"transfer": {"startedAt": _iso(o.transfer_started),
+                                     "seconds": round(o.transfer_seconds, 3)}}
+                       if o.transfer_started else {}),
                 }
                 for o in report.outcomes
             ],
@@ -312,6 +316,10 @@ def _summary(report: RunReport, output: str) -> None:
         stored = sum(o.bytes_stored for o in exports)
         print(f"  exports: {len(exports)}, {read / 2**20:,.1f} MiB read, "
               f"{stored / 2**20:,.1f} MiB stored")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 class _LeaseKeeper:

@@ -1,0 +1,336 @@
+"""Benchmark: one `vmkeep apply` exporting many VMs from the simulator, against the raw
+datastore HTTP download of the same bytes.
+
+    .venv/bin/python bench/apply.py                       # 20 VMs x 256 MiB (about 2 min)
+    .venv/bin/python bench/apply.py --vms 4 --size 64M    # quick check
+    .venv/bin/python bench/apply.py --day2                # also a next day, 1 % changed
+
+Set-up (not measured): a simulator with --vms VMs; each VM's disk grown to --size and its
+flat file filled with a VM-disk-like image (1 MiB regions: ~40 % zero, ~30 % text-like,
+~30 % random; a different seed per VM, so nothing dedups across VMs), written straight into
+the simulator's datastore directory and read once so it is page-cached; an export-only,
+crash-consistent policy; an empty directory target.
+
+Measured, in the same run:
+* **raw**: every disk downloaded over the datastore HTTP interface with vmkeep's own reader
+  (`RangeReader`, TLS-verified, session cookie), as many at a time as
+  `limits.concurrentExports`, bytes thrown away — the ceiling for data movement;
+* **apply**: `vmkeep apply --auto-approve -o json` as a separate process (wall, user+sys CPU,
+  peak RSS via wait4). Its JSON outcomes carry when each export's data transfer started and
+  how long it took; the union of those intervals is the time data was moving, the rest of the
+  wall time (start-up, capture and plan, snapshots, journal, summary) is "outside data
+  movement".
+
+Nothing is asserted; figures are printed (and written as JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pyVmomi import vim
+
+from reconciler.adapters.datastore import DatastoreFile, RangeReader, parse_datastore_path
+from reconciler.adapters.vsphere import VSphereClient
+from reconciler.adapters.vsphere_tls import endpoint_of, pin_of, pinned_connection, ssl_context
+from reconciler.model import VCenterConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+VCSIM = ROOT / "scripts" / "vcsim"
+MiB = 1 << 20
+DAY1 = "2026-11-25T01:30:00Z"
+DAY2 = "2026-11-26T01:30:00Z"
+
+POLICY = """\
+apiVersion: vmkeep/v1
+kind: BackupPolicy
+metadata: {name: bench}
+spec:
+  vcenter: sim
+  selector: {include: {names: ["*"]}}
+  schedule: {cron: "0 1 * * *", timezone: UTC}
+  consistency: {mode: crash}
+  exports: {target: local, keep: {daily: 7}}
+"""
+
+
+@functools.cache
+def _image_builder() -> Any:
+    """`bench/repository.py`'s image generator (one definition of "VM-disk-like")."""
+    spec = importlib.util.spec_from_file_location("bench_repository",
+                                                  ROOT / "bench" / "repository.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Figures:
+    vms: int
+    size_mib: int
+    parallel: int
+    day: str
+    raw_seconds: float
+    apply_seconds: float
+    apply_cpu: float
+    apply_rss_mib: float
+    transfer_seconds: float  # union of the exports' transfer intervals
+    bytes_read: int
+    bytes_stored: int
+
+    @property
+    def total(self) -> int:
+        return self.vms * self.size_mib * MiB
+
+    def rows(self) -> list[tuple[str, str]]:
+        raw = self.total / self.raw_seconds / MiB
+        apply = self.total / self.apply_seconds / MiB
+        outside = 1 - self.transfer_seconds / self.apply_seconds
+        return [
+            ("VMs x disk", f"{self.vms} x {self.size_mib} MiB ({self.total / MiB:,.0f} MiB)"),
+            ("exports at a time", str(self.parallel)),
+            ("raw datastore HTTP download", f"{self.raw_seconds:.2f} s, {raw:,.0f} MiB/s"),
+            ("vmkeep apply (wall)", f"{self.apply_seconds:.2f} s, {apply:,.0f} MiB/s"),
+            ("apply / raw throughput", f"{apply / raw:.2f}"),
+            ("apply CPU (user+sys), peak RSS",
+             f"{self.apply_cpu:.2f} s, {self.apply_rss_mib:.0f} MiB"),
+            ("data moving (union of transfers)",
+             f"{self.transfer_seconds:.2f} s, {self.total / self.transfer_seconds / MiB:,.0f} "
+             "MiB/s" if self.transfer_seconds else "-"),
+            ("share of wall time outside data movement", f"{outside * 100:.1f} %"),
+            ("read / stored", f"{self.bytes_read / MiB:,.1f} MiB / "
+                              f"{self.bytes_stored / MiB:,.1f} MiB"),
+        ]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def start_simulator(state: Path, vms: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(VCSIM), "start", "--vms", str(vms), "--hosts", "2",
+         "--state-dir", str(state), "--timeout", "600"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return dict(json.loads(out))
+
+
+def stop_simulator(state: Path) -> None:
+    subprocess.run([sys.executable, str(VCSIM), "stop", "--state-dir", str(state)],
+                   check=False, capture_output=True)
+
+
+def wait(task: Any) -> None:
+    while task.info.state not in ("success", "error"):
+        time.sleep(0.02)
+    if task.info.state == "error":
+        raise RuntimeError(task.info.error)
+
+
+def prepare_disks(client: VSphereClient, info: dict[str, Any], size: int) -> list[Any]:
+    """Grow every VM's disk to `size` and write its image into the datastore directory."""
+    images = _image_builder()
+    client._soap("log in", lambda: None)
+    content = client._content
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    refs = sorted(view.view, key=lambda v: v.name)
+    view.DestroyView()
+    data_dir = Path(info["dataDir"])
+    for seed, ref in enumerate(refs, start=1):
+        disk: Any = next(d for d in ref.config.hardware.device
+                         if isinstance(d, vim.vm.device.VirtualDisk))
+        disk.capacityInKB, disk.capacityInBytes = size // 1024, size
+        change = vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=disk)
+        wait(ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+        _, path = parse_datastore_path(disk.backing.fileName)
+        flat = path[: -len(".vmdk")] + "-flat.vmdk"
+        [target] = list(data_dir.glob(f"*/{flat}")) or list(data_dir.rglob(flat))
+        images.build_day1(target, size, seed)
+    os.sync()
+    vms = sorted(client.inventory().vms, key=lambda vm: vm.name)
+    for vm in vms:  # read once: page-cached for both measurements alike
+        _, path = parse_datastore_path(vm.disks[0].file)
+        flat = path[: -len(".vmdk")] + "-flat.vmdk"
+        for target in data_dir.rglob(flat):
+            images.raw_read(target)
+    return vms
+
+
+def change_disks(info: dict[str, Any], vms: list[Any], share: float) -> None:
+    """A next day: `share` of each disk's 64 KiB blocks get a new 4 KiB."""
+    images = _image_builder()
+    data_dir = Path(info["dataDir"])
+    for seed, vm in enumerate(vms, start=1):
+        _, path = parse_datastore_path(vm.disks[0].file)
+        flat = path[: -len(".vmdk")] + "-flat.vmdk"
+        for target in data_dir.rglob(flat):
+            size = target.stat().st_size
+            step = int(64 * 1024 / share)
+            with open(target, "r+b") as f:
+                for k, offset in enumerate(range(0, size, step)):
+                    f.seek(offset)
+                    f.write(images._xof(seed, f"day2-{k}", 4096))
+    os.sync()
+
+
+def write_config(root: Path, info: dict[str, Any], parallel: int) -> Path:
+    (root / "policies").mkdir(parents=True, exist_ok=True)
+    (root / "policies" / "bench.yaml").write_text(POLICY)
+    config = root / "vmkeep.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        vcenters:
+          sim:
+            url: "{info['url']}"
+            username: {info['username']}
+            passwordEnv: VMKEEP_BENCH_PASSWORD
+            caFile: "{info['caFile']}"
+        targets:
+          local: {{type: directory, path: "{root / 'target'}"}}
+        state: "{root / 'state.db'}"
+        limits: {{maxDeletesPerRun: 100, concurrentExports: {parallel},
+                  concurrentSnapshotsPerHost: {parallel}}}
+        """))
+    return config
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def raw_download(config: VCenterConfig, password: str, vms: list[Any], parallel: int) -> float:
+    """Every disk over the datastore HTTP interface, `parallel` at a time, bytes discarded."""
+    endpoint = endpoint_of(config)
+    connect = pinned_connection(ssl_context(config), pin_of(config), connect_timeout=10,
+                                read_timeout=120)
+    with VSphereClient(config, password) as client:
+        client._soap("log in", lambda: None)
+        cookie = str(client._stub.cookie)
+
+        def one(vm: Any) -> int:
+            datastore, path = parse_datastore_path(vm.disks[0].file)
+            file = DatastoreFile(config.name, endpoint.host, endpoint.port, "DC0", datastore,
+                                 path[: -len(".vmdk")] + "-flat.vmdk")
+            total = 0
+            with RangeReader(file, connect, cookie) as reader:
+                while chunk := reader.read(8 * MiB):
+                    total += len(chunk)
+            return total
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            read = sum(pool.map(one, vms))
+        seconds = time.perf_counter() - started
+    assert read == sum(vm.disks[0].capacity_bytes for vm in vms), read
+    return seconds
+
+
+def run_apply(root: Path, config: Path, password: str, now: str) -> tuple[float, float, float,
+                                                                          dict[str, Any]]:
+    argv = [sys.executable, "-m", "reconciler", "apply", "--config", str(config),
+            "--policies", str(root / "policies"), "--now", now, "--auto-approve", "-o", "json"]
+    env = {**os.environ, "VMKEEP_BENCH_PASSWORD": password}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"vmkeep apply failed: {out.decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, json.loads(out)
+
+
+def transfer_union(report: dict[str, Any]) -> float:
+    """Seconds during which at least one export was moving data."""
+    spans = sorted(
+        (start, start + o["transfer"]["seconds"])
+        for o in report["outcomes"] if "transfer" in o
+        for start in [datetime.fromisoformat(o["transfer"]["startedAt"]).timestamp()]
+    )
+    total, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config: Path,
+                info: dict[str, Any], vc: VCenterConfig, vms: list[Any]) -> Figures:
+    raw = raw_download(vc, info["password"], vms, args.parallel)
+    wall, cpu, rss, report = run_apply(root, config, info["password"], now)
+    exports = [o for o in report["outcomes"] if o["kind"] == "export.create"]
+    failed = [o for o in report["outcomes"] if o["status"] == "failed"]
+    if failed or len(exports) != len(vms):
+        raise SystemExit(f"apply did not export every VM: {failed or exports}")
+    return Figures(
+        vms=len(vms), size_mib=args.size // MiB, parallel=args.parallel, day=day,
+        raw_seconds=raw, apply_seconds=wall, apply_cpu=cpu, apply_rss_mib=rss,
+        transfer_seconds=transfer_union(report),
+        bytes_read=sum(o["bytesRead"] for o in exports),
+        bytes_stored=sum(o["bytesStored"] for o in exports),
+    )
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vms", type=int, default=20)
+    parser.add_argument("--size", type=parse_size, default=parse_size("256M"))
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="limits.concurrentExports, and downloads at a time for raw")
+    parser.add_argument("--day2", action="store_true", help="also a next day, 1 %% changed")
+    parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-apply")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    state = args.work / "sim"
+    print(f"set-up: simulator with {args.vms} VMs, {args.size // MiB} MiB of data each",
+          file=sys.stderr)
+    info = start_simulator(state, args.vms)
+    try:
+        vc = VCenterConfig(name="sim", url=info["url"], username=info["username"],
+                           ca_file=info["caFile"])
+        with VSphereClient(vc, info["password"]) as client:
+            vms = prepare_disks(client, info, args.size)
+        config = write_config(args.work, info, args.parallel)
+        results = [measure_day("1", DAY1, args, args.work, config, info, vc, vms)]
+        if args.day2:
+            change_disks(info, vms, 0.01)
+            results.append(measure_day("2 (1 % changed)", DAY2, args, args.work, config, info,
+                                       vc, vms))
+    finally:
+        stop_simulator(state)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    for figures in results:
+        print(f"\n| day {figures.day} | |\n|---|---|")
+        for name, value in figures.rows():
+            print(f"| {name} | {value} |")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(f) for f in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
