@@ -4,10 +4,12 @@ Three passes over each YAML document, each reporting at `file:line:column`:
 
 1. `documents.load`: safe YAML, duplicate keys, limits (see `reconciler.documents`);
 2. `schemas/policy.schema.json` (draft 2020-12), errors mapped to the offending key/value;
-3. semantic checks the schema cannot express: a valid 5-field cron expression, a known IANA
-   time zone, durations, a non-empty window, fields that only apply to another consistency
-   mode, names unique across the whole repository (the second use is reported), and - when a
-   host config is given - that the referenced vCenter, target and hooks exist.
+3. semantic checks the schema cannot express: a valid plain 5-field cron expression (no
+   croniter extensions such as `L`, `#`, `?`) that fires at least once (searched from a fixed
+   reference time, never the clock), a known IANA time zone, durations, a non-empty window,
+   fields that only apply to another consistency mode, names unique across the whole
+   repository (the second use is reported), and - when a host config is given - that the
+   referenced vCenter, target and hooks exist.
 
 `parse_policies` raises `InputError` with all diagnostics of all files, sorted;
 `check_policies` returns them instead (for `vmkeep validate`). Pure: bytes in, values out.
@@ -16,15 +18,16 @@ Three passes over each YAML document, each reporting at `file:line:column`:
 from __future__ import annotations
 
 import json
+import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import time
+from datetime import datetime, time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from jsonschema import Draft202012Validator
 
 from reconciler import documents, durations
@@ -53,6 +56,29 @@ __all__ = ["SCHEMA_PATH", "PolicyReport", "check_policies", "parse_policies", "s
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "policy.schema.json"
 
 CRON_FIELDS = "minute hour day-of-month month day-of-week"
+#: Fire times are looked for from this fixed instant, never from the clock, so validation is
+#: deterministic. Whatever fires at all fires within 4 years (29 February); 5 is the horizon.
+CRON_REFERENCE = datetime(2024, 1, 1)
+CRON_HORIZON_YEARS = 5
+#: croniter (and Quartz) syntax beyond plain 5-field cron: (pattern in one field, what it
+#: means, how to fix it). Names of months and days (`jul`, `wed`, `thu`, `fri`) are not matched.
+_CRON_EXTENSIONS = tuple((re.compile(pattern, re.IGNORECASE), meaning, hint) for pattern, meaning,
+                         hint in (
+    (r"#", "`#` for the n-th weekday of a month",
+     "plain cron has no n-th weekday; give days of the week, e.g. `1` for Mondays, or days "
+     "of the month"),
+    (r"\?", "`?` for no specific value", "write `*` instead of `?`"),
+    (r"(?<![a-z])\d*l(?![a-z])|(?<![a-z])lw(?![a-z])", "`L` for \"last\"",
+     "plain cron has no \"last\"; give fixed days, e.g. `1` for the first of the month"),
+    (r"(?<![a-z])\d*w(?![a-z])", "`W` for the nearest weekday",
+     "plain cron has no nearest weekday; give days of the month or of the week"),
+    (r"(?<![a-z])h(?![a-z])", "`H` for a hashed value", "give a fixed number, e.g. `17`"),
+    (r"(?<![a-z])r(?![a-z])", "`R` for a random value", "give a fixed number, e.g. `17`"),
+))
+#: Nicknames some crons accept, in plain 5-field form.
+_CRON_NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                   "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                   "@hourly": "0 * * * *"}
 _KEEP_DURATIONS = ("within", "withinHourly", "withinDaily", "withinWeekly", "withinMonthly",
                    "withinYearly")
 #: Consistency fields that only mean something in one mode.
@@ -130,6 +156,15 @@ def check_policies(
     return PolicyReport(tuple(policies), tuple(sorted(set(problems))), revision)
 
 
+def _cron_extension(fields: list[str]) -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) for the first field using non-standard syntax."""
+    for name, value in zip(CRON_FIELDS.split(), fields, strict=True):
+        for pattern, meaning, hint in _CRON_EXTENSIONS:
+            if pattern.search(value):
+                return f"{name} `{value}`: {meaning} is a croniter extension", hint
+    return None
+
+
 def _bad_cron_field(fields: list[str]) -> str:
     """Name the first field that is wrong on its own (others as `*`), e.g. "hour `25`: "."""
     for index, name in enumerate(CRON_FIELDS.split()):
@@ -187,17 +222,39 @@ class _Semantics:
         if not isinstance(expr, str):
             return
         fields = expr.split()
+        name = f"`{dotted(where)}`"
         if len(fields) != 5:
-            self.report(where, f"`{dotted(where)}` must have 5 fields ({CRON_FIELDS}), "
-                        f"found {len(fields)}", 'e.g. "0 1 * * *" for 01:00 every day')
+            hint = 'e.g. "0 1 * * *" for 01:00 every day'
+            if len(fields) > 5:
+                hint = f"plain cron has no seconds or year field; {hint}"
+            elif fields and fields[0].lower() in _CRON_NICKNAMES:
+                hint = f'write "{_CRON_NICKNAMES[fields[0].lower()]}" instead of `{fields[0]}`'
+            self.report(where, f"{name} must have 5 fields ({CRON_FIELDS}), found {len(fields)}",
+                        hint)
+            return
+        extension = _cron_extension(fields)
+        if extension is not None:
+            self.report(where, f"{name}: `{expr}` is not plain 5-field cron "
+                        f"({extension[0]})", extension[1])
             return
         try:
-            croniter.expand(expr)
+            walker = croniter(expr, CRON_REFERENCE,
+                              max_years_between_matches=CRON_HORIZON_YEARS)
         except (ValueError, KeyError) as exc:
             reason = "out of range" if "out of range" in str(exc) else "not a valid value"
             culprit = _bad_cron_field(fields)
-            self.report(where, f"`{dotted(where)}`: `{expr}` is not a valid cron expression "
+            self.report(where, f"{name}: `{expr}` is not a valid cron expression "
                         f"({culprit}{reason})", f"fields: {CRON_FIELDS}")
+            return
+        days, weekdays = walker.expanded[2], walker.expanded[4]
+        if days == ["*"] or weekdays != ["*"]:
+            return  # fires every month (croniter ORs days of month and of week): skip the search
+        try:
+            walker.get_next(datetime)
+        except CroniterBadDateError:
+            self.report(where, f"{name}: `{expr}` never fires (day-of-month `{fields[2]}` "
+                        f"never falls in month `{fields[3]}`)",
+                        "February has at most 29 days; April, June, September and November 30")
 
     def timezone(self) -> None:
         where = ("spec", "schedule", "timezone")

@@ -164,6 +164,26 @@ CASES = [
          "day-of-week `mon-fry`"),
     case("cron-zero-step", edit({11: '    cron: "*/0 1 * * *"'}), 11, 11, "minute `*/0`"),
     case("cron-garbage", edit({11: '    cron: "at one"'}), 11, 11, "must have 5 fields"),
+    case("cron-nickname", edit({11: '    cron: "@daily"'}), 11, 11,
+         'write "0 0 * * *" instead of `@daily`'),
+    case("cron-never-fires", edit({11: '    cron: "0 0 30 2 *"'}), 11, 11,
+         "`0 0 30 2 *` never fires (day-of-month `30` never falls in month `2`)"),
+    case("cron-never-fires-in-short-months", edit({11: '    cron: "0 1 31 4,6,9,11 *"'}), 11, 11,
+         "never fires"),
+    case("cron-last-day-extension", edit({11: '    cron: "0 1 L * *"'}), 11, 11,
+         'day-of-month `L`: `L` for "last" is a croniter extension'),
+    case("cron-last-weekday-extension", edit({11: '    cron: "0 1 * * 5L"'}), 11, 11,
+         "day-of-week `5L`"),
+    case("cron-nth-weekday-extension", edit({11: '    cron: "0 1 * * mon#2"'}), 11, 11,
+         "day-of-week `mon#2`: `#` for the n-th weekday"),
+    case("cron-question-mark-extension", edit({11: '    cron: "0 1 ? * 1"'}), 11, 11,
+         "write `*` instead of `?`"),
+    case("cron-nearest-weekday-extension", edit({11: '    cron: "0 1 15W * *"'}), 11, 11,
+         "day-of-month `15W`: `W` for the nearest weekday"),
+    case("cron-random-extension", edit({11: '    cron: "R 1 * * *"'}), 11, 11,
+         "minute `R`: `R` for a random value"),
+    case("cron-hashed-extension", edit({11: '    cron: "H(0-29) 1 * * *"'}), 11, 11,
+         "minute `H(0-29)`: `H` for a hashed value"),
     case("unknown-time-zone", edit({12: "    timezone: Europe/Berln"}), 12, 15,
          "did you mean `Europe/Berlin`?"),
     case("time-zone-wrong-case", edit({12: "    timezone: europe/berlin"}), 12, 15,
@@ -227,6 +247,24 @@ def test_invalid_document_is_reported_at_its_location(case: Case) -> None:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(output, encoding="utf-8")
     assert golden.read_text(encoding="utf-8") == output
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "0 0 29 2 *",  # fires every four years
+        "0 0 30 2 1",  # day of month or day of week: the Mondays of February
+        "0 1 31 1,2 *",  # January has a 31st
+        "0 1 * jul wed",  # names that contain L, W, H or R are not extensions
+        "30 9 * mar-apr thu,fri",
+        "0 1 * * 7",
+        "*/15 8-18 * * MON-FRI",
+        "0 1 1-7 * *",
+    ],
+)
+def test_plain_cron_that_fires_is_accepted(cron: str) -> None:
+    report = check_policies([PolicyFile("p.yaml", edit({11: f'    cron: "{cron}"'}).encode())])
+    assert report.valid, render(report.diagnostics)
 
 
 def test_every_golden_file_belongs_to_a_case() -> None:
