@@ -318,10 +318,13 @@ class _Semantics:
         if not isinstance(name, str) or name in names:
             return
         if names:
-            hint = f"{did_you_mean(name, names)} See `{section}` in {config_path}"
+            closest = did_you_mean(name, names)  # a question, a listing or nothing
+            see = f"`{section}` in {config_path}"
+            hint = f"{closest} See {see}" if closest.endswith("?") else \
+                f"{closest}; see {see}" if closest else f"see {see}"
         else:
             hint = f"{config_path} defines no {section}"
-        self.report(where, f"unknown {what} `{name}`", hint.strip())
+        self.report(where, f"unknown {what} `{name}`", hint)
 
 
 # --------------------------------------------------------------------------- conversion

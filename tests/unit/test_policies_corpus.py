@@ -214,6 +214,8 @@ CASES = [
     case("duplicate-names-in-one-file", BASE + "---\n" + BASE, 25, 9, "already used at p.yaml:4:9"),
     case("dangling-vcenter", edit({6: "  vcenter: prd"}), 6, 12, "unknown vCenter `prd`",
          config=CONFIG),
+    case("dangling-vcenter-nothing-close", edit({6: "  vcenter: xyz"}), 6, 12,
+         "expected one of: prod; see `vcenters` in /etc/vmkeep.yaml", config=CONFIG),
     case("dangling-target", edit({19: "    target: tape"}), 19, 13, "unknown target `tape`",
          config=CONFIG),
     case("dangling-hook", edit({14: "    mode: crash\n    hooks: {pre: [flush-db, flush-dbs]}"}),
