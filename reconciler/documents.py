@@ -463,9 +463,9 @@ def _syntax_hint(problem: str, context: str, opened: int | None) -> str:
 def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadResult:
     """Read every document of one file; problems become located diagnostics, never raised."""
     limits = limits or DocumentLimits()
-    if len(data) > limits.max_bytes:
+    if len(data) > limits.max_bytes:  # sources read one byte past the limit, not the whole file
         return LoadResult((), (Diagnostic(
-            path, 1, 1, f"file is too large ({len(data)} bytes, at most {limits.max_bytes})",
+            path, 1, 1, f"file is too large (more than {limits.max_bytes} bytes)",
             "split it into several files",
         ),))
     if data.startswith(b"\xef\xbb\xbf"):

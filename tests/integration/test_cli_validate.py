@@ -150,6 +150,15 @@ def test_with_json_output_even_a_bad_command_line_is_reported_as_json(
     assert err == ""
 
 
+def test_an_oversized_file_is_reported_without_a_made_up_size(capsys, tmp_path) -> None:
+    (tmp_path / "big.yaml").write_bytes(b"# padding\n" * 300_000)  # 3,000,000 bytes
+    code, out, _ = run(capsys, "big.yaml")
+    assert code == 1
+    assert out.splitlines() == [
+        "big.yaml:1:1: file is too large (more than 1048576 bytes) (split it into several files)"
+    ]
+
+
 def test_the_installed_command_never_shows_a_traceback_for_bad_input(tmp_path) -> None:
     samples = {"utf8.yaml": b"a: \xff\n", "tag.yaml": b"a: !!python/name:os.system\n",
                "bomb.yaml": b"a: &a [1]\n" + b"".join(
