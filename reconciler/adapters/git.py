@@ -7,8 +7,11 @@ resolves `rev` to a commit SHA and reads the blobs of that commit's tree. No wor
 ever checked out, and a user's own clone given as `repo` is only read (like `git fetch`
 from it would). Every policy and plan computed from the files carries `revision` = the SHA.
 
+A blob over `MAX_FILE_BYTES` is never read whole (its size is looked up first); the
+loader sees one byte past the limit and reports the file as too large.
+
 Failures are `SourceError`s that say what to check: unreachable remote, unknown revision,
-missing path. A file lock serialises concurrent fetches into the same cache.
+missing path, a local directory that is not a Git repository. A file lock serialises concurrent fetches into the same cache.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from filelock import FileLock
 from reconciler.errors import SourceError
 from reconciler.ports import PolicyFile
 
-__all__ = ["FETCH_TIMEOUT", "SUFFIXES", "GitSource", "cache_root"]
+__all__ = ["FETCH_TIMEOUT", "MAX_FILE_BYTES", "SUFFIXES", "GitSource", "cache_root"]
 
 SUFFIXES = (".yaml", ".yml")
+#: Blobs larger than this are read only up to one byte past it (the loader reports them as too
+#: large); their size is looked up first, so a huge blob is never read whole.
+MAX_FILE_BYTES = 1 << 20
 FETCH_TIMEOUT = 300  # seconds
 _REMOTE_HEAD = "refs/vmkeep/remote-head"
 _SYMLINK_MODE = 0o120000
@@ -169,7 +175,7 @@ class GitSource:
         """Every `*.yaml`/`*.yml` blob under the path, sorted; hidden directories skipped."""
         top = self._tree()
         if isinstance(top, git.Blob):
-            yield PolicyFile(str(top.path), top.data_stream.read())
+            yield PolicyFile(str(top.path), self._read(top))
             return
         blobs = []
         for item in top.traverse():
@@ -181,4 +187,18 @@ class GitSource:
                 continue
             blobs.append(item)
         for blob in sorted(blobs, key=lambda b: str(b.path)):
-            yield PolicyFile(str(blob.path), blob.data_stream.read())
+            yield PolicyFile(str(blob.path), self._read(blob))
+
+    def _read(self, blob: git.Blob, limit: int = MAX_FILE_BYTES) -> bytes:
+        """The blob's bytes; of a blob over `limit` only the first `limit + 1`."""
+        if blob.size <= limit:  # `git cat-file --batch-check`: the size without the content
+            data: bytes = blob.data_stream.read()
+            return data
+        # The shared `cat-file --batch` stream would have to be drained to the end: use a
+        # process of its own and stop it once enough is read.
+        process = self._repo.git.cat_file("blob", blob.hexsha, as_process=True)
+        try:
+            head: bytes = process.stdout.read(limit + 1)
+        finally:
+            process.terminate()  # GitPython closes the pipes and reaps it
+        return head

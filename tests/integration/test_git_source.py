@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import git as git_module
 import pytest
 
-from reconciler.adapters.git import GitSource
+from reconciler.adapters.git import MAX_FILE_BYTES, GitSource
 from reconciler.errors import SourceError
-from reconciler.policies import parse_policies
+from reconciler.policies import check_policies, parse_policies
 
 POLICY = """\
 apiVersion: vmkeep/v1
@@ -153,6 +154,31 @@ def test_a_users_own_checkout_is_read_but_never_modified(world) -> None:
 def test_a_single_file_path_is_read_on_its_own(world) -> None:
     source = GitSource.open(str(world["remote"]), "main", "policies/db.yaml")
     assert [f.path for f in source.files()] == ["policies/db.yaml"]
+
+
+def test_an_oversized_blob_is_not_read_whole(world, monkeypatch) -> None:
+    author = world["author"]
+    (author / "policies/huge.yaml").write_bytes(b"# padding\n" * 300_000)  # 3,000,000 bytes
+    commit(author, "a huge file")
+    git(author, "push", "-q", "origin", "main")
+    opened: list[str] = []
+
+    def spy(blob: git_module.Blob) -> object:
+        opened.append(str(blob.path))
+        return blob.repo.odb.stream(blob.binsha)  # what `Blob.data_stream` does
+
+    monkeypatch.setattr(git_module.Blob, "data_stream", property(spy))
+    for path in ("policies", "policies/huge.yaml"):
+        source = GitSource.open(str(world["remote"]), "main", path)
+        files = {f.path: f.data for f in source.files()}
+        assert len(files["policies/huge.yaml"]) == MAX_FILE_BYTES + 1
+        assert files["policies/huge.yaml"] == (b"# padding\n" * 300_000)[: MAX_FILE_BYTES + 1]
+        report = check_policies(source.files())
+        assert [str(d) for d in report.diagnostics] == [
+            "policies/huge.yaml:1:1: file is too large (more than 1048576 bytes) (split it into "
+            "several files)"]
+    assert "policies/huge.yaml" not in opened
+    assert "policies/db.yaml" in opened
 
 
 @pytest.mark.parametrize(
