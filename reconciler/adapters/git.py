@@ -11,7 +11,8 @@ A blob over `MAX_FILE_BYTES` is never read whole (its size is looked up first); 
 loader sees one byte past the limit and reports the file as too large.
 
 Failures are `SourceError`s that say what to check: unreachable remote, unknown revision,
-missing path, a local directory that is not a Git repository. A file lock serialises concurrent fetches into the same cache.
+missing path, a local directory that is not a Git repository. A file lock serialises
+concurrent fetches into the same cache.
 """
 
 from __future__ import annotations
@@ -68,6 +69,33 @@ def _short_error(exc: git.GitCommandError) -> str:
     return (meaningful or lines or ["git failed"])[-1]
 
 
+def _check_repository(path: Path, shown: str) -> None:
+    """Refuse a local directory that is not a Git repository (a clone, its `.git` or a bare
+    one), saying so plainly; `git fetch` would only say it "does not appear to be" one."""
+    try:
+        git.Repo(path).close()
+        return
+    except git.InvalidGitRepositoryError:
+        pass
+    try:
+        outer = git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        outer = None
+    top = outer.working_tree_dir if outer is not None else None
+    if outer is not None:
+        outer.close()
+    if top is not None and path.is_relative_to(Path(top).resolve()):
+        inner = path.relative_to(Path(top).resolve()).as_posix()
+        raise SourceError(
+            f"policy repository {shown!r} is not a Git repository but a directory inside "
+            f"{str(top)!r}: give that as the repository and {inner!r} as the path"
+        )
+    raise SourceError(
+        f"policy repository {shown!r} is not a Git repository (give a clone or a bare "
+        "repository; a plain directory of policy files is read with --policies)"
+    )
+
+
 class GitSource:
     """Policy files of one commit; build it with `GitSource.open`."""
 
@@ -89,6 +117,8 @@ class GitSource:
         url = _normalise(repo)
         if "://" not in url and not Path(url).exists():
             raise SourceError(f"policy repository {repo!r} does not exist")
+        if "://" not in url and Path(url).is_dir():
+            _check_repository(Path(url), repo)
         root = (cache_dir or cache_root()) / "git"
         key = hashlib.sha256(url.encode()).hexdigest()[:24]
         try:

@@ -118,6 +118,7 @@ def test_a_git_repository_is_validated_at_a_revision(capsys, tmp_path) -> None:
     [
         (["missing-dir"], "policy path 'missing-dir' does not exist"),
         (["--repo", "/nowhere/repo"], "does not exist"),
+        (["--repo", "."], "is not a Git repository"),
         (["--rev", "main"], "--rev and --path need --repo"),
         (["--repo", ".", "x.yaml"], "either --repo or local policy paths"),
         (["--config", "nope.yaml"], "host config 'nope.yaml' not found"),

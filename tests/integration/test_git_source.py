@@ -190,11 +190,16 @@ def test_an_oversized_blob_is_not_read_whole(world, monkeypatch) -> None:
         ("{remote}", "0123456789abcdef0123456789abcdef01234567", "", "not found"),
         ("{remote}", "--upload-pack=evil", "", "invalid revision"),
         ("{remote}", "main", "no/such/dir", "path 'no/such/dir' does not exist at commit"),
+        ("{tmp}/plain", "main", "", r"'.*/plain' is not a Git repository \(give a clone"),
+        ("{tmp}/author/policies", "main", "",
+         r"is not a Git repository but a directory inside '.*/author': give that as the "
+         r"repository and 'policies' as the path"),
     ],
 )
 def test_unreachable_remotes_unknown_revisions_and_missing_paths_are_clear_errors(
     world, repo: str, rev: str, path: str, message: str
 ) -> None:
+    (world["tmp"] / "plain").mkdir(exist_ok=True)
     url = repo.format(tmp=world["tmp"], remote=world["remote"])
     with pytest.raises(SourceError, match=message):
         GitSource.open(url, rev, path)
