@@ -10,7 +10,7 @@ from pathlib import Path
 import blake3
 
 from reconciler.adapters.repository import Repository
-from reconciler.adapters.repository.gc import REWRITE_BELOW, live_chunks
+from reconciler.adapters.repository.gc import REWRITE_BELOW, SMALL_BELOW, live_chunks
 from reconciler.adapters.repository.packs import ENTRY
 from reconciler.model import ExportPoint, VMRef
 
@@ -71,21 +71,35 @@ def flip_chunk(repo: Repository, cid: bytes) -> str:
     return loc.pack
 
 
-def live_shares(repo: Repository) -> list[float]:
-    """Per pack: the share of its bytes that committed points still reference."""
+def live_per_pack(repo: Repository) -> list[tuple[int, int]]:
+    """Per pack: (its size, the bytes of it that committed points still reference)."""
     _, live = live_chunks(repo)
     index = repo.load_index(repair=False)
     return [
-        sum(
-            ENTRY.size + loc.stored
-            for cid, loc in s.entries
-            if cid in live and index.get(cid) == loc
+        (
+            s.size,
+            sum(
+                ENTRY.size + loc.stored
+                for cid, loc in s.entries
+                if cid in live and index.get(cid) == loc
+            ),
         )
-        / s.size
         for s in repo.pack_summaries()
     ]
 
 
+def live_shares(repo: Repository) -> list[float]:
+    """Per pack: the share of its bytes that committed points still reference."""
+    return [used / size for size, used in live_per_pack(repo)]
+
+
+def live_bytes(repo: Repository) -> int:
+    return sum(used for _, used in live_per_pack(repo))
+
+
 def assert_garbage_reclaimed(repo: Repository) -> None:
-    """No pack is mostly garbage after a GC (packs under half live are rewritten)."""
-    assert all(share >= REWRITE_BELOW for share in live_shares(repo))
+    """After a GC no pack is mostly garbage (packs under half live are rewritten) and at most
+    one pack is small (small packs are merged)."""
+    packs = live_per_pack(repo)
+    assert all(used >= REWRITE_BELOW * size for size, used in packs)
+    assert sum(1 for size, _ in packs if size < SMALL_BELOW * repo.pack_size) <= 1

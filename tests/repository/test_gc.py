@@ -10,15 +10,17 @@ import pytest
 
 from reconciler.adapters.repository import Repository
 from reconciler.adapters.repository.format import Layout
-from reconciler.adapters.repository.gc import live_chunks
+from reconciler.adapters.repository.gc import SMALL_BELOW, live_chunks
 from reconciler.errors import RepositoryError, RepositoryLockedError
 
 from .disks import (
     CHUNK,
+    PACK,
     SLOT,
     VM,
     assert_garbage_reclaimed,
     export,
+    live_bytes,
     noise,
     open_repo,
     point_id,
@@ -49,8 +51,11 @@ def test_gc_rewrites_packs_with_little_live_data(tmp_path: Path) -> None:
     export(repo, point_id(1), {"d0": keep + noise("drop", 60 * CHUNK)})
     export(repo, point_id(2), {"d0": keep})
     repo.delete_point(point_id(1))
+    big = repo.pack_ids()[0]
     report = repo.gc()
-    assert report.packs_rewritten == 1 and report.bytes_copied >= 4 * CHUNK
+    # the mostly-dead pack, and the second export's small pack merged along with it
+    assert report.packs_rewritten == 2 and report.bytes_copied >= 4 * CHUNK
+    assert big not in repo.pack_ids() and len(repo.pack_ids()) == 1
     _, live = live_chunks(repo)
     assert stored_chunks(repo) == live
     assert read_disk(repo, point_id(2), "d0") == keep
@@ -137,7 +142,7 @@ def test_a_reader_opened_before_another_process_gc_still_reads_moved_chunks(
     reader = open_repo(tmp_path)
     reader.index  # loaded now: still names the packs GC is about to rewrite  # noqa: B018
     repo.delete_point(point_id(1))
-    assert repo.gc().packs_rewritten == 1
+    assert repo.gc().packs_rewritten == 2  # the chunk table moved as well
     assert read_disk(reader, point_id(2), "d0") == keep
 
 
@@ -148,3 +153,51 @@ def test_metadata_that_is_not_json_is_refused_before_anything_is_written(
     with pytest.raises(RepositoryError, match="not JSON"):
         repo.begin_point(point_id(1), "nightly", VM, SLOT, when=object())
     assert not repo.lock.held and repo.partials() == []
+
+
+def small_packs(repo: Repository) -> list[str]:
+    return [s.pack for s in repo.pack_summaries() if s.size < SMALL_BELOW * repo.pack_size]
+
+
+def test_gc_merges_the_small_last_packs_of_many_exports(tmp_path: Path) -> None:
+    repo = open_repo(tmp_path)
+    disks = {n: noise(("small", n), 3 * CHUNK) for n in range(10)}
+    for n, data in disks.items():
+        export(repo, point_id(n), {"d0": data})
+    assert len(small_packs(repo)) == 10  # each export ends with a small pack
+    report = repo.gc()
+    assert report.packs_rewritten == 10 and report.bytes_freed == report.bytes_before
+    assert len(small_packs(repo)) <= 1
+    assert len(repo.pack_ids()) == 2  # 10 × 3 chunks of 4 KiB fill a 64 KiB pack and a half
+    for n, data in disks.items():
+        assert read_disk(repo, point_id(n), "d0") == data
+    assert repo.verify().ok
+
+
+def test_gc_leaves_a_lone_small_pack_alone_so_a_second_run_copies_nothing(
+    tmp_path: Path,
+) -> None:
+    repo = open_repo(tmp_path)
+    for n in range(7):
+        export(repo, point_id(n), {"d0": noise(("lone", n), 3 * CHUNK)})
+    repo.gc()
+    again = repo.gc()
+    assert (again.packs_rewritten, again.bytes_copied, again.packs_deleted) == (0, 0, 0)
+
+
+def test_the_pack_count_stays_within_the_documented_bound_however_many_exports_run(
+    tmp_path: Path,
+) -> None:
+    repo = open_repo(tmp_path)
+    shared = noise("shared", 8 * CHUNK)
+    counts: list[int] = []
+    for n in range(40):
+        export(repo, point_id(n), {"d0": shared + noise(("daily", n), 2 * CHUNK + 100)})
+        if n >= 6:
+            repo.delete_point(point_id(n - 6))  # keep the last six
+        repo.gc()  # as apply does after its prunes
+        counts.append(len(repo.pack_ids()))
+        assert len(small_packs(repo)) <= 1
+        assert counts[-1] <= 1 + 8 * live_bytes(repo) / PACK  # docs/repository-format.md
+    assert max(counts) == max(counts[:10])  # it stops growing once retention is reached
+    assert read_disk(repo, point_id(39), "d0") == shared + noise(("daily", 39), 2 * CHUNK + 100)

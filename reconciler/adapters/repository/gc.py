@@ -7,6 +7,14 @@ is garbage at that moment. `grace` is an extra guard for files younger than it (
 temporary files are left alone), for repositories shared over a file system whose locks
 cannot be trusted.
 
+Packs are rewritten for two reasons: mostly garbage (live bytes under `REWRITE_BELOW` of
+the pack), or small (under `SMALL_BELOW` of the target pack size: every export ends with one
+small pack, and so does every rewrite). Small packs are merged whenever there are at least
+two packs to rewrite, so after a GC at most one pack is small and every other pack is at
+least a quarter of the target size and at least half live — which bounds the number of pack
+files by 1 + 8 × live bytes / pack size however many exports ran. A lone small pack is left
+alone, so GC settles instead of copying it again and again.
+
 Every step is safe to interrupt: a pack's index is deleted (and that made durable) before
 the pack, so the index never names a missing pack; a rewritten pack is complete and indexed
 before the packs it replaces are deleted, and where a chunk has two copies the newer pack's
@@ -33,6 +41,10 @@ __all__ = ["GcReport", "collect", "live_chunks"]
 
 #: Packs whose live bytes are below this share of their size are rewritten.
 REWRITE_BELOW = 0.5
+#: Packs smaller than this share of the target pack size are merged when there are several.
+SMALL_BELOW = 0.25
+
+Entries = list[tuple[bytes, Location]]
 
 
 @dataclass(frozen=True)
@@ -80,9 +92,7 @@ def live_chunks(repo: Repository) -> tuple[int, set[bytes]]:
     return count, live
 
 
-def _live_entries(
-    summary: PackSummary, index: ChunkIndex, live: set[bytes]
-) -> list[tuple[bytes, Location]]:
+def _live_entries(summary: PackSummary, index: ChunkIndex, live: set[bytes]) -> Entries:
     """The entries of a pack that are referenced and are the copy the index uses."""
     return [(cid, loc) for cid, loc in summary.entries if cid in live and index.get(cid) == loc]
 
@@ -113,7 +123,8 @@ def _collect(repo: Repository, grace: float) -> GcReport:
 
     packs_before = len(index.packs)
     doomed: list[PackSummary] = []
-    rewrite: list[tuple[PackSummary, list[tuple[bytes, Location]]]] = []
+    rewrite: list[tuple[PackSummary, Entries]] = []
+    small: list[tuple[PackSummary, Entries]] = []
     bytes_before = 0
     for summary in repo.pack_summaries():
         bytes_before += summary.size
@@ -125,22 +136,14 @@ def _collect(repo: Repository, grace: float) -> GcReport:
             doomed.append(summary)
         elif live_bytes < REWRITE_BELOW * summary.size:
             rewrite.append((summary, keep))
+        elif summary.size < SMALL_BELOW * repo.pack_size:
+            small.append((summary, keep))
+    if small and len(rewrite) + len(small) >= 2:
+        rewrite.extend(small)  # merged into full packs; a lone small pack stays as it is
 
     copied = 0
     if rewrite:
-        writer = PackWriter(layout, repo.pack_size, index.add_pack)
-        for _, keep in rewrite:
-            for cid, loc in keep:
-                stored = repo.packs.read_stored(loc)
-                try:
-                    decode_chunk(cid, loc, stored)
-                except CorruptionError:
-                    repo.quarantine(loc.pack, cid)  # never copy damage forward
-                    continue
-                writer.add(cid, loc.kind, loc.flags, loc.raw, stored)
-                copied += len(stored)
-        writer.flush()
-        fsync_dir(layout.index)
+        copied = _copy_live(repo, index, [keep for _, keep in rewrite])
         doomed.extend(summary for summary, _ in rewrite)
 
     freed = 0
@@ -172,6 +175,26 @@ def _collect(repo: Repository, grace: float) -> GcReport:
         partials_removed=partials,
         temporary_removed=temporary,
     )
+
+
+def _copy_live(repo: Repository, index: ChunkIndex, packs: list[Entries]) -> int:
+    """Copy live entries into new packs, sealed and indexed before anything is deleted;
+    returns the bytes copied."""
+    copied = 0
+    writer = PackWriter(repo.layout, repo.pack_size, index.add_pack)
+    for keep in packs:
+        for cid, loc in keep:
+            stored = repo.packs.read_stored(loc)
+            try:
+                decode_chunk(cid, loc, stored)
+            except CorruptionError:
+                repo.quarantine(loc.pack, cid)  # never copy damage forward
+                continue
+            writer.add(cid, loc.kind, loc.flags, loc.raw, stored)
+            copied += len(stored)
+    writer.flush()
+    fsync_dir(repo.layout.index)
+    return copied
 
 
 def _delete_pack(repo: Repository, pack: str) -> None:
