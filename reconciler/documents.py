@@ -183,12 +183,17 @@ class _Composer:
             start = loader.get_event()  # DocumentStart
             self.count += 1
             if self.count > self.limits.max_documents:
+                # The file is refused as a whole: this is its one error, not the last of
+                # thousands found in the documents before it.
+                most = self.limits.max_documents
                 line, column = _mark(start)
-                self.diagnostics.append(Diagnostic(
+                self.documents.clear()
+                self.diagnostics[:] = [Diagnostic(
                     self.path, line, column,
-                    f"too many YAML documents in one file (more than {self.limits.max_documents})",
-                    "split the file",
-                ))
+                    f"too many YAML documents in one file (more than {most})",
+                    f"split it into files of at most {most} documents; its other problems are "
+                    "reported after that",
+                )]
                 return
             try:
                 self.document(self.count - 1, start)

@@ -160,6 +160,16 @@ def test_an_oversized_file_is_reported_without_a_made_up_size(capsys, tmp_path) 
     ]
 
 
+def test_a_file_over_the_document_limit_is_one_error_not_thousands(capsys, tmp_path) -> None:
+    (tmp_path / "many.yaml").write_text("- not a mapping\n---\n" * 1500)
+    code, out, err = run(capsys, "many.yaml")
+    assert code == 1
+    assert out.splitlines() == [
+        "many.yaml:2000:1: too many YAML documents in one file (more than 1000) (split it into "
+        "files of at most 1000 documents; its other problems are reported after that)"]
+    assert "1 problem in 1 file" in err
+
+
 def test_the_installed_command_never_shows_a_traceback_for_bad_input(tmp_path) -> None:
     samples = {"utf8.yaml": b"a: \xff\n", "tag.yaml": b"a: !!python/name:os.system\n",
                "bomb.yaml": b"a: &a [1]\n" + b"".join(

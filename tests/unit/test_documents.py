@@ -176,3 +176,12 @@ def test_every_refusal_says_how_to_fix_it(text: bytes, hint: str) -> None:
     result = load(text, "f.yaml")
     assert result.diagnostics, "expected a problem"
     assert hint in result.diagnostics[0].hint, result.diagnostics
+
+
+def test_a_file_with_too_many_documents_gets_that_one_error_and_no_documents() -> None:
+    text = b"a: 1\n---\n" + b"- not a mapping\n---\n" * 4 + b"b: [\n"
+    result = load(text, "f.yaml", DocumentLimits(max_documents=3))
+    assert result.documents == ()
+    assert [(d.line, d.message) for d in result.diagnostics] == [
+        (6, "too many YAML documents in one file (more than 3)")]
+    assert "split it into files of at most 3 documents" in result.diagnostics[0].hint
