@@ -10,6 +10,7 @@ import json
 import os
 import ssl
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,23 @@ def test_start_prints_one_json_line_and_stop_removes_the_datastores(
     wait_until(lambda: not alive(sim.info["pid"]))
     assert not data.exists()
     assert not (sim.state_dir / "tmp").exists()
+
+
+def test_start_lays_out_the_hosts_clusters_and_vms_asked_for(
+    vcsim_built: None, tmp_path: Path
+) -> None:
+    sim = start_simulator(tmp_path / "state", "--hosts", "2", "--clusters", "2", vms=8)
+    try:
+        # --hosts is per cluster: the JSON line reports the totals
+        assert (sim.info["vms"], sim.info["hosts"], sim.info["clusters"]) == (8, 4, 2)
+        content = sim.admin()
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.HostSystem, vim.ClusterComputeResource, vim.VirtualMachine],
+            True)
+        kinds = Counter(type(obj).__name__.rsplit(".", 1)[-1] for obj in view.view)
+        assert kinds == {"HostSystem": 4, "ClusterComputeResource": 2, "VirtualMachine": 8}
+    finally:
+        sim.stop()
 
 
 def test_without_a_state_dir_start_makes_one_that_stop_removes(vcsim_built: None) -> None:
