@@ -62,19 +62,20 @@ CRON_REFERENCE = datetime(2024, 1, 1)
 CRON_HORIZON_YEARS = 5
 #: croniter (and Quartz) syntax beyond plain 5-field cron: (pattern in one field, what it
 #: means, how to fix it). Names of months and days (`jul`, `wed`, `thu`, `fri`) are not matched.
-_CRON_EXTENSIONS = tuple((re.compile(pattern, re.IGNORECASE), meaning, hint) for pattern, meaning,
-                         hint in (
-    (r"#", "`#` for the n-th weekday of a month",
-     "plain cron has no n-th weekday; give days of the week, e.g. `1` for Mondays, or days "
-     "of the month"),
-    (r"\?", "`?` for no specific value", "write `*` instead of `?`"),
-    (r"(?<![a-z])\d*l(?![a-z])|(?<![a-z])lw(?![a-z])", "`L` for \"last\"",
-     "plain cron has no \"last\"; give fixed days, e.g. `1` for the first of the month"),
-    (r"(?<![a-z])\d*w(?![a-z])", "`W` for the nearest weekday",
-     "plain cron has no nearest weekday; give days of the month or of the week"),
-    (r"(?<![a-z])h(?![a-z])", "`H` for a hashed value", "give a fixed number, e.g. `17`"),
-    (r"(?<![a-z])r(?![a-z])", "`R` for a random value", "give a fixed number, e.g. `17`"),
-))
+_CRON_EXTENSIONS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), meaning, hint) for pattern, meaning, hint in [
+        (r"#", "`#` for the n-th weekday of a month",
+         "plain cron has no n-th weekday; give days of the week, e.g. `1` for Mondays, or days "
+         "of the month"),
+        (r"\?", "`?` for no specific value", "write `*` instead of `?`"),
+        (r"(?<![a-z])\d*lw?(?![a-z])", "`L` for \"last\"",
+         "plain cron has no \"last\"; give fixed days, e.g. `1` for the first of the month"),
+        (r"(?<![a-z])\d*w(?![a-z])", "`W` for the nearest weekday",
+         "plain cron has no nearest weekday; give days of the month or of the week"),
+        (r"(?<![a-z])h(?![a-z])", "`H` for a hashed value", "give a fixed number, e.g. `17`"),
+        (r"(?<![a-z])r(?![a-z])", "`R` for a random value", "give a fixed number, e.g. `17`"),
+    ]
+)
 #: Nicknames some crons accept, in plain 5-field form.
 _CRON_NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
                    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
