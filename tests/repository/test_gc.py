@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.repository import Repository
+from reconciler.adapters.repository import GcReport, Repository
+from reconciler.adapters.repository import gc as gc_module
 from reconciler.adapters.repository.format import Layout
 from reconciler.adapters.repository.gc import SMALL_BELOW, live_chunks
 from reconciler.errors import RepositoryError, RepositoryLockedError
@@ -91,6 +96,90 @@ def test_gc_refuses_to_run_while_this_process_is_exporting(tmp_path: Path) -> No
     with pytest.raises(RepositoryLockedError, match="while this process is exporting"):
         repo.gc()
     writer.abort()
+
+
+@dataclass
+class PausedGc:
+    """A GC running in another thread, held inside its marking phase until `resume`."""
+
+    repo: Repository
+    thread: threading.Thread
+    release: threading.Event
+    reports: list[GcReport]
+
+    def resume(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive() and len(self.reports) == 1
+
+
+@pytest.fixture
+def paused_gc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PausedGc]:
+    repo = open_repo(tmp_path, lock_timeout=0.3)
+    export(repo, point_id(1), {"d0": noise("before gc", 10 * CHUNK)})
+    inside, release = threading.Event(), threading.Event()
+    marking = gc_module.live_chunks
+
+    def paused(r: Repository) -> tuple[int, set[bytes]]:
+        inside.set()
+        release.wait(10)
+        return marking(r)
+
+    monkeypatch.setattr(gc_module, "live_chunks", paused)
+    reports: list[GcReport] = []
+    thread = threading.Thread(target=lambda: reports.append(repo.gc()))
+    thread.start()
+    assert inside.wait(5)
+    gc = PausedGc(repo, thread, release, reports)
+    yield gc
+    release.set()
+    thread.join(10)
+
+
+def test_an_export_in_another_thread_waits_for_a_gc_of_this_process(
+    paused_gc: PausedGc,
+) -> None:
+    repo = paused_gc.repo
+    repo.lock_timeout = 10
+    began = threading.Event()
+    data = noise("during gc", 30 * CHUNK)
+
+    def write() -> None:
+        with repo.begin_point(point_id(2), "nightly", VM, SLOT) as w:
+            began.set()
+            w.add_disk("d0", io.BytesIO(data), size=len(data))
+            w.commit("crash")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not began.wait(0.5)  # the shared lock did not let it slip into the GC
+    paused_gc.resume()
+    writer.join(10)
+    assert began.is_set()
+    assert read_disk(repo, point_id(2), "d0") == data
+    assert repo.verify().ok
+
+
+def test_an_export_that_waits_too_long_for_a_gc_of_this_process_fails_clearly(
+    paused_gc: PausedGc,
+) -> None:
+    repo = paused_gc.repo
+    started = time.monotonic()
+    with pytest.raises(RepositoryLockedError, match=r"waited 0\.3 s for a garbage collection"):
+        repo.begin_point(point_id(2), "nightly", VM, SLOT)
+    assert time.monotonic() - started >= 0.3
+    assert repo.partials() == []
+    paused_gc.resume()
+    assert not repo.lock.held
+
+
+def test_a_second_gc_in_the_same_process_is_refused_while_one_runs(
+    paused_gc: PausedGc,
+) -> None:
+    with pytest.raises(RepositoryLockedError, match="already running in this process"):
+        paused_gc.repo.gc()
+    paused_gc.resume()
+    assert paused_gc.repo.gc().points == 1
 
 
 def test_gc_deletes_nothing_when_a_manifest_is_damaged(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from reconciler.errors import CorruptionError, RepositoryError, RepositoryLockedError
+from reconciler.errors import CorruptionError, RepositoryError
 
 from .format import ID_SIZE, decode_manifest, fsync_dir
 from .packs import ENTRY, ChunkIndex, Location, PackSummary, PackWriter, decode_chunk
@@ -98,10 +98,8 @@ def _live_entries(summary: PackSummary, index: ChunkIndex, live: set[bytes]) -> 
 
 
 def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
-    if repo.active_writers:
-        raise RepositoryLockedError(
-            f"repository {str(repo.root)!r}: gc cannot run while this process is exporting"
-        )
+    """Run one GC under the writer lock. Call it through `Repository.gc`, which also keeps
+    this process's own exports out (the lock is shared within a process)."""
     repo.lock.acquire("gc", repo.lock_timeout)
     try:
         return _collect(repo, grace.total_seconds())

@@ -2,6 +2,11 @@
 
 The catalog (`points`) reads manifests only. Writing goes through `begin_point`, which
 takes the writer lock; reading (`open_disk`, `read_file`, `verify`) takes none.
+
+The writer lock excludes other processes. Within one process it is shared by concurrent
+exports, so it cannot keep an export out of a GC run by another thread: `Repository` does
+that itself — `gc` refuses to start while this process exports, and `begin_point` waits
+(up to `lock_timeout`, as for another process's lock) while this process collects garbage.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import CorruptionError, RepositoryError
+from reconciler.errors import CorruptionError, RepositoryError, RepositoryLockedError
 from reconciler.model import ExportPoint, VMRef
 
 from .format import (
@@ -100,6 +106,8 @@ class Repository:
         self._index: ChunkIndex | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._mutex = threading.RLock()
+        self._gc_done = threading.Condition(self._mutex)
+        self._gc_running = False
         self._writers: set[str] = set()
 
     # ------------------------------------------------------------------ opening
@@ -368,6 +376,7 @@ class Repository:
         with self._mutex:
             if point_id in self._writers:
                 raise RepositoryError(f"restore point {point_id!r} is already being written")
+            self._wait_for_gc(point_id)
             first = not self.lock.held
             self.lock.acquire(f"export {point_id}", self.lock_timeout)
             try:
@@ -390,6 +399,19 @@ class Repository:
                 raise
             self._writers.add(point_id)
         return PointWriter(self, point_id, policy, vm, slot, dict(metadata))
+
+    def _wait_for_gc(self, point_id: str) -> None:
+        """Wait (holding `_mutex` between checks) until no GC of this process runs."""
+        deadline = time.monotonic() + self.lock_timeout
+        while self._gc_running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RepositoryLockedError(
+                    f"repository {str(self.root)!r}: export {point_id!r} waited "
+                    f"{self.lock_timeout:g} s for a garbage collection in this process; "
+                    "try again when it has finished"
+                )
+            self._gc_done.wait(remaining)
 
     def publish_manifest(self, manifest: Manifest) -> ExportPoint:
         """Commit: pack and index renames made durable, then the manifest, renamed last."""
@@ -457,8 +479,27 @@ class Repository:
         fsync_dir(path.parent)
 
     def gc(self, grace: timedelta = timedelta(0)) -> GcReport:
-        """Delete data no committed manifest references (takes the writer lock)."""
-        return collect(self, grace)
+        """Delete data no committed manifest references (takes the writer lock).
+
+        Refused while this process exports or already collects; exports that begin
+        meanwhile in other threads wait for it (see the module docstring)."""
+        with self._mutex:
+            if self._writers:
+                raise RepositoryLockedError(
+                    f"repository {str(self.root)!r}: gc cannot run while this process is "
+                    "exporting"
+                )
+            if self._gc_running:
+                raise RepositoryLockedError(
+                    f"repository {str(self.root)!r}: gc is already running in this process"
+                )
+            self._gc_running = True
+        try:
+            return collect(self, grace)
+        finally:
+            with self._mutex:
+                self._gc_running = False
+                self._gc_done.notify_all()
 
     def verify(self, point_id: str | None = None) -> VerifyReport:
         """Re-read and re-hash one point, or every point when `point_id` is None."""
