@@ -17,11 +17,19 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError
 
-__all__ = ["DatastoreFile", "HttpFile", "RangeReader", "parse_datastore_path", "upload"]
+__all__ = [
+    "DatastoreFile",
+    "HttpFile",
+    "RangeReader",
+    "ZeroExtended",
+    "parse_datastore_path",
+    "upload",
+]
 
 #: Bytes asked for per Range request; large enough to stream at full speed.
 REQUEST_BYTES = 64 << 20
@@ -240,6 +248,47 @@ class RangeReader:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class SizedStream(Protocol):
+    """A readable, seekable stream of a known number of bytes."""
+
+    size: int
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class ZeroExtended:
+    """A stream read as exactly `size` bytes: past the end of `inner` it yields zeros (a
+    disk's data file may be shorter than the disk: the rest was never written)."""
+
+    def __init__(self, inner: SizedStream, size: int) -> None:
+        self._inner = inner
+        self.size = size
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        n = self.size - self._pos if n is None or n < 0 else min(n, self.size - self._pos)
+        if n <= 0:
+            return b""
+        data = self._inner.read(n) if self._pos < self._inner.size else b""
+        if len(data) < n and self._pos + len(data) >= self._inner.size:
+            data += bytes(n - len(data))
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
+        self._pos = max(0, min(target, self.size))
+        self._inner.seek(min(self._pos, self._inner.size))
+        return self._pos
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class _Retryable(Exception):

@@ -7,24 +7,41 @@ host it talks to. The lease must hear `HttpNfcLeaseProgress` regularly (vCenter 
 lease out after about five minutes) and ends with `HttpNfcLeaseComplete`, or
 `HttpNfcLeaseAbort` when the download did not finish.
 
-This module is the part that needs no pyVmomi: picking a disk's URL and wrapping the download
-so that reading it keeps the lease alive and closing it ends the lease. The SOAP calls come in
-as callables from `reconciler.adapters.vsphere`.
+What a download serves differs: vCenter streams a **streamOptimized VMDK** (compressed
+grains, no Range support); vmkeep's simulator serves the raw disk bytes by default. The first
+sector tells them apart (`open_disk_download`): a VMDK is inflated on the fly
+(`adapters.vmdk`), raw bytes are passed through. Either way the download is one sequential GET
+(the changed-extent reader only ever seeks forward; skipped bytes are read and dropped), and a
+failure mid-way fails the action, which is retried from the start.
+
+This module is the part that needs no pyVmomi: picking a disk's URL, the download, and the
+wrapper that keeps the lease alive while it is read and ends it on close. The SOAP calls come
+in as callables from `reconciler.adapters.vsphere`.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from reconciler.adapters.datastore import HttpFile
-from reconciler.errors import VCenterError
+from reconciler.adapters.datastore import Connect, HttpFile, ZeroExtended
+from reconciler.adapters.vmdk import SECTOR, StreamOptimizedReader, VmdkError, is_sparse_vmdk
+from reconciler.errors import TransientError, VCenterError
 from reconciler.ports import DiskStream
 
-__all__ = ["LeasedStream", "NfcDevice", "device_for", "download_file"]
+__all__ = [
+    "LeasedStream",
+    "NfcDevice",
+    "SequentialDownload",
+    "device_for",
+    "download_file",
+    "open_disk_download",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +86,150 @@ def download_file(device: NfcDevice, vcenter: str, host: str, port: int,
     if parts.hostname in (None, "", "*"):
         return HttpFile(vcenter, host, port, path, label)
     return HttpFile(vcenter, parts.hostname, parts.port or 443, path, label)
+
+
+class SequentialDownload:
+    """One HTTPS GET of a file, read front to back; seeking forward reads and drops bytes."""
+
+    def __init__(self, file: HttpFile, connect: Connect, cookie: str) -> None:
+        self.file = file
+        self._conn = connect(file.host, file.port)
+        self._pos = 0
+        try:
+            self._conn.request("GET", file.request_path, headers={"Cookie": cookie})
+            self._resp = self._conn.getresponse()
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise VCenterError(file.vcenter, f"{file}: TLS verification failed: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise TransientError(file.vcenter, f"{file}: {type(exc).__name__}: {exc}") from exc
+        if self._resp.status != 200:
+            status, reason = self._resp.status, self._resp.reason
+            self.close()
+            error = TransientError if status >= 500 else VCenterError
+            raise error(file.vcenter, f"{file}: HTTP {status} {reason}")
+        length = self._resp.getheader("Content-Length")
+        self.size = int(length) if length and length.isdigit() else -1
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data = self._resp.read(None if size is None or size < 0 else size)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransientError(self.file.vcenter, f"{self.file} at byte {self._pos}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        if whence != 0 or offset < self._pos:
+            raise VCenterError(self.file.vcenter, f"{self.file}: a download cannot seek back")
+        while self._pos < offset and self.read(min(offset - self._pos, 1 << 20)):
+            pass
+        return self._pos
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to look at them)."""
+
+    def __init__(self, prefix: bytes, rest: SequentialDownload) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if size is None or size < 0 else min(size, len(self._prefix))
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return self._rest.read(size)
+
+
+class _Raw:
+    """Raw disk bytes of a known length behind a peeked prefix; forward seeks only."""
+
+    def __init__(self, prefix: bytes, rest: SequentialDownload, size: int) -> None:
+        self._stream = _Prefixed(prefix, rest)
+        self._rest = rest
+        self.size = size
+        self._pos = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = self.size - self._pos if size is None or size < 0 else min(size,
+                                                                           self.size - self._pos)
+        data = self._stream.read(want) if want > 0 else b""
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
+        if target < self._pos:
+            raise VCenterError(self._rest.file.vcenter,
+                               f"{self._rest.file}: a download cannot seek back")
+        while self._pos < target and self.read(min(target - self._pos, 1 << 20)):
+            pass
+        return self._pos
+
+    def close(self) -> None:
+        self._rest.close()
+
+
+def open_disk_download(file: HttpFile, connect: Connect, cookie: str,
+                       capacity: int) -> DiskStream:
+    """A disk's NFC download as exactly `capacity` flat bytes: a streamOptimized VMDK is
+    inflated, raw bytes are checked against the capacity (a shorter file reads as zeros to
+    the end)."""
+    download = SequentialDownload(file, connect, cookie)
+    try:
+        prefix = b""
+        while len(prefix) < SECTOR and (data := download.read(SECTOR - len(prefix))):
+            prefix += data
+        if is_sparse_vmdk(prefix):
+            try:
+                vmdk = StreamOptimizedReader(_Prefixed(prefix, download), close=download.close)
+            except VmdkError as exc:
+                raise VCenterError(file.vcenter, f"{file}: {exc}") from None
+            if vmdk.size != capacity:
+                raise VCenterError(file.vcenter, f"{file}: the VMDK holds {vmdk.size} bytes, "
+                                   f"the disk {capacity}")
+            return _Checked(vmdk, file)
+        if download.size > capacity:
+            raise VCenterError(file.vcenter, f"{file}: {download.size} bytes, more than the "
+                               f"disk's capacity of {capacity}")
+        known = download.size if download.size >= 0 else capacity
+        if known < capacity:
+            log.warning("vCenter %r: %s holds %d of %d bytes; the rest reads as zeros",
+                        file.vcenter, file, known, capacity)
+        return ZeroExtended(_Raw(prefix, download, known), capacity)
+    except BaseException:
+        download.close()
+        raise
+
+
+class _Checked:
+    """Turns format errors of a VMDK being read into `VCenterError`s naming the download."""
+
+    def __init__(self, inner: StreamOptimizedReader, file: HttpFile) -> None:
+        self._inner = inner
+        self._file = file
+        self.size = inner.size
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._inner.read(size)
+        except VmdkError as exc:
+            raise VCenterError(self._file.vcenter, f"{self._file}: {exc}") from None
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        try:
+            return self._inner.seek(offset, whence)
+        except VmdkError as exc:
+            raise VCenterError(self._file.vcenter, f"{self._file}: {exc}") from None
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class LeasedStream:

@@ -48,10 +48,17 @@ from pyVmomi.VmomiSupport import GetServiceVersions, versionIdMap
 from reconciler.adapters.datastore import (
     DatastoreFile,
     RangeReader,
+    ZeroExtended,
     flat_extent,
     parse_datastore_path,
 )
-from reconciler.adapters.nfc import LeasedStream, NfcDevice, device_for, download_file
+from reconciler.adapters.nfc import (
+    LeasedStream,
+    NfcDevice,
+    device_for,
+    download_file,
+    open_disk_download,
+)
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
@@ -698,10 +705,8 @@ class VSphereOperations:
             endpoint = self.client._endpoint
             file = download_file(device, self.name, endpoint.host, endpoint.port,
                                  f"{what} ({device.key})")
-            reader = RangeReader(file, self._connect, self._cookie(),
-                                 size=device.size or disk.capacity_bytes,
-                                 sleep=self.client._sleep)
-            stream = self._sized(reader, disk)
+            stream = open_disk_download(file, self._connect, self._cookie(),
+                                        disk.capacity_bytes)
         except BaseException:
             self._end_lease(what, lease, abort=True)
             raise
@@ -793,34 +798,6 @@ class VSphereOperations:
                 if "does not exist" not in exc.message:
                     raise
         return files
-
-
-class ZeroExtended:
-    """A stream read to `size` bytes; past the end of the inner stream it yields zeros."""
-
-    def __init__(self, inner: RangeReader, size: int) -> None:
-        self._inner = inner
-        self.size = size
-        self._pos = 0
-
-    def read(self, n: int = -1, /) -> bytes:
-        n = self.size - self._pos if n < 0 else min(n, self.size - self._pos)
-        if n <= 0:
-            return b""
-        data = self._inner.read(n) if self._pos < self._inner.size else b""
-        if len(data) < n and self._pos + len(data) >= self._inner.size:
-            data += bytes(n - len(data))
-        self._pos += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
-        self._pos = max(0, min(target, self.size))
-        self._inner.seek(min(self._pos, self._inner.size))
-        return self._pos
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 class VCenterPool:

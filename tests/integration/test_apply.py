@@ -78,7 +78,9 @@ def test_exports_are_byte_exact_and_the_next_day_stores_about_what_changed(estat
     assert estate.read_point_disk(day1.id, disk) != bytes(data)
 
 
-def test_a_powered_off_vm_is_exported_through_an_nfc_lease_and_left_off(estate):
+@pytest.mark.parametrize("nfc_format", ["raw", "streamOptimized"])
+def test_a_powered_off_vm_is_exported_through_an_nfc_lease_and_left_off(estate, nfc_format):
+    estate.sim.faults(nfcFormat=nfc_format)
     vm = estate.vms()["DC0_C0_RP0_VM1"]
     estate.grow_disk(vm, 8 * MiB)
     data = os.urandom(3 * MiB) + bytes(4 * MiB) + os.urandom(MiB)

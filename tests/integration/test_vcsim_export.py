@@ -8,6 +8,7 @@ wire behaviour the vSphere adapter relies on (docs/simulator.md, tests/vcsim/PAT
 from __future__ import annotations
 
 import http.client
+import io
 import random
 import re
 from typing import Any
@@ -16,6 +17,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
+
+from reconciler.adapters.vmdk import StreamOptimizedReader
 
 from .conftest import Simulator, StartVcsim
 
@@ -129,6 +132,25 @@ def test_export_of_a_powered_off_vm_serves_the_bytes_uploaded_to_its_disk(
     lease.HttpNfcLeaseProgress(100)
     lease.HttpNfcLeaseComplete()
     assert https(sim, "GET", path, headers=cookie)[0] == 404
+
+
+def test_with_the_stream_optimized_knob_nfc_serves_a_vmdk_of_the_disk(
+    start_vcsim: StartVcsim,
+) -> None:
+    sim = start_vcsim(vms=2)
+    sim.faults(nfcFormat="streamOptimized")
+    data = bytes(4 * MIB) + bytes(pattern(MIB, seed=3)) + bytes(3 * MIB - 512) + b"\x07" * 512
+    upload(sim, FLAT_FILE, data)
+    vm = sim.vm(VM)
+    power_off(vm)
+    lease = vm.ExportVm()
+    path = urlsplit(lease.info.deviceUrl[0].url).path
+    status, body = https(sim, "GET", path, headers={"Cookie": session_cookie(sim),
+                                                    "Range": "bytes=0-99"})
+    assert status == 200  # a stream: Range is ignored, as by vCenter
+    assert body[:4] == b"KDMV" and len(body) < len(data) // 4  # zeros are not sent
+    assert StreamOptimizedReader(io.BytesIO(body)).read() == data
+    lease.HttpNfcLeaseComplete()
 
 
 def test_an_untouched_disk_exports_as_its_capacity_of_zeros(start_vcsim: StartVcsim) -> None:

@@ -10,6 +10,9 @@
 //	disk            true
 //	fileSize        the disk's capacity in bytes: exactly what the URL serves
 //
+// With the nfcFormat knob set to "streamOptimized" (vmkeep_faults.go) a GET streams the disk
+// as a streamOptimized VMDK instead, as vCenter does, and ignores Range (vmkeep_vmdk.go).
+//
 // A GET of the URL (with the session cookie of any live SOAP session) streams the disk's data,
 // its "-flat.vmdk" file cut or zero-padded to the capacity (vmkeep_disks.go), and honours Range
 // (206). Simplification: a real vCenter serves a streamOptimized VMDK here; the simulator serves
@@ -182,6 +185,14 @@ func vmkeepServeNFC(w http.ResponseWriter, r *http.Request) bool {
 	}
 	defer disk.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
+	if isExport && Faults.nfcStreamOptimized() {
+		if r.Method == http.MethodGet {
+			if err := vmkeepWriteStreamOptimized(w, disk, download.size); err != nil {
+				log.Printf("nfc GET %s: %s", download.file, err)
+			}
+		}
+		return true
+	}
 	http.ServeContent(w, r, name, time.Time{}, io.NewSectionReader(disk, 0, download.size))
 	return true
 }

@@ -46,6 +46,9 @@ type FaultConfig struct {
 	// DropRequests closes the connection of the next N /sdk requests without an answer
 	// (the client sees the server disconnect); it counts down to 0.
 	DropRequests int `json:"dropRequests"`
+	// NfcFormat is what NFC export downloads serve: "raw" (default; the disk's bytes, with
+	// Range) or "streamOptimized" (a streamOptimized VMDK, as vCenter serves; no Range).
+	NfcFormat string `json:"nfcFormat"`
 }
 
 // FaultStats counts what the server saw since start or the last reset.
@@ -121,6 +124,12 @@ func (f *faultState) Set(c FaultConfig) error {
 	}
 	if c.TaskDelayMs < 0 || c.SessionCallLimit < 0 || c.MaxPage < 0 || c.FailRequests < 0 || c.DropRequests < 0 {
 		return fmt.Errorf("counts and delays must not be negative")
+	}
+	if c.NfcFormat == "" {
+		c.NfcFormat = "raw"
+	}
+	if c.NfcFormat != "raw" && c.NfcFormat != "streamOptimized" {
+		return fmt.Errorf("nfcFormat: %q is not raw or streamOptimized", c.NfcFormat)
 	}
 	if c.FailStatus == 0 {
 		c.FailStatus = http.StatusServiceUnavailable
@@ -227,6 +236,12 @@ func (f *faultState) taskDelay(name string) time.Duration {
 		return 0
 	}
 	return time.Duration(f.config.TaskDelayMs) * time.Millisecond
+}
+
+func (f *faultState) nfcStreamOptimized() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.config.NfcFormat == "streamOptimized"
 }
 
 func (f *faultState) maxPage() int {
