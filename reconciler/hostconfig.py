@@ -23,7 +23,8 @@ from reconciler.model import HookConfig, HostConfig, Limits, TargetConfig, VCent
 
 __all__ = ["SCHEMA_PATH", "parse", "schema", "validator"]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+#: `reconciler/schemas` links to the project's `schemas/` and is shipped in the wheel.
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.json"
 
 _FORBIDDEN = {
     "password": (
@@ -36,7 +37,7 @@ _FORBIDDEN = {
 
 @cache
 def schema() -> dict[str, Any]:
-    """The host config JSON Schema (read once from the project's `schemas/` directory)."""
+    """The host config JSON Schema (read once, from the package's `schemas/`)."""
     loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return loaded
 

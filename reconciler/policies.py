@@ -53,7 +53,8 @@ from reconciler.ports import PolicyFile
 
 __all__ = ["SCHEMA_PATH", "PolicyReport", "check_policies", "parse_policies", "schema"]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "policy.schema.json"
+#: `reconciler/schemas` links to the project's `schemas/` and is shipped in the wheel.
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "policy.schema.json"
 
 CRON_FIELDS = "minute hour day-of-month month day-of-week"
 #: Fire times are looked for from this fixed instant, never from the clock, so validation is
@@ -88,7 +89,7 @@ _MODE_ONLY = {"fallback": "quiesce", "shutdownTimeout": "poweroff", "hardPowerOf
 
 @cache
 def schema() -> dict[str, Any]:
-    """The policy JSON Schema (read once from the project's `schemas/` directory)."""
+    """The policy JSON Schema (read once, from the package's `schemas/`)."""
     loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return loaded
 
