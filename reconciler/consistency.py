@@ -116,13 +116,15 @@ def _run_post_hooks(hooks: HookRunner, policy: Policy, vm: VM, point_id: str, *,
 def _quiesced(vc: VCenterOps, vm: VM, policy: Policy, request: SnapshotRequest) -> SnapshotTaken:
     fallback = policy.consistency.fallback
     if not vm.tools_running:
+        why = ("VMware Tools are not installed" if vm.tools_status == "notInstalled"
+               else "VMware Tools are not running")
         if fallback is Fallback.CRASH:
             sid = vc.create_snapshot(vm, request.name, request.describe("crash"), memory=False,
                                      quiesce=False)
-            return SnapshotTaken(sid, "crash", "VMware Tools not running: fell back to crash")
+            return SnapshotTaken(sid, "crash", f"{why}: fell back to crash")
         raise VCenterError(
             vc.name,
-            f"VM {vm.name!r}: VMware Tools are not running, cannot quiesce "
+            f"VM {vm.name!r}: {why}, cannot quiesce "
             "(set consistency.fallback: crash to accept a crash-consistent snapshot)",
         )
     try:

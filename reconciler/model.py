@@ -111,6 +111,9 @@ class Disk:
     file: str  # datastore path, e.g. "[LocalDS_0] vm1/vm1.vmdk"
     capacity_bytes: int
     change_id: str | None = None
+    #: The backing's parent file: the disk is a delta in a snapshot chain (its own file holds
+    #: only the changes on top of the parent).
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,10 @@ class VM:
     power_state: PowerState
     tools_running: bool
     bios_uuid: str = ""
+    #: VMware Tools installation as vCenter reports it (`guest.toolsVersionStatus2` without
+    #: its "guestTools" prefix): "notInstalled", "current", "needUpgrade", "supportedOld",
+    #: "unmanaged", …; "" when unknown.
+    tools_status: str = ""
     host: str = ""
     attributes: Mapping[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()  # "category/name"

@@ -80,6 +80,7 @@ def _vm_json(vm: VM) -> dict[str, Any]:
         "attributes": dict(sorted(vm.attributes.items())),
         "powerState": vm.power_state.value,
         "toolsRunning": vm.tools_running,
+        "toolsStatus": vm.tools_status,
         "biosUuid": vm.bios_uuid,
         "host": vm.host,
         "changeTracking": vm.change_tracking,
@@ -90,6 +91,7 @@ def _vm_json(vm: VM) -> dict[str, Any]:
                 "file": d.file,
                 "capacityBytes": d.capacity_bytes,
                 "changeId": d.change_id,
+                "parent": d.parent,
             }
             for d in vm.disks
         ],
@@ -265,6 +267,7 @@ def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
                 file=r.get(d, "file", dw, str, ""),
                 capacity_bytes=r.get(d, "capacityBytes", dw, int, 0),
                 change_id=r.get(d, "changeId", dw, (str, type(None)), None),
+                parent=r.get(d, "parent", dw, (str, type(None)), None),
             )
         )
     attributes = r.get(data, "attributes", where, dict, {})
@@ -281,6 +284,7 @@ def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
         folder=r.get(data, "folder", where, str, ""),
         power_state=power,
         tools_running=r.get(data, "toolsRunning", where, bool, False),
+        tools_status=r.get(data, "toolsStatus", where, str, ""),
         bios_uuid=r.get(data, "biosUuid", where, str, ""),
         host=r.get(data, "host", where, str, ""),
         attributes=dict(attributes),

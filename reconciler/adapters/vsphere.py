@@ -670,6 +670,14 @@ class VSphereOperations:
         )
         if obj.props.get("runtime.powerState") == "poweredOff":
             return self._open_nfc(vm, disk, obj.props.get("config.hardware.device"))
+        if disk.parent:
+            raise VCenterError(
+                self.name,
+                f"VM {vm.name!r}: {disk.label} is a delta disk on top of {disk.parent} (the VM "
+                "had snapshots before vmkeep's); its data cannot be read as one file over the "
+                "datastore interface. Remove or consolidate the VM's other snapshots, or "
+                "export it powered off (NFC reads the whole chain)",
+            )
         file = self._file(vm, disk.file)
         extent = DatastoreFile(file.vcenter, file.host, file.port, file.datacenter,
                                file.datastore, flat_extent(file.path))

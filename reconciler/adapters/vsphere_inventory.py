@@ -40,6 +40,7 @@ VM_PROPERTIES: tuple[str, ...] = (
     "runtime.powerState",
     "runtime.host",
     "guest.toolsRunningStatus",
+    "guest.toolsVersionStatus2",
     "customValue",
     "snapshot",
 )
@@ -112,6 +113,7 @@ def disks_of(devices: Iterable[Any] | None) -> tuple[Disk, ...]:
                 file=str(file),
                 capacity_bytes=int(capacity),
                 change_id=getattr(backing, "changeId", None) or None,
+                parent=getattr(getattr(backing, "parent", None), "fileName", None) or None,
             )
         )
     return tuple(sorted(disks, key=lambda d: d.key))
@@ -193,6 +195,7 @@ def _vm(
         folder=paths.get(parent or "", ""),
         power_state=PowerState(power) if power else PowerState.OFF,
         tools_running=p.get("guest.toolsRunningStatus") == "guestToolsRunning",
+        tools_status=_tools_status(p.get("guest.toolsVersionStatus2")),
         bios_uuid=str(p.get("config.uuid") or ""),
         host=hosts.get(ref_id(p.get("runtime.host")) or "", ""),
         attributes=_attributes(p.get("customValue"), fields),
@@ -201,6 +204,13 @@ def _vm(
         snapshots=snapshots_of(p.get("snapshot")),
         change_tracking=bool(p.get("config.changeTrackingEnabled")),
     )
+
+
+def _tools_status(value: Any) -> str:
+    """"guestToolsNotInstalled" → "notInstalled"."""
+    text = str(value or "")
+    rest = text.removeprefix("guestTools")
+    return rest[:1].lower() + rest[1:] if rest != text else text
 
 
 def build_inventory(

@@ -12,8 +12,8 @@ does) is::
                   "vms": [VM, ...]}}}
 
 where each VM has the shape of `vmkeep state export` (`reconciler.observed`): name,
-instanceUuid, moref, folder, tags, attributes, powerState, toolsRunning, biosUuid, host,
-changeTracking, disks [{key, label, file, capacityBytes, changeId}] and snapshots
+instanceUuid, moref, folder, tags, attributes, powerState, toolsRunning, toolsStatus, biosUuid,
+host, changeTracking, disks [{key, label, file, capacityBytes, changeId}] and snapshots
 [{id, name, description, createdAt, quiesced, parentId}] (the tree flattened, parents first).
 A vCenter that could not be read has `"error": "<message>"` and no VMs; the exit code is
 then 1, else 0.
@@ -133,6 +133,13 @@ def _size(n: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def _tools(vm: dict[str, Any]) -> str:
+    if vm["toolsRunning"]:
+        return "running"
+    status = vm.get("toolsStatus", "")
+    return "none" if status == "notInstalled" else "stopped" if status else "-"
+
+
 def _row(vm: dict[str, Any]) -> tuple[str, ...]:
     capacity = sum(d["capacityBytes"] for d in vm["disks"])
     labels = [*(f"{k}={v}" for k, v in vm["attributes"].items()), *vm["tags"]]
@@ -140,7 +147,7 @@ def _row(vm: dict[str, Any]) -> tuple[str, ...]:
         vm["name"],
         vm["folder"],
         POWER.get(vm["powerState"], vm["powerState"]),
-        "running" if vm["toolsRunning"] else "-",
+        _tools(vm),
         vm["host"],
         f"{len(vm['disks'])} ({_size(capacity)})" if vm["disks"] else "0",
         str(len(vm["snapshots"])),

@@ -160,6 +160,17 @@ class Estate:
         wait(self.sim.vm(vm.name).CreateSnapshot_Task(name=name, description="mine",
                                                       memory=False, quiesce=False))
 
+    def make_delta_disk(self, vm: VM, parent: str) -> None:
+        """Give the VM's first disk a parent backing, as a snapshot chain below it would."""
+        ref = self.sim.vm(vm.name)
+        disk: Any = next(d for d in ref.config.hardware.device
+                         if isinstance(d, vim.vm.device.VirtualDisk))
+        disk.backing.parent = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+            fileName=parent, diskMode="persistent")
+        spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=disk)])
+        wait(ref.ReconfigVM_Task(spec=spec))
+
     def power_off(self, vm: VM) -> None:
         wait(self.sim.vm(vm.name).PowerOffVM_Task())
 

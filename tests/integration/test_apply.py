@@ -157,6 +157,19 @@ def _read_pty(fd: int) -> bytes:
         return b""
 
 
+def test_a_running_vm_whose_disk_is_a_delta_is_refused_with_advice_not_read_wrong(estate):
+    # A VM that had snapshots before vmkeep's: its disk is a delta on top of a parent file.
+    vm = estate.vms()["DC0_C0_RP0_VM0"]
+    estate.make_delta_disk(vm, "[LocalDS_0] DC0_C0_RP0_VM0/disk1-base.vmdk")
+    run = estate.apply(DAY1)
+    assert run.code == 3
+    assert "is a delta disk on top of [LocalDS_0] DC0_C0_RP0_VM0/disk1-base.vmdk" in run.out
+    assert "Remove or consolidate the VM's other snapshots" in run.out
+    assert {p.vm.name for p in estate.points()} == {"DC0_C0_RP0_VM1", "DC0_C0_RP0_VM2"}
+    # the snapshot point stays; the export's temporary snapshot was removed after the failure
+    assert marked_snapshots(estate)[vm.name] == ["vmkeep:gold:20261125T010000Z"]
+
+
 def test_a_failing_snapshot_on_one_vm_lets_the_others_complete_and_exits_3(estate):
     estate.sim.faults(failSnapshot="^DC0_C0_RP0_VM1$", failSnapshotFault="NoDiskSpace")
     run = estate.apply(DAY1)

@@ -51,6 +51,7 @@ class FakeVMState:
     uuid: str
     power: PowerState = PowerState.ON
     tools: bool = True
+    tools_status: str = "current"
     host: str = "host-1"
     disks: dict[int, bytes] = field(default_factory=lambda: {2000: b"A" * 4096})
     snapshots: list[Snapshot] = field(default_factory=list)
@@ -83,6 +84,7 @@ class FakeVCenter:
             folder="/DC0/vm",
             power_state=state.power,
             tools_running=state.tools,
+            tools_status=state.tools_status,
             host=state.host,
             disks=tuple(
                 Disk(key, f"Hard disk {i + 1}", f"[ds] {state.name}/{key}.vmdk", len(data),

@@ -134,6 +134,20 @@ def test_quiesce_mode_falls_back_only_when_the_policy_allows(
         assert w.vc.vms["uuid-db"].snapshots == []
 
 
+@pytest.mark.parametrize(
+    ("tools_status", "said"),
+    [("notInstalled", "VMware Tools are not installed"),
+     ("current", "VMware Tools are not running")],
+)
+def test_a_quiesce_failure_says_whether_tools_are_missing_or_stopped(tmp_path, tools_status,
+                                                                      said):
+    w = world(tmp_path, mode=ConsistencyMode.QUIESCE, fallback=Fallback.FAIL)
+    w.vc.add("db", tools=False, tools_status=tools_status)
+    outcome = w.runner.run(w.action(ActionKind.SNAPSHOT_CREATE, "db"))
+    assert outcome.status == OutcomeStatus.FAILED
+    assert f"{said}, cannot quiesce" in outcome.message
+
+
 def test_poweroff_mode_shuts_down_snapshots_and_powers_back_on(tmp_path):
     w = world(tmp_path, mode=ConsistencyMode.POWEROFF)
     w.vc.add("app")

@@ -137,7 +137,8 @@ def test_build_inventory_fills_every_field_and_sorts_by_folder_and_name() -> Non
            **{"config.hardware.device": [disk(2000, "[ds] web/web.vmdk", 1024)],
               "config.changeTrackingEnabled": True}),
         vm("vm-1", "db", "group-v3", **{"runtime.powerState": "poweredOff",
-                                        "guest.toolsRunningStatus": "guestToolsNotRunning"}),
+                                        "guest.toolsRunningStatus": "guestToolsNotRunning",
+                                        "guest.toolsVersionStatus2": "guestToolsNotInstalled"}),
         vm("vm-3", "app-1", None, parentVApp=Ref("resgroup-v9")),
         vm("vm-4", "golden", "group-v1", **{"config.template": True}),
         vm("vm-5", "broken", "group-v1", **{"config.instanceUuid": None}),
@@ -160,6 +161,7 @@ def test_build_inventory_fills_every_field_and_sorts_by_folder_and_name() -> Non
     assert [d.file for d in web.disks] == ["[ds] web/web.vmdk"]
     db = inventory.vms[2]
     assert db.power_state is PowerState.OFF and db.tools_running is False
+    assert db.tools_status == "notInstalled" and web.tools_status == ""
     assert db.tags == () and db.attributes == {} and db.disks == ()
     assert skipped == ("broken (vm-5): no instance UUID",)  # templates are left out quietly
 
@@ -184,3 +186,13 @@ def test_disks_are_named_by_controller_type_bus_and_unit_as_nfc_leases_key_them(
     orphan = NS(key=2002, capacityInKB=1, controllerKey=9999, unitNumber=0)
     slots = disk_slots([ide, pvscsi, first, second, orphan, NS(key=4000)])
     assert slots == {2000: "ParaVirtualSCSIController1:0", 2001: "ParaVirtualSCSIController1:3"}
+
+
+def test_a_delta_disk_names_its_parent_file() -> None:
+    delta = disk(2000, "[ds] db/db-000001.vmdk", 1024)
+    delta.backing.parent = NS(fileName="[ds] db/db.vmdk")
+    flat = disk(2001, "[ds] db/db_1.vmdk", 1024)
+    assert [(d.file, d.parent) for d in disks_of([delta, flat])] == [
+        ("[ds] db/db-000001.vmdk", "[ds] db/db.vmdk"),
+        ("[ds] db/db_1.vmdk", None),
+    ]
