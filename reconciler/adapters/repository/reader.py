@@ -78,7 +78,18 @@ class DiskReader:
             yield begin, future.result()
 
     def __iter__(self) -> Iterator[bytes]:
-        """The disk's bytes in blocks of up to 8 MiB (e.g. as an HTTP upload body)."""
+        return self.blocks()
+
+    def blocks(self) -> Iterator[bytes]:
+        """The disk's bytes as `bytes` blocks of up to 8 MiB, in order, adding up to `size`
+        (zero chunks as zero bytes): an HTTP upload body with Content-Length `size`.
+
+        Hand an HTTP client this iterator rather than the reader itself: the reader has a
+        `read(offset, length)` method, and `http.client` takes anything with `read` for a
+        file object. Every call starts again at offset 0, so a retried upload can call it
+        again; a damaged chunk raises `CorruptionError` from the iterator, cutting the body
+        short of its Content-Length, so the receiver never gets a whole file of wrong bytes.
+        """
         for start, chunks in self._batches():
             parts = [
                 data if data is not None else bytes(self._chunk_len(start + k))
