@@ -31,6 +31,17 @@ def text(seed: object, length: int) -> bytes:
     return noise(seed, length).translate(bytes(b"abcd"[i % 4] for i in range(256)))
 
 
+class ForwardOnly(io.BytesIO):
+    """A disk source that cannot seek back, like an NFC download of a streamOptimized VMDK:
+    the writer must read changed extents strictly forward."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        target = {0: offset, 1: self.tell() + offset, 2: len(self.getbuffer()) + offset}[whence]
+        if target < self.tell():
+            raise AssertionError(f"the writer seeked back from {self.tell()} to {target}")
+        return super().seek(target)
+
+
 def open_repo(path: Path, *, pack_size: int = PACK, lock_timeout: float = 5.0) -> Repository:
     return Repository.open(
         path, chunk_size=CHUNK, pack_size=pack_size, threads=2, lock_timeout=lock_timeout

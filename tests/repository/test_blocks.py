@@ -21,7 +21,18 @@ from reconciler.adapters.repository import reader as reader_module
 from reconciler.adapters.repository import writer as writer_module
 from reconciler.adapters.repository.writer import BlockResult, ChunkEncoder
 
-from .disks import CHUNK, SLOT, VM, export, noise, open_repo, point_id, read_disk, text
+from .disks import (
+    CHUNK,
+    SLOT,
+    VM,
+    ForwardOnly,
+    export,
+    noise,
+    open_repo,
+    point_id,
+    read_disk,
+    text,
+)
 
 BLOCK = 4 * CHUNK  # writer block: 4 chunks
 BATCH = 3 * CHUNK  # reader batch: 3 chunks, so batches and blocks do not line up
@@ -155,7 +166,7 @@ def test_changed_extents_across_many_blocks_give_the_same_disk_as_a_full_read(
     with repo.begin_point(point_id(3), "nightly", full.vm, full.slot) as w:
         result = w.add_disk(
             "d0",
-            io.BytesIO(bytes(new)),
+            ForwardOnly(bytes(new)),
             size=len(new),
             changed_extents=extents,
             previous=(point_id(1), "d0"),
@@ -201,7 +212,7 @@ def test_a_20_mib_disk_crosses_the_real_block_and_batch_sizes(
     with repo.begin_point(point_id(2), "nightly", VM, SLOT) as w:
         result = w.add_disk(
             "d0",
-            io.BytesIO(bytes(new)),
+            ForwardOnly(bytes(new)),
             size=len(new),
             changed_extents=extents,
             previous=(point_id(1), "d0"),

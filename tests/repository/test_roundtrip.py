@@ -15,7 +15,18 @@ from reconciler.adapters.repository import Repository
 from reconciler.adapters.repository.packs import FLAG_RAW, FLAG_ZSTD
 from reconciler.errors import RepositoryError
 
-from .disks import CHUNK, SLOT, VM, export, noise, open_repo, point_id, read_disk, text
+from .disks import (
+    CHUNK,
+    SLOT,
+    VM,
+    ForwardOnly,
+    export,
+    noise,
+    open_repo,
+    point_id,
+    read_disk,
+    text,
+)
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -118,7 +129,7 @@ def test_changed_extents_give_the_same_manifest_as_a_full_read(
         with repo.begin_point(point_id(3), "nightly", full.vm, full.slot) as w:
             result = w.add_disk(
                 "d0",
-                io.BytesIO(bytes(new)),
+                ForwardOnly(bytes(new)),  # changed extents are read strictly forward
                 size=size,
                 changed_extents=extents,
                 previous=(point_id(1), "d0"),

@@ -6,6 +6,11 @@ whole from the source (mostly changed, or no usable previous copy), or *patched*
 changed bytes are read from the source and laid over the previous chunk, fetched from the
 repository. Patching keeps source reads close to the changed bytes even when the chunk size
 is much larger than the change granularity (e.g. scattered 4 KiB writes, 64 KiB chunks).
+
+The source is read strictly forward: some sources cannot seek back (an NFC download of a
+streamOptimized VMDK). So the previous copy of a chunk to patch is fetched and verified
+*before* the source is read at that chunk, and a chunk whose previous copy turns out damaged
+is read whole right there instead of patched.
 """
 
 from __future__ import annotations
@@ -18,17 +23,10 @@ from reconciler.errors import RepositoryError
 
 from .format import ZERO_ID
 
-__all__ = [
-    "ChunkPlan",
-    "Patch",
-    "Piece",
-    "merge_extents",
-    "plan_chunks",
-    "read_exact",
-    "read_planned",
-]
+__all__ = ["ChunkPlan", "Patch", "Piece", "merge_extents", "plan_chunks", "read_planned"]
 
-#: (base chunk id, [(offset in chunk, new bytes)]): a chunk rebuilt from its previous copy.
+#: (previous chunk's bytes, [(offset in chunk, new bytes)]): a chunk rebuilt from its
+#: previous copy.
 Patch = tuple[bytes, list[tuple[int, bytes]]]
 #: What the reader hands the encoder for one chunk: its bytes, or a patch to apply.
 Piece = bytes | Patch
@@ -91,9 +89,8 @@ def plan_chunks(
     return plans
 
 
-def read_exact(stream: BinaryIO | Seekable, offset: int, length: int) -> bytes:
-    """`length` bytes at `offset`. It always seeks first, so reads for other purposes (on the
-    same thread) may come in between."""
+def _read_exact(stream: BinaryIO | Seekable, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset` (callers only ever move forward)."""
     stream.seek(offset)
     parts: list[bytes] = []
     got = 0
@@ -109,15 +106,17 @@ def read_exact(stream: BinaryIO | Seekable, offset: int, length: int) -> bytes:
 def read_planned(
     stream: BinaryIO | Seekable,
     plans: list[ChunkPlan],
-    base: list[bytes],
+    previous: Callable[[int], bytes | None],
     size: int,
     chunk_size: int,
     per_block: int,
     counter: list[int],
 ) -> Iterator[tuple[int, list[Piece]]]:
-    """Blocks of consecutive planned chunks: (first index, pieces). Whole chunks next to each
-    other are read with one read; patches read only their bytes. `counter[0]` counts the
-    bytes read from the source."""
+    """Blocks of consecutive planned chunks: (first index, pieces), reading the source only
+    forward. Whole chunks next to each other are read with one read; a patched chunk reads
+    only its changed bytes, after `previous(index)` has given the previous copy — or None
+    when that copy cannot be used, and then the chunk is read whole. `previous` is called
+    for the patched chunks in order. `counter[0]` counts the bytes read from the source."""
     cs = chunk_size
     k = 0
     while k < len(plans):
@@ -132,11 +131,8 @@ def read_planned(
         while j < len(group):
             plan = group[j]
             if plan.patches is not None:
-                patches = [
-                    (off, read_exact(stream, plan.index * cs + off, n)) for off, n in plan.patches
-                ]
-                counter[0] += sum(len(data) for _, data in patches)
-                pieces.append((base[plan.index], patches))
+                old = previous(plan.index)
+                pieces.append(_patch(stream, plan.index, plan.patches, old, size, cs, counter))
                 j += 1
                 continue
             end = j
@@ -144,8 +140,29 @@ def read_planned(
                 end += 1
             start_byte = plan.index * cs
             stop_byte = min(size, (group[end].index + 1) * cs)
-            data = read_exact(stream, start_byte, stop_byte - start_byte)
+            data = _read_exact(stream, start_byte, stop_byte - start_byte)
             counter[0] += len(data)
             pieces.extend(data[p : p + cs] for p in range(0, len(data), cs))
             j = end + 1
         yield first, pieces
+
+
+def _patch(
+    stream: BinaryIO | Seekable,
+    index: int,
+    patches: tuple[tuple[int, int], ...],
+    old: bytes | None,
+    size: int,
+    chunk_size: int,
+    counter: list[int],
+) -> Piece:
+    """The changed bytes to lay over the previous copy `old`; without one (it is damaged or
+    gone) the whole chunk, read from the same place in the stream."""
+    start = index * chunk_size
+    if old is None:
+        data = _read_exact(stream, start, min(chunk_size, size - start))
+        counter[0] += len(data)
+        return data
+    read = [(off, _read_exact(stream, start + off, n)) for off, n in patches]
+    counter[0] += sum(len(data) for _, data in read)
+    return old, read

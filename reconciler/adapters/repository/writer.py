@@ -6,8 +6,9 @@ only when the repository does not already hold it. BLAKE3 and zstd release the G
 threads really run in parallel while the main thread reads the next block and appends new
 chunks to the pack in large writes. With a changed-extent list (vSphere CBT) only the chunks
 touched by an extent are read; every other chunk id is taken from the previous manifest.
-The source stream is only ever read on the caller's thread: the pool gets bytes, never the
-stream, so a caller's stream need not be thread-safe.
+The source stream is only ever read on the caller's thread, and only forward: the pool gets
+bytes, never the stream, so a caller's stream need be neither thread-safe nor able to seek
+back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
@@ -25,7 +26,7 @@ import zstandard
 from reconciler.errors import CorruptionError, RepositoryError
 from reconciler.model import ExportPoint, VMRef
 
-from .extents import ChunkPlan, Piece, plan_chunks, read_exact, read_planned
+from .extents import ChunkPlan, Piece, plan_chunks, read_planned
 from .format import (
     TABLE_ENTRIES,
     ZERO_ID,
@@ -69,35 +70,15 @@ class DiskResult:
 # One block's worth of work: (first chunk index, data) in; (first chunk index, block
 # length, chunk ids, flags, payloads) out. A payload is None for zero and known chunks.
 BlockResult = tuple[int, int, list[bytes], list[int], list[bytes | bytearray | None]]
-R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class NeedsSource:
-    """A changed-extent block the pool could not rebuild: the previous copies that the
-    chunks at positions `missing` of `pieces` were to be patched from are damaged or gone.
-    Those chunks are read whole from the source instead — by the caller's thread, which is
-    the only one that reads the stream — and the block is encoded again."""
-
-    first: int
-    pieces: list[Piece]
-    missing: tuple[int, ...]
 
 
 class ChunkEncoder:
     """The per-block work done in the pool: zero check, hash, compress if unknown."""
 
-    def __init__(
-        self,
-        chunk_size: int,
-        level: int,
-        known: Callable[[bytes], bool],
-        fetch: Callable[[bytes], bytes | None],
-    ) -> None:
+    def __init__(self, chunk_size: int, level: int, known: Callable[[bytes], bool]) -> None:
         self.chunk_size = chunk_size
         self.level = level
         self.known = known
-        self.fetch = fetch
         self.zero = bytes(chunk_size)
         self.zero_block = bytes(BLOCK_SIZE)
         self._local = threading.local()
@@ -141,28 +122,61 @@ class ChunkEncoder:
                 payloads.append(payload)
         return first, len(block), ids, flags, payloads
 
-    def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult | NeedsSource:
-        """Like `encode`, for changed-extent input: patches are applied to previous chunks
-        (fetched and verified here, in the pool) before the block is encoded. When a
-        previous chunk cannot be read back, the block is handed back as `NeedsSource`."""
+    def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult:
+        """Like `encode`, for changed-extent input: patches are laid over the previous
+        chunks (already fetched and verified) before the block is encoded."""
         chunks: list[bytes] = []
-        missing: list[int] = []
-        for k, piece in enumerate(pieces):
+        for piece in pieces:
             if isinstance(piece, bytes):
                 chunks.append(piece)
                 continue
-            base_id, patches = piece
-            previous = self.zero if base_id == ZERO_ID else self.fetch(base_id)
-            if previous is None:
-                missing.append(k)
-                continue
+            previous, patches = piece
             buf = bytearray(previous)
             for offset, data in patches:
                 buf[offset : offset + len(data)] = data
             chunks.append(bytes(buf))
-        if missing:
-            return NeedsSource(first, pieces, tuple(missing))
         return self.encode(first, b"".join(chunks))
+
+
+class PreviousChunks:
+    """The previous copies of the chunks a changed-extent export patches, fetched and
+    verified in the pool ahead of the (strictly forward) source reads, handed out in order.
+
+    `fetch` returns None for a copy that is damaged or gone; the reader then reads that
+    chunk whole, at the place in the source it has reached anyway.
+    """
+
+    def __init__(
+        self,
+        pool: Executor,
+        fetch: Callable[[bytes], bytes | None],
+        wanted: list[tuple[int, bytes]],
+        ahead: int,
+        zero: bytes,
+    ) -> None:
+        self._pool = pool
+        self._fetch = fetch
+        self._wanted = iter(wanted)  # (chunk index, previous id), in plan order
+        self._ahead = ahead
+        self._zero = zero
+        self._window: collections.deque[tuple[int, Future[bytes | None]]] = collections.deque()
+
+    def _fill(self) -> None:
+        while len(self._window) < self._ahead:
+            item = next(self._wanted, None)
+            if item is None:
+                return
+            index, cid = item
+            self._window.append((index, self._pool.submit(self._get, cid)))
+
+    def _get(self, cid: bytes) -> bytes | None:
+        return self._zero if cid == ZERO_ID else self._fetch(cid)
+
+    def __call__(self, index: int) -> bytes | None:
+        self._fill()
+        expected, future = self._window.popleft()
+        assert expected == index, f"previous chunk {index} asked out of order"
+        return future.result()
 
 
 def read_full(
@@ -239,9 +253,7 @@ class PointWriter:
         self.packs = PackWriter(repo.layout, repo.pack_size, repo.publish_pack)
         self._session: set[bytes] = set()
         self._done = False
-        self.encoder = ChunkEncoder(
-            repo.chunk_size, repo.compression_level, self._known, self._previous_chunk
-        )
+        self.encoder = ChunkEncoder(repo.chunk_size, repo.compression_level, self._known)
 
     def __enter__(self) -> PointWriter:
         return self
@@ -262,7 +274,7 @@ class PointWriter:
 
         Damage found here is quarantined exactly as `verify` does, so neither this export
         nor a later one deduplicates against it, and the chunk is read whole from the
-        source instead: a damaged old copy costs one chunk of extra reading, not the export.
+        source instead: a damaged old copy costs a chunk of reading, not the export.
         """
         loc = self.repo.index.get(cid)
         try:
@@ -383,39 +395,23 @@ class PointWriter:
         size: int,
         counter: list[int],
     ) -> Iterator[BlockResult]:
-        """Encoded blocks of changed-extent input; blocks whose previous chunks turned out
-        damaged are completed here from the source (it is seekable, and every read seeks)."""
+        """Encoded blocks of changed-extent input: previous chunks are fetched a block ahead
+        of the source reads, blocks are encoded in the pool."""
         cs = self.repo.chunk_size
-        blocks = read_planned(stream, plans, base, size, cs, BLOCK_SIZE // cs, counter)
-        for result in self._encode(self.encoder.encode_pieces, blocks):
-            while isinstance(result, NeedsSource):
-                result = self._read_missing(result, stream, size, counter)
-            yield result
-
-    def _read_missing(
-        self,
-        block: NeedsSource,
-        stream: BinaryIO | SeekableStream,
-        size: int,
-        counter: list[int],
-    ) -> BlockResult | NeedsSource:
-        """Read the unpatchable chunks whole and encode the block again, on this thread
-        (rare: only damaged repositories get here, so the pool's help is not missed)."""
-        cs = self.repo.chunk_size
-        pieces = list(block.pieces)
-        for k in block.missing:
-            start = (block.first + k) * cs
-            data = read_exact(stream, start, min(cs, size - start))
-            counter[0] += len(data)
-            pieces[k] = data
-        return self.encoder.encode_pieces(block.first, pieces)
+        per_block = BLOCK_SIZE // cs
+        wanted = [(p.index, base[p.index]) for p in plans if p.patches is not None]
+        previous = PreviousChunks(
+            self.repo.pool, self._previous_chunk, wanted, per_block, self.encoder.zero
+        )
+        blocks = read_planned(stream, plans, previous, size, cs, per_block, counter)
+        return self._encode(self.encoder.encode_pieces, blocks)
 
     def _encode(
-        self, work: Callable[[int, T], R], blocks: Iterator[tuple[int, T]]
-    ) -> Iterator[R]:
+        self, work: Callable[[int, T], BlockResult], blocks: Iterator[tuple[int, T]]
+    ) -> Iterator[BlockResult]:
         """Run `work` over the blocks in the pool, a few blocks ahead, results in order."""
         pool = self.repo.pool
-        window: collections.deque[Future[R]] = collections.deque()
+        window: collections.deque[Future[BlockResult]] = collections.deque()
         depth = 2 * self.repo.threads
         for first, block in blocks:
             window.append(pool.submit(work, first, block))
