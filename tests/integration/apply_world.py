@@ -15,7 +15,12 @@ from typing import Any
 
 from pyVmomi import vim
 
-from reconciler.adapters.datastore import DatastoreFile, parse_datastore_path, upload
+from reconciler.adapters.datastore import (
+    DatastoreFile,
+    RangeReader,
+    parse_datastore_path,
+    upload,
+)
 from reconciler.adapters.repository import Repository
 from reconciler.adapters.vsphere import VSphereClient
 from reconciler.adapters.vsphere_tls import endpoint_of, pin_of, pinned_connection, ssl_context
@@ -130,8 +135,8 @@ class Estate:
             repo.open_disk(point_id, disk).read_into(out)
             return out.getvalue()
 
-    def fill_disk(self, vm: VM, data: bytes) -> None:
-        """Write `data` into the VM's first disk through the datastore HTTP interface."""
+    def flat_file(self, vm: VM) -> tuple[DatastoreFile, Any, str]:
+        """The VM's first disk's data file, a connection factory and a session cookie."""
         config = self.sim.config()
         endpoint = endpoint_of(config)
         connect = pinned_connection(ssl_context(config), pin_of(config), connect_timeout=10,
@@ -139,11 +144,20 @@ class Estate:
         datastore, path = parse_datastore_path(vm.disks[0].file)
         extent = path[: -len(".vmdk")] + "-flat.vmdk"
         file = DatastoreFile("sim", endpoint.host, endpoint.port, "DC0", datastore, extent)
-        admin = self.sim.admin()
-        cookie = admin.sessionManager._stub.cookie
+        return file, connect, str(self.sim.admin().sessionManager._stub.cookie)
+
+    def fill_disk(self, vm: VM, data: bytes) -> None:
+        """Write `data` into the VM's first disk through the datastore HTTP interface."""
+        file, connect, cookie = self.flat_file(vm)
         step = 1 << 20
-        upload(file, lambda h, p: connect(h, p), cookie,
+        upload(file, connect, cookie,
                (data[i : i + step] for i in range(0, len(data), step)), len(data))
+
+    def disk_bytes(self, vm: VM) -> bytes:
+        """The VM's first disk's data, read back over the datastore HTTP interface."""
+        file, connect, cookie = self.flat_file(vm)
+        with RangeReader(file, connect, cookie) as reader:
+            return reader.read()
 
     def grow_disk(self, vm: VM, size: int) -> None:
         """Set the VM's first disk capacity (the simulator does not resize files)."""

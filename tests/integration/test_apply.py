@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.datastore import upload
+from reconciler.adapters.repository import Repository
 from reconciler.adapters.statedb import StateDB
 from reconciler.markers import parse_marker
 
@@ -76,6 +78,21 @@ def test_exports_are_byte_exact_and_the_next_day_stores_about_what_changed(estat
     [day2] = [p for p in estate.points() if p.vm.name == vm.name and p.id != day1.id]
     assert estate.read_point_disk(day2.id, disk) == bytes(data)
     assert estate.read_point_disk(day1.id, disk) != bytes(data)
+
+
+def test_an_exported_disk_streams_back_onto_the_datastore_byte_exact(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM2"]
+    estate.grow_disk(vm, 12 * MiB)
+    data = os.urandom(2 * MiB) + bytes(9 * MiB) + os.urandom(MiB)
+    estate.fill_disk(vm, data)
+    assert estate.apply(DAY1).code == 0
+    [point] = [p for p in estate.points() if p.vm.name == vm.name]
+    estate.fill_disk(vm, bytes(12 * MiB))  # the disk is wiped
+    file, connect, cookie = estate.flat_file(vm)
+    with Repository.open(estate.target, create=False) as repo:
+        disk = repo.open_disk(point.id, f"disk-{vm.disks[0].key}")
+        upload(file, connect, cookie, disk.blocks(), disk.size)  # the restore's data path
+    assert estate.disk_bytes(vm) == data
 
 
 @pytest.mark.parametrize("nfc_format", ["raw", "streamOptimized"])
