@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import blake3
 
@@ -64,6 +65,24 @@ def export(
         for name, data in (files or {}).items():
             writer.add_file(name, data)
         return writer.commit("crash", policy_revision="0123abc")
+
+
+def export_changed(
+    repo: Repository,
+    pid: str,
+    source: Any,
+    size: int,
+    extents: Sequence[tuple[int, int]],
+    previous: str,
+) -> Any:
+    """Export disk "d0" from `source` given the extents changed since point `previous`
+    (as vSphere changed block tracking reports them); the writer's result for the disk."""
+    with repo.begin_point(pid, "nightly", VM, SLOT) as writer:
+        result = writer.add_disk(
+            "d0", source, size=size, changed_extents=extents, previous=(previous, "d0")
+        )
+        writer.commit("crash")
+    return result
 
 
 def read_disk(repo: Repository, pid: str, name: str) -> bytes:

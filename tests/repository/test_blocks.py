@@ -27,6 +27,7 @@ from .disks import (
     VM,
     ForwardOnly,
     export,
+    export_changed,
     noise,
     open_repo,
     point_id,
@@ -162,16 +163,9 @@ def test_changed_extents_across_many_blocks_give_the_same_disk_as_a_full_read(
         new[offset : offset + length] = noise(("change", n), length)
     repo = open_repo(tmp_path / "repo")
     export(repo, point_id(1), {"d0": base})
-    full = export(repo, point_id(2), {"d0": bytes(new)})
-    with repo.begin_point(point_id(3), "nightly", full.vm, full.slot) as w:
-        result = w.add_disk(
-            "d0",
-            ForwardOnly(bytes(new)),
-            size=len(new),
-            changed_extents=extents,
-            previous=(point_id(1), "d0"),
-        )
-        w.commit("crash")
+    export(repo, point_id(2), {"d0": bytes(new)})
+    result = export_changed(repo, point_id(3), ForwardOnly(bytes(new)), len(new), extents,
+                            point_id(1))
     by_full, by_cbt = (repo.manifest(p).disk("d0") for p in (point_id(2), point_id(3)))
     assert (by_cbt.digest, by_cbt.tables) == (by_full.digest, by_full.tables)
     assert result.read_bytes < sum(n for _, n in extents) + 2 * 9 * CHUNK
@@ -209,15 +203,8 @@ def test_a_20_mib_disk_crosses_the_real_block_and_batch_sizes(
     extents = [((8 << 20) - 4096, 8192), ((16 << 20) + 70000, 4096), (len(data) - 100, 50)]
     for offset, length in extents:
         new[offset : offset + length] = b"\xa5" * length
-    with repo.begin_point(point_id(2), "nightly", VM, SLOT) as w:
-        result = w.add_disk(
-            "d0",
-            ForwardOnly(bytes(new)),
-            size=len(new),
-            changed_extents=extents,
-            previous=(point_id(1), "d0"),
-        )
-        w.commit("crash")
+    result = export_changed(repo, point_id(2), ForwardOnly(bytes(new)), len(new), extents,
+                            point_id(1))
     assert result.read_bytes <= 2 * DEFAULT_CHUNK_SIZE + 4096 + 50
     with open(tmp_path / "restored.img", "wb") as f:
         repo.open_disk(point_id(2), "d0").read_into(f)

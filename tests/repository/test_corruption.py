@@ -16,6 +16,7 @@ from .disks import (
     VM,
     ForwardOnly,
     export,
+    export_changed,
     flip_chunk,
     noise,
     open_repo,
@@ -81,15 +82,7 @@ def test_a_changed_extent_export_does_not_reference_a_damaged_chunk(tmp_path: Pa
     flip_chunk(repo, victim)
     assert not open_repo(tmp_path).verify().ok
     later = open_repo(tmp_path)
-    with later.begin_point(point_id(2), "nightly", VM, SLOT) as w:
-        result = w.add_disk(
-            "d0",
-            io.BytesIO(disk),
-            size=len(disk),
-            changed_extents=[],
-            previous=(point_id(1), "d0"),
-        )
-        w.commit("crash")
+    result = export_changed(later, point_id(2), io.BytesIO(disk), len(disk), [], point_id(1))
     assert result.read_bytes == CHUNK and result.new_chunks == 1
     assert later.verify(point_id(2)).ok
 
@@ -132,15 +125,10 @@ def test_a_changed_extent_export_reads_a_chunk_whole_when_the_copy_it_patches_is
     new = changed(disk, 12 * CHUNK + 100, b"x" * 10)
 
     later = open_repo(tmp_path)
-    with later.begin_point(point_id(2), "nightly", VM, SLOT) as w:
-        result = w.add_disk(
-            "d0",
-            ForwardOnly(new),  # found before the source passed the chunk: no seeking back
-            size=len(new),
-            changed_extents=[(12 * CHUNK + 100, 10)],
-            previous=(point_id(1), "d0"),
-        )
-        w.commit("crash")
+    # found before the source passed the chunk: no seeking back
+    result = export_changed(
+        later, point_id(2), ForwardOnly(new), len(new), [(12 * CHUNK + 100, 10)], point_id(1)
+    )
     assert result.read_bytes == CHUNK  # the whole chunk instead of the 10 changed bytes
     assert result.new_chunks == 1
     assert (bad_pack, victim) in later.quarantined()  # as verify would have done
@@ -158,16 +146,9 @@ def test_a_patched_chunk_that_did_not_really_change_heals_its_damaged_copy(
     victim = repo.open_disk(point_id(1), "d0").ids[5]
     flip_chunk(repo, victim)
     later = open_repo(tmp_path)
-    with later.begin_point(point_id(2), "nightly", VM, SLOT) as w:
-        # CBT reports an extent whose bytes were rewritten with the same contents
-        result = w.add_disk(
-            "d0",
-            ForwardOnly(disk),
-            size=len(disk),
-            changed_extents=[(5 * CHUNK, 8)],
-            previous=(point_id(1), "d0"),
-        )
-        w.commit("crash")
+    # CBT reports an extent whose bytes were rewritten with the same contents
+    result = export_changed(later, point_id(2), ForwardOnly(disk), len(disk), [(5 * CHUNK, 8)],
+                            point_id(1))
     assert result.new_chunks == 1  # the same chunk id, stored again
     assert read_disk(later, point_id(1), "d0") == disk  # the fresh copy heals the old point
     assert later.verify().ok

@@ -21,6 +21,7 @@ from .disks import (
     VM,
     ForwardOnly,
     export,
+    export_changed,
     noise,
     open_repo,
     point_id,
@@ -125,16 +126,10 @@ def test_changed_extents_give_the_same_manifest_as_a_full_read(
     with tempfile.TemporaryDirectory() as tmp:
         repo = open_repo(Path(tmp))
         export(repo, point_id(1), {"d0": base})
-        full = export(repo, point_id(2), {"d0": bytes(new)})
-        with repo.begin_point(point_id(3), "nightly", full.vm, full.slot) as w:
-            result = w.add_disk(
-                "d0",
-                ForwardOnly(bytes(new)),  # changed extents are read strictly forward
-                size=size,
-                changed_extents=extents,
-                previous=(point_id(1), "d0"),
-            )
-            w.commit("crash")
+        export(repo, point_id(2), {"d0": bytes(new)})
+        # changed extents are read strictly forward
+        result = export_changed(repo, point_id(3), ForwardOnly(bytes(new)), size, extents,
+                                point_id(1))
         by_full = repo.manifest(point_id(2)).disk("d0")
         by_cbt = repo.manifest(point_id(3)).disk("d0")
         assert (by_cbt.digest, by_cbt.tables, by_cbt.chunks) == (
@@ -164,15 +159,9 @@ def test_only_changed_bytes_are_read_with_a_changed_extent_list(tmp_path: Path) 
             Counting.consumed += len(data)
             return data
 
-    with repo.begin_point(point_id(2), "nightly", VM, SLOT) as w:
-        result = w.add_disk(
-            "d0",
-            Counting(bytes(new)),
-            size=len(new),
-            changed_extents=[(50 * CHUNK + 10, 10)],
-            previous=(point_id(1), "d0"),
-        )
-        w.commit("crash")
+    result = export_changed(
+        repo, point_id(2), Counting(bytes(new)), len(new), [(50 * CHUNK + 10, 10)], point_id(1)
+    )
     assert Counting.consumed == 10 == result.read_bytes  # only the changed bytes
     assert result.new_chunks == 1
     assert read_disk(repo, point_id(2), "d0") == bytes(new)
