@@ -33,6 +33,7 @@ __all__ = [
     "format_description",
     "format_name",
     "parse_marker",
+    "parse_point",
     "point_id",
 ]
 
@@ -103,32 +104,60 @@ def format_description(marker: Marker) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _slot_of_compact(compact: str) -> tuple[datetime, str] | None:
+def _point_name(name: str) -> tuple[str, str, datetime, str, str] | None:
+    """What a point's name `vmkeep:<policy>:<slot compact>` implies, cached: names repeat on
+    every VM of a policy. (policy, compact slot, slot, and the description vmkeep writes for
+    it, split around the instance UUID), or None when the name is not of that form."""
+    if not name.startswith(PREFIX):
+        return None
+    policy, _, compact = name[len(PREFIX) :].rpartition(":")
+    if not policy:
+        return None
     try:
         slot = datetime.strptime(compact, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
         return None
-    return slot, slot.strftime("%Y-%m-%dT%H:%M:%SZ")
+    head = f'{{"kind":"point","pointId":"{policy}/'
+    tail = (
+        f'/{compact}","policy":"{policy}",'
+        f'"slot":"{slot.strftime("%Y-%m-%dT%H:%M:%SZ")}","vmkeep":{FORMAT_VERSION}}}'
+    )
+    return policy, compact, slot, head, tail
 
 
-def _fast_point(name: str, description: str, instance_uuid: str) -> Marker | None:
+def _fast_point(
+    name: str, description: str, instance_uuid: str
+) -> tuple[str, str, datetime] | None:
     """The common case without JSON parsing: a point marker exactly as vmkeep writes it.
 
     The description must equal, byte for byte, what `format_description` writes for the
     policy and slot in the name and the VM's instance UUID; anything else takes the full path.
+    Returns (policy, point id, slot).
     """
-    policy, _, compact = name[len(PREFIX) :].rpartition(":")
-    parsed = _slot_of_compact(compact) if policy else None
-    if parsed is None:
+    parts = _point_name(name)
+    if parts is None:
         return None
-    pid = f"{policy}/{instance_uuid}/{compact}"
-    expected = (
-        f'{{"kind":"point","pointId":"{pid}","policy":"{policy}",'
-        f'"slot":"{parsed[1]}","vmkeep":{FORMAT_VERSION}}}'
-    )
-    if description != expected:
+    policy, compact, slot, head, tail = parts
+    if description != f"{head}{instance_uuid}{tail}":
         return None
-    return Marker(policy=policy, point_id=pid, slot=parsed[0], kind=MarkerKind.POINT)
+    return policy, f"{policy}/{instance_uuid}/{compact}", slot
+
+
+def parse_point(
+    name: str, description: str, instance_uuid: str
+) -> tuple[str, str, datetime] | None:
+    """(policy, point id, slot) of a point marker as vmkeep writes it on a snapshot of the VM
+    `instance_uuid`, without building a `Marker` (the catalog reads hundreds of thousands).
+
+    None means "not in that exact form": ask `parse_marker`, which also reads markers written
+    differently and temporary-snapshot markers. A returned point id always names this VM.
+    """
+    if not instance_uuid or "/" in instance_uuid:
+        return None
+    found = _fast_point(name, description, instance_uuid)
+    if found is None or "/" in found[0]:
+        return None
+    return found
 
 
 def parse_marker(name: str, description: str, instance_uuid: str = "") -> Marker | None:
@@ -141,7 +170,7 @@ def parse_marker(name: str, description: str, instance_uuid: str = "") -> Marker
     if instance_uuid:
         fast = _fast_point(name, description, instance_uuid)
         if fast is not None:
-            return fast
+            return Marker(policy=fast[0], point_id=fast[1], slot=fast[2], kind=MarkerKind.POINT)
     try:
         data = json.loads(description)
     except (ValueError, TypeError):

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from reconciler.errors import Diagnostic, InputError
-from reconciler.markers import MarkerKind, parse_marker
+from reconciler.markers import MarkerKind, parse_marker, parse_point
 from reconciler.model import (
     VM,
     Disk,
@@ -410,10 +410,17 @@ def build_catalog(state: ObservedState) -> Catalog:
         for vm in vms:
             if not vm.snapshots:
                 continue
-            ref, depths = vm.ref, None
+            ref, uuid, depths = vm.ref, vm.instance_uuid, None
             for snap in vm.snapshots:
-                marker = parse_marker(snap.name, snap.description, vm.instance_uuid)
-                if marker is None or marker.instance_uuid != vm.instance_uuid:
+                own = parse_point(snap.name, snap.description, uuid)
+                if own is not None:  # the common case, recognised without a Marker
+                    policy, pid, slot = own
+                    points.append(
+                        CatalogPoint(snapshot, pid, policy, ref, slot, True, vcenter, "", snap.id)
+                    )
+                    continue
+                marker = parse_marker(snap.name, snap.description)
+                if marker is None or marker.instance_uuid != uuid:
                     depths = depths or snapshot_depths(vm.snapshots)
                     foreign.append(ForeignSnapshot(vcenter, ref, snap, depths[snap.id]))
                     continue
@@ -430,15 +437,6 @@ def build_catalog(state: ObservedState) -> Catalog:
                 (points if marker.kind is point_kind else temporaries).append(point)
     for target, exports in sorted(state.targets.items()):
         for p in exports:
-            points.append(
-                CatalogPoint(
-                    kind=export,
-                    point_id=p.id,
-                    policy=p.policy,
-                    vm=p.vm,
-                    slot=p.slot if p.slot.tzinfo is UTC else p.slot.astimezone(UTC),
-                    complete=p.complete,
-                    target=target,
-                )
-            )
+            slot = p.slot if p.slot.tzinfo is UTC else p.slot.astimezone(UTC)
+            points.append(CatalogPoint(export, p.id, p.policy, p.vm, slot, p.complete, "", target))
     return Catalog(tuple(points), tuple(temporaries), tuple(foreign))

@@ -19,6 +19,7 @@ from reconciler.markers import (
     format_description,
     format_name,
     parse_marker,
+    parse_point,
     point_id,
 )
 from reconciler.model import PointKind, Snapshot
@@ -164,6 +165,36 @@ def test_the_fast_path_and_the_full_parse_agree_on_unusual_policy_names() -> Non
 def test_anything_but_a_valid_marker_is_foreign(name: str, description: str) -> None:
     assert parse_marker(name, description) is None
     assert parse_marker(name, description, UUID) is None
+
+
+def test_the_catalog_shortcut_reads_a_marker_as_vmkeep_writes_it_like_the_full_parse() -> None:
+    m = marker()
+    assert parse_point(format_name(m), format_description(m), UUID) == (m.policy, m.point_id, SLOT)
+
+
+@pytest.mark.parametrize(
+    ("m", "description", "instance_uuid"),
+    [
+        (marker(MarkerKind.EXPORT_TEMP), None, UUID),  # temporary snapshots take the full parse
+        (marker(), None, uuid_of("another")),  # written for another VM
+        (marker(), None, ""),
+        (marker(), None, "a/b"),
+        (marker(policy="a/b"), None, UUID),  # its point id would not name the VM
+        (marker(), json.dumps({"vmkeep": 1, "policy": "gold", "pointId": marker().point_id,
+                               "slot": "2026-11-25T01:00:00Z", "kind": "point"}), UUID),
+    ],
+)  # fmt: skip
+def test_the_catalog_shortcut_leaves_anything_else_to_the_full_parse(
+    m: Marker, description: str | None, instance_uuid: str
+) -> None:
+    assert parse_point(format_name(m), description or format_description(m), instance_uuid) is None
+
+
+def test_a_marker_naming_another_vm_is_foreign() -> None:
+    m = Marker("gold", point_id("gold", uuid_of("another"), SLOT), SLOT, MarkerKind.POINT)
+    snap = Snapshot("snapshot-1", format_name(m), format_description(m), SLOT, False)
+    catalog = build_catalog(state([vm("web1", snapshots=[snap])]))
+    assert catalog.points == () and [f.snapshot.id for f in catalog.foreign] == ["snapshot-1"]
 
 
 def test_the_catalog_has_snapshot_and_export_points_and_foreign_snapshots() -> None:
