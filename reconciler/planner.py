@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from reconciler import findings, selection
@@ -62,6 +63,7 @@ __all__ = ["FORMAT_VERSION", "plan"]
 FORMAT_VERSION = 1
 
 _ACTION_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
+_slot_of = attrgetter("slot")
 _SNAPSHOT = PointKind.SNAPSHOT
 _GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
 
@@ -75,45 +77,62 @@ class _Verdict:
     reasons: tuple[str, ...]
 
 
-class _RetentionMemo:
-    """Retention by slot times: every VM of a policy with the same history gets one answer."""
+_GUARDED = _Verdict(True, ("guard: the newest complete point of a group is kept",))
+_History = tuple[datetime, ...]  # the distinct slots of a group, oldest first
 
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-        self._cache: dict[tuple[object, ...], dict[datetime, _Verdict]] = {}
-        self._cuts: dict[tuple[Duration, str], datetime] = {}
 
-    def cut(self, max_age: Duration | None, zone: ZoneInfo) -> datetime | None:
-        """`now - maxAge` on the zone's wall clock, computed once per (maxAge, zone)."""
-        if max_age is None:
-            return None
-        key = (max_age, zone.key)
-        if key not in self._cuts:
-            self._cuts[key] = subtract_duration(self.now, max_age, zone)
-        return self._cuts[key]
+class _Retention:
+    """Retention of one group kind by slot history: every VM with the same history gets one
+    answer. The table is shared by all policies with the same rules, maxAge cut and zone."""
 
-    def decide(
+    def __init__(
         self,
         rules: KeepRules,
         max_age_cut: datetime | None,
         max_age_text: str,
         zone: ZoneInfo,
-        slots: tuple[datetime, ...],
-    ) -> dict[datetime, _Verdict]:
-        key = (rules, max_age_cut, zone.key, slots)
-        found = self._cache.get(key)
+        now: datetime,
+        table: dict[_History, dict[datetime, _Verdict]],
+    ) -> None:
+        self.rules, self.max_age_cut, self.max_age_text = rules, max_age_cut, max_age_text
+        self.zone, self.now, self._table = zone, now, table
+
+    def verdicts(self, history: _History) -> dict[datetime, _Verdict]:
+        found = self._table.get(history)
         if found is None:
-            result = apply_rules([(s, s) for s in slots], rules, zone, self.now)
-            found = {}
-            for d in result.decisions:
-                if max_age_cut is not None and d.keep and d.time < max_age_cut:
-                    found[d.key] = _Verdict(False, (f"older than snapshots.maxAge {max_age_text}",))
-                elif d.keep:
-                    found[d.key] = _Verdict(True, d.reasons)
-                else:
-                    found[d.key] = _Verdict(False, (f"kept by no rule ({_describe(rules)})",))
-            self._cache[key] = found
+            found = self._table[history] = self._decide(history)
         return found
+
+    def _decide(self, history: _History) -> dict[datetime, _Verdict]:
+        cut, rules = self.max_age_cut, self.rules
+        result = apply_rules([(s, s) for s in history], rules, self.zone, self.now)
+        found = {}
+        for d in result.decisions:
+            if cut is not None and d.keep and d.time < cut:
+                found[d.key] = _Verdict(
+                    False, (f"older than snapshots.maxAge {self.max_age_text}",)
+                )
+            elif d.keep:
+                found[d.key] = _Verdict(True, d.reasons)
+            else:
+                found[d.key] = _Verdict(False, (f"kept by no rule ({_describe(rules)})",))
+        return found
+
+
+class _RetentionMemo:
+    """Hands out the retention of each (keep rules, maxAge, zone), sharing verdict tables."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._tables: dict[tuple[object, ...], dict[_History, dict[datetime, _Verdict]]] = {}
+
+    def retention(self, rules: KeepRules, max_age: Duration | None, zone: ZoneInfo) -> _Retention:
+        """`maxAge` is cut at `now - maxAge` on the zone's wall clock."""
+        cut = None if max_age is None else subtract_duration(self.now, max_age, zone)
+        # The key has the cut, not maxAge as written: policies spelling one cut differently
+        # ("20d", "480h") share entries, whose reasons name the spelling that came first.
+        table = self._tables.setdefault((rules, cut, zone.key), {})
+        return _Retention(rules, cut, str(max_age or ""), zone, self.now, table)
 
 
 def _describe(rules: KeepRules) -> str:
@@ -137,8 +156,52 @@ class _Work:
     retention: list[RetentionDecision]
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """One kind of restore point a policy makes, with what is the same for all its VMs."""
+
+    kind: PointKind
+    target: str | None  # exports
+    create_reason: str  # for a missing point of the current slot
+    expired_on_arrival: bool  # a snapshot of the current slot is already older than maxAge
+    retention: _Retention
+
+
 def _when(slot: datetime, zone: ZoneInfo) -> str:
     return slot.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _kinds(
+    policy: Policy, info: SlotInfo, observed: ObservedState, memo: _RetentionMemo
+) -> tuple[_Kind, ...]:
+    """The kinds a policy plans, prepared once per plan (an export to a target the state lacks
+    is warned about, not judged)."""
+    when, cron, kinds = _when(info.slot, info.zone), policy.schedule.cron, []
+    if policy.snapshots:
+        max_age = policy.snapshots.max_age
+        retention = memo.retention(policy.snapshots.keep, max_age, info.zone)
+        cut = retention.max_age_cut
+        kinds.append(
+            _Kind(
+                PointKind.SNAPSHOT,
+                None,
+                f"no snapshot for slot {when} (cron {cron!r})",
+                cut is not None and info.slot < cut,
+                retention,
+            )
+        )
+    if policy.exports and policy.exports.target in observed.targets:
+        target = policy.exports.target
+        kinds.append(
+            _Kind(
+                PointKind.EXPORT,
+                target,
+                f"no export in target {target!r} for slot {when} (cron {cron!r})",
+                False,
+                memo.retention(policy.exports.keep, None, info.zone),
+            )
+        )
+    return tuple(kinds)
 
 
 @contextmanager
@@ -223,11 +286,13 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
                 )
             )
         matcher, info = matchers[policy.name], infos[policy.name]
+        kinds = _kinds(policy, info, observed, memo)
         for vm in vms_by_vcenter[policy.vcenter]:
             if not matcher(vm):
                 continue
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
-            _plan_vm(policy, vm, info, now, groups, memo, observed, work, handled)
+            if kinds:
+                _plan_vm(policy, vm, info, kinds, now, groups, work, handled)
 
     work.warnings += findings.vm_findings(observed, catalog, selected, now)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
@@ -263,37 +328,30 @@ def _plan_vm(
     policy: Policy,
     vm: VM,
     info: SlotInfo,
+    kinds: tuple[_Kind, ...],
     now: datetime,
     groups: dict[_GroupKey, list[CatalogPoint]],
-    memo: _RetentionMemo,
-    observed: ObservedState,
     work: _Work,
     handled: set[_GroupKey],
 ) -> None:
-    kinds: list[tuple[PointKind, KeepRules, str | None]] = []
-    if policy.snapshots:
-        kinds.append((PointKind.SNAPSHOT, policy.snapshots.keep, None))
-    if policy.exports and policy.exports.target in observed.targets:
-        kinds.append((PointKind.EXPORT, policy.exports.keep, policy.exports.target))
-    if not kinds:  # only an export to a target the state lacks: warned about, not judged
-        return
     slot = info.slot
     new_id = point_id(policy.name, vm.instance_uuid, slot)
     ref = vm.ref
     covered_all, newest = True, None
     notes: list[str] = []
-    for kind, rules, target in kinds:
-        key = (policy.name, vm.instance_uuid, kind)
+    for k in kinds:
+        key = (policy.name, vm.instance_uuid, k.kind)
         handled.add(key)
         points = groups.get(key, [])
         complete = [p for p in points if p.complete]
         slots = {p.slot for p in complete}
-        if slots:
-            latest = max(slots)
+        history = tuple(sorted(slots))
+        if history:
+            latest = history[-1]
             newest = latest if newest is None or latest > newest else newest
         covered = slot in slots
         creating = False
-        if not covered and _superseded(policy, kind, rules, slots, slot, info, memo):
+        if not covered and _superseded(k.retention, history, slot):
             # A newer point of the same period exists (e.g. after a schedule change): a point
             # for this slot would be pruned by the very next plan, so it is not made.
             notes.append("a newer point supersedes this slot under the keep rules")
@@ -301,25 +359,16 @@ def _plan_vm(
             covered_all = False
             if not info.window_open:
                 notes.append("waiting for window")
-            elif _expired_on_arrival(policy, kind, slot, now, info):
+            elif k.expired_on_arrival:
                 notes.append("slot is older than snapshots.maxAge; nothing to create")
             else:
                 creating = True
-                work.actions.append(_create(kind, policy, vm, ref, slot, new_id, target, info))
-        _retain(
-            policy,
-            vm,
-            ref,
-            kind,
-            rules,
-            complete,
-            slot if creating else None,
-            new_id,
-            info,
-            memo,
-            work,
-        )
-        _incomplete(policy, vm, points, complete, slot if creating else None, new_id, work)
+                work.actions.append(_create(k, policy, vm, ref, slot, new_id))
+        planned = slot if creating else None
+        if complete:
+            _retain(policy, vm, ref, k, complete, history, planned, new_id, work)
+        if len(complete) != len(points):
+            _incomplete(policy, vm, points, complete, planned, new_id, work)
 
     if covered_all:
         state = CoverageState.COVERED
@@ -343,63 +392,27 @@ def _plan_vm(
     )
 
 
-def _superseded(
-    policy: Policy,
-    kind: PointKind,
-    rules: KeepRules,
-    slots: set[datetime],
-    slot: datetime,
-    info: SlotInfo,
-    memo: _RetentionMemo,
-) -> bool:
+def _with_slot(history: _History, slot: datetime) -> _History:
+    """The history with `slot` added (kept sorted and distinct)."""
+    if not history or history[-1] < slot:
+        return (*history, slot)
+    if slot in history:
+        return history
+    return tuple(sorted((*history, slot)))
+
+
+def _superseded(retention: _Retention, history: _History, slot: datetime) -> bool:
     """Would retention drop a point for `slot` as soon as it exists? Only possible when a
     newer point is there already."""
-    if not slots or max(slots) < slot:
+    if not history or history[-1] < slot:
         return False
-    max_age = policy.snapshots.max_age if policy.snapshots and kind is _SNAPSHOT else None
-    cut = memo.cut(max_age, info.zone)
-    verdicts = memo.decide(rules, cut, str(max_age or ""), info.zone, tuple(sorted(slots | {slot})))
-    return not verdicts[slot].keep
+    return not retention.verdicts(_with_slot(history, slot))[slot].keep
 
 
-def _expired_on_arrival(
-    policy: Policy, kind: PointKind, slot: datetime, now: datetime, info: SlotInfo
-) -> bool:
-    """A snapshot for a slot older than maxAge would be deleted by the very next plan."""
-    max_age = policy.snapshots.max_age if policy.snapshots and kind is PointKind.SNAPSHOT else None
-    return max_age is not None and slot < subtract_duration(now, max_age, info.zone)
-
-
-def _create(
-    kind: PointKind,
-    policy: Policy,
-    vm: VM,
-    ref: VMRef,
-    slot: datetime,
-    new_id: str,
-    target: str | None,
-    info: SlotInfo,
-) -> Action:
-    when = _when(slot, info.zone)
-    if kind is PointKind.SNAPSHOT:
-        return Action(
-            ActionKind.SNAPSHOT_CREATE,
-            policy.name,
-            vm.vcenter,
-            ref,
-            new_id,
-            slot,
-            f"no snapshot for slot {when} (cron {policy.schedule.cron!r})",
-        )
+def _create(k: _Kind, policy: Policy, vm: VM, ref: VMRef, slot: datetime, new_id: str) -> Action:
+    kind = ActionKind.SNAPSHOT_CREATE if k.kind is _SNAPSHOT else ActionKind.EXPORT_CREATE
     return Action(
-        ActionKind.EXPORT_CREATE,
-        policy.name,
-        vm.vcenter,
-        ref,
-        new_id,
-        slot,
-        f"no export in target {target!r} for slot {when} (cron {policy.schedule.cron!r})",
-        target=target,
+        kind, policy.name, vm.vcenter, ref, new_id, slot, k.create_reason, target=k.target
     )
 
 
@@ -407,38 +420,29 @@ def _retain(
     policy: Policy,
     vm: VM,
     ref: VMRef,
-    kind: PointKind,
-    rules: KeepRules,
+    k: _Kind,
     complete: Sequence[CatalogPoint],
+    history: _History,
     planned_slot: datetime | None,
     planned_id: str,
-    info: SlotInfo,
-    memo: _RetentionMemo,
     work: _Work,
 ) -> None:
-    if not complete:
-        return
-    max_age = policy.snapshots.max_age if policy.snapshots and kind is _SNAPSHOT else None
-    cut = memo.cut(max_age, info.zone)
-    slots = {p.slot for p in complete}
-    if planned_slot is not None:
-        slots.add(planned_slot)
-    verdicts = memo.decide(rules, cut, str(max_age or ""), info.zone, tuple(sorted(slots)))
-    removing = [p for p in complete if not verdicts[p.slot].keep]
+    """Retention over the complete points of a group (`history`: their distinct slots)."""
+    verdicts = k.retention.verdicts(
+        history if planned_slot is None else _with_slot(history, planned_slot)
+    )
     guarded: CatalogPoint | None = None
     requires: tuple[str, ...] = ()
-    if len(removing) == len(complete):
+    if not any(verdicts[s].keep for s in reversed(history)):  # every complete point would go
         if planned_slot is not None and verdicts[planned_slot].keep:
             requires = (planned_id,)
         else:
-            guarded = max(complete, key=lambda p: p.slot)
+            guarded = max(complete, key=_slot_of)
     for p in sorted(complete, key=_slot_of):
-        verdict = verdicts[p.slot]
-        if p is guarded:
-            verdict = _Verdict(True, ("guard: the newest complete point of a group is kept",))
+        verdict = _GUARDED if p is guarded else verdicts[p.slot]
         work.retention.append(
             RetentionDecision(
-                p.point_id, kind, policy.name, ref, p.slot, verdict.keep, verdict.reasons
+                p.point_id, k.kind, policy.name, ref, p.slot, verdict.keep, verdict.reasons
             )
         )
         if not verdict.keep:
@@ -512,10 +516,6 @@ def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work) -> N
 
 
 # --------------------------------------------------------------------------- ordering
-
-
-def _slot_of(p: CatalogPoint) -> datetime:
-    return p.slot
 
 
 def _vm_order(vm: VM) -> tuple[str, str]:
