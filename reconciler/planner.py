@@ -256,7 +256,6 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         groups[(point.policy, point.vm.instance_uuid, point.kind)].append(point)
 
     vms_by_vcenter = {name: sorted(vms, key=_vm_order) for name, vms in observed.vcenters.items()}
-    matchers = {p.name: selection.matcher(p) for p in policies.policies}
     handled: set[_GroupKey] = set()
     selected: dict[tuple[str, str], list[str]] = defaultdict(list)  # (vcenter, uuid) -> policies
 
@@ -285,11 +284,10 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
                     policy=policy.name,
                 )
             )
-        matcher, info = matchers[policy.name], infos[policy.name]
+        info = infos[policy.name]
         kinds = _kinds(policy, info, observed, memo)
-        for vm in vms_by_vcenter[policy.vcenter]:
-            if not matcher(vm):
-                continue
+        chosen = selection.select(by_name[policy.name], vms_by_vcenter[policy.vcenter])
+        for vm in chosen:
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
             if kinds:
                 _plan_vm(policy, vm, info, kinds, now, groups, work, handled)

@@ -10,46 +10,43 @@ these exact values). An empty selector matches every VM.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Iterable
 from fnmatch import translate
+from itertools import compress
 
 from reconciler.model import VM, Policy, Selector
 
-__all__ = ["matcher", "matches"]
+__all__ = ["matches", "select"]
 
 
-def _predicate(selector: Selector) -> Callable[[VM], bool]:
-    """One compiled check per selector: name globs become a single regular expression."""
-    names = re.compile("|".join(translate(n) for n in selector.names)) if selector.names else None
-    folders = tuple(f.rstrip("/") for f in selector.folders)
-    prefixes = tuple(f + "/" for f in folders)
-    tags, attributes = frozenset(selector.tags), dict(selector.attributes)
+def _matching(selector: Selector, vms: list[VM]) -> list[VM]:
+    """The VMs the selector matches, in their order: one pass per key the selector gives, so
+    a whole inventory is filtered by its names first (globs compiled into one expression)."""
+    if selector.names:
+        match = re.compile("|".join(translate(n) for n in selector.names)).match
+        vms = list(compress(vms, map(match, [vm.name for vm in vms])))
+    if selector.folders:
+        folders = tuple(f.rstrip("/") for f in selector.folders)
+        prefixes = tuple(f + "/" for f in folders)
+        vms = [vm for vm in vms if vm.folder in folders or vm.folder.startswith(prefixes)]
+    if selector.tags:
+        tags = frozenset(selector.tags)
+        vms = [vm for vm in vms if tags.issubset(vm.tags)]
+    if selector.attributes:
+        wanted = dict(selector.attributes).items()
+        vms = [vm for vm in vms if all(vm.attributes.get(k) == v for k, v in wanted)]
+    return vms
 
-    def predicate(vm: VM) -> bool:
-        if names is not None and names.match(vm.name) is None:
-            return False
-        if folders and not (vm.folder in folders or vm.folder.startswith(prefixes)):
-            return False
-        if tags and not tags.issubset(vm.tags):
-            return False
-        return all(vm.attributes.get(k) == v for k, v in attributes.items())
 
-    return predicate
-
-
-def matcher(policy: Policy) -> Callable[[VM], bool]:
-    """A fast reusable test for `matches(policy, vm)` (compile once, call per VM)."""
-    include = _predicate(policy.include)
-    exclude = _predicate(policy.exclude) if policy.exclude else None
-
-    def selected(vm: VM) -> bool:
-        if vm.vcenter != policy.vcenter or not include(vm):
-            return False
-        return exclude is None or not exclude(vm)
-
-    return selected
+def select(policy: Policy, vms: Iterable[VM]) -> list[VM]:
+    """The VMs the policy selects, in their order (`matches` for a whole inventory at once)."""
+    chosen = [vm for vm in _matching(policy.include, list(vms)) if vm.vcenter == policy.vcenter]
+    if policy.exclude:
+        excluded = {id(vm) for vm in _matching(policy.exclude, chosen)}
+        chosen = [vm for vm in chosen if id(vm) not in excluded]
+    return chosen
 
 
 def matches(policy: Policy, vm: VM) -> bool:
     """Whether the policy selects the VM."""
-    return matcher(policy)(vm)
+    return bool(select(policy, [vm]))
