@@ -255,7 +255,10 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     for point in catalog.points:
         groups[(point.policy, point.vm.instance_uuid, point.kind)].append(point)
 
-    vms_by_vcenter = {name: sorted(vms, key=_vm_order) for name, vms in observed.vcenters.items()}
+    candidates = {
+        name: selection.Candidates(sorted(vms, key=_vm_order))
+        for name, vms in observed.vcenters.items()
+    }
     handled: set[_GroupKey] = set()
     selected: dict[tuple[str, str], list[str]] = defaultdict(list)  # (vcenter, uuid) -> policies
 
@@ -286,8 +289,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             )
         info = infos[policy.name]
         kinds = _kinds(policy, info, observed, memo)
-        chosen = selection.select(by_name[policy.name], vms_by_vcenter[policy.vcenter])
-        for vm in chosen:
+        for vm in selection.select(by_name[policy.name], candidates[policy.vcenter]):
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
             if kinds:
                 _plan_vm(policy, vm, info, kinds, now, groups, work, handled)

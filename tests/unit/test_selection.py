@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from reconciler.model import Selector
-from reconciler.selection import matches, select
+from reconciler.selection import Candidates, matches, select
 from tests.unit.estate import policy, vm
 
 VMS = [
@@ -24,6 +24,9 @@ VMS = [
     [
         (Selector(), None, ["web1", "web2", "db1", "db2"]),
         (Selector(names=("web*", "db1")), None, ["web1", "web2", "db1"]),
+        (Selector(names=("db?", "web[!1]")), None, ["web2", "db1", "db2"]),
+        (Selector(names=("[dw]*1", "x*")), None, ["web1", "db1"]),
+        (Selector(names=("DB*", "web")), None, []),
         (Selector(folders=("/DC0/vm/prod/",)), None, ["web1", "db1", "db2"]),
         (Selector(tags=("backup/gold", "env/prod")), None, ["web1"]),
         (Selector(attributes={"owner": "dba"}), None, ["db1"]),
@@ -40,5 +43,5 @@ def test_a_policy_selects_the_vms_of_its_vcenter_its_selectors_match_in_order(
     include, exclude, selected
 ) -> None:
     pol = replace(policy(), include=include, exclude=exclude)
-    assert [v.name for v in select(pol, VMS)] == selected
+    assert [v.name for v in select(pol, Candidates(VMS))] == selected
     assert [v.name for v in VMS if matches(pol, v)] == selected
