@@ -343,9 +343,9 @@ def _plan_vm(
         key = (policy.name, vm.instance_uuid, k.kind)
         handled.add(key)
         points = groups.get(key, [])
-        complete = [p for p in points if p.complete]
-        slots = {p.slot for p in complete}
-        history = tuple(sorted(slots))
+        complete = sorted([p for p in points if p.complete], key=_slot_of)  # stable
+        slots = dict.fromkeys(map(_slot_of, complete))
+        history = tuple(slots)
         if history:
             latest = history[-1]
             newest = latest if newest is None or latest > newest else newest
@@ -427,7 +427,8 @@ def _retain(
     planned_id: str,
     work: _Work,
 ) -> None:
-    """Retention over the complete points of a group (`history`: their distinct slots)."""
+    """Retention over the complete points of a group, oldest first (`history`: their
+    distinct slots)."""
     verdicts = k.retention.verdicts(
         history if planned_slot is None else _with_slot(history, planned_slot)
     )
@@ -438,7 +439,7 @@ def _retain(
             requires = (planned_id,)
         else:
             guarded = max(complete, key=_slot_of)
-    for p in sorted(complete, key=_slot_of):
+    for p in complete:
         verdict = _GUARDED if p is guarded else verdicts[p.slot]
         work.retention.append(
             RetentionDecision(
