@@ -394,9 +394,10 @@ def snapshot_depths(snapshots: Sequence[Snapshot]) -> dict[str, int]:
         while node is not None and node not in depths and node not in path:
             path.append(node)
             node = parents.get(node)
-        base = depths.get(node, 0) if node is not None else 0
-        for offset, walked in enumerate(reversed(path), start=1):
-            depths[walked] = base + offset
+        depth = 0 if node is None else depths.get(node, 0)
+        for walked in reversed(path):  # from the known (or root) end down to `s`
+            depth += 1
+            depths[walked] = depth
     return depths
 
 
