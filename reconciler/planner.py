@@ -211,6 +211,9 @@ def _collector_paused() -> Iterator[None]:
     A plan over 10,000 VMs allocates about a million small acyclic values; without the pause
     the collector walks the whole heap again and again (~40 % of the planning time). Nothing
     the planner builds holds a reference cycle, so reference counting frees everything.
+    Resuming costs one young-generation pass over what the plan keeps (at 10,000 VMs about
+    390,000 objects, 300,000 of them RetentionDecisions): profiles show it as this context
+    manager's `__exit__`.
     """
     was_enabled = gc.isenabled()
     gc.disable()
