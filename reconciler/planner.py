@@ -354,7 +354,8 @@ def _plan_vm(
             newest = latest if newest is None or latest > newest else newest
         covered = slot in slots
         creating = False
-        if not covered and _superseded(k.retention, history, slot):
+        base = _base_for(k.retention, history, slot) if not covered else history
+        if base is None:
             # A newer point of the same period exists (e.g. after a schedule change): a point
             # for this slot would be pruned by the very next plan, so it is not made.
             notes.append("a newer point supersedes this slot under the keep rules")
@@ -369,7 +370,8 @@ def _plan_vm(
                 work.actions.append(_create(k, policy, vm, ref, slot, new_id))
         planned = slot if creating else None
         if complete:
-            _retain(policy, vm, ref, k, complete, history, planned, new_id, work)
+            judged_with = base if creating and base is not None else history
+            _retain(policy, vm, ref, k, complete, history, judged_with, planned, new_id, work)
         if len(complete) != len(points):
             _incomplete(policy, vm, points, complete, planned, new_id, work)
 
@@ -404,12 +406,26 @@ def _with_slot(history: _History, slot: datetime) -> _History:
     return tuple(sorted((*history, slot)))
 
 
-def _superseded(retention: _Retention, history: _History, slot: datetime) -> bool:
-    """Would retention drop a point for `slot` as soon as it exists? Only possible when a
-    newer point is there already."""
+def _base_for(retention: _Retention, history: _History, slot: datetime) -> _History | None:
+    """The points retention judges a new point for `slot` with, or None when no point for the
+    slot would be kept (a newer point supersedes it): then none is made.
+
+    Normally that is the whole history. But a new point may be dropped beside points that
+    this very plan deletes and kept once they are gone — restic keeps the *oldest* point
+    while a rule has count left, and the point that was oldest may be one maxAge removes.
+    Then the slot is judged with the points that survive this plan's retention instead, so
+    that one apply reaches a state the next plan leaves alone (retention of what it keeps
+    keeps all of it). Only possible when a newer point exists.
+    """
     if not history or history[-1] < slot:
-        return False
-    return not retention.verdicts(_with_slot(history, slot))[slot].keep
+        return history
+    if retention.verdicts(_with_slot(history, slot))[slot].keep:
+        return history
+    verdicts = retention.verdicts(history)
+    survivors = tuple(s for s in history if verdicts[s].keep)
+    if survivors != history and retention.verdicts(_with_slot(survivors, slot))[slot].keep:
+        return survivors
+    return None
 
 
 def _create(k: _Kind, policy: Policy, vm: VM, ref: VMRef, slot: datetime, new_id: str) -> Action:
@@ -426,15 +442,21 @@ def _retain(
     k: _Kind,
     complete: Sequence[CatalogPoint],
     history: _History,
+    base: _History,
     planned_slot: datetime | None,
     planned_id: str,
     work: _Work,
 ) -> None:
     """Retention over the complete points of a group, oldest first (`history`: their
-    distinct slots)."""
-    verdicts = k.retention.verdicts(
-        history if planned_slot is None else _with_slot(history, planned_slot)
-    )
+    distinct slots). A planned point is judged with the points of `base` (see `_base_for`);
+    the others of the history go by retention of the history alone."""
+    if planned_slot is None:
+        verdicts = k.retention.verdicts(history)
+    elif base is history:
+        verdicts = k.retention.verdicts(_with_slot(history, planned_slot))
+    else:
+        verdicts = {**k.retention.verdicts(history),
+                    **k.retention.verdicts(_with_slot(base, planned_slot))}
     guarded: CatalogPoint | None = None
     requires: tuple[str, ...] = ()
     if not any(verdicts[s].keep for s in reversed(history)):  # every complete point would go

@@ -253,3 +253,20 @@ def test_a_schedule_change_settles_after_one_apply() -> None:
         policies = PolicySet((policy("p0", snapshot_keep=keep),), "rev")
         first = plan(policies, observed, now)
         assert plan(policies, apply(observed, first.actions), now).actions == (), keep
+
+
+def test_a_slot_kept_only_once_an_expired_point_is_gone_is_made_in_the_same_plan() -> None:
+    """Found by the properties: with `monthly: -1` restic keeps the oldest point, and the
+    oldest is one maxAge removes in this very plan. The slot's point must be judged with the
+    points that survive, or the next plan would create what this one skipped."""
+    now = at("2026-05-08 00:00")
+    p0 = policy("p0", cron="15 * * * *", snapshot_keep=KeepRules(monthly=-1),
+                max_age=Duration(hours=1, text="1h"))
+    base = vm("vm3")
+    snaps = tuple(marked_snapshot("p0", base.instance_uuid, at(t), f"s{i}")
+                  for i, t in enumerate(["2026-04-04 22:09", "2026-05-07 23:56"]))
+    observed = state([replace(base, snapshots=snaps)])
+    policies = PolicySet((p0,), "rev")
+    first = plan(policies, observed, now)
+    assert sorted(a.kind.value for a in first.actions) == ["snapshot.create", "snapshot.delete"]
+    assert plan(policies, apply(observed, first.actions), now).actions == ()
