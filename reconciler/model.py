@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import datetime, time
 
 __all__ = [
@@ -365,9 +366,12 @@ class ActionKind(enum.StrEnum):
 _DELETES = frozenset({ActionKind.SNAPSHOT_DELETE, ActionKind.EXPORT_DELETE})
 
 
-@dataclass(frozen=True)
-class Action:
-    """One step of a plan on one VM. `requires` names planned points a deletion relies on."""
+class Action(NamedTuple):
+    """One step of a plan on one VM. `requires` names planned points a deletion relies on.
+
+    A named tuple, like `RetentionDecision`: a nightly plan of a large estate makes tens of
+    thousands of them.
+    """
 
     kind: ActionKind
     policy: str
@@ -422,9 +426,13 @@ class PlanWarning:
     point_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class RetentionDecision:
-    """Why one existing restore point stays or goes (restic-style reasons)."""
+class RetentionDecision(NamedTuple):
+    """Why one existing restore point stays or goes (restic-style reasons).
+
+    A named tuple rather than a dataclass: a plan over 10,000 VMs holds about 300,000 of
+    them; tuples are built several times faster and, holding no containers of their own
+    but the reasons, cost the garbage collector less. Just as immutable.
+    """
 
     point_id: str
     kind: PointKind

@@ -142,7 +142,7 @@ def test_every_action_appears_with_its_sign_and_reason_in_the_text() -> None:
 def test_markdown_stays_under_the_limit_and_says_what_was_cut(vms: int) -> None:
     p = sample_plan()
     many = tuple(
-        replace(a, vm=replace(a.vm, name=f"vm{i:05d}")) for i in range(vms) for a in p.actions[:3]
+        a._replace(vm=replace(a.vm, name=f"vm{i:05d}")) for i in range(vms) for a in p.actions[:3]
     )
     big = replace(p, actions=many)
     text = render_markdown(big)
@@ -172,7 +172,7 @@ def many_policies(count: int) -> Plan:
     for name in names:
         uuid = f"{name}-uuid"
         actions += [
-            replace(a, policy=name, vm=replace(a.vm, instance_uuid=uuid))
+            a._replace(policy=name, vm=replace(a.vm, instance_uuid=uuid))
             for a in p.actions
             if name in deleting or not a.kind.is_delete
         ]
@@ -181,7 +181,7 @@ def many_policies(count: int) -> Plan:
             replace(c, policy=name, vm=replace(c.vm, instance_uuid=uuid), state=state)
             for c in p.coverage
         ]
-        retention += [replace(d, policy=name) for d in p.retention]
+        retention += [d._replace(policy=name) for d in p.retention]
     deletes = sum(1 for a in actions if a.kind.is_delete)
     return replace(
         p,
