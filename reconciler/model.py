@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from datetime import datetime, time
+from typing import NamedTuple
 
 __all__ = [
     "VM",
