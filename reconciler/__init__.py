@@ -1,10 +1,6 @@
 """vmkeep: a declarative GitOps backup reconciler for VMware vSphere."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("vmkeep")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+#: The one place the version is written (pyproject.toml reads it from here).
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

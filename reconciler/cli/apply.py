@@ -28,13 +28,11 @@ from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import observed, planner, policies, wiring
 from reconciler.adapters.hooks import SubprocessHooks
-from reconciler.adapters.repository import Repository
 from reconciler.adapters.statedb import ActionStatus, LeaseHeldError, StateDB
-from reconciler.adapters.vsphere import VCenterPool
 from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
 from reconciler.cli.state import capture, parse_now
@@ -43,6 +41,9 @@ from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute,
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
+
+if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
+    from reconciler.adapters.vsphere import VCenterPool
 
 __all__ = ["register", "run"]
 
@@ -80,6 +81,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.adapters.vsphere import VCenterPool
+
     config = wiring.load_host_config(args.config)
     if args.max_deletes is not None and args.max_deletes < 0:
         raise UsageError("--max-deletes must be 0 or more")
@@ -165,6 +168,8 @@ def _holder_is_dead(holder: str) -> bool:
 
 
 def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore]:
+    from reconciler.adapters.repository import Repository
+
     targets: dict[str, ExportStore] = {}
     for name, target in sorted(config.targets.items()):
         if target.type != "directory":

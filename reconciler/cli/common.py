@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler import wiring
-from reconciler.adapters.git import GitSource
 from reconciler.adapters.policydir import PolicyDirectory
 from reconciler.errors import UsageError
 from reconciler.model import HostConfig
@@ -61,6 +60,8 @@ def add_output_argument(
 
 def open_git_source(repo: str, rev: str | None, path: str = "") -> PolicySource:
     """The policy files of `repo` at `rev` (resolved to a commit SHA) under `path`."""
+    from reconciler.adapters.git import GitSource  # GitPython only when a repo is read
+
     return GitSource.open(repo, rev or "HEAD", path)
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import durations
-from reconciler.adapters.repository import GcReport
 from reconciler.cli import common
 from reconciler.cli.verify import add_target_argument, open_target
 from reconciler.errors import UsageError
+
+if TYPE_CHECKING:
+    from reconciler.adapters.repository import GcReport
 
 __all__ = ["register", "run"]
 

@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler import observed, wiring
-from reconciler.adapters.vsphere import VSphereClient
 from reconciler.cli import common
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import Inventory, ObservedState, VCenterConfig
@@ -55,6 +54,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
+
     config = wiring.load_host_config(args.config)
     selected = _select(config.vcenters, args.vcenter)
     results: list[tuple[VCenterConfig, Inventory | None, str | None]] = []

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import observed, wiring
-from reconciler.adapters.repository import Repository
-from reconciler.adapters.vsphere import VSphereClient
 from reconciler.errors import UsageError
 from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
 
@@ -65,6 +63,8 @@ def _target_points(target: TargetConfig) -> list[ExportPoint]:
         raise UsageError(f"target {target.name!r}: type {target.type!r} is not supported")
     if not Path(target.path).exists():
         return []  # nothing exported yet
+    from reconciler.adapters.repository import Repository  # zstandard, blake3: when needed
+
     with Repository.open(target.path, create=False, target=target.name) as repo:
         points = list(repo.points())
         for partial in repo.partials():
@@ -91,6 +91,8 @@ def _target_points(target: TargetConfig) -> list[ExportPoint]:
 
 def capture(config: HostConfig, now: datetime) -> ObservedState:
     """The live observed state of every configured vCenter and target."""
+    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
+
     inventories = []
     for vc in config.vcenters.values():
         with VSphereClient(vc, wiring.resolve_password(vc)) as client:

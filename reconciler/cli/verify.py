@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import wiring
-from reconciler.adapters.repository import Repository, VerifyReport
 from reconciler.cli import common
 from reconciler.errors import UsageError
+
+if TYPE_CHECKING:  # the repository (zstandard, blake3) is imported when a command runs
+    from reconciler.adapters.repository import Repository, VerifyReport
 
 __all__ = ["open_target", "register", "run"]
 
@@ -48,6 +50,8 @@ def open_target(args: argparse.Namespace) -> tuple[str, Repository]:
     target = config.targets[name]
     if target.type != "directory":
         raise UsageError(f"target {name!r} has type {target.type!r}; only 'directory' exists")
+    from reconciler.adapters.repository import Repository
+
     repo = Repository.open(target.path, create=False, chunk_size=None, target=name)
     return name, repo
 
