@@ -25,7 +25,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from jsonschema.exceptions import ValidationError
@@ -53,6 +53,16 @@ _SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "nu
 _TAG_HINT = "remove the tag; only plain mappings, lists, strings, numbers, booleans and null " \
     "may be used"
 _DEPTH_HINT = "look for an unclosed `[` or `{`; no policy or host config needs this many levels"
+#: libyaml's C parser, when PyYAML was built with it (see `_read_fast`).
+_LIBYAML: bool = getattr(yaml, "__with_libyaml__", False)
+#: What PyYAML's reader refuses (`yaml.reader.Reader.NON_PRINTABLE`).
+_NOT_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+#: What the two parsers read apart: libyaml takes a tab as a separator (`key\t: value`)
+#: where PyYAML refuses it, places marks differently after a byte order mark inside the
+#: text or the Unicode line breaks NEL, LS and PS, and marks the empty value of an explicit
+#: key (`? x`) elsewhere. (Found by comparing both on generated files:
+#: tests/unit/test_documents.py; see also `_Vetted`.)
+_READ_APART = re.compile("[\t\ufeff\x85\u2028\u2029]|\\?(?: |$)", re.MULTILINE)
 _KIND_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
                int: "an integer", float: "a number", type(None): "null (empty)"}
 
@@ -465,6 +475,64 @@ def _syntax_hint(problem: str, context: str, opened: int | None) -> str:
     return f"{context}{at}" if context else ""
 
 
+class _ReadApart(Exception):
+    """The C parser met something the pure-Python one reads differently."""
+
+
+class _Vetted:
+    """libyaml's loader, watched for what PyYAML reads differently inside flow collections:
+    a plain scalar holding `?` (`{a?: 1}`: PyYAML refuses it) and an empty value
+    (`{a: , b: 1}`: marked one column apart). Everything else is passed through.
+    (libyaml gives a plain scalar the style '' where PyYAML gives None.)"""
+
+    def __init__(self, loader: yaml.CSafeLoader) -> None:
+        self._loader = loader
+        self._flows: list[bool] = []  # open collections: flow style or not
+        self._flow_level = 0
+
+    def get_event(self) -> yaml.Event:
+        event = cast(yaml.Event, self._loader.get_event())
+        if isinstance(event, yaml.CollectionStartEvent):
+            flow = bool(event.flow_style)
+            self._flows.append(flow)
+            self._flow_level += flow
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self._flow_level -= self._flows.pop() if self._flows else False
+        elif (isinstance(event, yaml.ScalarEvent) and self._flow_level and not event.style
+              and (not event.value or "?" in event.value)):
+            raise _ReadApart
+        return event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+def _read_fast(text: str, path: str, limits: DocumentLimits) -> LoadResult | None:
+    """The documents as read with libyaml's C parser (several times faster than PyYAML's
+    pure-Python one), or None when the pure-Python parser must read the file.
+
+    Both parsers give the same events and marks for most YAML they accept. Where they do
+    not — characters and tabs (`_READ_APART`), `?` and empty values in flow collections
+    (`_Vetted`) — and for any file with a fault at all (the two word syntax errors and take
+    tags apart differently), the pure-Python parser reads the file from the start: its
+    results and messages are the ones documented and tested, with or without libyaml.
+    `test_libyaml_and_pure_python_read_every_file_alike` compares the two on generated files.
+    """
+    if not _LIBYAML or _NOT_PRINTABLE.search(text) or _READ_APART.search(text):
+        return None
+    composer = _Composer(path, limits)
+    loader = yaml.CSafeLoader(text)
+    try:
+        composer.run(cast(yaml.SafeLoader, _Vetted(loader)))  # the same event interface
+    except (yaml.YAMLError, _ReadApart):
+        return None
+    finally:
+        loader.dispose()
+    if composer.diagnostics:
+        return None  # a faulty file: its messages come from the one reference parser
+    return LoadResult(tuple(composer.documents), ())
+
+
 def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadResult:
     """Read every document of one file; problems become located diagnostics, never raised."""
     limits = limits or DocumentLimits()
@@ -485,6 +553,9 @@ def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadRe
             path, line, column, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})",
             "save the file as UTF-8",
         ),))
+    fast = _read_fast(text, path, limits)
+    if fast is not None:
+        return fast
     composer = _Composer(path, limits)
     loader: yaml.SafeLoader | None = None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -48,6 +49,40 @@ def test_loading_dumped_yaml_gives_the_same_data_and_a_mark_for_every_value(data
         if where and isinstance(where[-1], str):
             key_line, key_column = doc.keys[where]
             assert lines[key_line - 1][key_column - 1 :].lstrip("'\"").startswith(where[-1][:1])
+
+
+def _pure_python(text: bytes) -> documents.LoadResult:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(documents, "_LIBYAML", False)
+        return load(text, "gen.yaml")
+
+
+def _same(a: documents.LoadResult, b: documents.LoadResult) -> bool:
+    return a.diagnostics == b.diagnostics and [
+        (d.index, d.data, dict(d.values), dict(d.keys)) for d in a.documents
+    ] == [(d.index, d.data, dict(d.values), dict(d.keys)) for d in b.documents]
+
+
+@pytest.mark.skipif(not documents._LIBYAML, reason="PyYAML built without libyaml")
+@settings(max_examples=int(os.environ.get("VMKEEP_HYPOTHESIS_EXAMPLES", "150")), deadline=None)
+@given(
+    docs=st.lists(st.dictionaries(keys, values, min_size=1, max_size=5), min_size=1, max_size=3),
+    flow=st.booleans(),
+    cut=st.integers(0, 400),
+    junk=st.one_of(
+        st.sampled_from(["", ":", "- x", "[", "}", "\t", "&a", "*a", "!!python/name:os",
+                         "\u0007", "key: value", "  - ", '"', "---", "<<: *a", "? x", "%YAML 1.1",
+                         "|\n  text", ">-", "\ufeff", "\u0085", "\u2028", "'", "#", "@", "`"]),
+        st.text(alphabet=" \n\t-:?,[]{}#&*!|>'\"%@`abc01.\\", max_size=8),
+    ),
+)
+def test_libyaml_and_pure_python_read_every_file_alike(docs, flow, cut, junk) -> None:
+    """Valid files and damaged ones: same documents, same marks, same diagnostics."""
+    text = "---\n".join(yaml.safe_dump(d, default_flow_style=flow, allow_unicode=True)
+                        for d in docs)
+    for variant in (text, text[:cut] + junk + text[cut:]):
+        data = variant.encode()
+        assert _same(load(data, "gen.yaml"), _pure_python(data))
 
 
 def test_values_and_keys_are_located_exactly() -> None:
