@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from reconciler.model import VM, Disk, ExportPoint, Inventory, VMRef
 
@@ -21,6 +21,10 @@ __all__ = [
     "PartialPoint",
     "PolicyFile",
     "PolicySource",
+    "RestorablePoint",
+    "RestoreSource",
+    "StoredDisk",
+    "StoredItem",
     "StoredPoint",
     "VCenterOps",
 ]
@@ -164,6 +168,46 @@ class ExportStore(Protocol):
     def discard_partial(self, point_id: str) -> None: ...
 
     def gc(self) -> Any: ...
+
+
+class StoredItem(Protocol):
+    """A disk or small file of a committed point, by name and size."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class RestorablePoint(Protocol):
+    """A committed point as a restore reads it: what it holds."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def disks(self) -> Sequence[StoredItem]: ...
+
+    @property
+    def files(self) -> Sequence[StoredItem]: ...
+
+
+class StoredDisk(Protocol):
+    """One disk of a committed point, every chunk checked against its hash as it is read
+    (`CorruptionError` names the chunk)."""
+
+    def read_into(self, out: BinaryIO) -> int: ...
+
+
+class RestoreSource(Protocol):
+    """Where a restore reads from; `RepositoryError` for a point or item it does not hold."""
+
+    def manifest(self, point_id: str) -> RestorablePoint: ...
+
+    def open_disk(self, point_id: str, disk: str) -> StoredDisk: ...
+
+    def read_file(self, point_id: str, name: str) -> bytes: ...
 
 
 class HookRunner(Protocol):

@@ -16,13 +16,15 @@ from types import ModuleType
 from typing import NoReturn
 
 from reconciler import __version__
-from reconciler.cli import apply, gc, inventory, plan, state, validate, verify
+from reconciler.cli import apply, gc, inventory, plan, restore, state, validate, verify
 from reconciler.errors import UsageError, VmkeepError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
-COMMANDS: tuple[ModuleType, ...] = (validate, plan, apply, state, inventory, verify, gc)
+COMMANDS: tuple[ModuleType, ...] = (
+    validate, plan, apply, restore, state, inventory, verify, gc,
+)
 
 
 class _Parser(argparse.ArgumentParser):

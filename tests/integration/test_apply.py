@@ -95,6 +95,27 @@ def test_an_exported_disk_streams_back_onto_the_datastore_byte_exact(estate):
     assert estate.disk_bytes(vm) == data
 
 
+def test_vmkeep_restore_writes_the_exported_disk_and_vm_files_into_a_directory(estate):
+    vm = estate.vms()["DC0_C0_RP0_VM1"]
+    estate.grow_disk(vm, 6 * MiB)
+    data = os.urandom(MiB) + bytes(4 * MiB) + os.urandom(MiB)
+    estate.fill_disk(vm, data)
+    assert estate.apply(DAY1).code == 0
+    [point] = [p for p in estate.points() if p.vm.name == vm.name]
+    out = estate.root / "restored"
+    run = estate.vmkeep("restore", "--point", point.id, "--to", str(out), "-o", "json")
+    assert run.code == 0, run.err
+    [disk] = run.json()["disks"]
+    stem = vm.disks[0].file.rsplit("/", 1)[-1].removesuffix(".vmdk")
+    assert (disk["image"], disk["descriptor"]) == (f"{stem}-flat.vmdk", f"{stem}.vmdk")
+    assert (out / disk["image"]).read_bytes() == data
+    extent = f'RW {len(data) // 512} VMFS "{stem}-flat.vmdk"'
+    assert extent in (out / disk["descriptor"]).read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        f"{vm.name}.vmx", f"{vm.name}.nvram", "vm.json", "restore.json", f"{stem}.vmdk",
+        f"{stem}-flat.vmdk"])
+
+
 @pytest.mark.parametrize("nfc_format", ["raw", "streamOptimized"])
 def test_a_powered_off_vm_is_exported_through_an_nfc_lease_and_left_off(estate, nfc_format):
     estate.sim.faults(nfcFormat=nfc_format)

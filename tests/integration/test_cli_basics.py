@@ -32,7 +32,9 @@ def test_help_lists_every_command_that_exists() -> None:
     done = run(str(VMKEEP), "--help")
     assert done.returncode == 0
     names = [module.__name__.rsplit(".", 1)[-1] for module in COMMANDS]
-    assert set(names) == {"validate", "plan", "apply", "state", "inventory", "verify", "gc"}
+    assert set(names) == {
+        "validate", "plan", "apply", "restore", "state", "inventory", "verify", "gc"
+    }
     for name in names:
         assert f"    {name}" in done.stdout, name
 

@@ -1,0 +1,118 @@
+"""`vmkeep restore`: write an exported restore point into a new local directory.
+
+    vmkeep restore --point ID --to DIR [--disk NAME]... [--target NAME] [--config FILE]
+                   [-o text|json]
+
+The directory receives flat disk images with their VMDK descriptors and the VM's small files
+(`.vmx`, `.nvram`, `vm.json`), ready to upload to a datastore and register (docs/restore.md).
+Every chunk is checked against its hash; the directory appears only once everything is
+written, and nothing existing is overwritten. Exit 0 when restored, 1 on any error (a
+damaged chunk is named; the directory is then not created).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler import wiring
+from reconciler.cli import common
+from reconciler.cli.verify import add_target_argument, open_target
+from reconciler.errors import RepositoryError, UsageError
+from reconciler.restore import RestoredDisk, RestoreReport, restore_point
+
+if TYPE_CHECKING:
+    from reconciler.adapters.repository import Repository
+
+__all__ = ["register", "run"]
+
+MiB = 1024 * 1024
+
+
+def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "restore",
+        parents=[common_parser],
+        help="write an exported restore point into a new directory (disks, .vmx, .nvram)",
+        description="Read a restore point back from its export target, every chunk checked "
+        "against its hash, into a new or empty directory: flat disk images with VMDK "
+        "descriptors and the VM's files, ready to upload to a datastore and register.",
+    )
+    parser.add_argument("--point", metavar="ID", required=True,
+                        help="the restore point (its id as `plan`, `state export` show it)")
+    parser.add_argument("--to", metavar="DIR", required=True, type=Path,
+                        help="new (or empty) directory to restore into")
+    parser.add_argument("--disk", metavar="NAME", action="append", default=[],
+                        help="restore only this disk (e.g. disk-2000); repeatable")
+    add_target_argument(parser)
+    common.add_output_argument(parser, ("text", "json"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    name, repo = _target_holding(args)
+    text = args.output == "text"
+
+    def say(disk: RestoredDisk) -> None:
+        if text:
+            rate = disk.size_bytes / MiB / disk.seconds if disk.seconds > 0 else 0.0
+            print(f"restored {disk.name} -> {disk.image} ({disk.size_bytes / MiB:.1f} MiB, "
+                  f"{disk.seconds:.1f} s, {rate:.0f} MiB/s)", file=sys.stderr)
+
+    try:
+        report = restore_point(repo, args.point, args.to, disks=args.disk,
+                               about={"target": name}, on_disk=say)
+    finally:
+        repo.close()
+    if args.output == "json":
+        print(json.dumps({"target": name, **report.to_json()}, indent=2))
+    else:
+        print(render_text(name, report))
+    return 0
+
+
+def _target_holding(args: argparse.Namespace) -> tuple[str, Repository]:
+    """`--target NAME`, the only target, or else the one target that holds the point."""
+    config = wiring.load_host_config(getattr(args, "config", None))
+    if args.target is not None or len(config.targets) <= 1:
+        return open_target(args)
+    holding: list[tuple[str, Repository]] = []
+    for target in sorted(config.targets):
+        args.target = target
+        try:
+            name, repo = open_target(args)
+        except RepositoryError:
+            continue  # not created yet: holds nothing
+        if any(p.id == args.point for p in repo.points()):
+            holding.append((name, repo))
+        else:
+            repo.close()
+    args.target = None
+    if len(holding) == 1:
+        return holding[0]
+    for _, repo in holding:
+        repo.close()
+    names = ", ".join(sorted(config.targets))
+    if not holding:
+        raise UsageError(f"no target holds restore point {args.point!r} (targets: {names})")
+    raise UsageError(f"several targets hold restore point {args.point!r}; choose one with "
+                     f"--target NAME (targets: {names})")
+
+
+def render_text(target: str, report: RestoreReport) -> str:
+    total = sum(d.size_bytes for d in report.disks)
+    lines = [f"restore point {report.point} from target {target} -> {report.directory}"]
+    for disk in report.disks:
+        described = f" (descriptor {disk.descriptor})" if disk.descriptor else \
+            " (no descriptor: not whole 512-byte sectors)"
+        lines.append(f"  disk {disk.name}: {disk.image}{described}, "
+                     f"{disk.size_bytes / MiB:.1f} MiB")
+    if report.files:
+        lines.append(f"  files: {', '.join(report.files)}")
+    lines.extend(f"  {change}" for change in report.vmx_changes)
+    lines.append(f"{len(report.disks)} disk(s), {total / MiB:.1f} MiB, every chunk verified, "
+                 f"in {report.seconds:.1f} s")
+    return "\n".join(lines)
