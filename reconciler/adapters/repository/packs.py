@@ -362,35 +362,77 @@ class PackMissingError(CorruptionError):
     """A pack named by the index is gone (damage, or a concurrent GC moved its chunks)."""
 
 
+class _OpenPack:
+    """An open pack file and how many reads are using it right now."""
+
+    __slots__ = ("fd", "retired", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 0
+        self.retired = False  # closed as soon as its last read is done
+
+
 class PackReader:
-    """Reads stored chunks with `pread`, keeping a few pack files open. Thread-safe."""
+    """Reads stored chunks with `pread`, keeping a few pack files open. Thread-safe.
+
+    A file is closed only when no read is using it: closing a descriptor another thread is
+    about to `pread` would let the next `open` reuse its number, and that read would get
+    another pack's bytes (a chunk wrongly reported damaged). Evicting (past `max_open`)
+    and `close` therefore retire files, and the last read of a retired file closes it.
+    """
 
     def __init__(self, layout: Layout, max_open: int = 64) -> None:
         self.layout = layout
         self.max_open = max_open
-        self._fds: dict[str, int] = {}
+        self._open: dict[str, _OpenPack] = {}
         self._lock = threading.Lock()
 
-    def _fd(self, pack: str) -> int:
+    def _acquire(self, pack: str) -> _OpenPack:
         with self._lock:
-            fd = self._fds.get(pack)
-            if fd is None:
-                if len(self._fds) >= self.max_open:
-                    _, old = self._fds.popitem()
-                    os.close(old)
+            entry = self._open.get(pack)
+            if entry is None:
                 try:
                     fd = os.open(self.layout.pack(pack), os.O_RDONLY)
                 except FileNotFoundError:
                     raise PackMissingError(f"pack {pack} is missing") from None
-                self._fds[pack] = fd
-            return fd
+                self._evict_idle()
+                entry = self._open[pack] = _OpenPack(fd)
+            entry.users += 1
+            return entry
+
+    def _evict_idle(self) -> None:
+        """Close the oldest idle files until there is room (busy ones stay open)."""
+        excess = len(self._open) + 1 - self.max_open
+        for pack in [p for p, e in self._open.items() if not e.users][: max(0, excess)]:
+            os.close(self._open.pop(pack).fd)
+
+    def _release(self, entry: _OpenPack) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.retired and not entry.users:
+                os.close(entry.fd)
 
     def read_stored(self, loc: Location) -> bytes:
-        return os.pread(self._fd(loc.pack), loc.stored, loc.offset)
+        entry = self._acquire(loc.pack)
+        try:
+            return os.pread(entry.fd, loc.stored, loc.offset)
+        finally:
+            self._release(entry)
 
     def read(self, cid: bytes, loc: Location) -> bytes:
         """The raw bytes of a chunk, checked against its id."""
         return decode_chunk(cid, loc, self.read_stored(loc))
+
+    def close(self) -> None:
+        """Close every file; one a read is using is closed when that read is done."""
+        with self._lock:
+            for entry in self._open.values():
+                if entry.users:
+                    entry.retired = True
+                else:
+                    os.close(entry.fd)
+            self._open.clear()
 
     def iter_pack(self, summary: PackSummary) -> Iterator[tuple[bytes, Location, bytes]]:
         """Every entry of a pack with its stored bytes, read sequentially in large blocks."""
@@ -400,8 +442,3 @@ class PackReader:
                 f.seek(loc.offset)
                 yield cid, loc, f.read(loc.stored)
 
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
