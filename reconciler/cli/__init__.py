@@ -16,14 +16,24 @@ from types import ModuleType
 from typing import NoReturn
 
 from reconciler import __version__
-from reconciler.cli import apply, gc, inventory, plan, restore, state, validate, verify
+from reconciler.cli import (
+    apply,
+    gc,
+    inventory,
+    plan,
+    restore,
+    state,
+    status,
+    validate,
+    verify,
+)
 from reconciler.errors import UsageError, VmkeepError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    validate, plan, apply, restore, state, inventory, verify, gc,
+    validate, plan, apply, restore, status, state, inventory, verify, gc,
 )
 
 

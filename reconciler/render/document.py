@@ -24,7 +24,7 @@ from reconciler.model import (
 )
 from reconciler.observed import format_time, parse_time
 
-__all__ = ["FORMAT_VERSION", "plan_from_json", "plan_to_json", "summary"]
+__all__ = ["FORMAT_VERSION", "coverage_to_json", "plan_from_json", "plan_to_json", "summary"]
 
 FORMAT_VERSION = 1
 
@@ -61,6 +61,19 @@ def _action(a: Action) -> dict[str, Any]:
     return out
 
 
+def coverage_to_json(c: Coverage) -> dict[str, Any]:
+    return {
+        "policy": c.policy,
+        "vcenter": c.vcenter,
+        "vm": _vm(c.vm),
+        "state": c.state.value,
+        "slot": format_time(c.slot),
+        "thresholdSeconds": c.threshold_seconds,
+        "lastSlot": format_time(c.last_slot) if c.last_slot else None,
+        "note": c.note,
+    }
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     return {
         "formatVersion": plan.format_version,
@@ -72,19 +85,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "deleteCount": plan.delete_count,
         "summary": summary(plan),
         "actions": [_action(a) for a in plan.actions],
-        "coverage": [
-            {
-                "policy": c.policy,
-                "vcenter": c.vcenter,
-                "vm": _vm(c.vm),
-                "state": c.state.value,
-                "slot": format_time(c.slot),
-                "thresholdSeconds": c.threshold_seconds,
-                "lastSlot": format_time(c.last_slot) if c.last_slot else None,
-                "note": c.note,
-            }
-            for c in plan.coverage
-        ],
+        "coverage": [coverage_to_json(c) for c in plan.coverage],
         "warnings": [
             {
                 "code": w.code,

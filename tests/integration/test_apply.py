@@ -18,7 +18,7 @@ from reconciler.adapters.repository import Repository
 from reconciler.adapters.statedb import StateDB
 from reconciler.markers import parse_marker
 
-from .apply_world import Estate
+from .apply_world import Estate, Run
 from .conftest import REPO, StartVcsim, wait_until
 
 pytestmark = pytest.mark.vcsim
@@ -334,3 +334,40 @@ def test_without_a_terminal_apply_refuses_to_run_unapproved(estate):
     assert run.code == 1
     assert "--auto-approve" in run.err
     assert estate.points() == []
+
+
+def test_status_reports_runs_failures_and_coverage_and_check_exits_3_when_something_is_wrong(
+    estate,
+):
+    def status(*extra: str, now: str = DAY1) -> Run:
+        return estate.vmkeep("status", "--policies", str(estate.policies), "--now", now,
+                             *extra)
+
+    before = status("--check", "-o", "json")
+    assert before.code == 0, before.err  # due is not late: nothing needs attention yet
+    body = before.json()
+    assert body["runs"] == [] and not body["apply"]["running"]
+    assert body["coverage"]["counts"]["due"] == 3  # nothing yet, still inside the threshold
+    assert body["pending"]["snapshot.create"] == 3
+    assert not (estate.root / "state.db").exists()  # status reads the journal, never makes it
+
+    estate.sim.faults(failSnapshot="^DC0_C0_RP0_VM1$", failSnapshotFault="NoDiskSpace")
+    assert estate.apply(DAY1).code == 3
+    failed = status("--check")
+    assert failed.code == 3
+    assert "Failed in the last finished run" in failed.out
+    assert "DC0_C0_RP0_VM1" in failed.out and "NoDiskSpace" in failed.out
+    assert "had 2 failed action(s)" in failed.out  # its snapshot and its export
+
+    estate.sim.faults(failSnapshot="")
+    assert estate.apply(DAY1).code == 0
+    well = status("--check", "-o", "json")
+    assert well.code == 0, well.out
+    body = well.json()
+    assert body["ok"] and body["attention"] == [] and body["lastRunFailures"] == []
+    assert body["coverage"]["counts"] == {"covered": 3, "due": 0, "late": 0, "missing": 0}
+    assert [sum(r["counts"].values()) > 0 for r in body["runs"]] == [True, True]
+    assert "All well." in status().out
+    later = status("--check", now="2026-11-26T20:00:00Z")  # 19 h past the next slot: late
+    assert later.code == 3
+    assert "3 VM/policy pair(s) late" in later.out and "late     sim/DC0_C0_RP0_VM0" in later.out

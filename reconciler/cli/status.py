@@ -1,0 +1,118 @@
+"""`vmkeep status`: how the last runs went and how well the VMs are covered now.
+
+    vmkeep status [--config F] [--policies DIR | --repo R --rev REV --path P] [--state FILE]
+                  [--now ISO] [--runs N] [-o text|json] [--check]
+
+From the state DB (read only): whether an apply is running, the last `--runs` runs with their
+outcome counts, the failed actions of the newest finished run, and actions whose run ended
+before their outcome (the next apply repairs them). With policies (`--policies`, `--repo`, or
+a `./policies` directory) and the observed state (live, or `--state FILE`): every VM's
+coverage and what an apply would do now. Exit 0; with `--check`, 3 when anything needs
+attention (failures in the last run, interrupted actions, late or missing coverage, a
+blocked plan), for monitoring; 1 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler import planner, policies, wiring
+from reconciler.cli import common
+from reconciler.cli.apply import LEASE
+from reconciler.cli.state import capture, load_state, parse_now
+from reconciler.errors import UsageError
+from reconciler.model import HostConfig, Plan
+from reconciler.render.status import status_text, status_to_json
+from reconciler.status import JournalAction, RunRecord, Status, summarize
+
+if TYPE_CHECKING:
+    from reconciler.adapters.statedb import ActionRecord
+
+__all__ = ["EXIT_ATTENTION", "register", "run"]
+
+EXIT_ATTENTION = 3
+
+
+def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "status",
+        parents=[common_parser],
+        help="recent runs, failures, interrupted actions and coverage; --check for monitoring",
+        description="Show whether an apply is running, how the recent runs went, what failed "
+        "or was interrupted, and (with policies) how well every VM is covered now. With "
+        "--check, exit 3 when something needs attention.",
+    )
+    common.add_source_arguments(parser)
+    parser.add_argument(
+        "--state", metavar="FILE", help="observed state from `vmkeep state export` (offline)"
+    )
+    parser.add_argument("--now", metavar="ISO", help="judge coverage as of this time")
+    parser.add_argument("--runs", type=int, default=5, metavar="N",
+                        help="how many recent runs to show (default: 5)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 3 when anything needs attention (0 when all is well)")
+    common.add_output_argument(parser, ("text", "json"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.runs < 0:
+        raise UsageError("--runs must be 0 or more")
+    config = wiring.load_host_config(args.config)
+    now = parse_now(args.now)
+    plan = _plan(args, config, now) if _wants_coverage(args) else None
+    status = _journal_status(config, now, plan, args.runs)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(status_to_json(status), indent=2) + "\n")
+    else:
+        sys.stdout.write(status_text(status))
+    return EXIT_ATTENTION if args.check and status.attention else 0
+
+
+def _wants_coverage(args: argparse.Namespace) -> bool:
+    return bool(args.policies or args.repo or Path(common.DEFAULT_POLICIES).is_dir())
+
+
+def _plan(args: argparse.Namespace, config: HostConfig, now: datetime) -> Plan:
+    source = common.policy_source_from_args(args)
+    policy_set = policies.parse_policies(source.files(), config, source.revision)
+    observed = load_state(args.state) if args.state else capture(config, now)
+    return planner.plan(policy_set, observed, now, config.limits)
+
+
+def _moment(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: int) -> Status:
+    """Read the state DB without creating it: a host that never applied has no journal."""
+    if not Path(config.state).is_file():
+        return summarize(now, (), (), (), None, plan, keep_runs=keep)
+    from reconciler.adapters.statedb import ActionStatus, StateDB
+
+    with StateDB(config.state) as db:
+        runs = [
+            RunRecord(r["run_id"], r["holder"], _moment(r["started_at"]) or now,
+                      _moment(r["finished_at"]), r["policy_revision"],
+                      {str(k): int(v) for k, v in (r["summary"] or {}).items()})
+            for r in db.runs()
+        ]
+        finished = [r for r in runs if r.finished_at is not None]
+        newest = max(finished, key=lambda r: (r.started_at, r.run_id)) if finished else None
+        failed = [a for a in db.actions(newest.run_id) if a.status == ActionStatus.FAILED] \
+            if newest else []
+        unfinished = db.unfinished_actions()
+        holder = db.lease_holder(LEASE, time.time())
+    return summarize(now, runs, [_journal(a, now) for a in failed],
+                     [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep)
+
+
+def _journal(a: ActionRecord, now: datetime) -> JournalAction:
+    return JournalAction(a.run_id, a.kind, a.point_id, a.vm_name, a.vm_uuid, a.vcenter,
+                         _moment(a.started_at) or now, a.status, a.error)

@@ -1,0 +1,111 @@
+"""`vmkeep status` views: text for terminals, JSON for monitoring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.model import ActionKind, CoverageState
+from reconciler.observed import format_time
+from reconciler.render.document import coverage_to_json, summary
+from reconciler.status import JournalAction, RunRecord, Status
+
+__all__ = ["status_text", "status_to_json"]
+
+
+def _run_json(r: RunRecord) -> dict[str, Any]:
+    return {
+        "runId": r.run_id,
+        "holder": r.holder,
+        "startedAt": format_time(r.started_at),
+        "finishedAt": format_time(r.finished_at) if r.finished_at else None,
+        "policyRevision": r.policy_revision,
+        "counts": dict(r.counts),
+    }
+
+
+def _action_json(a: JournalAction) -> dict[str, Any]:
+    return {
+        "runId": a.run_id,
+        "kind": a.kind,
+        "pointId": a.point_id,
+        "vm": {"name": a.vm_name, "instanceUuid": a.vm_uuid},
+        "vcenter": a.vcenter,
+        "startedAt": format_time(a.started_at),
+        "status": a.status,
+        "error": a.error,
+    }
+
+
+def status_to_json(status: Status) -> dict[str, Any]:
+    plan = status.plan
+    return {
+        "now": format_time(status.now),
+        "ok": not status.attention,
+        "attention": list(status.attention),
+        "apply": {"running": status.apply_holder is not None, "holder": status.apply_holder},
+        "runs": [_run_json(r) for r in status.runs],
+        "lastRunFailures": [_action_json(a) for a in status.failures],
+        "unfinished": [_action_json(a) for a in status.unfinished],
+        "coverage": None if plan is None else {
+            "policyRevision": plan.policy_revision,
+            "counts": status.coverage_counts(),
+            "vms": [coverage_to_json(c) for c in plan.coverage],
+        },
+        "pending": None if plan is None else {
+            **{kind.value: summary(plan)[kind.value] for kind in ActionKind},
+            "blocked": plan.blocked, "blockedReason": plan.blocked_reason,
+        },
+    }
+
+
+def _duration(r: RunRecord) -> str:
+    if r.finished_at is None:
+        return "not finished"
+    seconds = int((r.finished_at - r.started_at).total_seconds())
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def status_text(status: Status) -> str:
+    lines = [f"vmkeep status at {format_time(status.now)}"]
+    if status.apply_holder:
+        lines.append(f"  apply running now: {status.apply_holder}")
+    if not status.runs:
+        lines.append("  no apply run recorded in the state DB yet")
+    else:
+        lines.append("Recent runs (newest first)")
+        for r in status.runs:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(r.counts.items())) or "no actions"
+            started = format_time(r.started_at.replace(microsecond=0))
+            lines.append(f"  {r.run_id}  {started}  {_duration(r):<12} {counts}  "
+                         f"revision {(r.policy_revision or '-')[:12]}")
+    if status.failures:
+        lines.append("Failed in the last finished run")
+        for a in status.failures:
+            lines.append(f"  {a.kind} {a.vcenter}/{a.vm_name} {a.point_id}: {a.error or 'failed'}")
+    if status.unfinished:
+        lines.append("Interrupted (intent recorded, no outcome)")
+        for a in status.unfinished:
+            lines.append(f"  {a.kind} {a.vcenter}/{a.vm_name} {a.point_id} "
+                         f"(run {a.run_id}, {format_time(a.started_at)})")
+    plan = status.plan
+    if plan is not None:
+        problems = [c for c in plan.coverage if c.state is not CoverageState.COVERED]
+        by_state = status.coverage_counts()
+        lines.append(
+            f"Coverage (revision {(plan.policy_revision or 'working directory')[:12]}): "
+            + ", ".join(f"{by_state[s.value]} {s.value}" for s in CoverageState)
+        )
+        for c in problems:
+            last = format_time(c.last_slot) if c.last_slot else "never"
+            note = f" - {c.note}" if c.note else ""
+            lines.append(f"  {c.state.value:<8} {c.vcenter}/{c.vm.name} [{c.policy}] slot "
+                         f"{format_time(c.slot)}, last point {last}{note}")
+        creates = sum(1 for a in plan.actions if not a.kind.is_delete)
+        lines.append(f"  an apply now would create {creates} and delete {plan.delete_count} "
+                     "restore point(s)")
+    if status.attention:
+        lines.append("Needs attention")
+        lines.extend(f"  - {item}" for item in status.attention)
+    else:
+        lines.append("All well.")
+    return "\n".join(lines) + "\n"

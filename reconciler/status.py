@@ -1,0 +1,117 @@
+"""Status: how protected the estate is and how the last runs went, as one value.
+
+Pure: the journal's records (runs, failed and unfinished actions, the applier lease) and,
+when policies were given, the plan's coverage come in; a `Status` with the things that need
+a person's attention comes out. `vmkeep status` gathers the inputs and renders it
+(`reconciler.render.status`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from reconciler.model import Coverage, CoverageState, Plan
+
+__all__ = ["JournalAction", "RunRecord", "Status", "summarize"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One `vmkeep apply` run as the journal has it (newest first in `Status.runs`)."""
+
+    run_id: str
+    holder: str
+    started_at: datetime
+    finished_at: datetime | None  # None: still running, or killed
+    policy_revision: str | None
+    counts: Mapping[str, int] = field(default_factory=dict)  # outcome status -> actions
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+
+@dataclass(frozen=True)
+class JournalAction:
+    """One action of a run: a failed one, or one whose run ended before its outcome."""
+
+    run_id: str
+    kind: str
+    point_id: str
+    vm_name: str
+    vm_uuid: str
+    vcenter: str
+    started_at: datetime
+    status: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    now: datetime
+    apply_holder: str | None  # who holds the applier lease: an apply is running
+    runs: tuple[RunRecord, ...]  # newest first
+    failures: tuple[JournalAction, ...]  # failed actions of the newest finished run
+    unfinished: tuple[JournalAction, ...]  # intent written, no outcome
+    plan: Plan | None  # when policies were given: coverage, and what an apply would do now
+    attention: tuple[str, ...]  # what a person should look at; empty when all is well
+
+    @property
+    def coverage(self) -> tuple[Coverage, ...]:
+        return self.plan.coverage if self.plan else ()
+
+    def coverage_counts(self) -> dict[str, int]:
+        counts = Counter(c.state.value for c in self.coverage)
+        return {state.value: counts.get(state.value, 0) for state in CoverageState}
+
+
+def summarize(
+    now: datetime,
+    runs: Sequence[RunRecord],
+    failures: Sequence[JournalAction],
+    unfinished: Sequence[JournalAction],
+    apply_holder: str | None = None,
+    plan: Plan | None = None,
+    *,
+    keep_runs: int = 5,
+) -> Status:
+    """The status at `now`. `runs` in any order; `failures` are the failed actions of every
+    run (only the newest finished run's are kept: older failures were retried since)."""
+    ordered = sorted(runs, key=lambda r: (r.started_at, r.run_id), reverse=True)
+    last_finished = next((r for r in ordered if r.finished_at is not None), None)
+    last_failures = tuple(
+        a for a in failures if last_finished is not None and a.run_id == last_finished.run_id
+    )
+    attention: list[str] = []
+    if last_finished is not None and last_finished.failed:
+        attention.append(
+            f"the last finished run ({last_finished.run_id}) had {last_finished.failed} "
+            "failed action(s)"
+        )
+    if unfinished and apply_holder is None:
+        attention.append(
+            f"{len(unfinished)} action(s) of an interrupted run have no outcome; the next "
+            "apply checks what they left behind and repairs it"
+        )
+    if plan is not None:
+        counts = Counter(c.state for c in plan.coverage)
+        if counts[CoverageState.LATE]:
+            attention.append(f"{counts[CoverageState.LATE]} VM/policy pair(s) late: their "
+                             "newest restore point is older than the schedule allows")
+        if counts[CoverageState.MISSING]:
+            attention.append(f"{counts[CoverageState.MISSING]} VM/policy pair(s) without any "
+                             "restore point past their first slot")
+        if plan.blocked:
+            attention.append(f"the next apply is blocked: {plan.blocked_reason}")
+    return Status(
+        now=now,
+        apply_holder=apply_holder,
+        runs=tuple(ordered[: max(0, keep_runs)]),
+        failures=last_failures,
+        unfinished=tuple(unfinished),
+        plan=plan,
+        attention=tuple(attention),
+    )
