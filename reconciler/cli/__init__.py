@@ -22,6 +22,7 @@ from reconciler.cli import (
     inventory,
     plan,
     restore,
+    run,
     state,
     status,
     validate,
@@ -33,7 +34,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    validate, plan, apply, restore, status, state, inventory, verify, gc,
+    validate, plan, apply, run, status, restore, state, inventory, verify, gc,
 )
 
 

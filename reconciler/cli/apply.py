@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,7 @@ from reconciler.render import plan_from_json, render_text
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
     from reconciler.adapters.vsphere import VCenterPool
 
-__all__ = ["register", "run"]
+__all__ = ["EXIT_PARTIAL", "LEASE", "ApplyResult", "reconcile", "register", "run"]
 
 #: Exit code when some actions failed (the others completed).
 EXIT_PARTIAL = 3
@@ -80,7 +80,23 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- the run
 
 
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one apply did: its exit code, the plan it carried out (None when it stopped
+    before planning) and the run's report (None when there was nothing to do)."""
+
+    code: int
+    revision: str | None = None
+    plan: Plan | None = None
+    report: RunReport | None = None
+
+
 def run(args: argparse.Namespace) -> int:
+    return reconcile(args).code
+
+
+def reconcile(args: argparse.Namespace) -> ApplyResult:
+    """One apply as `run` does it, returning what happened (the controller's tick)."""
     from reconciler.adapters.vsphere import VCenterPool
 
     config = wiring.load_host_config(args.config)
@@ -110,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         _guard(plan, limits.max_deletes_per_run)
         if not plan.actions:
             _say("No changes: reality already matches the policies.", args.output)
-            return 0
+            return ApplyResult(0, policy_set.revision, plan)
         _confirm(args, plan)
         display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
         stack.callback(display.close)
@@ -132,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         report = RunReport(report.run_id, report.outcomes, tuple(notes))
         db.finish_run(run_id, time.time(), report.counts())
         _summary(report, args.output)
-        return EXIT_PARTIAL if report.failed else 0
+        return ApplyResult(EXIT_PARTIAL if report.failed else 0, policy_set.revision, plan,
+                           report)
     raise AssertionError("unreachable")
 
 

@@ -1,0 +1,78 @@
+"""`vmkeep run`: the controller loop on a management host.
+
+    vmkeep run [--config F] [--policies DIR | --repo R --rev BRANCH --path P]
+               [--interval 1h] [--poll 1m] [--metrics-file PATH] [--once] [--now ISO]
+               [--max-deletes N] [--parallel N] [-o text|json]
+
+Reconciles (plans and applies, as `vmkeep apply --auto-approve`) at start, every
+`--interval`, and whenever the policies change: a new commit on the followed branch (polled
+every `--poll`) or a changed file in the policy directory. A revision whose policies do not
+validate is not applied; the last valid one goes on being applied. Metrics go to
+`--metrics-file` (Prometheus text format) after every reconcile. SIGTERM/SIGINT stop the
+loop after the running reconcile. `--once` reconciles once and exits with apply's code (0,
+1, or 3 when some actions failed). See `docs/controller.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from reconciler.cli import common
+from reconciler.errors import UsageError
+
+__all__ = ["register", "run", "seconds"]
+
+_SECONDS = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)?")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(text: str) -> float:
+    """`90`, `30s`, `5m`, `1h`, `1d` (fractions allowed) as seconds; at least 0.1."""
+    match = _SECONDS.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
+    value = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"{text!r} is too short (at least 0.1 s)")
+    return value
+
+
+def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "run",
+        parents=[common_parser],
+        help="the controller: reconcile on a schedule and on every policy change",
+        description="Follow a policy branch (or directory) and reconcile — plan and apply, "
+        "as `apply --auto-approve` does — at start, every --interval and on every change. "
+        "Invalid revisions are reported and not applied; metrics are written after every "
+        "reconcile.",
+    )
+    common.add_source_arguments(parser)
+    parser.add_argument("--interval", type=seconds, default=3600.0, metavar="DURATION",
+                        help="reconcile at least this often (default: 1h)")
+    parser.add_argument("--poll", type=seconds, default=60.0, metavar="DURATION",
+                        help="with --repo: look for new commits this often (default: 1m)")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="write Prometheus metrics here after every reconcile")
+    parser.add_argument("--once", action="store_true",
+                        help="reconcile once and exit with apply's exit code")
+    parser.add_argument("--now", metavar="ISO",
+                        help="plan every reconcile as of this time (tests and demos)")
+    parser.add_argument("--max-deletes", type=int, metavar="N",
+                        help="refuse a reconcile whose plan deletes more than N restore points")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="VMs worked on at once (default: from the limits)")
+    common.add_output_argument(parser, ("text", "json"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rev and not args.repo:
+        raise UsageError("--rev and --path need --repo")
+    if args.max_deletes is not None and args.max_deletes < 0:
+        raise UsageError("--max-deletes must be 0 or more")
+    from reconciler.controller import Controller  # it imports the commands it runs
+
+    return Controller(args).run()

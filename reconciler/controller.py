@@ -1,0 +1,331 @@
+"""The controller loop behind `vmkeep run`: reconcile on every tick and on every policy change.
+
+One reconcile is exactly `vmkeep apply --auto-approve` (the journal, the applier lease, the
+repair of interrupted runs, the guards), run in this process. What the loop adds:
+
+* **when**: at start, every `interval`, and as soon as the policies change — a new commit on
+  the followed branch (polled every `poll`), or a file event in a local policy directory
+  (watchdog, settled for a moment so an editor's save is one change);
+* **bad policies never stop backups**: a commit whose policies do not validate is reported
+  (every `file:line:col`) and not applied; the loop keeps reconciling the last revision that
+  did validate, until a good one arrives. A local directory has no earlier revision to keep:
+  nothing is applied until it is valid again;
+* **errors do not end the loop**: an unreachable vCenter, a failed action or a held lease
+  is logged and counted, and the next tick tries again;
+* **metrics** in Prometheus' text format, written atomically after every reconcile to
+  `metrics_file` (for node_exporter's textfile collector);
+* **stopping**: SIGTERM or SIGINT ends the loop after the running reconcile; a second one
+  stops that reconcile too (the next start repairs what it left, from the journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from reconciler import policies, wiring
+from reconciler.adapters.statedb import LeaseHeldError
+from reconciler.cli import apply, common
+from reconciler.errors import InputError, VmkeepError
+from reconciler.executor import OutcomeStatus, RunReport
+from reconciler.model import CoverageState, Plan
+
+__all__ = ["Controller", "Metrics", "covered_after"]
+
+#: How long a local policy directory must be quiet after a change before it is read.
+SETTLE_SECONDS = 0.5
+
+
+@dataclass
+class Metrics:
+    """What the controller has done since it started, as Prometheus gauges and counters."""
+
+    reconciles: Counter[str] = field(default_factory=Counter)  # result -> count
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, status)
+    coverage: dict[str, int] = field(default_factory=dict)
+    last_started: float | None = None
+    last_seconds: float | None = None
+    last_success: bool | None = None
+    last_success_time: float | None = None
+    policies_valid: bool | None = None
+    revision: str | None = None  # the revision the last reconcile applied
+    rejected_revision: str | None = None  # the newest revision that did not validate
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP {name} {text}")
+            out.append(f"# TYPE {name} {kind}")
+            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        results = ("ok", "failed_actions", "error", "invalid_policies", "skipped")
+        metric("vmkeep_reconciles_total", "counter", "Reconciles since the controller started, "
+               "by result.", [(f'{{result="{r}"}}', self.reconciles[r]) for r in results])
+        metric("vmkeep_actions_total", "counter", "Actions carried out since the controller "
+               "started, by kind and outcome.",
+               [(f'{{kind="{k}",status="{s}"}}', n) for (k, s), n in sorted(self.actions.items())])
+        if self.last_started is not None:
+            metric("vmkeep_last_reconcile_timestamp_seconds", "gauge",
+                   "When the last reconcile started (Unix time).", [("", self.last_started)])
+            metric("vmkeep_last_reconcile_duration_seconds", "gauge",
+                   "How long the last reconcile took.", [("", self.last_seconds or 0.0)])
+            metric("vmkeep_last_reconcile_success", "gauge", "1 when the last reconcile "
+                   "completed every action, else 0.", [("", float(bool(self.last_success)))])
+        if self.last_success_time is not None:
+            metric("vmkeep_last_success_timestamp_seconds", "gauge", "When the last fully "
+                   "successful reconcile started (Unix time).", [("", self.last_success_time)])
+        if self.policies_valid is not None:
+            metric("vmkeep_policies_valid", "gauge", "1 when the newest policy revision "
+                   "validates, 0 when it was rejected.", [("", float(self.policies_valid))])
+        if self.revision:
+            metric("vmkeep_policy_revision_info", "gauge", "The policy revision applied last.",
+                   [(f'{{revision="{self.revision}"}}', 1)])
+        if self.rejected_revision:
+            metric("vmkeep_rejected_revision_info", "gauge", "The newest policy revision that "
+                   "did not validate.", [(f'{{revision="{self.rejected_revision}"}}', 1)])
+        if self.coverage:
+            states = sorted(self.coverage.items())
+            metric("vmkeep_coverage", "gauge", "VM/policy pairs by coverage state after the "
+                   "last reconcile.", [(f'{{state="{s}"}}', n) for s, n in states])
+        return "\n".join(out) + "\n"
+
+    def write(self, path: Path) -> None:
+        """Replace `path` atomically (a scraper never reads half a file)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(self.render(), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def covered_after(plan: Plan, report: RunReport | None) -> list[CoverageState]:
+    """Each VM/policy pair's coverage once the run is over: a pair whose creates all
+    succeeded (done, or already there) is covered; the others keep the plan's state."""
+    created: dict[tuple[str, str], bool] = {}
+    for o in report.outcomes if report else ():
+        if not o.action.kind.is_delete:
+            key = (o.action.policy, o.action.vm.instance_uuid)
+            ok = o.status in (OutcomeStatus.DONE, OutcomeStatus.NOOP)
+            created[key] = created.get(key, True) and ok
+    return [
+        CoverageState.COVERED if created.get((c.policy, c.vm.instance_uuid)) else c.state
+        for c in plan.coverage
+    ]
+
+
+class Controller:
+    """Runs reconciles on a schedule and on policy changes; see the module documentation.
+
+    `args` are `vmkeep run`'s: the policy source (`policies` | `repo`, `rev`, `path`),
+    `interval` and `poll` (seconds), `metrics_file`, `once`, `now`, `parallel`, `output`,
+    `max_deletes`, `config`.
+    """
+
+    def __init__(self, args: argparse.Namespace, *, log: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.args = args
+        self.log = log or sys.stderr
+        self.clock = clock
+        self.wall = wall
+        self.metrics = Metrics()
+        self.stop = threading.Event()
+        self.changed = threading.Event()
+        self.last_good: str | None = None  # newest Git revision that validated
+        self.seen: str | None = None  # newest Git revision looked at
+        self._signals = 0
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        wiring.load_host_config(self.args.config)  # a broken host config stops us at once
+        if self.args.once:
+            return self.reconcile("once")
+        with self._signal_handlers(), self._watching():
+            next_tick = self.clock()
+            next_poll = next_tick + self.args.poll
+            while not self.stop.is_set():
+                now = self.clock()
+                reason = ""
+                if now >= next_tick:
+                    reason = "interval" if self.metrics.last_started else "start"
+                elif self.changed.is_set():
+                    self._settle()
+                    reason = "policy files changed"
+                elif self.args.repo and now >= next_poll:
+                    next_poll = now + self.args.poll
+                    reason = self._new_commit()
+                if reason and not self.stop.is_set():
+                    self.reconcile(reason)
+                    next_tick = self.clock() + self.args.interval
+                    continue
+                wake = min(next_tick, next_poll) if self.args.repo else next_tick
+                self.stop.wait(max(0.05, min(1.0, wake - now)))
+        self._say("stopped")
+        return 0
+
+    def reconcile(self, reason: str) -> int:
+        """One reconcile; never raises for what a next tick may fix (returns the exit code)."""
+        started, began = self.wall(), self.clock()
+        self.metrics.last_started = started
+        self._say(f"reconcile ({reason})")
+        code, result = 1, "error"
+        try:
+            valid, rev = self._valid_revision()
+            if not valid:
+                code, result = 1, "invalid_policies"
+            else:
+                outcome = apply.reconcile(self._apply_args(rev))
+                code = outcome.code
+                result = "ok" if code == 0 else "failed_actions"
+                self.metrics.revision = outcome.revision
+                if outcome.plan is not None:
+                    counts = Counter(covered_after(outcome.plan, outcome.report))
+                    self.metrics.coverage = {s.value: counts[s] for s in CoverageState}
+                if outcome.report is not None:
+                    self.metrics.actions.update(
+                        (o.action.kind.value, o.status) for o in outcome.report.outcomes)
+        except LeaseHeldError as exc:
+            code, result = 0, "skipped"
+            self._say(f"skipped: {exc}")
+        except VmkeepError as exc:
+            code = exc.exit_code
+            self._say(f"error: {exc}")
+        except Exception:  # a bug must not end the backups: log it, try again next tick
+            self._say("unexpected error:\n" + traceback.format_exc().rstrip())
+        self.metrics.reconciles[result] += 1
+        self.metrics.last_seconds = self.clock() - began
+        self.metrics.last_success = result == "ok"
+        if result == "ok":
+            self.metrics.last_success_time = started
+        self._say(f"reconcile done: {result} in {self.metrics.last_seconds:.1f} s")
+        if self.args.metrics_file:
+            self.metrics.write(Path(self.args.metrics_file))
+        return code
+
+    # ------------------------------------------------------------------ policies
+
+    def _source(self, rev: str | None = None) -> Any:
+        if self.args.repo:
+            return common.open_git_source(self.args.repo, rev or self.args.rev,
+                                          self.args.path or "")
+        return common.policy_source_from_args(self.args)
+
+    def _valid_revision(self) -> tuple[bool, str | None]:
+        """Whether to apply, and which revision: the newest when its policies validate;
+        else, for Git, the last one that did. An invalid local directory (or a repository
+        with no valid revision yet) is not applied at all."""
+        source = self._source()
+        config = wiring.load_host_config(self.args.config)
+        self.seen = source.revision
+        try:
+            policies.parse_policies(source.files(), config, source.revision)
+        except InputError as exc:
+            self.metrics.policies_valid = False
+            self.metrics.rejected_revision = source.revision
+            where = f"revision {source.revision}" if source.revision else "the policy directory"
+            keep = (f"; still applying {self.last_good}" if self.last_good
+                    else "; nothing is applied until they are valid")
+            self._say(f"policies at {where} are invalid{keep}:\n{exc}")
+            return self.last_good is not None, self.last_good
+        self.metrics.policies_valid = True
+        self.metrics.rejected_revision = None
+        if source.revision:
+            self.last_good = source.revision
+        return True, source.revision
+
+    def _new_commit(self) -> str:
+        """'new commit …' when the followed branch moved since the last look, else ''."""
+        try:
+            revision = self._source().revision
+        except VmkeepError as exc:
+            self._say(f"cannot read {self.args.repo}: {exc}")
+            return ""
+        if revision == self.seen:
+            return ""
+        return f"new commit {revision}"
+
+    def _apply_args(self, rev: str | None) -> argparse.Namespace:
+        a = self.args
+        return argparse.Namespace(
+            config=a.config, plan_file=None, policies=a.policies, repo=a.repo,
+            rev=rev if a.repo else None, path=a.path, now=a.now, auto_approve=True,
+            max_deletes=a.max_deletes, parallel=a.parallel, output=a.output,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _say(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
+        print(f"{stamp} vmkeep run: {message}", file=self.log, flush=True)
+
+    def _settle(self) -> None:
+        """Wait until the policy directory has been quiet for `SETTLE_SECONDS`."""
+        while self.changed.is_set() and not self.stop.is_set():
+            self.changed.clear()
+            self.stop.wait(SETTLE_SECONDS)
+
+    @contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                raise KeyboardInterrupt  # stop the running reconcile too
+            self._say(f"{signal.Signals(signum).name}: stopping after the running reconcile "
+                      "(send it again to stop at once)")
+            self.stop.set()
+
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach only the main thread (tests run loops in threads)
+            return
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
+    @contextmanager
+    def _watching(self) -> Iterator[None]:
+        """Watch a local policy directory for changes (watchdog); nothing to do for Git."""
+        if self.args.repo:
+            yield
+            return
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        changed = self.changed
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return  # read, not changed
+                paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
+                if event.is_directory:
+                    if event.event_type in ("created", "deleted", "moved"):
+                        changed.set()  # a folder of policies came or went
+                elif any(p.endswith((".yaml", ".yml")) for p in paths):
+                    changed.set()
+
+        observer = Observer()
+        roots = [self.args.policies or common.DEFAULT_POLICIES]
+        for root in roots:
+            if Path(root).is_dir():
+                observer.schedule(Handler(), str(root), recursive=True)
+        observer.start()
+        try:
+            yield
+        finally:
+            observer.stop()
+            observer.join()
