@@ -18,7 +18,7 @@ import pytest
 
 from reconciler.cli import build_parser
 from reconciler.cli.run import seconds
-from reconciler.controller import Controller, Metrics
+from reconciler.controller import Controller, Metrics, covered_after
 
 from .apply_world import POLICY, Estate
 from .conftest import REPO, StartVcsim, wait_until
@@ -172,3 +172,29 @@ def test_metrics_before_any_reconcile_are_the_counters_at_zero() -> None:
     assert "vmkeep_last_reconcile_timestamp_seconds" not in text
     assert text.endswith("\n") and all(
         line.startswith("#") or " " in line for line in text.splitlines())
+
+
+def test_after_a_run_a_pair_is_covered_only_when_all_its_creates_succeeded() -> None:
+    from datetime import UTC, datetime
+
+    from reconciler.executor import ActionOutcome, RunReport
+    from reconciler.model import Action, ActionKind, Coverage, CoverageState, Plan, VMRef
+
+    slot = datetime(2026, 11, 25, 1, tzinfo=UTC)
+    vms = [VMRef(f"vm{i}", f"uuid-{i}") for i in range(4)]
+    coverage = tuple(Coverage("gold", "vc", vm, CoverageState.DUE, slot, 3600) for vm in vms)
+    plan = Plan(1, "rev", "sha256:0", slot, (), coverage)
+
+    def outcome(vm: VMRef, kind: ActionKind, status: str) -> ActionOutcome:
+        return ActionOutcome(Action(kind, "gold", "vc", vm, f"gold/{vm.instance_uuid}/x",
+                                    slot, "r"), status)
+
+    report = RunReport("run", (
+        outcome(vms[0], ActionKind.SNAPSHOT_CREATE, "done"),
+        outcome(vms[0], ActionKind.EXPORT_CREATE, "noop"),
+        outcome(vms[1], ActionKind.SNAPSHOT_CREATE, "done"),
+        outcome(vms[1], ActionKind.EXPORT_CREATE, "failed"),
+        outcome(vms[2], ActionKind.SNAPSHOT_DELETE, "done"),
+    ))
+    assert covered_after(plan, report) == [CoverageState.COVERED] + [CoverageState.DUE] * 3
+    assert covered_after(plan, None) == [CoverageState.DUE] * 4
