@@ -12,10 +12,11 @@ What lands in the directory (`docs/restore.md` has the walk-through):
 * `restore.json`: what was restored from where, and each disk's size.
 
 Every chunk is checked against its hash as it is read. The directory appears only when
-everything is written and flushed: the files go into a sibling staging directory that is
-renamed at the end, and removed on any failure, so a directory of that name is always a
-whole restore. An existing directory is used only when it is empty; nothing in it is ever
-overwritten.
+everything is written and flushed: the files go into a sibling staging directory
+(`.<name>.vmkeep-restore-<pid>`) that is renamed at the end, and removed on any failure (or,
+after a kill, by the next restore into the same place), so a directory of that name is
+always a whole restore. An existing directory is used only when it is empty; nothing in it
+is ever overwritten.
 """
 
 from __future__ import annotations
@@ -112,10 +113,12 @@ def restore_point(
                                       "would have the name of another file of the point")
             taken.add(made)
 
-    staging = directory.parent / f".{directory.name}.vmkeep-restore"
-    if staging.exists():  # left by a restore that was killed: ours by its name
-        shutil.rmtree(staging)
-    staging.mkdir()
+    _clear_leftovers(directory)
+    staging = directory.parent / f"{_staging_prefix(directory)}{os.getpid()}"
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise VmkeepError(f"cannot restore into {directory}: {exc.strerror}") from None
     try:
         restored: list[RestoredDisk] = []
         for record in chosen:
@@ -138,10 +141,40 @@ def restore_point(
             directory.rmdir()  # empty, checked above; rename needs it gone
         staging.rename(directory)
         _fsync_dir(directory.parent)
+    except OSError as exc:  # a full disk, a directory made meanwhile by someone else …
+        shutil.rmtree(staging, ignore_errors=True)
+        raise VmkeepError(f"restore into {directory} failed, nothing was left behind: "
+                          f"{exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _staging_prefix(directory: Path) -> str:
+    return f".{directory.name}.vmkeep-restore-"
+
+
+def _clear_leftovers(directory: Path) -> None:
+    """Remove staging directories of restores into `directory` whose process is gone (they
+    were killed); one of a restore still running is left alone."""
+    prefix = _staging_prefix(directory)
+    if not directory.parent.is_dir():
+        return
+    for entry in directory.parent.iterdir():
+        pid = entry.name.removeprefix(prefix)
+        if entry.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _choose(stored: Sequence[Any], wanted: Sequence[str], point_id: str) -> list[Any]:

@@ -7,6 +7,7 @@ that is not ours), compared byte for byte with what was exported.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_a_restored_point_holds_every_disk_byte_exact_with_descriptors_and_the_v
     assert [(d["name"], d["sizeBytes"]) for d in report["disks"]] == [
         ("disk-2000", len(BOOT)), ("disk-2001", len(DATA))
     ]
-    assert not list(tmp_path.glob(".*vmkeep-restore"))
+    assert not list(tmp_path.glob(".*vmkeep-restore-*"))
 
 
 def test_zero_chunks_of_a_restored_disk_are_holes(config: Path, tmp_path: Path) -> None:
@@ -131,7 +132,7 @@ def test_a_damaged_chunk_is_named_and_no_directory_appears(
     assert restore(config, "--point", point_id(2), "--to", str(out)) == 1
     err = capsys.readouterr().err
     assert f"disk 'disk-2000': chunk 2 at offset {2 * CHUNK} ({victim.hex()}) is damaged" in err
-    assert not out.exists() and not list(tmp_path.glob(".*vmkeep-restore"))
+    assert not out.exists() and not list(tmp_path.glob(".*vmkeep-restore-*"))
     # The other point shares no chunk with the damage: it restores.
     assert restore(config, "--point", point_id(1), "--to", str(out)) == 0
     assert (out / "vm1-flat.vmdk").read_bytes() == BOOT
@@ -154,12 +155,36 @@ def test_an_empty_directory_is_filled_and_a_killed_restores_leftovers_are_cleare
 ) -> None:
     out = tmp_path / "empty"
     out.mkdir()
-    leftover = tmp_path / ".empty.vmkeep-restore"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f".empty.vmkeep-restore-{dead.pid}"  # a killed restore's
     leftover.mkdir()
     (leftover / "vm1-flat.vmdk").write_bytes(b"half")
+    running = tmp_path / f".empty.vmkeep-restore-{os.getppid()}"  # a restore still running
+    running.mkdir()
     assert restore(config, "--point", point_id(1), "--to", str(out)) == 0
     assert (out / "vm1-flat.vmdk").read_bytes() == BOOT
-    assert not leftover.exists()
+    assert not leftover.exists() and running.exists()
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    from reconciler import restore as restore_module
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(restore_module, "_write", full)
+    out = tmp_path / "restored"
+    assert restore(config, "--point", point_id(1), "--to", str(out)) == 1
+    err = capsys.readouterr().err
+    assert f"restore into {out} failed, nothing was left behind: No space left on device" in err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".*vmkeep-restore-*"))
 
 
 @pytest.mark.parametrize(
