@@ -314,7 +314,15 @@ class PackWriter:
             self._shutdown()
 
     def _seal(self, fd: int, tmp: Path, summary: PackSummary) -> None:
-        """Make a pack durable and visible: fsync, rename, fsync dir, then its index."""
+        """Make a pack durable and visible: fsync, rename, fsync dir, then its index.
+
+        A pack one of whose writes failed (disk full, I/O error) is dropped, not published:
+        its summary lists entries the file does not hold, and another export of this
+        process would deduplicate against them."""
+        if os.fstat(fd).st_size != summary.size:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"pack {summary.pack} is incomplete (a write failed); not published")
         os.fsync(fd)
         os.close(fd)
         final = self.layout.pack(summary.pack)

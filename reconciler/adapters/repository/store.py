@@ -266,7 +266,10 @@ class Repository:
             except FileNotFoundError:
                 continue
             if summary is None or summary.size != actual:
-                summary = scan_pack(path, pack)
+                try:
+                    summary = scan_pack(path, pack)
+                except FileNotFoundError:
+                    continue  # deleted by a GC since the stat: its chunks live elsewhere
                 if repair:
                     atomic_write(
                         self.layout.index_file(pack),

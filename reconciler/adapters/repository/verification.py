@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.errors import CorruptionError, RepositoryError
 
 from .format import ZERO_ID, Manifest, decode_manifest, disk_digest, unquote_id
-from .packs import Location, decode_chunk
+from .packs import ChunkIndex, Location, decode_chunk
 
 if TYPE_CHECKING:
     from .store import Repository
@@ -83,6 +83,31 @@ class VerifyReport:
         }
 
 
+PACK_MISSING = "pack file is missing"
+
+
+def _check_chunks(
+    repo: Repository, index: ChunkIndex, cids: Iterable[bytes]
+) -> tuple[list[tuple[bytes, Location | None, str]], int]:
+    """Check every chunk's copy named by `index`, pack by pack in the pool: the damaged
+    ones (with their location, None when the index has none) and the bytes read."""
+    by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+    found: list[tuple[bytes, Location | None, str]] = []
+    for cid in cids:
+        loc = index.get(cid)
+        if loc is None:
+            found.append((cid, None, "missing"))
+        else:
+            by_pack[loc.pack].append((cid, loc))
+    futures = [repo.pool.submit(_check_pack, repo, items) for items in by_pack.values()]
+    checked = 0
+    for future in futures:
+        bad, size = future.result()
+        checked += size
+        found.extend(bad)
+    return found, checked
+
+
 def _check_pack(
     repo: Repository, items: Sequence[tuple[bytes, Location]]
 ) -> tuple[list[tuple[bytes, Location, str]], int]:
@@ -100,7 +125,7 @@ def _check_pack(
                 except CorruptionError as exc:
                     bad.append((cid, loc, _reason(exc)))
     except FileNotFoundError:
-        bad.extend((cid, loc, "pack file is missing") for cid, loc in items)
+        bad.extend((cid, loc, PACK_MISSING) for cid, loc in items)
     return bad, size
 
 
@@ -156,21 +181,19 @@ def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
     wanted.discard(ZERO_ID)
 
     # 2. every distinct chunk once, pack by pack, in parallel
-    by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
-    bad: dict[bytes, str] = {}
-    for cid in wanted:
-        loc = index.get(cid)
-        if loc is None:
-            bad[cid] = "missing"
-        else:
-            by_pack[loc.pack].append((cid, loc))
-    futures = [repo.pool.submit(_check_pack, repo, items) for items in by_pack.values()]
-    checked_bytes = 0
-    for future in futures:
-        found, size = future.result()
+    found, checked_bytes = _check_chunks(repo, index, wanted)
+    gone = [cid for cid, _, reason in found if reason == PACK_MISSING]
+    if gone and not repo.active_writers:
+        # a GC (verify takes no lock) may have moved them since the index was read: a pack
+        # is deleted only once its live chunks are in a newer one, so look them up again
+        found = [item for item in found if item[2] != PACK_MISSING]
+        again, size = _check_chunks(repo, repo.refresh_index(), gone)
+        found += again
         checked_bytes += size
-        for cid, loc, reason in found:
-            bad[cid] = reason
+    bad: dict[bytes, str] = {}
+    for cid, loc, reason in found:
+        bad[cid] = reason
+        if loc is not None:
             repo.quarantine(loc.pack, cid)
 
     # 3. name the points and positions that reference damaged chunks
