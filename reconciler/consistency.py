@@ -5,15 +5,18 @@ This is the part of the old backup scripts that needed the most error handling, 
 * `crash`    — snapshot the running VM, no memory, no quiescing.
 * `quiesce`  — snapshot with VMware Tools quiescing. When Tools are not running, or the
   quiesced snapshot fails, `fallback: crash` takes a crash-consistent one instead (and says
-  so); `fallback: fail` fails the action.
+  so); `fallback: fail` fails the action. A powered-off VM needs no quiescing: its snapshot
+  is recorded as `poweroff`.
 * `poweroff` — shut the guest down, wait up to `shutdownTimeout`, power off hard only when
   `hardPowerOff` allows it, snapshot, and **power the VM back on only if it was on** — also
   when anything in between failed. The intent to power on is journaled *before* the
-  shutdown, so a crash of vmkeep itself is repaired by the next run.
+  shutdown, so a crash of vmkeep itself is repaired by the next run. A suspended VM is left
+  suspended: its disks lack what its memory image holds, so its snapshot is recorded `crash`.
 
 Pre hooks run first; a failing pre hook stops the action before the VM is touched. Post hooks
-run after, whenever the pre hooks ran. The snapshot is all that happens while the VM is off:
-an export reads from it after the VM is back up.
+run after, whenever the pre hooks ran (also when a later pre hook failed after an earlier one
+ran), each of them even when another fails. The snapshot is all that happens while the VM is
+off: an export reads from it after the VM is back up.
 """
 
 from __future__ import annotations
@@ -80,10 +83,12 @@ def take_consistent_snapshot(
     `note_power_off(True)` is called before vmkeep powers the VM off and
     `note_power_off(False)` once it is back on, so the journal knows what to repair.
     """
-    for name in policy.consistency.pre_hooks:
+    for index, name in enumerate(policy.consistency.pre_hooks):
         try:
             hooks.run(name, _hook_environment(policy, vm, "pre", point_id))
         except HookError as exc:
+            if index:  # earlier pre hooks did their part (froze something): undo it
+                _run_post_hooks(hooks, policy, vm, point_id, quiet=True)
             raise HookError(f"pre hook {name!r} failed, VM left untouched: {exc}") from None
     try:
         mode = policy.consistency.mode
@@ -104,17 +109,25 @@ def take_consistent_snapshot(
 
 def _run_post_hooks(hooks: HookRunner, policy: Policy, vm: VM, point_id: str, *,
                     quiet: bool) -> None:
-    """Post hooks always run once the pre hooks did; `quiet` keeps a first error in front."""
+    """Post hooks always run once the pre hooks did, every one of them even when one fails;
+    the first failure is raised after the last ran, unless `quiet` keeps an earlier error in
+    front."""
+    failure: HookError | None = None
     for name in policy.consistency.post_hooks:
         try:
             hooks.run(name, _hook_environment(policy, vm, "post", point_id))
         except HookError as exc:
-            if not quiet:
-                raise HookError(f"post hook {name!r} failed: {exc}") from None
+            failure = failure or HookError(f"post hook {name!r} failed: {exc}")
+    if failure is not None and not quiet:
+        raise failure
 
 
 def _quiesced(vc: VCenterOps, vm: VM, policy: Policy, request: SnapshotRequest) -> SnapshotTaken:
     fallback = policy.consistency.fallback
+    if vm.power_state is PowerState.OFF:  # nothing to quiesce: vSphere ignores it then too
+        sid = vc.create_snapshot(vm, request.name, request.describe("poweroff"), memory=False,
+                                 quiesce=False)
+        return SnapshotTaken(sid, "poweroff", "VM is powered off")
     if not vm.tools_running:
         why = ("VMware Tools are not installed" if vm.tools_status == "notInstalled"
                else "VMware Tools are not running")
@@ -151,6 +164,10 @@ def _with_power_off(
     clock: Callable[[], float],
 ) -> SnapshotTaken:
     was_on = vm.power_state is PowerState.ON
+    if vm.power_state is PowerState.SUSPENDED:  # left so; its disks lack what memory holds
+        sid = vc.create_snapshot(vm, request.name, request.describe("crash"), memory=False,
+                                 quiesce=False)
+        return SnapshotTaken(sid, "crash", "VM is suspended: its disks are crash-consistent")
     if not was_on:
         sid = vc.create_snapshot(vm, request.name, request.describe("poweroff"), memory=False,
                                  quiesce=False)
@@ -174,12 +191,13 @@ def _shut_down(
     clock: Callable[[], float],
 ) -> None:
     timeout = _duration_seconds(policy)
+    refused = ""
     try:
         vc.shutdown_guest(vm)
     except TransientError:
         raise
-    except VCenterError:
-        pass  # e.g. Tools not running: fall through to waiting / hard power-off
+    except VCenterError as exc:  # e.g. Tools not running: fall through to waiting / hard off
+        refused = f"; the guest shutdown was refused: {exc.message}"
     deadline = clock() + timeout
     while True:
         current = vc.find_vm(vm.instance_uuid)
@@ -193,8 +211,9 @@ def _shut_down(
     if not policy.consistency.hard_power_off:
         raise VCenterError(
             vc.name,
-            f"VM {vm.name!r} did not shut down within {policy.consistency.shutdown_timeout} "
-            "(set consistency.hardPowerOff: true to power it off hard after the timeout)",
+            f"VM {vm.name!r} did not shut down within {policy.consistency.shutdown_timeout}"
+            f"{refused} (set consistency.hardPowerOff: true to power it off hard after the "
+            "timeout)",
         )
     vc.power_off(vm)
 

@@ -16,12 +16,14 @@ its temporary export snapshots are removed, partial exports are discarded.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
 
@@ -41,6 +43,8 @@ __all__ = [
     "execute",
     "recover",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class OutcomeStatus:
@@ -134,6 +138,8 @@ class ActionRunner:
     #: Tries per action when it fails with a `TransientError` (each try re-reads reality).
     attempts: int = 3
     retry_delay: float = 2.0
+    #: Actions whose VM vmkeep shut down and has not seen back on yet.
+    _powered_off: set[int] = field(default_factory=set, init=False, repr=False)
 
     def run(self, action: Action) -> ActionOutcome:
         started = self.clock()
@@ -167,15 +173,34 @@ class ActionRunner:
     # ------------------------------------------------------------------ dispatch
 
     def _dispatch_with_retries(self, action: Action, action_id: int) -> ActionOutcome:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return self._dispatch(action, action_id)
-            except TransientError as exc:
-                if attempt == self.attempts:
-                    raise
-                self.progress(Progress(action, "retry", message=str(exc)))
-                self.sleep(max(exc.delay, self.retry_delay * 2 ** (attempt - 1)))
-        raise AssertionError("unreachable")
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    # A try that shut the VM down may have failed to power it back on: do
+                    # that first, or this try would take the VM for one that was off.
+                    self._power_back_on(action, action_id)
+                    return self._dispatch(action, action_id)
+                except TransientError as exc:
+                    if attempt == self.attempts:
+                        raise
+                    self.progress(Progress(action, "retry", message=str(exc)))
+                    self.sleep(max(exc.delay, self.retry_delay * 2 ** (attempt - 1)))
+            raise AssertionError("unreachable")
+        except BaseException:
+            with contextlib.suppress(VmkeepError):  # the action's own error stays in front
+                self._power_back_on(action, action_id)
+            raise
+
+    def _power_back_on(self, action: Action, action_id: int) -> None:
+        """Power on the VM of an action that shut it down and did not see it back on."""
+        if action_id not in self._powered_off:
+            return
+        vc = self.vcenters[action.vcenter]
+        vm = vc.find_vm(action.vm.instance_uuid)
+        if vm is not None and vm.power_state is not PowerState.ON:
+            vc.power_on(vm)
+        self._powered_off.discard(action_id)
+        self.journal.update_details(action_id, {"poweredOffByUs": False})
 
     def _dispatch(self, action: Action, action_id: int) -> ActionOutcome:
         if action.kind is ActionKind.SNAPSHOT_CREATE:
@@ -215,6 +240,10 @@ class ActionRunner:
     def _snapshot(self, vc: VCenterOps, vm: VM, policy: Policy, action: Action,
                   action_id: int, kind: MarkerKind) -> SnapshotTaken:
         def note_power_off(off: bool) -> None:
+            if off:
+                self._powered_off.add(action_id)
+            else:
+                self._powered_off.discard(action_id)
             self.journal.update_details(action_id, {"poweredOffByUs": off})
 
         return take_consistent_snapshot(
@@ -247,14 +276,29 @@ class ActionRunner:
     def _export_create(self, action: Action, action_id: int) -> ActionOutcome:
         store = self._store(action)
         if any(p.id == action.point_id and p.complete for p in store.points()):
+            # an earlier try may have committed and then failed to remove its snapshot
+            vc = self.vcenters[action.vcenter]
+            current = vc.find_vm(action.vm.instance_uuid)
+            if current is not None:
+                self._remove_temporary(vc, current, action)
             return ActionOutcome(action, OutcomeStatus.NOOP, "export exists")
         vc, vm = self._vm(action)
         policy = self._policy(action)
+        vm = self._remove_temporary(vc, vm, action)  # left by an earlier try of this action
         shared = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
         if shared is not None:
             snapshot_id, consistency, temporary = shared.id, _consistency_of(shared), False
         else:
-            taken = self._snapshot(vc, vm, policy, action, action_id, MarkerKind.EXPORT_TEMP)
+            try:
+                taken = self._snapshot(vc, vm, policy, action, action_id,
+                                       MarkerKind.EXPORT_TEMP)
+            except BaseException:
+                # e.g. a post hook failed after the snapshot, or its answer was lost
+                with contextlib.suppress(VmkeepError):  # the first error stays in front
+                    current = vc.find_vm(action.vm.instance_uuid)
+                    if current is not None:
+                        self._remove_temporary(vc, current, action)
+                raise
             snapshot_id, consistency, temporary = taken.snapshot_id, taken.consistency, True
             self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
         transfer_started = self.clock()
@@ -275,6 +319,15 @@ class ActionRunner:
             transfer_started=transfer_started,
             transfer_seconds=transfer_seconds,
         )
+
+    def _remove_temporary(self, vc: VCenterOps, vm: VM, action: Action) -> VM:
+        """Remove this point's temporary export snapshot when one is left (none is in use:
+        the applier lease is held and this is the action that takes it); the VM as now."""
+        leftover = _marked_snapshot(vm, action.point_id, MarkerKind.EXPORT_TEMP)
+        if leftover is None:
+            return vm
+        vc.remove_snapshot(vm, leftover.id)
+        return replace(vm, snapshots=tuple(s for s in vm.snapshots if s.id != leftover.id))
 
     def _store(self, action: Action) -> ExportStore:
         if not action.target or action.target not in self.targets:
@@ -415,7 +468,10 @@ def execute(
         for name in sorted({o.action.target or "" for o in outcomes
                             if o.action.kind is ActionKind.EXPORT_DELETE}):
             if name in runner.targets:
-                runner.targets[name].gc()
+                try:
+                    runner.targets[name].gc()
+                except VmkeepError as exc:  # the actions are done; the garbage waits
+                    log.warning("target %r: garbage not collected after the run: %s", name, exc)
     return RunReport(runner.run_id, outcomes)
 
 

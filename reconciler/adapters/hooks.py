@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping
 
 from reconciler.errors import HookError
@@ -32,30 +33,38 @@ class SubprocessHooks:
         if hook is None:
             raise HookError(f"hook {name!r} is not defined in the host config")
         env = {**os.environ, **environment}
-        try:
-            proc = subprocess.Popen(
-                list(hook.command),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise HookError(f"hook {name!r}: cannot start {hook.command[0]!r}: {exc.strerror}") \
-                from None
-        try:
-            output, _ = proc.communicate(timeout=hook.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            raise HookError(
-                f"hook {name!r} did not finish within {hook.timeout_seconds:g}s and was killed"
-            ) from None
-        if proc.returncode != 0:
-            tail = output.decode("utf-8", "replace").strip()[-OUTPUT_TAIL:]
-            detail = f": {tail}" if tail else ""
-            raise HookError(f"hook {name!r} exited with status {proc.returncode}{detail}")
+        # Output goes to a file, not a pipe: a daemon the hook leaves behind (`ssh` with
+        # ControlPersist, say) would hold a pipe open, and waiting for its end would outlast
+        # the hook's exit and its timeout.
+        with tempfile.TemporaryFile() as output:
+            try:
+                proc = subprocess.Popen(
+                    list(hook.command),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise HookError(
+                    f"hook {name!r}: cannot start {hook.command[0]!r}: {exc.strerror}"
+                ) from None
+            try:
+                proc.wait(timeout=hook.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                proc.wait()
+                raise HookError(
+                    f"hook {name!r} did not finish within {hook.timeout_seconds:g}s and was "
+                    "killed"
+                ) from None
+            if proc.returncode != 0:
+                size = output.seek(0, os.SEEK_END)
+                output.seek(max(0, size - 4 * OUTPUT_TAIL))
+                tail = output.read().decode("utf-8", "replace").strip()[-OUTPUT_TAIL:]
+                detail = f": {tail}" if tail else ""
+                raise HookError(f"hook {name!r} exited with status {proc.returncode}{detail}")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -427,7 +427,10 @@ class VSphereClient:
         if isinstance(exc, vmodl.MethodFault):
             fault = type(exc).__name__.rsplit(".", 1)[-1]
             message = getattr(exc, "msg", "") or ""
-            return VCenterError(name, f"{what}: {fault}{': ' + message if message else ''}")
+            text = f"{what}: {fault}{': ' + message if message else ''}"
+            if fault in BUSY_FAULTS:  # refused, nothing done: the object was busy
+                return TransientError(name, text, 2.0)
+            return VCenterError(name, text)
         return None
 
 
