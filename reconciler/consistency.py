@@ -28,7 +28,7 @@ from reconciler.errors import HookError, TransientError, VCenterError
 from reconciler.model import VM, ConsistencyMode, Fallback, Policy, PowerState
 from reconciler.ports import HookRunner, VCenterOps
 
-__all__ = ["SnapshotRequest", "SnapshotTaken", "take_consistent_snapshot"]
+__all__ = ["ShutdownTimedOut", "SnapshotRequest", "SnapshotTaken", "take_consistent_snapshot"]
 
 #: How often the power state is polled while waiting for a guest shutdown (seconds).
 POLL_SECONDS = 2.0
@@ -173,14 +173,22 @@ def _with_power_off(
                                  quiesce=False)
         return SnapshotTaken(sid, "poweroff", "VM was already powered off")
     note_power_off(True)
+    still_going_down = False
     try:
         _shut_down(vc, vm, policy, sleep, clock)
         sid = vc.create_snapshot(vm, request.name, request.describe("poweroff"), memory=False,
                                  quiesce=False)
         return SnapshotTaken(sid, "poweroff")
+    except ShutdownTimedOut as exc:
+        still_going_down = exc.requested
+        raise
     finally:
         _power_back_on(vc, vm)
-        note_power_off(False)
+        if not still_going_down:
+            # A guest that accepted the shutdown and was not off by the timeout may still go
+            # down later: the journal keeps our intent, and the next run's repair powers the
+            # VM on if it finds it off.
+            note_power_off(False)
 
 
 def _shut_down(
@@ -209,13 +217,23 @@ def _shut_down(
             break
         sleep(min(POLL_SECONDS, max(0.0, deadline - clock())))
     if not policy.consistency.hard_power_off:
-        raise VCenterError(
+        raise ShutdownTimedOut(
             vc.name,
+            not refused,
             f"VM {vm.name!r} did not shut down within {policy.consistency.shutdown_timeout}"
             f"{refused} (set consistency.hardPowerOff: true to power it off hard after the "
             "timeout)",
         )
     vc.power_off(vm)
+
+
+class ShutdownTimedOut(VCenterError):
+    """The guest was not off by `shutdownTimeout` (and `hardPowerOff` is not set);
+    `requested`: the guest accepted the shutdown, so it may still be going down."""
+
+    def __init__(self, vcenter: str, requested: bool, message: str) -> None:
+        super().__init__(vcenter, message)
+        self.requested = requested
 
 
 def _power_back_on(vc: VCenterOps, vm: VM) -> None:

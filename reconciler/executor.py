@@ -192,15 +192,18 @@ class ActionRunner:
             raise
 
     def _power_back_on(self, action: Action, action_id: int) -> None:
-        """Power on the VM of an action that shut it down and did not see it back on."""
+        """Power on the VM of an action that shut it down and did not see it back on.
+
+        A VM found on is left so, and the journal keeps the intent: its guest may still be
+        going down from a shutdown that timed out, and the next run's repair looks again."""
         if action_id not in self._powered_off:
             return
         vc = self.vcenters[action.vcenter]
         vm = vc.find_vm(action.vm.instance_uuid)
+        self._powered_off.discard(action_id)
         if vm is not None and vm.power_state is not PowerState.ON:
             vc.power_on(vm)
-        self._powered_off.discard(action_id)
-        self.journal.update_details(action_id, {"poweredOffByUs": False})
+            self.journal.update_details(action_id, {"poweredOffByUs": False})
 
     def _dispatch(self, action: Action, action_id: int) -> ActionOutcome:
         if action.kind is ActionKind.SNAPSHOT_CREATE:
@@ -508,8 +511,14 @@ def recover(
     inventories: Mapping[str, Iterable[VM]],
     targets: Mapping[str, ExportStore],
     mark_reconciled: Callable[[int, str], None],
+    shut_down: Iterable[UnfinishedAction] = (),
+    mark_powered_on: Callable[[int], None] = lambda _: None,
 ) -> list[str]:
     """Repair what crashed runs left; returns one line per repair (empty when clean).
+
+    `shut_down`: failed actions whose VM vmkeep asked to shut down and never saw back on
+    (a guest shutdown that timed out may have completed since): a VM found off is powered
+    on; either way the intent is then settled with `mark_powered_on`.
 
     Runs under the applier lease, so no other export is in flight: every temporary export
     snapshot found now is a leftover, whether or not the journal got to record it.
@@ -523,6 +532,16 @@ def recover(
                 vc.power_on(vm)
                 notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut it down)")
         mark_reconciled(record.id, "reconciled after an interrupted run")
+    for record in shut_down:
+        vc = vcenters.get(record.vcenter)
+        if vc is None:
+            continue
+        vm = vc.find_vm(record.vm_uuid)
+        if vm is not None and vm.power_state is PowerState.OFF:
+            vc.power_on(vm)
+            notes.append(f"powered VM {vm.name!r} back on (its guest finished a shutdown "
+                         "vmkeep had asked for after the action gave up waiting)")
+        mark_powered_on(record.id)
     for name, vc in sorted(vcenters.items()):
         for vm in inventories.get(name, ()):
             for snap in vm.snapshots:

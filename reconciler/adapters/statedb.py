@@ -269,6 +269,16 @@ class StateDB:
         )
         return [_record(r) for r in rows]
 
+    def failed_with_vm_shut_down(self) -> list[ActionRecord]:
+        """Failed actions whose VM vmkeep asked to shut down and never saw back on (a guest
+        shutdown that timed out may complete later), oldest first."""
+        rows = self._query(
+            "SELECT * FROM actions WHERE status=? AND "
+            "json_extract(details, '$.poweredOffByUs') = 1 ORDER BY id",
+            (ActionStatus.FAILED,),
+        )
+        return [_record(r) for r in rows]
+
     def actions(self, run_id: str | None = None) -> list[ActionRecord]:
         if run_id is None:
             rows = self._query("SELECT * FROM actions ORDER BY id")

@@ -206,6 +206,8 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
         targets,
         lambda action_id, note: db.record_outcome(action_id, ActionStatus.RECONCILED,
                                                   time.time(), note),
+        db.failed_with_vm_shut_down(),
+        lambda action_id: db.update_details(action_id, {"poweredOffByUs": False}),
     )
     for note in notes:
         print(f"vmkeep: repaired: {note}", file=sys.stderr)
