@@ -356,20 +356,27 @@ def test_recovery_leaves_a_vm_alone_that_vmkeep_did_not_power_off(tmp_path):
     assert state.power is PowerState.OFF
 
 
-def test_a_transient_failure_is_retried_and_the_retry_re_reads_reality(tmp_path):
-    w = world(tmp_path)
-    w.vc.add("web")
+def lose_first_snapshot_answer(w: World) -> list[str]:
+    """The first CreateSnapshot runs, but its answer is lost on the way back (a transient
+    error); returns the names of the snapshots asked for."""
     real_create = w.vc.create_snapshot
-    calls = []
+    calls: list[str] = []
 
     def flaky(vm, name, description, *, memory, quiesce):
         calls.append(name)
         sid = real_create(vm, name, description, memory=memory, quiesce=quiesce)
-        if len(calls) == 1:  # the task ran, but the answer was lost on the way back
+        if len(calls) == 1:
             raise TransientError("sim", "connection reset")
         return sid
 
     w.vc.create_snapshot = flaky  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_transient_failure_is_retried_and_the_retry_re_reads_reality(tmp_path):
+    w = world(tmp_path)
+    w.vc.add("web")
+    calls = lose_first_snapshot_answer(w)
     outcome = w.runner.run(w.action(ActionKind.SNAPSHOT_CREATE, "web"))
     assert outcome.status == OutcomeStatus.NOOP
     assert len(calls) == 1

@@ -31,7 +31,7 @@ from reconciler.model import (
 )
 
 from .fakes import T0
-from .test_executor import world
+from .test_executor import lose_first_snapshot_answer, world
 
 # --------------------------------------------------------------------------- hooks
 
@@ -79,17 +79,7 @@ def test_an_export_retried_after_a_lost_snapshot_answer_leaves_no_temporary_snap
 ) -> None:
     w = world(tmp_path)
     w.vc.add("web")
-    real_create = w.vc.create_snapshot
-    calls: list[str] = []
-
-    def flaky(vm: VM, name: str, description: str, *, memory: bool, quiesce: bool) -> str:
-        calls.append(name)
-        sid = real_create(vm, name, description, memory=memory, quiesce=quiesce)
-        if len(calls) == 1:  # the task ran, but the answer was lost on the way back
-            raise TransientError("sim", "connection reset")
-        return sid
-
-    w.vc.create_snapshot = flaky  # type: ignore[method-assign]
+    lose_first_snapshot_answer(w)
     outcome = w.runner.run(w.action(ActionKind.EXPORT_CREATE, "web"))
     assert outcome.status == "done", outcome.message
     assert w.vc.vms["uuid-web"].snapshots == []
