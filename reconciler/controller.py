@@ -69,7 +69,7 @@ class Metrics:
         def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
             out.append(f"# HELP {name} {text}")
             out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+            out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
         results = ("ok", "failed_actions", "error", "invalid_policies", "skipped")
         metric("vmkeep_reconciles_total", "counter", "Reconciles since the controller started, "
@@ -105,8 +105,17 @@ class Metrics:
     def write(self, path: Path) -> None:
         """Replace `path` atomically (a scraper never reads half a file)."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(self.render(), encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _number(value: float) -> str:
+    """A sample value exactly (`:g` would round a Unix time to 6 digits)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def covered_after(plan: Plan, report: RunReport | None) -> list[CoverageState]:
@@ -151,7 +160,8 @@ class Controller:
     def run(self) -> int:
         wiring.load_host_config(self.args.config)  # a broken host config stops us at once
         if self.args.once:
-            return self.reconcile("once")
+            with self._signal_handlers():  # a stop lets this reconcile finish too
+                return self.reconcile("once")
         with self._signal_handlers(), self._watching():
             next_tick = self.clock()
             next_poll = next_tick + self.args.poll
@@ -211,7 +221,11 @@ class Controller:
             self.metrics.last_success_time = started
         self._say(f"reconcile done: {result} in {self.metrics.last_seconds:.1f} s")
         if self.args.metrics_file:
-            self.metrics.write(Path(self.args.metrics_file))
+            try:
+                self.metrics.write(Path(self.args.metrics_file))
+            except OSError as exc:  # a full disk must not end the backups either
+                self._say(f"cannot write metrics to {self.args.metrics_file}: "
+                          f"{exc.strerror or exc}")
         return code
 
     # ------------------------------------------------------------------ policies
@@ -249,8 +263,9 @@ class Controller:
         """'new commit …' when the followed branch moved since the last look, else ''."""
         try:
             revision = self._source().revision
-        except VmkeepError as exc:
-            self._say(f"cannot read {self.args.repo}: {exc}")
+        except Exception as exc:  # as in a reconcile: no error ends the loop
+            why = exc if isinstance(exc, VmkeepError) else f"{type(exc).__name__}: {exc}"
+            self._say(f"cannot read {self.args.repo}: {why}")
             return ""
         if revision == self.seen:
             return ""

@@ -287,8 +287,14 @@ def descriptor(image: str, size: int) -> str:
 def point_vmx_at(vmx: bytes, restored: Sequence[str]) -> tuple[bytes, list[str]]:
     """The .vmx with each disk file name that stands for a restored disk set to that disk's
     descriptor: a snapshot delta (`vm1-000001.vmdk`) stands for its base (`vm1.vmdk`), a
-    path in another folder for its file name. Other lines are kept byte for byte."""
+    path in another folder for its file name; a disk restored under a delta's name (the VM
+    had a snapshot of its own) is found by that base too. Other lines are kept byte for
+    byte."""
     wanted = {r.lower(): r for r in restored}
+    for r in restored:  # exported as a delta (the VM had a snapshot): its base names it too
+        chained = _DELTA.match(r)
+        if chained:
+            wanted.setdefault(f"{chained.group(1)}.vmdk".lower(), r)
     lines = vmx.split(b"\n")
     changes: list[str] = []
     for i, raw in enumerate(lines):

@@ -69,8 +69,10 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rev and not args.repo:
+    if (args.rev or args.path) and not args.repo:
         raise UsageError("--rev and --path need --repo")
+    if args.repo and args.policies:
+        raise UsageError("give either --repo or --policies, not both")
     if args.max_deletes is not None and args.max_deletes < 0:
         raise UsageError("--max-deletes must be 0 or more")
     from reconciler.controller import Controller  # it imports the commands it runs

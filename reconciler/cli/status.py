@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import planner, policies, wiring
 from reconciler.cli import common
-from reconciler.cli.apply import LEASE
+from reconciler.cli.apply import LEASE, _holder_is_dead
 from reconciler.cli.state import capture, load_state, parse_now
-from reconciler.errors import UsageError
+from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig, Plan
 from reconciler.render.status import status_text, status_to_json
 from reconciler.status import JournalAction, RunRecord, Status, summarize
@@ -92,25 +94,50 @@ def _moment(epoch: float | None) -> datetime | None:
 
 def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: int) -> Status:
     """Read the state DB without creating it: a host that never applied has no journal."""
-    if not Path(config.state).is_file():
+    if not Path(config.state).is_file() or not _has_journal(Path(config.state)):
         return summarize(now, (), (), (), None, plan, keep_runs=keep)
     from reconciler.adapters.statedb import ActionStatus, StateDB
 
-    with StateDB(config.state) as db:
-        runs = [
-            RunRecord(r["run_id"], r["holder"], _moment(r["started_at"]) or now,
-                      _moment(r["finished_at"]), r["policy_revision"],
-                      {str(k): int(v) for k, v in (r["summary"] or {}).items()})
-            for r in db.runs()
-        ]
-        finished = [r for r in runs if r.finished_at is not None]
-        newest = max(finished, key=lambda r: (r.started_at, r.run_id)) if finished else None
-        failed = [a for a in db.actions(newest.run_id) if a.status == ActionStatus.FAILED] \
-            if newest else []
-        unfinished = db.unfinished_actions()
-        holder = db.lease_holder(LEASE, time.time())
+    try:
+        with StateDB(config.state) as db:
+            runs = [
+                RunRecord(r["run_id"], r["holder"], _moment(r["started_at"]) or now,
+                          _moment(r["finished_at"]), r["policy_revision"],
+                          {str(k): int(v) for k, v in (r["summary"] or {}).items()})
+                for r in db.runs()
+            ]
+            finished = [r for r in runs if r.finished_at is not None]
+            newest = max(finished, key=lambda r: (r.started_at, r.run_id)) if finished else None
+            failed = [a for a in db.actions(newest.run_id) if a.status == ActionStatus.FAILED] \
+                if newest else []
+            unfinished = db.unfinished_actions()
+            holder = db.lease_holder(LEASE, time.time())
+    except sqlite3.Error as exc:
+        raise VmkeepError(f"cannot read the state DB {config.state}: {exc}") from None
+    if holder is not None and _holder_is_dead(holder):
+        holder = None  # its process was killed before the lease expired: nothing runs
     return summarize(now, runs, [_journal(a, now) for a in failed],
                      [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep)
+
+
+def _has_journal(path: Path) -> bool:
+    """Whether `path` holds vmkeep's journal, found out read-only (an empty file holds none
+    yet); any other file is refused before `StateDB` could set it up as one."""
+    from reconciler.adapters.statedb import SCHEMA_VERSION
+
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise VmkeepError(f"cannot read the state DB {path}: {exc}") from None
+    if version == 0 and tables == 0:
+        return False
+    if version != SCHEMA_VERSION:
+        raise VmkeepError(f"{path} is not a vmkeep state DB this vmkeep reads (schema version "
+                          f"{version}, expected {SCHEMA_VERSION}); check `state` in the host "
+                          "config, or upgrade vmkeep")
+    return True
 
 
 def _journal(a: ActionRecord, now: datetime) -> JournalAction:
