@@ -22,7 +22,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ __all__ = [
     "ActionStatus",
     "LeaseHeldError",
     "StateDB",
+    "holds_journal",
 ]
 
 SCHEMA_VERSION = 1
@@ -108,6 +109,25 @@ class ActionRecord:
     finished_at: float | None
     status: str
     error: str | None
+
+
+def holds_journal(path: Path) -> bool:
+    """Whether the existing file `path` holds vmkeep's journal, found out read-only (an
+    empty file holds none yet); any other file raises `VmkeepError` before a `StateDB`
+    could set it up as one."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise VmkeepError(f"cannot read the state DB {path}: {exc}") from None
+    if version == 0 and tables == 0:
+        return False
+    if version != SCHEMA_VERSION:
+        raise VmkeepError(f"{path} is not a vmkeep state DB this vmkeep reads (schema version "
+                          f"{version}, expected {SCHEMA_VERSION}); check `state` in the host "
+                          "config, or upgrade vmkeep")
+    return True
 
 
 class StateDB:

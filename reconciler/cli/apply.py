@@ -45,7 +45,9 @@ from reconciler.render import plan_from_json, render_text
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
     from reconciler.adapters.vsphere import VCenterPool
 
-__all__ = ["EXIT_PARTIAL", "LEASE", "ApplyResult", "reconcile", "register", "run"]
+__all__ = [
+    "EXIT_PARTIAL", "LEASE", "ApplyResult", "holder_is_dead", "reconcile", "register", "run",
+]
 
 #: Exit code when some actions failed (the others completed).
 EXIT_PARTIAL = 3
@@ -158,14 +160,14 @@ def _take_lease(db: StateDB, holder: str) -> None:
     try:
         db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS)
     except LeaseHeldError as exc:
-        if not _holder_is_dead(exc.holder):
+        if not holder_is_dead(exc.holder):
             raise
         print(f"vmkeep: taking over the apply lease of {exc.holder}: that process is gone",
               file=sys.stderr)
         db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS, take_over=exc.holder)
 
 
-def _holder_is_dead(holder: str) -> bool:
+def holder_is_dead(holder: str) -> bool:
     """True when `holder` ("host/pid/run") names a process of this host that is not running."""
     host, _, rest = holder.partition("/")
     pid_text = rest.partition("/")[0]

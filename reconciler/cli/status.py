@@ -19,14 +19,13 @@ import json
 import sqlite3
 import sys
 import time
-from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import planner, policies, wiring
 from reconciler.cli import common
-from reconciler.cli.apply import LEASE, _holder_is_dead
+from reconciler.cli.apply import LEASE, holder_is_dead
 from reconciler.cli.state import capture, load_state, parse_now
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig, Plan
@@ -94,9 +93,10 @@ def _moment(epoch: float | None) -> datetime | None:
 
 def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: int) -> Status:
     """Read the state DB without creating it: a host that never applied has no journal."""
-    if not Path(config.state).is_file() or not _has_journal(Path(config.state)):
+    from reconciler.adapters.statedb import ActionStatus, StateDB, holds_journal
+
+    if not Path(config.state).is_file() or not holds_journal(Path(config.state)):
         return summarize(now, (), (), (), None, plan, keep_runs=keep)
-    from reconciler.adapters.statedb import ActionStatus, StateDB
 
     try:
         with StateDB(config.state) as db:
@@ -114,30 +114,10 @@ def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: 
             holder = db.lease_holder(LEASE, time.time())
     except sqlite3.Error as exc:
         raise VmkeepError(f"cannot read the state DB {config.state}: {exc}") from None
-    if holder is not None and _holder_is_dead(holder):
+    if holder is not None and holder_is_dead(holder):
         holder = None  # its process was killed before the lease expired: nothing runs
     return summarize(now, runs, [_journal(a, now) for a in failed],
                      [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep)
-
-
-def _has_journal(path: Path) -> bool:
-    """Whether `path` holds vmkeep's journal, found out read-only (an empty file holds none
-    yet); any other file is refused before `StateDB` could set it up as one."""
-    from reconciler.adapters.statedb import SCHEMA_VERSION
-
-    try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.Error as exc:
-        raise VmkeepError(f"cannot read the state DB {path}: {exc}") from None
-    if version == 0 and tables == 0:
-        return False
-    if version != SCHEMA_VERSION:
-        raise VmkeepError(f"{path} is not a vmkeep state DB this vmkeep reads (schema version "
-                          f"{version}, expected {SCHEMA_VERSION}); check `state` in the host "
-                          "config, or upgrade vmkeep")
-    return True
 
 
 def _journal(a: ActionRecord, now: datetime) -> JournalAction:

@@ -7,6 +7,7 @@ from typing import Any
 from reconciler.model import ActionKind, CoverageState
 from reconciler.observed import format_time
 from reconciler.render.document import coverage_to_json, summary
+from reconciler.render.text import coverage_line
 from reconciler.status import JournalAction, RunRecord, Status
 
 __all__ = ["status_text", "status_to_json"]
@@ -89,17 +90,13 @@ def status_text(status: Status) -> str:
                          f"(run {a.run_id}, {format_time(a.started_at)})")
     plan = status.plan
     if plan is not None:
-        problems = [c for c in plan.coverage if c.state is not CoverageState.COVERED]
         by_state = status.coverage_counts()
         lines.append(
             f"Coverage (revision {(plan.policy_revision or 'working directory')[:12]}): "
             + ", ".join(f"{by_state[s.value]} {s.value}" for s in CoverageState)
         )
-        for c in problems:
-            last = format_time(c.last_slot) if c.last_slot else "never"
-            note = f" - {c.note}" if c.note else ""
-            lines.append(f"  {c.state.value:<8} {c.vcenter}/{c.vm.name} [{c.policy}] slot "
-                         f"{format_time(c.slot)}, last point {last}{note}")
+        lines.extend(coverage_line(c) for c in plan.coverage
+                     if c.state is not CoverageState.COVERED)
         creates = sum(1 for a in plan.actions if not a.kind.is_delete)
         lines.append(f"  an apply now would create {creates} and delete {plan.delete_count} "
                      "restore point(s)")

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from itertools import groupby
 
-from reconciler.model import Action, CoverageState, Plan, PlanWarning, Severity
+from reconciler.model import Action, Coverage, CoverageState, Plan, PlanWarning, Severity
 from reconciler.observed import format_time
 
-__all__ = ["render_text"]
+__all__ = ["coverage_line", "render_text"]
 
 _RESET = "\x1b[0m"
 _COLOURS = {"+": "\x1b[32m", "-": "\x1b[31m", "!": "\x1b[33m", "bold": "\x1b[1m"}
@@ -27,6 +27,14 @@ class _Painter:
 
 def _sign(action: Action) -> str:
     return "-" if action.kind.is_delete else "+"
+
+
+def coverage_line(c: Coverage) -> str:
+    """`  late     vc/vm [policy] slot …, last point …` for a VM that is not covered."""
+    note = f" - {c.note}" if c.note else ""
+    last = format_time(c.last_slot) if c.last_slot else "never"
+    return (f"  {c.state.value:<8} {c.vcenter}/{c.vm.name} [{c.policy}] slot "
+            f"{format_time(c.slot)}, last point {last}{note}")
 
 
 def render_text(plan: Plan, *, colour: bool = False) -> str:
@@ -55,13 +63,7 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
     problems = [c for c in plan.coverage if c.state is not CoverageState.COVERED]
     if problems:
         lines.append(paint("bold", "Coverage"))
-        for c in problems:
-            note = f" - {c.note}" if c.note else ""
-            last = format_time(c.last_slot) if c.last_slot else "never"
-            lines.append(
-                f"  {c.state.value:<8} {c.vcenter}/{c.vm.name} [{c.policy}] slot "
-                f"{format_time(c.slot)}, last point {last}{note}"
-            )
+        lines.extend(coverage_line(c) for c in problems)
         lines.append("")
     if plan.warnings:
         lines.append(paint("bold", "Warnings"))
