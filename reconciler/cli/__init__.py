@@ -18,8 +18,10 @@ from typing import NoReturn
 from reconciler import __version__
 from reconciler.cli import (
     apply,
+    files,
     gc,
     inventory,
+    mount,
     plan,
     restore,
     run,
@@ -35,6 +37,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
     validate, plan, apply, run, status, restore, state, inventory, verify, gc,
+    files,
+    mount,
 )
 
 
