@@ -287,8 +287,11 @@ def _copy(files: PointFiles, fs: FileSystem, node: Node, dest: Path,
         written = _write_file(fs, node, dest)
     except VmkeepError as exc:
         dest.unlink(missing_ok=True)
-        report.failures.append(f"restore point {files.point_id!r} disk {fs.volume.disk!r} "
-                               f"file {node.path}: {exc}")
+        detail = str(exc).removeprefix(f"restore point {files.point_id!r} disk "
+                                       f"{fs.volume.disk!r}: ")
+        detail = detail.split(" (while reading ", 1)[0]
+        report.failures.append(f"restore point {files.point_id!r} {fs.volume.label} file "
+                               f"{node.path}: {detail}")
         return False
     report.files += 1
     report.bytes += written
