@@ -21,6 +21,7 @@ from reconciler.cli import (
     gc,
     inventory,
     plan,
+    points,
     restore,
     run,
     state,
@@ -34,7 +35,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    validate, plan, apply, run, status, restore, state, inventory, verify, gc,
+    validate, plan, apply, run, status, points, restore, state, inventory, verify, gc,
 )
 
 
