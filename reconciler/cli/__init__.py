@@ -23,6 +23,7 @@ from reconciler.cli import (
     inventory,
     mount,
     plan,
+    points,
     restore,
     run,
     state,
@@ -36,7 +37,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    validate, plan, apply, run, status, restore, state, inventory, verify, gc,
+    validate, plan, apply, run, status, points, restore, state, inventory, verify, gc,
     files,
     mount,
 )
