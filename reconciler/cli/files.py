@@ -22,49 +22,72 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler import wiring
 from reconciler.cli import common
-from reconciler.cli.verify import add_target_argument, open_target
+from reconciler.cli.selection import (
+    add_point_selection,
+    gather_points,
+    open_point_target,
+    resolve_point,
+)
 from reconciler.errors import UsageError
+from reconciler.model import PointKind
+from reconciler.points import Point, filter_points
 
 if TYPE_CHECKING:
     from reconciler.adapters.repository import Repository
     from reconciler.files import Entry, Match
 
-__all__ = ["add_selection", "register", "run_find", "run_get", "run_ls", "selected"]
+__all__ = ["add_selection", "export_points", "register", "run_find", "run_get", "run_ls",
+           "selected"]
 
 log = logging.getLogger("reconciler.files")
 MiB = 1024 * 1024
 
 
-# ------------------------------------------------------------- point selection (the seam)
+# ------------------------------------------------------------------- point selection
 
 
-def add_selection(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """The options that choose one restore point (`--point ID`, `--target NAME`)."""
-    parser.add_argument("--point", metavar="ID", required=required,
-                        help="the restore point (its id as `plan`, `state export` show it)")
-    add_target_argument(parser)
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """`--point ID | --vm NAME|UUID [--latest | --at ISO]` and `--target NAME`."""
+    add_point_selection(parser)
 
 
 @contextmanager
 def selected(args: argparse.Namespace) -> Iterator[tuple[str, Repository]]:
-    """The chosen point's id and the repository holding it (closed afterwards)."""
-    _, repo = open_target(args)
+    """The chosen export point's id and the repository holding it (closed afterwards)."""
+    config = wiring.load_host_config(getattr(args, "config", None))
+    point = resolve_point(args, kind=PointKind.EXPORT, config=config)
+    repo = open_point_target(config, point)
     try:
-        yield args.point, repo
+        yield point.id, repo
     finally:
         repo.close()
 
 
-def vm_points(args: argparse.Namespace) -> list[tuple[str, Repository]]:
-    """Every export point of `--vm NAME`, oldest first, with its repository."""
-    _, repo = open_target(args)
-    points = sorted((p for p in repo.points() if args.vm in (p.vm.name, p.vm.instance_uuid)),
-                    key=lambda p: (p.slot, p.id))
-    if not points:
-        repo.close()
-        raise UsageError(f"no export point of a VM {args.vm!r}")
-    return [(p.id, repo) for p in points]
+@contextmanager
+def export_points(args: argparse.Namespace, vm: str | None = None,
+                  ) -> Iterator[list[tuple[Point, Repository]]]:
+    """Every export point (of `vm`, when given), oldest first, each with the repository
+    holding it (`--target NAME` only, when given); the repositories are closed afterwards."""
+    config = wiring.load_host_config(getattr(args, "config", None))
+    target = getattr(args, "target", None)
+    if target is not None and target not in config.targets:
+        listed = ", ".join(sorted(config.targets)) or "none configured"
+        raise UsageError(f"no target {target!r} in {config.path} (targets: {listed})")
+    points = filter_points(gather_points(config, targets=[target] if target else None,
+                                         kinds=(PointKind.EXPORT,)), vm=vm)
+    if vm is not None and not points:
+        raise UsageError(f"no export point of a VM {vm!r}; `vmkeep points` lists them")
+    repos: dict[str, Repository] = {}
+    try:
+        for point in points:
+            if point.target not in repos:
+                repos[point.target] = open_point_target(config, point)
+        yield [(p, repos[p.target]) for p in reversed(points)]
+    finally:
+        for repo in repos.values():
+            repo.close()
 
 
 # ------------------------------------------------------------------------------ parsers
@@ -107,11 +130,9 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
     find = actions.add_parser("find", parents=[common_parser],
                               help="which points hold a path matching a glob")
-    add_selection(find, required=False)
-    find.add_argument("--vm", metavar="NAME",
-                      help="with --all-points: search every export point of this VM")
+    add_selection(find)
     find.add_argument("--all-points", action="store_true",
-                      help="with --vm: search all its points, oldest first")
+                      help="with --vm: search all its export points, oldest first")
     find.add_argument("pattern", metavar="PATTERN",
                       help="glob on the name (*.conf) or, with a /, on the path (/etc/*.conf)")
     common.add_output_argument(find, ("text", "json"))
@@ -220,17 +241,17 @@ def run_find(args: argparse.Namespace) -> int:
     from reconciler.files import find
 
     if args.all_points:
-        if args.vm is None or args.point is not None:
-            raise UsageError("--all-points searches the points of --vm NAME (not --point)")
-        pairs = vm_points(args)
-        repo = pairs[0][1]
-        try:
-            found = find(repo, [p for p, _ in pairs], args.pattern, warn=log.warning)
-        finally:
-            repo.close()
+        if args.vm is None or args.point is not None or args.latest or args.at:
+            raise UsageError("--all-points searches every point of --vm NAME|UUID (without "
+                             "--point, --latest or --at)")
+        found = []
+        with export_points(args, args.vm) as pairs:
+            for point, repo in pairs:
+                found.extend(find(repo, [point.id], args.pattern, warn=log.warning))
     else:
-        if args.point is None:
-            raise UsageError("name a restore point (--point ID), or --vm NAME --all-points")
+        if args.point is None and args.vm is None:
+            raise UsageError("name a restore point: --point ID, --vm NAME|UUID (with --latest "
+                             "or --at ISO), or --vm NAME|UUID --all-points")
         with selected(args) as (point_id, repo):
             found = find(repo, [point_id], args.pattern, warn=log.warning)
     if args.output == "json":

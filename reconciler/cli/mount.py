@@ -1,10 +1,11 @@
 """`vmkeep mount`: restore points as a read-only FUSE file system, for the standard tools.
 
-    vmkeep mount [--point ID] [--target NAME] MOUNTPOINT
+    vmkeep mount [--point ID | --vm NAME|UUID [--latest | --at ISO]] [--target NAME] MOUNTPOINT
 
 With a point: its disks as raw images `<disk file stem>.img` (what `qemu-img`, `debugfs`,
 `ntfscat`, `losetup -P`, `guestmount` or 7-Zip read), plus `vm.json` and the `.vmx`.
-Without one: `<vcenter>/<vm name>/<slot>/…` for every export point of the target. Every read
+Without one: `<vcenter>/<vm name>/<slot>/…` for every export point of every target (or of
+`--target NAME`). Every read
 fetches and verifies only the chunks it touches. The mount ends on Ctrl-C, SIGTERM or
 `fusermount -u MOUNTPOINT`, and leaves nothing behind. Exit 0 when unmounted, 1 on an error
 (no FUSE here, a mount point that is not an empty directory, an unknown point).
@@ -18,8 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.files import add_selection, selected
-from reconciler.cli.verify import open_target
+from reconciler.cli.files import add_selection, export_points, selected
 from reconciler.errors import UsageError, VmkeepError
 
 __all__ = ["register", "run"]
@@ -33,7 +33,7 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
         ".vmx) or, without --point, every point as <vcenter>/<vm name>/<slot>/, read-only; "
         "reads fetch only the chunks they touch, each verified. Ends on Ctrl-C, SIGTERM or "
         "`fusermount -u MOUNTPOINT`.")
-    add_selection(parser, required=False)
+    add_selection(parser)
     parser.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path,
                         help="an existing empty directory")
     parser.set_defaults(func=run)
@@ -52,24 +52,18 @@ def run(args: argparse.Namespace) -> int:
     missing = fuse_available()
     if missing:
         raise VmkeepError(f"cannot mount: {missing}")
-    if args.point is not None:
+    if args.point is not None or args.vm is not None:
         with selected(args) as (point_id, repo):
             tree = point_tree(repo, point_id)
             created = repo.manifest(point_id).created_at.timestamp()
             _serve(serve, tree, mountpoint, f"restore point {point_id}", created)
         return 0
-    _, repo = open_target(args)
-    try:
-        points = sorted(repo.points(), key=lambda p: (p.vm.name, p.slot, p.id))
-        entries = []
-        for p in points:
-            vcenter = str(repo.manifest(p.id).metadata.get("vcenter") or "")
-            entries.append((repo, p.id, vcenter, p.vm.name, p.slot))
-        tree = catalog_tree(entries)
-        newest = max((p.created_at.timestamp() for p in points), default=0.0)
-        _serve(serve, tree, mountpoint, f"{len(points)} restore point(s)", newest)
-    finally:
-        repo.close()
+    if args.latest or args.at:
+        raise UsageError("--latest and --at choose among the points of --vm NAME|UUID")
+    with export_points(args) as pairs:
+        tree = catalog_tree([(repo, p.id, p.vcenter, p.vm.name, p.slot) for p, repo in pairs])
+        newest = max((p.slot.timestamp() for p, _ in pairs), default=0.0)
+        _serve(serve, tree, mountpoint, f"{len(pairs)} restore point(s)", newest)
     return 0
 
 

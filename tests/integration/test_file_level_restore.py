@@ -353,3 +353,16 @@ def test_the_mount_ends_on_a_signal_or_fusermount_and_leaves_nothing_behind(
     assert str(where) not in Path("/proc/mounts").read_text()
     assert "unmounted" in err
 
+
+
+def test_points_are_chosen_by_vm_name_and_time_as_everywhere_else(world, tmp_path):
+    latest = world.vmkeep("files", "get", "--vm", EXT4_VM, "--latest", "/etc/app.conf",
+                          "--to", str(tmp_path / "latest"))
+    assert latest.code == 0, latest.err
+    assert (tmp_path / "latest/app.conf").read_bytes() == b"setting = 2\n"
+    before = world.vmkeep("files", "get", "--vm", EXT4_VM, "--at", "2026-11-25T12:00:00Z",
+                          "/etc/app.conf", "--to", str(tmp_path / "before"))
+    assert before.code == 0, before.err
+    assert (tmp_path / "before/app.conf").read_bytes() == b"setting = 1\n"
+    listed = world.vmkeep("files", "ls", "--vm", EXT4_VM, "/etc", "-o", "json")
+    assert "/etc/new.conf" in {e["path"] for e in listed.json()["entries"]}
