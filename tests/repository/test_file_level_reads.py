@@ -4,10 +4,14 @@ be read (LUKS, LVM) — each a one-line answer with a documented exit code."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ import pytest
 from reconciler.adapters.repository import Repository
 from reconciler.cli import main
 from reconciler.files import PointFiles, extract
+from tests.integration.conftest import REPO, wait_until
 from tests.integration.guest_disks import gpt_ext4, run, tools_missing, write_tree
 
 from .disks import SLOT, VM, flip_chunk
@@ -214,3 +219,85 @@ def test_luks_and_lvm_partitions_get_one_line_naming_them_and_suggesting_mount(
     # get picks the only readable file system
     assert vmkeep(config, "files", "get", "/readme.txt", "--to", str(tmp_path / "o")) == 0
     assert (tmp_path / "o/readme.txt").read_bytes() == b"plain\n"
+
+
+def test_logical_partitions_are_numbered_from_5_as_linux_numbers_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as out:
+        out.truncate(40 * MiB)
+    run("sfdisk", "-q", image, input=b"label: dos\nstart=2048, size=16384, type=83\n"
+        b"start=20480, size=40960, type=5\nstart=22528, size=16384, type=c\n"
+        b"start=40960, size=16384, type=83\n")
+    for number, offset in ((1, 2048), (6, 40960)):
+        source = tmp_path / f"p{number}"
+        write_tree(source, {f"/on-{number}.txt": f"partition {number}\n".encode()})
+        run("mkfs.ext4", "-q", "-F", "-E", f"offset={offset * 512}", "-d", source, image,
+            "8192k")
+    run("mkfs.fat", "--offset", "22528", image, "8192")
+    export_image(tmp_path / "exports", image)
+    config = tmp_path / "vmkeep.yaml"
+    config.write_text(f"targets:\n  nas: {{type: directory, path: {tmp_path / 'exports'}}}\n",
+                      encoding="utf-8")
+    assert vmkeep(config, "files", "ls", "-o", "json") == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [(p["partition"], p["filesystem"]) for p in body["partitions"]] == \
+        [(1, "ext4"), (5, "fat12"), (6, "ext4")]
+    assert vmkeep(config, "files", "get", "--partition", "6", "/on-6.txt",
+                  "--to", str(tmp_path / "out")) == 0
+    assert (tmp_path / "out/on-6.txt").read_bytes() == b"partition 6\n"
+    assert vmkeep(config, "files", "get", "/on-1.txt", "--to", str(tmp_path / "x")) == 1
+    assert "several file systems" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------ mount
+
+
+def mount(config: Path, where: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "mount", "--config", str(config), "--point",
+         POINT, str(where)], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    wait_until(lambda: os.path.ismount(where) or process.poll() is not None, timeout=60)
+    assert os.path.ismount(where), process.communicate()[1]
+    return process
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs FUSE: /dev/fuse is missing")
+def test_a_damaged_chunk_fails_that_read_of_the_mounted_image_with_eio_and_one_log_line(
+        config: Path, tmp_path: Path) -> None:
+    with Repository.open(tmp_path / "exports", create=False) as repo:
+        reader = repo.open_disk(POINT, "disk-2000")
+        disk = b"".join(reader.blocks())
+        index = disk.index(SPEC["/data/victim.bin"][CHUNK : CHUNK + 4096]) // CHUNK
+        flip_chunk(repo, reader.ids[index])
+    where = tmp_path / "mnt"
+    where.mkdir()
+    process = mount(config, where)
+    try:
+        [image] = [p for p in where.iterdir() if p.suffix == ".img"]
+        with open(image, "rb") as f:
+            assert f.read(CHUNK) == disk[:CHUNK]  # the rest of the disk reads
+            f.seek(index * CHUNK)
+            with pytest.raises(OSError) as caught:
+                f.read(CHUNK)
+        assert caught.value.errno == errno.EIO
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert f"chunk {index} at offset {index * CHUNK}" in err and "is damaged" in err
+    assert not os.path.ismount(where)
+
+
+def test_mount_refuses_a_mount_point_that_is_not_an_empty_directory(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine").write_text("x")
+    assert main(["mount", "--config", str(config), "--point", POINT, str(busy)]) == 1
+    assert main(["mount", "--config", str(config), "--point", POINT,
+                 str(tmp_path / "missing")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "is not empty" in lines[0] and "is not a directory" in lines[1]
+    assert [p.name for p in busy.iterdir()] == ["mine"]
