@@ -39,6 +39,7 @@ from reconciler.adapters.disk_image import (
 from reconciler.adapters.fuse_mount import Leaf, Tree
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.ports import RestorablePoint
+from reconciler.restore import _alive  # one "is that process still there" for both
 
 __all__ = [
     "Entry",
@@ -335,16 +336,6 @@ def _clear_leftovers(directory: Path) -> None:
         pid = entry.name.removeprefix(STAGING_PREFIX)
         if entry.name.startswith(STAGING_PREFIX) and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- find

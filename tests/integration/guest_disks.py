@@ -12,6 +12,7 @@ Trees are written from `Spec`s: {path: bytes | Link(target) | Sparse(size, {offs
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -47,6 +48,23 @@ class Item:
     target: str | None = None
     mode: int = 0
     mtime: int = 0
+
+
+def blob(seed: str, size: int) -> bytes:
+    """Deterministic incompressible bytes."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}/{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def partitioned(image: Path, size: int, table: str) -> None:
+    """A sparse file of `size` bytes with the partition table `table` (sfdisk's input)."""
+    with open(image, "wb") as out:
+        out.truncate(size)
+    run("sfdisk", "-q", image, input=table.encode())
 
 
 def tools_missing(*tools: str) -> list[str]:
@@ -103,10 +121,7 @@ def snapshot_tree(root: Path) -> dict[str, Item]:
 def gpt_ext4(image: Path, tree: Path, size: int = 48 * MiB, fs_size: int = 32 * MiB) -> int:
     """A GPT disk whose partition 1 holds an ext4 file system made from directory `tree`;
     returns the partition's byte offset."""
-    with open(image, "wb") as out:
-        out.truncate(size)
-    run("sfdisk", "-q", image,
-        input=f"label: gpt\nstart={START}, size={fs_size // SECTOR}, type=L\n".encode())
+    partitioned(image, size, f"label: gpt\nstart={START}, size={fs_size // SECTOR}, type=L\n")
     run("mkfs.ext4", "-q", "-F", "-E", f"offset={START * SECTOR}", "-d", tree, image,
         f"{fs_size // 1024}k")
     return START * SECTOR
@@ -117,12 +132,9 @@ def mbr_ntfs_fat(image: Path, ntfs: Spec, fat: Spec, work: Path, *, mtime: int,
     """An MBR disk: partition 1 NTFS holding `ntfs`, partition 2 FAT holding `fat`. Returns
     the trees as each file system holds them (read back through ntfs-3g and the FAT source
     directory). Needs FUSE (ntfs-3g writes NTFS through it)."""
-    with open(image, "wb") as out:
-        out.truncate(size)
     second = START + part // SECTOR
-    run("sfdisk", "-q", image, input=(
-        f"label: dos\nstart={START}, size={part // SECTOR}, type=7\n"
-        f"start={second}, size={part // SECTOR}, type=c\n").encode())
+    partitioned(image, size, f"label: dos\nstart={START}, size={part // SECTOR}, type=7\n"
+                f"start={second}, size={part // SECTOR}, type=c\n")
     ntfs_image = work / "ntfs.part"
     with open(ntfs_image, "wb") as out:
         out.truncate(part)

@@ -5,7 +5,6 @@ serves the disks to debugfs, ntfscat and qemu-img."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from .guest_disks import (
     Link,
     Sparse,
     Spec,
+    blob,
     gpt_ext4,
     mbr_ntfs_fat,
     snapshot_tree,
@@ -42,15 +42,6 @@ NO_FUSE = "needs FUSE: /dev/fuse is missing (ntfs-3g writes the NTFS test disk a
     "mount` serves images through it)"
 TOOLS = ("sfdisk", "mkfs.ext4", "mkntfs", "mkfs.fat", "mcopy", "mmd", "ntfs-3g", "debugfs",
          "ntfscat", "qemu-img")
-
-
-def blob(seed: str, size: int) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}/{counter}".encode()).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 def ext4_spec(day: int) -> Spec:

@@ -5,7 +5,6 @@ be read (LUKS, LVM) — each a one-line answer with a documented exit code."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -20,7 +19,14 @@ from reconciler.adapters.repository import Repository
 from reconciler.cli import main
 from reconciler.files import PointFiles, extract
 from tests.integration.conftest import REPO, wait_until
-from tests.integration.guest_disks import gpt_ext4, run, tools_missing, write_tree
+from tests.integration.guest_disks import (
+    blob,
+    gpt_ext4,
+    partitioned,
+    run,
+    tools_missing,
+    write_tree,
+)
 
 from .disks import SLOT, VM, flip_chunk
 
@@ -31,15 +37,6 @@ POINT = f"nightly/{VM.instance_uuid}/20260101T020000Z"
 
 pytestmark = pytest.mark.skipif(bool(tools_missing("sfdisk", "mkfs.ext4")),
                                 reason="needs sfdisk and mkfs.ext4 (scripts/bootstrap)")
-
-
-def blob(seed: str, size: int) -> bytes:
-    out = bytearray()
-    n = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}/{n}".encode()).digest()
-        n += 1
-    return bytes(out[:size])
 
 
 SPEC = {
@@ -91,6 +88,11 @@ def config(tmp_path: Path) -> Path:
     image = tmp_path / "disk.img"
     gpt_ext4(image, source, 16 * MiB, 12 * MiB)
     export_image(tmp_path / "exports", image)
+    return host_config(tmp_path)
+
+
+def host_config(tmp_path: Path) -> Path:
+    """A host config whose one target is the repository at tmp_path/exports."""
     path = tmp_path / "vmkeep.yaml"
     path.write_text(f"targets:\n  nas: {{type: directory, path: {tmp_path / 'exports'}}}\n",
                     encoding="utf-8")
@@ -106,9 +108,7 @@ def test_getting_one_1_mib_file_from_a_4_gib_disk_reads_under_1_percent_of_its_c
     source = tmp_path / "source"
     write_tree(source, {"/data/one.bin": blob("one", MiB), "/etc/app.conf": b"x\n"})
     image = tmp_path / "disk.img"
-    with open(image, "wb") as out:
-        out.truncate(4 * GiB)
-    run("sfdisk", "-q", image, input=b"label: gpt\nstart=2048, type=L\n")
+    partitioned(image, 4 * GiB, "label: gpt\nstart=2048, type=L\n")
     run("mkfs.ext4", "-q", "-F", "-E", f"offset={MiB},lazy_itable_init=1,lazy_journal_init=1",
         "-d", source, image, f"{(4 * GiB - 2 * MiB) // 1024}k")
     export_image(tmp_path / "exports", image)
@@ -125,13 +125,20 @@ def test_getting_one_1_mib_file_from_a_4_gib_disk_reads_under_1_percent_of_its_c
         assert files.fetched >= MiB // CHUNK  # the file's own chunks were read: it is counted
 
 
-def test_a_damaged_chunk_names_point_disk_file_and_chunk_and_the_other_files_still_extract(
-        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with Repository.open(tmp_path / "exports", create=False) as repo:
+def damage_victim(target: Path) -> tuple[int, bytes]:
+    """Damage the chunk holding the second 64 KiB of /data/victim.bin; its index and the
+    disk's bytes before the damage."""
+    with Repository.open(target, create=False) as repo:
         reader = repo.open_disk(POINT, "disk-2000")
         disk = b"".join(reader.blocks())
         index = disk.index(SPEC["/data/victim.bin"][CHUNK : CHUNK + 4096]) // CHUNK
         flip_chunk(repo, reader.ids[index])
+    return index, disk
+
+
+def test_a_damaged_chunk_names_point_disk_file_and_chunk_and_the_other_files_still_extract(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index, _ = damage_victim(tmp_path / "exports")
     out = tmp_path / "out"
     code = vmkeep(config, "files", "get", "/data", "/etc", "--to", str(out))
     err = capsys.readouterr().err
@@ -184,11 +191,9 @@ def test_bad_requests_get_one_clear_line_exit_1_and_create_nothing(
 def test_luks_and_lvm_partitions_get_one_line_naming_them_and_suggesting_mount(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = tmp_path / "disk.img"
-    with open(image, "wb") as out:
-        out.truncate(24 * MiB)
-    run("sfdisk", "-q", image, input=b"label: gpt\nstart=2048, size=8192, type=L\n"
-        b"start=10240, size=8192, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n"
-        b"start=18432, size=8192, type=L\n")
+    partitioned(image, 24 * MiB, "label: gpt\nstart=2048, size=8192, type=L\n"
+                "start=10240, size=8192, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n"
+                "start=18432, size=8192, type=L\n")
     with open(image, "r+b") as out:  # the headers cryptsetup luksFormat and pvcreate write
         out.seek(MiB)
         out.write(b"LUKS\xba\xbe\x00\x02" + bytes(504))
@@ -198,9 +203,7 @@ def test_luks_and_lvm_partitions_get_one_line_naming_them_and_suggesting_mount(
     write_tree(source, {"/readme.txt": b"plain\n"})
     run("mkfs.ext4", "-q", "-F", "-E", f"offset={9 * MiB}", "-d", source, image, "4096k")
     export_image(tmp_path / "exports", image)
-    config = tmp_path / "vmkeep.yaml"
-    config.write_text(f"targets:\n  nas: {{type: directory, path: {tmp_path / 'exports'}}}\n",
-                      encoding="utf-8")
+    config = host_config(tmp_path)
 
     assert vmkeep(config, "files", "ls", "--partition", "1") == 1
     [line] = capsys.readouterr().err.strip().splitlines()
@@ -224,11 +227,9 @@ def test_luks_and_lvm_partitions_get_one_line_naming_them_and_suggesting_mount(
 def test_logical_partitions_are_numbered_from_5_as_linux_numbers_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = tmp_path / "disk.img"
-    with open(image, "wb") as out:
-        out.truncate(40 * MiB)
-    run("sfdisk", "-q", image, input=b"label: dos\nstart=2048, size=16384, type=83\n"
-        b"start=20480, size=40960, type=5\nstart=22528, size=16384, type=c\n"
-        b"start=40960, size=16384, type=83\n")
+    partitioned(image, 40 * MiB, "label: dos\nstart=2048, size=16384, type=83\n"
+                "start=20480, size=40960, type=5\nstart=22528, size=16384, type=c\n"
+                "start=40960, size=16384, type=83\n")
     for number, offset in ((1, 2048), (6, 40960)):
         source = tmp_path / f"p{number}"
         write_tree(source, {f"/on-{number}.txt": f"partition {number}\n".encode()})
@@ -236,9 +237,7 @@ def test_logical_partitions_are_numbered_from_5_as_linux_numbers_them(
             "8192k")
     run("mkfs.fat", "--offset", "22528", image, "8192")
     export_image(tmp_path / "exports", image)
-    config = tmp_path / "vmkeep.yaml"
-    config.write_text(f"targets:\n  nas: {{type: directory, path: {tmp_path / 'exports'}}}\n",
-                      encoding="utf-8")
+    config = host_config(tmp_path)
     assert vmkeep(config, "files", "ls", "-o", "json") == 0
     body = json.loads(capsys.readouterr().out)
     assert [(p["partition"], p["filesystem"]) for p in body["partitions"]] == \
@@ -266,11 +265,7 @@ def mount(config: Path, where: Path) -> subprocess.Popen[str]:
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs FUSE: /dev/fuse is missing")
 def test_a_damaged_chunk_fails_that_read_of_the_mounted_image_with_eio_and_one_log_line(
         config: Path, tmp_path: Path) -> None:
-    with Repository.open(tmp_path / "exports", create=False) as repo:
-        reader = repo.open_disk(POINT, "disk-2000")
-        disk = b"".join(reader.blocks())
-        index = disk.index(SPEC["/data/victim.bin"][CHUNK : CHUNK + 4096]) // CHUNK
-        flip_chunk(repo, reader.ids[index])
+    index, disk = damage_victim(tmp_path / "exports")
     where = tmp_path / "mnt"
     where.mkdir()
     process = mount(config, where)
