@@ -296,3 +296,14 @@ def test_mount_refuses_a_mount_point_that_is_not_an_empty_directory(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "is not empty" in lines[0] and "is not a directory" in lines[1]
     assert [p.name for p in busy.iterdir()] == ["mine"]
+
+
+def test_a_windows_dynamic_disk_partition_is_named_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "disk.img"
+    partitioned(image, 8 * MiB, "label: dos\nstart=2048, size=8192, type=42\n")
+    export_image(tmp_path / "exports", image)
+    assert vmkeep(host_config(tmp_path), "files", "ls") == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "partition 1 (Windows dynamic disk) holds no file system" in line
+    assert "vmkeep mount" in line
