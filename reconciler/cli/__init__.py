@@ -18,9 +18,12 @@ from typing import NoReturn
 from reconciler import __version__
 from reconciler.cli import (
     apply,
+    files,
     gc,
     inventory,
+    mount,
     plan,
+    points,
     restore,
     run,
     state,
@@ -34,7 +37,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    validate, plan, apply, run, status, restore, state, inventory, verify, gc,
+    validate, plan, apply, run, status, points, restore, state, inventory, verify, gc,
+    files,
+    mount,
 )
 
 

@@ -1,7 +1,7 @@
 """`vmkeep restore`: write an exported restore point into a new local directory.
 
-    vmkeep restore --point ID --to DIR [--disk NAME]... [--target NAME] [--config FILE]
-                   [-o text|json]
+    vmkeep restore (--point ID | --vm NAME|UUID [--latest | --at ISO]) --to DIR
+                   [--disk NAME]... [--target NAME] [--config FILE] [-o text|json]
 
 The directory receives flat disk images with their VMDK descriptors and the VM's small files
 (`.vmx`, `.nvram`, `vm.json`), ready to upload to a datastore and register (docs/restore.md).
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import wiring
 from reconciler.cli import common
-from reconciler.cli.verify import add_target_argument, open_target
-from reconciler.errors import RepositoryError, UsageError
+from reconciler.cli.selection import add_point_selection, open_point_target, resolve_point
+from reconciler.errors import UsageError
+from reconciler.model import PointKind
 from reconciler.restore import RestoredDisk, RestoreReport, restore_point
 
 if TYPE_CHECKING:
@@ -41,18 +42,18 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
         "against its hash, into a new or empty directory: flat disk images with VMDK "
         "descriptors and the VM's files, ready to upload to a datastore and register.",
     )
-    parser.add_argument("--point", metavar="ID", required=True,
-                        help="the restore point (its id as `plan`, `state export` show it)")
-    parser.add_argument("--to", metavar="DIR", required=True, type=Path,
+    add_point_selection(parser)
+    parser.add_argument("--to", metavar="DIR", type=Path,
                         help="new (or empty) directory to restore into")
     parser.add_argument("--disk", metavar="NAME", action="append", default=[],
                         help="restore only this disk (e.g. disk-2000); repeatable")
-    add_target_argument(parser)
     common.add_output_argument(parser, ("text", "json"))
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.to is None:
+        raise UsageError("say where to restore: --to DIR")
     name, repo = _target_holding(args)
     text = args.output == "text"
 
@@ -75,31 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _target_holding(args: argparse.Namespace) -> tuple[str, Repository]:
-    """`--target NAME`, the only target, or else the one target that holds the point."""
+    """The export point `--point`/`--vm` name (among `--target NAME`, or every target) and
+    the repository holding it; `args.point` is set to its id."""
     config = wiring.load_host_config(getattr(args, "config", None))
-    if args.target is not None or len(config.targets) <= 1:
-        return open_target(args)
-    holding: list[tuple[str, Repository]] = []
-    for target in sorted(config.targets):
-        args.target = target
-        try:
-            name, repo = open_target(args)
-        except RepositoryError:
-            continue  # not created yet: holds nothing
-        if any(p.id == args.point for p in repo.points()):
-            holding.append((name, repo))
-        else:
-            repo.close()
-    args.target = None
-    if len(holding) == 1:
-        return holding[0]
-    for _, repo in holding:
-        repo.close()
-    names = ", ".join(sorted(config.targets))
-    if not holding:
-        raise UsageError(f"no target holds restore point {args.point!r} (targets: {names})")
-    raise UsageError(f"several targets hold restore point {args.point!r}; choose one with "
-                     f"--target NAME (targets: {names})")
+    point = resolve_point(args, kind=PointKind.EXPORT, config=config)
+    args.point = point.id
+    return point.target, open_point_target(config, point)
 
 
 def render_text(target: str, report: RestoreReport) -> str:

@@ -33,8 +33,8 @@ def test_help_lists_every_command_that_exists() -> None:
     assert done.returncode == 0
     names = [module.__name__.rsplit(".", 1)[-1] for module in COMMANDS]
     assert set(names) == {
-        "validate", "plan", "apply", "run", "restore", "status", "state", "inventory", "verify",
-        "gc",
+        "validate", "plan", "apply", "run", "points", "restore", "status", "state", "inventory",
+        "verify", "gc", "files", "mount",
     }
     for name in names:
         assert f"    {name}" in done.stdout, name

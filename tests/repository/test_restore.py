@@ -194,8 +194,8 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(
          "no restore point 'nightly/x/"),
         (["--point", point_id(1), "--disk", "disk-9", "--to", "{to}"],
          "has no disk 'disk-9' (disks: disk-2000, disk-2001)"),
-        (["--point", point_id(1)], "the following arguments are required: --to"),
-        (["--to", "{to}"], "the following arguments are required: --point"),
+        (["--point", point_id(1)], "say where to restore: --to DIR"),
+        (["--to", "{to}"], "name a restore point: --point ID, or --vm NAME|UUID"),
     ],
 )
 def test_bad_requests_give_one_clear_error_line_and_create_nothing(
@@ -220,7 +220,7 @@ def test_with_several_targets_the_one_holding_the_point_is_found(
     assert "from target nas" in capsys.readouterr().out
     assert restore(config, "--point", "nightly/x/20260101T000000Z", "--to",
                    str(tmp_path / "s")) == 1
-    assert "no target holds restore point" in capsys.readouterr().err
+    assert "no restore point 'nightly/x/20260101T000000Z'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
