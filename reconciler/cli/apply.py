@@ -37,7 +37,14 @@ from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
 from reconciler.cli.state import capture, parse_now
 from reconciler.errors import BlockedError, StalePlanError, UsageError
-from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute, recover
+from reconciler.executor import (
+    ActionRunner,
+    DiskExport,
+    OutcomeStatus,
+    RunReport,
+    execute,
+    recover,
+)
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
@@ -298,6 +305,20 @@ def _say(message: str, output: str) -> None:
         print(message)
 
 
+def _disk_json(d: DiskExport) -> dict[str, object]:
+    t = d.transport
+    return {
+        "disk": d.disk,
+        "transport": t.kind if t else "",
+        "method": t.method if t else "",
+        "datastore": t.datastore if t else "",
+        "datastoreType": t.datastore_type if t else "",
+        "reason": t.reason if t else "",
+        "changedExtents": d.changed_extents,
+        "bytesRead": d.bytes_read,
+    }
+
+
 def _summary(report: RunReport, output: str) -> None:
     if output == "json":
         body = {
@@ -320,6 +341,8 @@ def _summary(report: RunReport, output: str) -> None:
                     **({"transfer": {"startedAt": _iso(o.transfer_started),
                                      "seconds": round(o.transfer_seconds, 3)}}
                        if o.transfer_started else {}),
+                    **({"transport": o.transport,
+                        "disks": [_disk_json(d) for d in o.disks]} if o.disks else {}),
                 }
                 for o in report.outcomes
             ],

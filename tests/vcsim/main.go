@@ -70,6 +70,7 @@ func main() {
 	flag.IntVar(&faults.SessionCallLimit, "session-call-limit", 0, "terminate each session after it served N calls (Login included)")
 	flag.IntVar(&faults.MaxPage, "max-page", 0, "cap RetrievePropertiesEx pages at N objects (below the client's maxObjects)")
 	datastoreType := flag.String("datastore-type", "", "vsan or vvol: every datastore reports that type and refuses reads of -flat.vmdk files (404)")
+	toolsRunning := flag.Bool("tools-running", false, "every VM reports running, current VMware Tools (for quiesced snapshots)")
 	latency := flag.Int("latency", 0, "delay every SOAP call by N ms, like a remote or busy vCenter")
 	flag.Parse()
 
@@ -95,12 +96,12 @@ func main() {
 	if *latency < 0 {
 		log.Fatal("-latency must not be negative")
 	}
-	if err := run(l, *address, *port, *stateDir, *username, *password, *latency, kind); err != nil {
+	if err := run(l, *address, *port, *stateDir, *username, *password, *latency, kind, *toolsRunning); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(l layout, address string, port int, stateDir, username, password string, latency int, datastoreType string) error {
+func run(l layout, address string, port int, stateDir, username, password string, latency int, datastoreType string, toolsRunning bool) error {
 	stateDir, err := filepath.Abs(stateDir)
 	if err != nil {
 		return err
@@ -174,6 +175,9 @@ func run(l layout, address string, port int, stateDir, username, password string
 	}
 
 	simulator.SetDatastoreType(datastoreType)
+	if toolsRunning {
+		simulator.SetToolsRunning()
+	}
 	// The service points at the model's DelayConfig: set it once the inventory is built.
 	m.DelayConfig.Delay = latency
 	m.Service.RegisterEndpoints = true // vAPI (REST) tagging

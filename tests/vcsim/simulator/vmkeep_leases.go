@@ -355,3 +355,23 @@ func SetDatastoreType(kind string) []string {
 	sort.Strings(names)
 	return names
 }
+
+// SetToolsRunning makes every VM report running, current VMware Tools (guest.toolsStatus,
+// toolsRunningStatus, toolsVersionStatus2), so quiesced snapshots can be asked for
+// (tests/vcsim/main.go, -tools-running). The simulator never runs Tools by itself.
+func SetToolsRunning() int {
+	n := 0
+	for _, obj := range Map.All("VirtualMachine") {
+		vm, ok := obj.(*VirtualMachine)
+		if !ok {
+			continue
+		}
+		Map.Update(vm, []types.PropertyChange{
+			{Name: "guest.toolsStatus", Val: types.VirtualMachineToolsStatusToolsOk},
+			{Name: "guest.toolsRunningStatus", Val: string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)},
+			{Name: "guest.toolsVersionStatus2", Val: string(types.VirtualMachineToolsVersionStatusGuestToolsCurrent)},
+		})
+		n++
+	}
+	return n
+}
