@@ -774,10 +774,11 @@ class VSphereOperations:
         """One disk through an NFC export lease: `ExportVm` or the snapshot's
         `ExportSnapshot`, as `transport.method` says."""
         what = f"NFC export ({transport.method}) of {disk.label} of VM {vm.name!r}"
-        if transport.method == "ExportVm":
-            start = self._vm_ref(vm).ExportVm
-        else:
-            start = vim.vm.Snapshot(snapshot_id, self.client._stub).ExportSnapshot
+        def start() -> Any:  # the stub exists once the session does
+            if transport.method == "ExportVm":
+                return self._vm_ref(vm).ExportVm()
+            return vim.vm.Snapshot(snapshot_id, self.client._stub).ExportSnapshot()
+
         lease = self._mutate(what, start)
         if on_lease is not None:
             on_lease(str(lease._moId))
@@ -845,10 +846,10 @@ class VSphereOperations:
     def abort_lease(self, lease_id: str) -> bool:
         """Abort an NFC lease an interrupted run left; False when it had already ended
         (completed, aborted, timed out) or is gone."""
-        lease = vim.HttpNfcLease(lease_id, self.client._stub)
         try:
             self._mutate(f"abort the NFC lease {lease_id} a crashed run left",
-                         lambda: lease.HttpNfcLeaseAbort())
+                         lambda: vim.HttpNfcLease(lease_id, self.client._stub)
+                         .HttpNfcLeaseAbort())
         except VCenterError as exc:
             if any(f in exc.message for f in ("ManagedObjectNotFound", "InvalidState",
                                               "Timedout")):

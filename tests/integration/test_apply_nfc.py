@@ -228,3 +228,32 @@ def test_transport_auto_on_a_file_datastore_reads_over_datastore_http(
     assert (outcome["transport"], disk["method"]) == ("http", "datastore HTTP")
     assert "holds the disk as a file" in disk["reason"]
     assert leases(estate) == []
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_transport_auto_falls_back_to_the_snapshot_export_when_the_datastore_refuses_the_read(
+    start_vcsim: StartVcsim, tmp_path: Path, status: int
+) -> None:
+    estate = vsan_estate(start_vcsim, tmp_path)
+    estate.set_policy(names=[VM0], snapshots=0)
+    data = os.urandom(MiB) + bytes(MiB)
+    fill(estate, VM0, data)
+    estate.sim.faults(refuseFlatReads=status)
+    run = estate.apply(DAY1, "-o", "json")
+    assert run.code == 0, run.out + run.err
+    [disk] = export_outcome(run, VM0)["disks"]
+    assert (disk["transport"], disk["method"]) == ("nfc", "ExportSnapshot")
+    assert "datastore 'LocalDS_0' refused the read of the disk's file" in disk["reason"]
+    [point] = estate.points()
+    assert restored_disk(estate, point.id, tmp_path / "restored") == data
+
+
+def test_transport_http_does_not_fall_back_when_the_datastore_refuses_the_read(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = vsan_estate(start_vcsim, tmp_path, transport="http")
+    estate.set_policy(names=[VM0], snapshots=0)
+    estate.sim.faults(refuseFlatReads=404)
+    run = estate.apply(DAY1)
+    assert run.code != 0
+    assert "does not exist" in run.out and leases(estate) == []

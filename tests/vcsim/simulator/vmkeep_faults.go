@@ -56,6 +56,9 @@ type FaultConfig struct {
 	// NfcFailAfter cuts every export download (GET of a lease URL) after this many bytes:
 	// the connection closes mid-body. 0: off.
 	NfcFailAfter int64 `json:"nfcFailAfter"`
+	// RefuseFlatReads answers a datastore HTTP GET/HEAD of any "-flat.vmdk" file with this
+	// HTTP status (e.g. 403 or 404), whatever the datastore's type. 0: off.
+	RefuseFlatReads int `json:"refuseFlatReads"`
 }
 
 // FaultStats counts what the server saw since start or the last reset.
@@ -132,6 +135,9 @@ func (f *faultState) Set(c FaultConfig) error {
 	if c.TaskDelayMs < 0 || c.SessionCallLimit < 0 || c.MaxPage < 0 || c.FailRequests < 0 || c.DropRequests < 0 ||
 		c.NfcLeaseTimeout < 0 || c.NfcFailAfter < 0 {
 		return fmt.Errorf("counts and delays must not be negative")
+	}
+	if c.RefuseFlatReads != 0 && (c.RefuseFlatReads < 400 || c.RefuseFlatReads > 599) {
+		return fmt.Errorf("refuseFlatReads must be an HTTP error status (400-599) or 0")
 	}
 	if c.NfcFormat == "" {
 		c.NfcFormat = "raw"
@@ -260,6 +266,12 @@ func (f *faultState) nfcLeaseTimeout() int32 {
 		return 300
 	}
 	return int32(f.config.NfcLeaseTimeout)
+}
+
+func (f *faultState) refuseFlatReads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.config.RefuseFlatReads
 }
 
 func (f *faultState) nfcFailAfter() int64 {

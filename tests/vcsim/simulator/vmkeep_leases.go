@@ -24,7 +24,8 @@ state.
 Datastore types: tests/vcsim/main.go's -datastore-type sets summary.type of every datastore
 ("vsan" or "VVOL"); such a datastore answers a GET or HEAD of a "-flat.vmdk" file over the
 datastore HTTP interface with 404, as vSAN does (disks are objects, not files there); PUT stays
-allowed so tests can put data on disks (hook in ServeDatastore, simulator.go).
+allowed so tests can put data on disks (hook in ServeDatastore, simulator.go). The
+refuseFlatReads knob answers such reads with a chosen HTTP status on any datastore.
 */
 
 package simulator
@@ -324,12 +325,16 @@ func vmkeepRefuseFlatRead(ds *Datastore, w http.ResponseWriter, r *http.Request)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
+	if !strings.HasSuffix(r.URL.Path, "-flat.vmdk") {
+		return false
+	}
+	if status := Faults.refuseFlatReads(); status != 0 { // the refuseFlatReads knob
+		http.Error(w, http.StatusText(status), status)
+		return true
+	}
 	kind := ""
 	Map.WithLock(ds, func() { kind = ds.Summary.Type })
 	if kind != "vsan" && kind != "VVOL" {
-		return false
-	}
-	if !strings.HasSuffix(r.URL.Path, "-flat.vmdk") {
 		return false
 	}
 	http.Error(w, fmt.Sprintf("%s datastore %s: no such file", kind, ds.Name), http.StatusNotFound)
