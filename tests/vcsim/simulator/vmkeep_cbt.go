@@ -118,7 +118,7 @@ func (vm *VirtualMachine) vmkeepSnapshotTaken(s *VirtualMachineSnapshot) {
 		}
 	}
 	s.Config.Hardware.Device = devices
-	vm.vmkeepFreezeDisks(s) // vmkeep_leases.go: the data ExportSnapshot serves
+	vm.vmkeepFreezeDisks(s) // vmkeep_leases.go: what ExportSnapshot serves
 	if !vmkeepChangeTracking(vm) {
 		return
 	}

@@ -13,11 +13,14 @@ default 300); a lease that hears no progress for that long ends in error (Timedo
 URLs answer 404. Hooks: HttpNfcLeaseComplete/Abort/Progress (http_nfc_lease.go) and
 powerVMTask.Run (virtual_machine.go), each marked "vmkeep patch 9".
 
-Snapshots keep their disks' data: CreateSnapshot (the patch 8 hook) copies each disk's data,
-sparse (all-zero 64 KiB blocks are not written), to a file outside the datastores. The stock
-simulator has no delta disks, so the flat file keeps changing after a snapshot; ExportSnapshot
-serves each disk as it was when the snapshot was taken from that copy (a copy whose snapshot
-is gone is removed at the next CreateSnapshot). ExportSnapshot answers a ready lease like
+Snapshots keep their disks' data, copy-on-write: CreateSnapshot (the patch 8 hook) records
+each disk's data file; before a datastore HTTP PUT overwrites such a file (hook in
+ServeDatastore), the file is copied, sparse (all-zero 64 KiB blocks are not written), outside
+the datastores for every snapshot that still reads it. The stock simulator has no delta disks,
+so the flat file keeps changing after a snapshot; ExportSnapshot serves each disk as it was
+when the snapshot was taken: from that copy if one was made, else from the file itself.
+Copies of removed snapshots are deleted at the next PUT. A change written straight into a
+datastore directory (not over HTTP) is not seen. ExportSnapshot answers a ready lease like
 ExportVm (vmkeep_export.go) with one deviceUrl per disk of the snapshot, on a VM in any power
 state.
 
@@ -34,6 +37,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -215,49 +219,67 @@ func vmkeepLeaseBlocks(vm types.ManagedObjectReference) types.BaseMethodFault {
 
 // ------------------------------------------------------------------ frozen snapshot disks
 
+// vmkeepFrozenDisk is a snapshot's disk: its data file when the snapshot was taken and, once
+// that file was about to be overwritten, the copy made then.
+type vmkeepFrozenDisk struct {
+	source string
+	size   int64
+	copy   string
+}
+
 var vmkeepFrozen = struct {
 	sync.Mutex
 	seq   int
-	files map[*VirtualMachineSnapshot]map[int32]string // the copies of a snapshot's disks
-}{files: make(map[*VirtualMachineSnapshot]map[int32]string)}
+	disks map[*VirtualMachineSnapshot]map[int32]*vmkeepFrozenDisk
+}{disks: make(map[*VirtualMachineSnapshot]map[int32]*vmkeepFrozenDisk)}
 
-// vmkeepFreezeDisks copies the data of the snapshot's disks (called from vmkeepSnapshotTaken,
-// before the snapshot is registered).
+// vmkeepFreezeDisks records the data files of the snapshot's disks (called from
+// vmkeepSnapshotTaken, before the snapshot is registered). Nothing is copied yet: the copy
+// is made when a file is about to be overwritten (vmkeepBeforeDatastoreWrite).
 func (vm *VirtualMachine) vmkeepFreezeDisks(s *VirtualMachineSnapshot) {
+	disks := make(map[int32]*vmkeepFrozenDisk)
+	for _, device := range s.Config.Hardware.Device {
+		if disk, ok := device.(*types.VirtualDisk); ok {
+			if source := vm.vmkeepDiskDataFile(disk); source != "" {
+				disks[disk.Key] = &vmkeepFrozenDisk{source: source, size: vmkeepDiskCapacity(disk)}
+			}
+		}
+	}
 	vmkeepFrozen.Lock()
 	defer vmkeepFrozen.Unlock()
-	for snapshot, files := range vmkeepFrozen.files { // copies whose snapshot is gone
-		if snapshot.Self.Value != "" && Map.Get(snapshot.Self) == nil {
-			for _, file := range files {
-				_ = os.Remove(file)
+	vmkeepFrozen.disks[s] = disks
+}
+
+// vmkeepBeforeDatastoreWrite copies a disk's data file for the snapshots that still read it,
+// before a datastore HTTP PUT overwrites it (hook in ServeDatastore, vmkeep patch 9).
+func vmkeepBeforeDatastoreWrite(file string) {
+	vmkeepFrozen.Lock()
+	defer vmkeepFrozen.Unlock()
+	for snapshot, disks := range vmkeepFrozen.disks {
+		if snapshot.Self.Value != "" && Map.Get(snapshot.Self) == nil { // the snapshot is gone
+			for _, disk := range disks {
+				if disk.copy != "" {
+					_ = os.Remove(disk.copy)
+				}
 			}
-			delete(vmkeepFrozen.files, snapshot)
-		}
-	}
-	dir := filepath.Join(os.TempDir(), "vmkeep-frozen-disks")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		vm.logPrintf("freezing disks: %s", err)
-		return
-	}
-	vmkeepFrozen.seq++
-	files := make(map[int32]string)
-	for _, device := range s.Config.Hardware.Device {
-		disk, ok := device.(*types.VirtualDisk)
-		if !ok {
+			delete(vmkeepFrozen.disks, snapshot)
 			continue
 		}
-		source := vm.vmkeepDiskDataFile(disk)
-		if source == "" {
-			continue
+		for key, disk := range disks {
+			if disk.source != file || disk.copy != "" {
+				continue
+			}
+			dir := filepath.Join(os.TempDir(), "vmkeep-frozen-disks")
+			_ = os.MkdirAll(dir, 0o700)
+			vmkeepFrozen.seq++
+			target := filepath.Join(dir, fmt.Sprintf("%d-%d.raw", vmkeepFrozen.seq, key))
+			if err := vmkeepSparseCopy(disk.source, target, disk.size); err != nil {
+				log.Printf("freezing %s for a snapshot: %s", disk.source, err)
+				continue
+			}
+			disk.copy = target
 		}
-		target := filepath.Join(dir, fmt.Sprintf("%s-%d-%d.raw", vm.Self.Value, vmkeepFrozen.seq, disk.Key))
-		if err := vmkeepSparseCopy(source, target, vmkeepDiskCapacity(disk)); err != nil {
-			vm.logPrintf("freezing disk %d: %s", disk.Key, err)
-			continue
-		}
-		files[disk.Key] = target
 	}
-	vmkeepFrozen.files[s] = files
 }
 
 // vmkeepSparseCopy copies size bytes of a disk's data, leaving all-zero blocks as holes.
@@ -305,10 +327,16 @@ func (s *VirtualMachineSnapshot) ExportSnapshot(ctx *Context, req *types.ExportS
 	ref := s.Self
 	lease := vmkeepNewExportLease(vm, "ExportSnapshot", &ref)
 	vmkeepFrozen.Lock()
-	frozen := vmkeepFrozen.files[s]
+	files := make(map[int32]string)
+	for key, disk := range vmkeepFrozen.disks[s] {
+		files[key] = disk.source
+		if disk.copy != "" {
+			files[key] = disk.copy
+		}
+	}
 	vmkeepFrozen.Unlock()
 	vm.vmkeepFillExportLease(lease, object.VirtualDeviceList(s.Config.Hardware.Device), func(disk *types.VirtualDisk) string {
-		if file, ok := frozen[disk.Key]; ok {
+		if file, ok := files[disk.Key]; ok {
 			return file
 		}
 		return vm.vmkeepDiskDataFile(disk)
