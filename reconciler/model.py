@@ -117,6 +117,8 @@ class Disk:
     #: The backing's parent file: the disk is a delta in a snapshot chain (its own file holds
     #: only the changes on top of the parent).
     parent: str | None = None
+    #: summary.type of the disk's datastore (VMFS, NFS, vsan, VVOL...); "" when not read.
+    datastore_type: str = ""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from reconciler.adapters.nfc import (
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
+    DATASTORE_PROPERTIES,
     HOST_PROPERTIES,
     VM_PROPERTIES,
     RawObject,
@@ -198,7 +199,8 @@ class VSphereClient:
         content = self._content
         view = content.viewManager.CreateContainerView(
             container=content.rootFolder,
-            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem],
+            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
+                  vim.Datastore],
             recursive=True,
         )
         try:
@@ -224,6 +226,7 @@ class VSphereClient:
             "VirtualMachine": VM_PROPERTIES,
             **CONTAINER_PROPERTIES,
             "HostSystem": HOST_PROPERTIES,
+            "Datastore": DATASTORE_PROPERTIES,
         }
         prop_set = [
             PC.PropertySpec(type=getattr(vim, kind), pathSet=list(paths), all=False)

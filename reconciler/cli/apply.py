@@ -130,7 +130,8 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
             state = capture(config, now)
         limits = config.limits if args.max_deletes is None else replace(
             config.limits, max_deletes_per_run=args.max_deletes)
-        plan = _the_plan(args, policy_set, state, limits, now)
+        transports = {name: vc.transport for name, vc in config.vcenters.items()}
+        plan = _the_plan(args, policy_set, state, limits, now, transports)
         _show(plan, args.output)
         _guard(plan, limits.max_deletes_per_run)
         if not plan.actions:
@@ -224,11 +225,11 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
 
 
 def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedState,
-              limits: Limits, now: datetime) -> Plan:
+              limits: Limits, now: datetime, transports: dict[str, str]) -> Plan:
     """A fresh plan, or the saved one after checking it is not stale (returned re-made with
     today's limits: its actions are the same, its guard verdict current)."""
     if not args.plan_file:
-        return planner.plan(policy_set, state, now, limits)
+        return planner.plan(policy_set, state, now, limits, transports)
     saved = _load_plan(args.plan_file)
     if saved.policy_revision != policy_set.revision:
         raise StalePlanError(
@@ -242,7 +243,7 @@ def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedSt
             f"(observed state {saved.observed_digest[:19]}… is now {digest[:19]}…); "
             "run `vmkeep plan --out` again"
         )
-    fresh = planner.plan(policy_set, state, saved.now, limits)
+    fresh = planner.plan(policy_set, state, saved.now, limits, transports)
     if fresh.actions != saved.actions:
         raise StalePlanError(
             "Saved plan is stale: the policies now call for different actions than the "

@@ -257,3 +257,31 @@ def test_transport_http_does_not_fall_back_when_the_datastore_refuses_the_read(
     run = estate.apply(DAY1)
     assert run.code != 0
     assert "does not exist" in run.out and leases(estate) == []
+
+
+def test_the_plan_explains_that_exports_of_vsan_disks_go_through_nfc(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = vsan_estate(start_vcsim, tmp_path, "--datastore-type", "vsan")
+    estate.set_policy(names=[VM0], snapshots=0)
+    run = estate.plan(DAY1)
+    assert run.code == 0, run.err
+    [export] = [a for a in run.json()["actions"] if a["kind"] == "export.create"]
+    label = estate.vms()[VM0].disks[0].label
+    assert f"; {label} via NFC (ExportSnapshot): vSAN datastore 'LocalDS_0' keeps disks as " \
+        "objects, not files" in export["reason"]
+    set_transport(estate, "http")
+    [export] = [a for a in estate.plan(DAY1).json()["actions"] if a["kind"] == "export.create"]
+    assert "will fail: datastore 'LocalDS_0' is of type vsan (vSAN)" in export["reason"]
+
+
+def test_on_a_file_datastore_the_plan_says_nothing_about_transports(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = vsan_estate(start_vcsim, tmp_path)
+    estate.set_policy(names=[VM0], snapshots=0)
+    [export] = [a for a in estate.plan(DAY1).json()["actions"] if a["kind"] == "export.create"]
+    assert "NFC" not in export["reason"] and "transport" not in export["reason"]
+    set_transport(estate, "nfc")
+    [export] = [a for a in estate.plan(DAY1).json()["actions"] if a["kind"] == "export.create"]
+    assert "via NFC (ExportSnapshot): transport: nfc" in export["reason"]
