@@ -50,8 +50,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds between lease progress reports while a download goes on.
+#: Seconds between lease progress reports while a download goes on (at most).
 PROGRESS_EVERY = 30.0
+#: The most bytes read from a download between two progress checks.
+PIECE = 256 * 1024
 
 
 def progress_interval(lease_timeout: int | None) -> float:
@@ -279,6 +281,23 @@ class LeasedStream:
         self._closed = False
 
     def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes, read in pieces of at most `PIECE` with a progress check
+        between them: a reader asking for 8 MiB from a slow link must not keep the lease
+        silent for longer than its timeout."""
+        want = self.size - self._pos if size is None or size < 0 else size
+        if want <= PIECE:
+            return self._piece(want if size is not None and size >= 0 else -1)
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            data = self._piece(min(PIECE, want - got))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _piece(self, size: int) -> bytes:
         try:
             data = self._inner.read(size)
         except BaseException:

@@ -285,3 +285,21 @@ def test_on_a_file_datastore_the_plan_says_nothing_about_transports(
     set_transport(estate, "nfc")
     [export] = [a for a in estate.plan(DAY1).json()["actions"] if a["kind"] == "export.create"]
     assert "via NFC (ExportSnapshot): transport: nfc" in export["reason"]
+
+
+def test_a_slow_nfc_export_keeps_its_lease_alive_at_the_interval_the_lease_asks_for(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = vsan_estate(start_vcsim, tmp_path, "--datastore-type", "vsan")
+    estate.set_policy(names=[VM0], snapshots=0)
+    data = os.urandom(3 * MiB)
+    fill(estate, VM0, data)
+    # the lease times out after 1 s without progress; the download takes about 3 s
+    estate.sim.faults(nfcLeaseTimeout=1, nfcBytesPerSecond=MiB)
+    run = estate.apply(DAY1, "-o", "json")
+    assert run.code == 0, run.out + run.err
+    [lease] = leases(estate)
+    assert (lease["leaseTimeout"], lease["ended"]) == (1, "completed"), lease
+    assert lease["progressCalls"] >= 2
+    [point] = estate.points()
+    assert restored_disk(estate, point.id, tmp_path / "restored") == data

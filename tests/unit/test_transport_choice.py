@@ -114,3 +114,26 @@ def test_an_unknown_transport_is_one_clear_line_at_its_place() -> None:
                          b" transport: vddk}\n", "vmkeep.yaml")
     [line] = str(bad.value).splitlines()
     assert line.startswith("vmkeep.yaml:2:") and "transport" in line and "auto" in line
+
+
+class SlowLink(io.BytesIO):
+    """Every read takes one second of the (fake) clock."""
+
+    def __init__(self, data: bytes, clock: list[float]) -> None:
+        super().__init__(data)
+        self.clock = clock
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.clock[0] += 1.0
+        return super().read(size)
+
+
+def test_one_big_read_from_a_slow_link_still_reports_progress_within_the_lease_timeout() -> None:
+    now = [0.0]
+    reports: list[int] = []
+    size = 8 * 256 * 1024
+    stream = LeasedStream(SlowLink(bytes(size), now), size, progress=reports.append,
+                          complete=lambda: None, abort=lambda: None, clock=lambda: now[0],
+                          every=progress_interval(4))
+    assert len(stream.read(size)) == size  # 8 pieces, one fake second each
+    assert len(reports) >= 3 and reports == sorted(reports)

@@ -196,6 +196,9 @@ func vmkeepServeNFC(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	}
+	if rate := Faults.nfcBytesPerSecond(); isExport && rate > 0 { // the nfcBytesPerSecond knob
+		w = &vmkeepPacedWriter{ResponseWriter: w, rate: rate, start: time.Now()}
+	}
 	if limit := Faults.nfcFailAfter(); isExport && limit > 0 && r.Method == http.MethodGet {
 		// the nfcFailAfter knob: the download breaks off after limit bytes
 		http.ServeContent(&vmkeepCutWriter{ResponseWriter: w, left: limit}, r, name, time.Time{},
@@ -223,4 +226,22 @@ func (c *vmkeepCutWriter) Write(p []byte) (int, error) {
 	}
 	c.left -= int64(len(p))
 	return c.ResponseWriter.Write(p)
+}
+
+// vmkeepPacedWriter writes at most rate bytes a second (on average since start).
+type vmkeepPacedWriter struct {
+	http.ResponseWriter
+	rate    int64
+	start   time.Time
+	written int64
+}
+
+func (p *vmkeepPacedWriter) Write(b []byte) (int, error) {
+	n, err := p.ResponseWriter.Write(b)
+	p.written += int64(n)
+	due := p.start.Add(time.Duration(float64(p.written) / float64(p.rate) * float64(time.Second)))
+	if wait := time.Until(due); wait > 0 {
+		time.Sleep(wait)
+	}
+	return n, err
 }

@@ -59,6 +59,9 @@ type FaultConfig struct {
 	// RefuseFlatReads answers a datastore HTTP GET/HEAD of any "-flat.vmdk" file with this
 	// HTTP status (e.g. 403 or 404), whatever the datastore's type. 0: off.
 	RefuseFlatReads int `json:"refuseFlatReads"`
+	// NfcBytesPerSecond paces every export download to at most this many bytes a second,
+	// like a slow host or network. 0: off.
+	NfcBytesPerSecond int64 `json:"nfcBytesPerSecond"`
 }
 
 // FaultStats counts what the server saw since start or the last reset.
@@ -133,7 +136,7 @@ func (f *faultState) Set(c FaultConfig) error {
 		return fmt.Errorf("failSnapshotFault: %q is not one of %v", c.FailSnapshotFault, names)
 	}
 	if c.TaskDelayMs < 0 || c.SessionCallLimit < 0 || c.MaxPage < 0 || c.FailRequests < 0 || c.DropRequests < 0 ||
-		c.NfcLeaseTimeout < 0 || c.NfcFailAfter < 0 {
+		c.NfcLeaseTimeout < 0 || c.NfcFailAfter < 0 || c.NfcBytesPerSecond < 0 {
 		return fmt.Errorf("counts and delays must not be negative")
 	}
 	if c.RefuseFlatReads != 0 && (c.RefuseFlatReads < 400 || c.RefuseFlatReads > 599) {
@@ -272,6 +275,12 @@ func (f *faultState) refuseFlatReads() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.config.RefuseFlatReads
+}
+
+func (f *faultState) nfcBytesPerSecond() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.config.NfcBytesPerSecond
 }
 
 func (f *faultState) nfcFailAfter() int64 {
