@@ -74,11 +74,12 @@ def no_export_snapshots_left(estate: Estate) -> bool:
     )
 
 
-@pytest.mark.parametrize("mode", ["crash", "quiesce"])
-def test_on_vsan_a_running_vm_exports_byte_exact_through_export_snapshot(
-    start_vcsim: StartVcsim, tmp_path: Path, mode: str
+@pytest.mark.parametrize(("kind", "mode"), [("vsan", "crash"), ("vsan", "quiesce"),
+                                            ("vvol", "crash")])
+def test_on_vsan_and_vvol_a_running_vm_exports_byte_exact_through_export_snapshot(
+    start_vcsim: StartVcsim, tmp_path: Path, kind: str, mode: str
 ) -> None:
-    estate = vsan_estate(start_vcsim, tmp_path, "--datastore-type", "vsan", "--tools-running")
+    estate = vsan_estate(start_vcsim, tmp_path, "--datastore-type", kind, "--tools-running")
     estate.set_policy(names=[VM0], mode=mode, snapshots=0)
     data = os.urandom(3 * MiB) + bytes(4 * MiB) + os.urandom(MiB)
     fill(estate, VM0, data)
@@ -90,9 +91,10 @@ def test_on_vsan_a_running_vm_exports_byte_exact_through_export_snapshot(
     assert outcome["status"] == "done" and outcome["consistency"] == mode
     assert outcome["transport"] == "nfc"
     [disk] = outcome["disks"]
+    reported, name = {"vsan": ("vsan", "vSAN"), "vvol": ("VVOL", "VVol")}[kind]
     assert (disk["transport"], disk["method"], disk["datastoreType"]) == (
-        "nfc", "ExportSnapshot", "vsan")
-    assert "NFC (ExportSnapshot): vSAN datastore 'LocalDS_0' keeps disks as objects" \
+        "nfc", "ExportSnapshot", reported)
+    assert f"NFC (ExportSnapshot): {name} datastore 'LocalDS_0' keeps disks as objects" \
         in outcome["message"]
     methods = estate.sim.stats()["methods"]
     assert methods.get("ExportSnapshot") == 1 and "ExportVm" not in methods
