@@ -4,6 +4,7 @@ datastore HTTP download of the same bytes.
     .venv/bin/python bench/apply.py                       # 20 VMs x 256 MiB (about 2 min)
     .venv/bin/python bench/apply.py --vms 4 --size 64M    # quick check
     .venv/bin/python bench/apply.py --day2                # also a next day, 1 % changed
+    .venv/bin/python bench/apply.py --transport nfc       # vSAN: NFC ExportSnapshot leases
 
 Set-up (not measured): a simulator with --vms VMs; each VM's disk grown to --size and its
 flat file filled with a VM-disk-like image (1 MiB regions: ~40 % zero, ~30 % text-like,
@@ -11,10 +12,16 @@ flat file filled with a VM-disk-like image (1 MiB regions: ~40 % zero, ~30 % tex
 the simulator's datastore directory and read once so it is page-cached; an export-only,
 crash-consistent policy; an empty directory target.
 
+With `--transport nfc` the simulator's datastores are vSAN (`--datastore-type vsan`: no flat
+file can be read over datastore HTTP) and the host config says `transport: nfc`: every
+running VM's disk comes through its snapshot's `ExportSnapshot` NFC lease.
+
 Measured, in the same run:
 * **raw**: every disk downloaded over the datastore HTTP interface with vmkeep's own reader
-  (`RangeReader`, TLS-verified, session cookie), as many at a time as
-  `limits.concurrentExports`, bytes thrown away — the ceiling for data movement;
+  (`RangeReader`, TLS-verified, session cookie) — or, with `--transport nfc`, the same lease
+  URLs vmkeep reads (a snapshot and its `ExportSnapshot` lease per VM made beforehand, one
+  plain GET per URL) — as many at a time as `limits.concurrentExports`, bytes thrown away: the
+  ceiling for data movement;
 * **apply**: `vmkeep apply --auto-approve -o json` as a separate process (wall, user+sys CPU,
   peak RSS via wait4). Its JSON outcomes carry when each export's data transfer started and
   how long it took; the union of those intervals is the time data was moving, the rest of the
@@ -41,6 +48,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyVmomi import vim
 
@@ -82,6 +90,7 @@ def _image_builder() -> Any:
 
 @dataclass
 class Figures:
+    transport: str
     vms: int
     size_mib: int
     parallel: int
@@ -105,7 +114,10 @@ class Figures:
         return [
             ("VMs x disk", f"{self.vms} x {self.size_mib} MiB ({self.total / MiB:,.0f} MiB)"),
             ("exports at a time", str(self.parallel)),
-            ("raw datastore HTTP download", f"{self.raw_seconds:.2f} s, {raw:,.0f} MiB/s"),
+            ("transport", self.transport),
+            ("raw download" + (" (datastore HTTP)" if self.transport == "http"
+                               else " (the NFC lease URLs)"),
+             f"{self.raw_seconds:.2f} s, {raw:,.0f} MiB/s"),
             ("vmkeep apply (wall)", f"{self.apply_seconds:.2f} s, {apply:,.0f} MiB/s"),
             ("apply / raw throughput", f"{apply / raw:.2f}"),
             ("apply CPU (user+sys), peak RSS",
@@ -122,10 +134,11 @@ class Figures:
 # --------------------------------------------------------------------------- set-up
 
 
-def start_simulator(state: Path, vms: int) -> dict[str, Any]:
+def start_simulator(state: Path, vms: int, transport: str = "http") -> dict[str, Any]:
+    kind = ["--datastore-type", "vsan"] if transport == "nfc" else []
     out = subprocess.run(
         [sys.executable, str(VCSIM), "start", "--vms", str(vms), "--hosts", "2",
-         "--state-dir", str(state), "--timeout", "600"],
+         "--state-dir", str(state), "--timeout", "600", *kind],
         check=True, capture_output=True, text=True,
     ).stdout
     return dict(json.loads(out))
@@ -190,7 +203,8 @@ def change_disks(info: dict[str, Any], vms: list[Any], share: float) -> None:
     os.sync()
 
 
-def write_config(root: Path, info: dict[str, Any], parallel: int) -> Path:
+def write_config(root: Path, info: dict[str, Any], parallel: int,
+                 transport: str = "http") -> Path:
     (root / "policies").mkdir(parents=True, exist_ok=True)
     (root / "policies" / "bench.yaml").write_text(POLICY)
     config = root / "vmkeep.yaml"
@@ -201,6 +215,7 @@ def write_config(root: Path, info: dict[str, Any], parallel: int) -> Path:
             username: {info['username']}
             passwordEnv: VMKEEP_BENCH_PASSWORD
             caFile: "{info['caFile']}"
+            transport: {"nfc" if transport == "nfc" else "auto"}
         targets:
           local: {{type: directory, path: "{root / 'target'}"}}
         state: "{root / 'state.db'}"
@@ -240,6 +255,52 @@ def raw_download(config: VCenterConfig, password: str, vms: list[Any], parallel:
     return seconds
 
 
+def raw_nfc_download(config: VCenterConfig, password: str, vms: list[Any],
+                     parallel: int) -> float:
+    """Every disk through its snapshot's ExportSnapshot lease URL (leases made beforehand, not
+    timed), `parallel` at a time, one GET each, bytes discarded."""
+    endpoint = endpoint_of(config)
+    connect = pinned_connection(ssl_context(config), pin_of(config), connect_timeout=10,
+                                read_timeout=120)
+    with VSphereClient(config, password) as client:
+        client._soap("log in", lambda: None)
+        cookie = str(client._stub.cookie)
+        prepared = []
+        for vm in vms:
+            ref = vim.VirtualMachine(vm.moref, client._stub)
+            task = ref.CreateSnapshot_Task(name="bench-raw", description="", memory=False,
+                                           quiesce=False)
+            wait(task)
+            snapshot = task.info.result
+            lease = snapshot.ExportSnapshot()
+            while lease.state != "ready":
+                time.sleep(0.02)
+            path = urlsplit(lease.info.deviceUrl[0].url).path
+            prepared.append((snapshot, lease, path))
+
+        def one(item: tuple[Any, Any, str]) -> int:
+            conn = connect(endpoint.host, endpoint.port)
+            try:
+                conn.request("GET", item[2], headers={"Cookie": cookie})
+                response = conn.getresponse()
+                total = 0
+                while chunk := response.read(8 * MiB):
+                    total += len(chunk)
+                return total
+            finally:
+                conn.close()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            read = sum(pool.map(one, prepared))
+        seconds = time.perf_counter() - started
+        for snapshot, lease, _ in prepared:
+            lease.HttpNfcLeaseComplete()
+            wait(snapshot.RemoveSnapshot_Task(removeChildren=False))
+    assert read == sum(vm.disks[0].capacity_bytes for vm in vms), read
+    return seconds
+
+
 def run_apply(root: Path, config: Path, password: str, now: str) -> tuple[float, float, float,
                                                                           dict[str, Any]]:
     argv = [sys.executable, "-m", "reconciler", "apply", "--config", str(config),
@@ -273,13 +334,18 @@ def transfer_union(report: dict[str, Any]) -> float:
 
 def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config: Path,
                 info: dict[str, Any], vc: VCenterConfig, vms: list[Any]) -> Figures:
-    raw = raw_download(vc, info["password"], vms, args.parallel)
+    download = raw_nfc_download if args.transport == "nfc" else raw_download
+    raw = download(vc, info["password"], vms, args.parallel)
     wall, cpu, rss, report = run_apply(root, config, info["password"], now)
     exports = [o for o in report["outcomes"] if o["kind"] == "export.create"]
     failed = [o for o in report["outcomes"] if o["status"] == "failed"]
     if failed or len(exports) != len(vms):
         raise SystemExit(f"apply did not export every VM: {failed or exports}")
+    wrong = [o for o in exports if o.get("transport") != args.transport]
+    if wrong:
+        raise SystemExit(f"exports did not go through {args.transport}: {wrong}")
     return Figures(
+        transport=args.transport,
         vms=len(vms), size_mib=args.size // MiB, parallel=args.parallel, day=day,
         raw_seconds=raw, apply_seconds=wall, apply_cpu=cpu, apply_rss_mib=rss,
         transfer_seconds=transfer_union(report),
@@ -300,6 +366,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2,
                         help="limits.concurrentExports, and downloads at a time for raw")
     parser.add_argument("--day2", action="store_true", help="also a next day, 1 %% changed")
+    parser.add_argument("--transport", choices=("http", "nfc"), default="http",
+                        help="nfc: vSAN datastores, transport: nfc, raw = the lease URLs")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-apply")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
@@ -309,13 +377,13 @@ def main() -> None:
     state = args.work / "sim"
     print(f"set-up: simulator with {args.vms} VMs, {args.size // MiB} MiB of data each",
           file=sys.stderr)
-    info = start_simulator(state, args.vms)
+    info = start_simulator(state, args.vms, args.transport)
     try:
         vc = VCenterConfig(name="sim", url=info["url"], username=info["username"],
                            ca_file=info["caFile"])
         with VSphereClient(vc, info["password"]) as client:
             vms = prepare_disks(client, info, args.size)
-        config = write_config(args.work, info, args.parallel)
+        config = write_config(args.work, info, args.parallel, args.transport)
         results = [measure_day("1", DAY1, args, args.work, config, info, vc, vms)]
         if args.day2:
             change_disks(info, vms, 0.01)

@@ -30,12 +30,23 @@ from typing import Any, Protocol
 from reconciler.consistency import SnapshotRequest, SnapshotTaken, take_consistent_snapshot
 from reconciler.errors import TransientError, VmkeepError
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, parse_marker
-from reconciler.model import VM, Action, ActionKind, Limits, Plan, Policy, PowerState, Snapshot
+from reconciler.model import (
+    VM,
+    Action,
+    ActionKind,
+    DiskTransport,
+    Limits,
+    Plan,
+    Policy,
+    PowerState,
+    Snapshot,
+)
 from reconciler.ports import DiskStream, ExportStore, HookRunner, VCenterOps
 
 __all__ = [
     "ActionOutcome",
     "ActionRunner",
+    "DiskExport",
     "Journal",
     "OutcomeStatus",
     "Progress",
@@ -67,6 +78,33 @@ class ActionOutcome:
     #: For exports: when moving disk data began (clock time) and how long it took.
     transfer_started: float = 0.0
     transfer_seconds: float = 0.0
+    #: For exports: per disk, how its data was read (`DiskExport`).
+    disks: tuple[DiskExport, ...] = ()
+
+    @property
+    def transport(self) -> str:
+        """"http", "nfc" or "http+nfc" for an export; "" otherwise."""
+        return "+".join(sorted({d.transport.kind for d in self.disks if d.transport}))
+
+
+@dataclass(frozen=True)
+class DiskExport:
+    """How one disk of an export was read: the transport and why, whether changed extents
+    were read alone ("used"), known but not usable on this transport ("unavailable": the
+    whole disk was read and deduplication kept only the changed chunks) or not known
+    ("none"), and the bytes read."""
+
+    disk: str
+    transport: DiskTransport | None
+    changed_extents: str
+    bytes_read: int
+
+    def describe(self) -> str:
+        text = f"{self.disk} via {self.transport.describe()}" if self.transport else self.disk
+        if self.changed_extents == "unavailable":
+            text += (f"; the changed-extent shortcut is not available on NFC: read all "
+                     f"{self.bytes_read} bytes, stored only the changed chunks")
+        return text
 
 
 @dataclass(frozen=True)
@@ -306,21 +344,24 @@ class ActionRunner:
             self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
         transfer_started = self.clock()
         try:
-            read, stored = self._copy(vc, vm, store, action, snapshot_id, consistency)
+            read, stored, exported = self._copy(vc, vm, store, action, snapshot_id,
+                                                consistency, action_id)
             transfer_seconds = self.clock() - transfer_started
         finally:
             if temporary:
                 vc.remove_snapshot(vm, snapshot_id)
                 self.journal.update_details(action_id, {"tempSnapshotId": None})
+        how = "; ".join(d.describe() for d in exported if d.transport)
         return ActionOutcome(
             action,
             OutcomeStatus.DONE,
-            f"exported {read} bytes read, {stored} bytes stored",
+            f"exported {read} bytes read, {stored} bytes stored" + (f"; {how}" if how else ""),
             consistency,
             bytes_read=read,
             bytes_stored=stored,
             transfer_started=transfer_started,
             transfer_seconds=transfer_seconds,
+            disks=tuple(exported),
         )
 
     def _remove_temporary(self, vc: VCenterOps, vm: VM, action: Action) -> VM:
@@ -338,7 +379,8 @@ class ActionRunner:
         return self.targets[action.target]
 
     def _copy(self, vc: VCenterOps, vm: VM, store: ExportStore, action: Action,
-              snapshot_id: str, consistency: str) -> tuple[int, int]:
+              snapshot_id: str, consistency: str,
+              action_id: int) -> tuple[int, int, list[DiskExport]]:
         disks = vc.snapshot_disks(vm, snapshot_id)
         previous = _previous_point(store, action)
         previous_meta = store.manifest(previous).metadata if previous else {}
@@ -349,17 +391,33 @@ class ActionRunner:
             changeIds=change_ids, snapshotId=snapshot_id, vcenter=action.vcenter,
         )
         read = stored = 0
+        exported: list[DiskExport] = []
+
+        def note_lease(lease_id: str) -> None:  # recovery aborts it if this run dies
+            self.journal.update_details(action_id, {"nfcLease": lease_id})
+
         try:
             for disk in disks:
                 name = f"disk-{disk.key}"
+                opened = vc.open_disk(vm, snapshot_id, disk, on_lease=note_lease)
+                transport: DiskTransport | None = getattr(opened, "transport", None)
+                lease = getattr(opened, "lease_id", "")
                 extents = None
+                shortcut = "none"
                 since = previous_ids.get(name)
                 if previous and since and disk.change_id:
-                    extents = vc.changed_extents(vm, snapshot_id, disk, since)
+                    if transport is None or transport.ranged:
+                        try:
+                            extents = vc.changed_extents(vm, snapshot_id, disk, since)
+                        except BaseException:
+                            opened.close()
+                            raise
+                        shortcut = "none" if extents is None else "used"
+                    else:  # one sequential stream: read it all, dedup keeps what changed
+                        shortcut = "unavailable"
                 to_read = disk.capacity_bytes if extents is None else min(
                     disk.capacity_bytes, sum(length for _, length in extents))
-                stream = _Counting(vc.open_disk(vm, snapshot_id, disk), self.progress, action,
-                                   name, to_read)
+                stream = _Counting(opened, self.progress, action, name, to_read)
                 try:
                     result = writer.add_disk(
                         name,
@@ -368,10 +426,17 @@ class ActionRunner:
                         changed_extents=extents,
                         previous=(previous, name) if previous and extents is not None else None,
                     )
+                except BaseException:
+                    stream.fail()  # an NFC lease is aborted, not completed
+                    raise
                 finally:
                     stream.close()
-                read += int(getattr(result, "read_bytes", stream.count))
+                    if lease:
+                        self.journal.update_details(action_id, {"nfcLease": None})
+                disk_read = int(getattr(result, "read_bytes", stream.count))
+                read += disk_read
                 stored += int(getattr(result, "stored_bytes", 0))
+                exported.append(DiskExport(name, transport, shortcut, disk_read))
             for fname, data in sorted(vc.vm_files(vm).items()):
                 writer.add_file(fname, data)
             writer.add_file("vm.json", _describe_vm(vm, disks))
@@ -379,7 +444,7 @@ class ActionRunner:
         except BaseException:
             writer.abort()
             raise
-        return read, stored
+        return read, stored, exported
 
     # ------------------------------------------------------------------ deletions
 
@@ -526,6 +591,8 @@ def recover(
     notes: list[str] = []
     for record in unfinished:
         vc = vcenters.get(record.vcenter)
+        if vc is not None:  # first: a held lease blocks the VM's power operations
+            notes.extend(_abort_left_lease(record, vc))
         if vc is not None and record.details.get("poweredOffByUs"):
             vm = vc.find_vm(record.vm_uuid)
             if vm is not None and vm.power_state is not PowerState.ON:
@@ -556,6 +623,17 @@ def recover(
             store.discard_partial(partial.id)
             notes.append(f"discarded partial export {partial.id} in target {tname!r}")
     return notes
+
+
+def _abort_left_lease(record: UnfinishedAction, vc: VCenterOps) -> list[str]:
+    """Abort the NFC export lease an interrupted export was reading from (the journal's
+    `nfcLease`), if it has not ended by itself."""
+    lease = record.details.get("nfcLease")
+    if not lease:
+        return []
+    if vc.abort_lease(str(lease)):
+        return [f"aborted NFC export lease {lease} a crashed run left ({vc.name})"]
+    return []
 
 
 # ---------------------------------------------------------------------- helpers
@@ -630,6 +708,11 @@ class _Counting:
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         return self._inner.seek(offset, whence)
+
+    def fail(self) -> None:
+        fail = getattr(self._inner, "fail", None)
+        if fail is not None:
+            fail()
 
     def close(self) -> None:
         self._inner.close()

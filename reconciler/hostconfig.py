@@ -117,6 +117,7 @@ def _convert(
             ca_file=_resolve(base, vc["caFile"]) if vc.get("caFile") else None,
             thumbprint=vc.get("thumbprint"),
             insecure=vc.get("insecure") is True,
+            transport=str(vc.get("transport") or "auto"),
         )
     targets = {}
     for name, target in entries("targets"):

@@ -58,6 +58,8 @@ class VCenterConfig:
     ca_file: str | None = None
     thumbprint: str | None = None
     insecure: bool = False
+    #: How disk data is read: "auto" (per disk, see `choose_transport`), "http" or "nfc".
+    transport: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Disk:
     #: The backing's parent file: the disk is a delta in a snapshot chain (its own file holds
     #: only the changes on top of the parent).
     parent: str | None = None
+    #: summary.type of the disk's datastore (VMFS, NFS, vsan, VVOL...); "" when not read.
+    datastore_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -475,3 +479,81 @@ __all__ += [
     "RetentionDecision",
     "Severity",
 ]
+
+
+# --------------------------------------------------------------------------- disk transports
+
+__all__ += ["DiskTransport", "TransportUnavailable", "after_refusal", "choose_transport"]
+
+#: The values of the host config's `transport` per vCenter.
+TRANSPORTS = ("auto", "http", "nfc")
+#: Datastore types (summary.type, lower-cased) whose disks are objects, not files.
+OBJECT_DATASTORES = {"vsan": "vSAN", "vvol": "VVol"}
+
+
+@dataclass(frozen=True)
+class DiskTransport:
+    """How one disk's data is read for an export, and why.
+
+    `kind` is "http" (the flat file over the datastore HTTP interface, with Range reads, so
+    changed extents are read alone) or "nfc" (an NFC export lease: one sequential stream);
+    `method` is "datastore HTTP", "ExportSnapshot" or "ExportVm"."""
+
+    kind: str
+    method: str
+    reason: str
+    datastore: str = ""
+    datastore_type: str = ""
+
+    @property
+    def ranged(self) -> bool:
+        """Whether changed extents can be read alone (else the whole disk is streamed)."""
+        return self.kind == "http"
+
+    def describe(self) -> str:
+        via = "NFC" if self.kind == "nfc" else "datastore HTTP"
+        method = f" ({self.method})" if self.kind == "nfc" else ""
+        return f"{via}{method}: {self.reason}"
+
+
+class TransportUnavailable(ValueError):
+    """The configured transport cannot read the disk (the message says why and what to set)."""
+
+
+def _type_name(datastore_type: str) -> str:
+    return OBJECT_DATASTORES.get(datastore_type.lower(), datastore_type or "unknown")
+
+
+def choose_transport(setting: str, *, powered_off: bool, datastore: str,
+                     datastore_type: str) -> DiskTransport:
+    """The transport of one disk: `setting` is the vCenter's `transport` (auto, http, nfc),
+    `datastore_type` the disk's datastore's summary.type (VMFS, NFS, vsan, VVOL, ...)."""
+    kind = _type_name(datastore_type)
+    is_object = datastore_type.lower() in OBJECT_DATASTORES
+    where = dict(datastore=datastore, datastore_type=datastore_type)
+    if setting == "http":
+        if is_object:
+            raise TransportUnavailable(
+                f"datastore {datastore!r} is of type {datastore_type} ({kind}): it keeps disks "
+                "as objects, not files, so transport: http (the datastore file interface) "
+                "cannot read them; set transport: auto or nfc for this vCenter")
+        return DiskTransport("http", "datastore HTTP", "transport: http", **where)
+    if setting == "nfc":
+        if powered_off:
+            return DiskTransport("nfc", "ExportVm", "transport: nfc; the VM is powered off",
+                                 **where)
+        return DiskTransport("nfc", "ExportSnapshot", "transport: nfc", **where)
+    if powered_off:
+        return DiskTransport("nfc", "ExportVm", "the VM is powered off", **where)
+    if is_object:
+        return DiskTransport("nfc", "ExportSnapshot", f"{kind} datastore {datastore!r} keeps "
+                             "disks as objects, not files", **where)
+    return DiskTransport("http", "datastore HTTP", f"{kind} datastore {datastore!r} holds the "
+                         "disk as a file", **where)
+
+
+def after_refusal(chosen: DiskTransport, why: str) -> DiskTransport:
+    """With transport auto, the NFC export a refused datastore read falls back to."""
+    return DiskTransport("nfc", "ExportSnapshot", f"datastore {chosen.datastore!r} refused "
+                         f"the read of the disk's file ({why})", chosen.datastore,
+                         chosen.datastore_type)

@@ -92,6 +92,7 @@ def _vm_json(vm: VM) -> dict[str, Any]:
                 "capacityBytes": d.capacity_bytes,
                 "changeId": d.change_id,
                 "parent": d.parent,
+                **({"datastoreType": d.datastore_type} if d.datastore_type else {}),
             }
             for d in vm.disks
         ],
@@ -268,6 +269,7 @@ def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
                 capacity_bytes=r.get(d, "capacityBytes", dw, int, 0),
                 change_id=r.get(d, "changeId", dw, (str, type(None)), None),
                 parent=r.get(d, "parent", dw, (str, type(None)), None),
+                datastore_type=r.get(d, "datastoreType", dw, str, ""),
             )
         )
     attributes = r.get(data, "attributes", where, dict, {})

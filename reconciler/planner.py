@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,9 +50,12 @@ from reconciler.model import (
     PointKind,
     Policy,
     PolicySet,
+    PowerState,
     RetentionDecision,
     Severity,
+    TransportUnavailable,
     VMRef,
+    choose_transport,
 )
 from reconciler.observed import Catalog, CatalogPoint
 from reconciler.retention import apply_rules, subtract_duration
@@ -229,13 +232,18 @@ def plan(
     observed: ObservedState,
     now: datetime,
     limits: Limits | None = None,
+    transports: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written."""
+    """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written.
+
+    `transports` maps vCenter names to the host config's `transport` (default "auto"): an
+    export whose disks will not go over datastore HTTP says so in its reason."""
     with _collector_paused():
-        return _plan(policies, observed, now, limits or Limits())
+        return _plan(policies, observed, now, limits or Limits(), transports or {})
 
 
-def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: Limits) -> Plan:
+def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: Limits,
+          transports: Mapping[str, str] | None = None) -> Plan:
     catalog = observed_state.build_catalog(observed)
     work = _Work([], [], [], [])
     by_name = policies.by_name()
@@ -300,6 +308,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     work.warnings += findings.vm_findings(observed, catalog, selected, now)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
     _temporaries(catalog, by_name, work)
+    _explain_transports(work, observed, transports or {})
 
     actions = sorted(work.actions, key=_action_order)
     deletes = sum(1 for a in actions if a.kind.is_delete)
@@ -325,6 +334,41 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         ),
         delete_count=deletes,
     )
+
+
+def _explain_transports(work: _Work, observed: ObservedState,
+                        transports: Mapping[str, str]) -> None:
+    """Add to each export.create's reason how its disks will be read, where that is not the
+    datastore HTTP interface (vSAN/VVol, `transport: nfc`) or cannot work (`transport: http`
+    on vSAN/VVol). Disks whose datastore type is not known say nothing."""
+    if not any(a.kind is ActionKind.EXPORT_CREATE for a in work.actions):
+        return
+    vms = {(vm.vcenter, vm.instance_uuid): vm
+           for vms in observed.vcenters.values() for vm in vms}
+    for i, action in enumerate(work.actions):
+        if action.kind is not ActionKind.EXPORT_CREATE:
+            continue
+        vm = vms.get((action.vcenter, action.vm.instance_uuid))
+        note = _transport_note(vm, transports.get(action.vcenter, "auto")) if vm else ""
+        if note:
+            work.actions[i] = action._replace(reason=f"{action.reason}; {note}")
+
+
+def _transport_note(vm: VM, setting: str) -> str:
+    notes = []
+    for disk in vm.disks:
+        if not disk.datastore_type:
+            continue
+        datastore = disk.file[1:disk.file.find("]")] if disk.file.startswith("[") else ""
+        try:
+            chosen = choose_transport(setting, powered_off=vm.power_state is PowerState.OFF,
+                                      datastore=datastore, datastore_type=disk.datastore_type)
+        except TransportUnavailable as exc:
+            notes.append(f"{disk.label} will fail: {exc}")
+            continue
+        if chosen.method == "ExportSnapshot":
+            notes.append(f"{disk.label} via {chosen.describe()}")
+    return "; ".join(notes)
 
 
 def _plan_vm(

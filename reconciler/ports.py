@@ -5,7 +5,7 @@ Adapters in `reconciler.adapters` implement these; tests of the pure core use fa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -97,8 +97,17 @@ class VCenterOps(Protocol):
         """The disks as the snapshot froze them: base files and their change ids."""
         ...
 
-    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> DiskStream:
-        """Stream a frozen disk's bytes (datastore HTTP, or NFC when powered off)."""
+    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk,
+                  on_lease: Callable[[str], None] | None = None) -> DiskStream:
+        """Stream a frozen disk's bytes (datastore HTTP, or an NFC export lease: see
+        `model.choose_transport`). The stream may say how it is read (`transport`, a
+        `DiskTransport`) and take `fail()` (the reader's work failed: an NFC lease is
+        aborted on close rather than completed). `on_lease` hears an NFC lease's id as soon
+        as it exists."""
+        ...
+
+    def abort_lease(self, lease_id: str) -> bool:
+        """Abort an NFC export lease a crashed run left; False when it had already ended."""
         ...
 
     def changed_extents(

@@ -1,11 +1,14 @@
-"""Disk downloads through an NFC export lease (`ExportVm`), for VMs that are powered off.
+"""Disk downloads through an NFC export lease: `ExportVm` for VMs that are powered off,
+`VirtualMachineSnapshot.ExportSnapshot` for running VMs whose disks are not files the
+datastore interface can read (vSAN, VVol) or when `transport: nfc` asks for it.
 
-vCenter answers `ExportVm` with an `HttpNfcLease`; once the lease is `ready`, its
+vCenter answers either call with an `HttpNfcLease`; once the lease is `ready`, its
 `info.deviceUrl` lists one download URL per virtual disk, keyed by the disk's controller slot
 (`/vm-42/ParaVirtualSCSIController0:0`). The URL's host may be `*`: the client puts in the
-host it talks to. The lease must hear `HttpNfcLeaseProgress` regularly (vCenter times an idle
-lease out after about five minutes) and ends with `HttpNfcLeaseComplete`, or
-`HttpNfcLeaseAbort` when the download did not finish.
+host it talks to. The lease must hear `HttpNfcLeaseProgress` within its `info.leaseTimeout`
+(seconds; vCenter times an idle lease out, about five minutes) and ends with
+`HttpNfcLeaseComplete`, or `HttpNfcLeaseAbort` on any failure: a held lease blocks power
+operations and migration of the VM.
 
 What a download serves differs: vCenter streams a **streamOptimized VMDK** (compressed
 grains, no Range support); vmkeep's simulator serves the raw disk bytes by default. The first
@@ -38,15 +41,28 @@ __all__ = [
     "LeasedStream",
     "NfcDevice",
     "SequentialDownload",
+    "Transported",
     "device_for",
     "download_file",
     "open_disk_download",
+    "progress_interval",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Seconds between lease progress reports while a download goes on.
+#: Seconds between lease progress reports while a download goes on (at most).
 PROGRESS_EVERY = 30.0
+#: The most bytes read from a download between two progress checks.
+PIECE = 256 * 1024
+
+
+def progress_interval(lease_timeout: int | None) -> float:
+    """Seconds between progress reports for a lease that times out after `lease_timeout`
+    seconds without one: half of it (at most `PROGRESS_EVERY`), so a slow read between two
+    reports still lands in time."""
+    if not lease_timeout or lease_timeout <= 0:
+        return PROGRESS_EVERY
+    return max(0.5, min(PROGRESS_EVERY, lease_timeout / 2))
 
 
 @dataclass(frozen=True)
@@ -234,8 +250,10 @@ class _Checked:
 
 class LeasedStream:
     """A disk download that keeps its lease alive while it is read and ends it on close:
-    `HttpNfcLeaseComplete` unless a read failed, then `HttpNfcLeaseAbort`. (A reader of
-    changed extents skips bytes on purpose, so "read to the end" cannot be the test.)"""
+    `HttpNfcLeaseComplete` unless a read failed or the reader called `fail()` (its own work
+    with the data failed), then `HttpNfcLeaseAbort`. (A reader of changed extents skips bytes
+    on purpose, so "read to the end" cannot be the test.) `lease_id` names the lease, for
+    the journal."""
 
     def __init__(
         self,
@@ -247,7 +265,9 @@ class LeasedStream:
         abort: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
         every: float = PROGRESS_EVERY,
+        lease_id: str = "",
     ) -> None:
+        self.lease_id = lease_id
         self._inner = inner
         self.size = size
         self._progress = progress
@@ -261,6 +281,23 @@ class LeasedStream:
         self._closed = False
 
     def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes, read in pieces of at most `PIECE` with a progress check
+        between them: a reader asking for 8 MiB from a slow link must not keep the lease
+        silent for longer than its timeout."""
+        want = self.size - self._pos if size is None or size < 0 else size
+        if want <= PIECE:
+            return self._piece(want if size is not None and size >= 0 else -1)
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            data = self._piece(min(PIECE, want - got))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _piece(self, size: int) -> bytes:
         try:
             data = self._inner.read(size)
         except BaseException:
@@ -273,8 +310,16 @@ class LeasedStream:
         return data
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
-        self._pos = self._inner.seek(offset, whence)
+        try:
+            self._pos = self._inner.seek(offset, whence)
+        except BaseException:
+            self._failed = True
+            raise
         return self._pos
+
+    def fail(self) -> None:
+        """The reader's work with the data failed: close aborts the lease."""
+        self._failed = True
 
     def close(self) -> None:
         if self._closed:
@@ -290,3 +335,28 @@ class LeasedStream:
                     self._complete()
             except VCenterError as exc:  # the lease times out by itself anyway
                 log.warning("%s (ending the export lease)", exc)
+
+
+class Transported:
+    """A disk stream that says how it is read (`transport`, a `DiskTransport`) and, for an
+    NFC download, which lease serves it (`lease_id`); `fail()` is passed on."""
+
+    def __init__(self, inner: DiskStream, transport: object, lease_id: str = "") -> None:
+        self._inner = inner
+        self.transport = transport
+        self.lease_id = lease_id
+        self.size = getattr(inner, "size", None)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._inner.read(size)
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        return self._inner.seek(offset, whence)
+
+    def fail(self) -> None:
+        fail = getattr(self._inner, "fail", None)
+        if fail is not None:
+            fail()
+
+    def close(self) -> None:
+        self._inner.close()

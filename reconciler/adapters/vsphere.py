@@ -21,10 +21,13 @@ How it talks:
   (RetrievePropertiesEx, then ContinueRetrievePropertiesEx per page) asking only for the
   properties `vsphere_inventory` lists; conversion to model values happens there, purely.
   Tags come from the REST tagging API (`vsphere_tags`) when the vCenter serves it.
-* **Disk data** of a snapshot is read over the datastore HTTP interface (`datastore`,
-  resumable Range reads) while the VM runs, and through an NFC export lease (`ExportVm`,
-  `nfc`) when it is powered off; changed block tracking (`QueryChangedDiskAreas`) narrows an
-  export to the extents changed since the previous point's `changeId`.
+* **Disk data** of a snapshot is read per disk by the transport `model.choose_transport`
+  picks: over the datastore HTTP interface (`datastore`, resumable Range reads) where the
+  disk is a file (VMFS, NFS), through the snapshot's NFC export lease (`ExportSnapshot`,
+  `nfc`) where it is not (vSAN, VVol, or the datastore refused the read), through `ExportVm`
+  when the VM is powered off; the host config's `transport` forces one. Changed block
+  tracking (`QueryChangedDiskAreas`) narrows an HTTP export to the extents changed since the
+  previous point's `changeId`.
 
 A client is meant for one thread at a time; use one client per worker thread.
 """
@@ -55,13 +58,16 @@ from reconciler.adapters.datastore import (
 from reconciler.adapters.nfc import (
     LeasedStream,
     NfcDevice,
+    Transported,
     device_for,
     download_file,
     open_disk_download,
+    progress_interval,
 )
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
+    DATASTORE_PROPERTIES,
     HOST_PROPERTIES,
     VM_PROPERTIES,
     RawObject,
@@ -85,7 +91,17 @@ from reconciler.errors import (
     VCenterError,
     VmkeepError,
 )
-from reconciler.model import VM, Disk, HostConfig, Inventory, VCenterConfig
+from reconciler.model import (
+    VM,
+    Disk,
+    DiskTransport,
+    HostConfig,
+    Inventory,
+    TransportUnavailable,
+    VCenterConfig,
+    after_refusal,
+    choose_transport,
+)
 from reconciler.ports import DiskStream
 
 __all__ = ["VCenterPool", "VSphereClient", "VSphereOperations"]
@@ -183,7 +199,8 @@ class VSphereClient:
         content = self._content
         view = content.viewManager.CreateContainerView(
             container=content.rootFolder,
-            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem],
+            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
+                  vim.Datastore],
             recursive=True,
         )
         try:
@@ -209,6 +226,7 @@ class VSphereClient:
             "VirtualMachine": VM_PROPERTIES,
             **CONTAINER_PROPERTIES,
             "HostSystem": HOST_PROPERTIES,
+            "Datastore": DATASTORE_PROPERTIES,
         }
         prop_set = [
             PC.PropertySpec(type=getattr(vim, kind), pathSet=list(paths), all=False)
@@ -434,6 +452,13 @@ class VSphereClient:
         return None
 
 
+def _refused(exc: VCenterError) -> bool:
+    """A datastore HTTP read the datastore refused (no such file, forbidden): what vSAN and
+    VVol answer for a disk's flat file."""
+    return exc.message.endswith("does not exist") or any(
+        f"HTTP {status}" in exc.message for status in (403, 404))
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -469,6 +494,7 @@ class VSphereOperations:
         self.client = client
         self.name = client.name
         self._task_timeout = task_timeout
+        self._datastore_types: dict[str, str] = {}  # summary.type by datastore name
 
     # ------------------------------------------------------------------ reading a VM
 
@@ -663,16 +689,47 @@ class VSphereOperations:
         self.client._soap("log in", lambda: None)
         return str(self.client._stub.cookie)
 
-    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> DiskStream:
-        """A frozen disk's bytes: through an NFC export lease (`ExportVm`) when the VM is
-        powered off, else the snapshot's base extent over the datastore HTTP interface."""
+    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk,
+                  on_lease: Callable[[str], None] | None = None) -> DiskStream:
+        """A frozen disk's bytes, by the transport `choose_transport` picks for it (the
+        vCenter's `transport` setting, the VM's power state, the datastore's type): the
+        snapshot's base extent over the datastore HTTP interface, or an NFC export lease
+        (`ExportSnapshot`, `ExportVm`). With `transport: auto` a datastore that refuses the
+        read of the file falls back to `ExportSnapshot`. The stream's `transport` says which
+        and why; `on_lease` hears the id of an NFC lease as soon as it exists (the journal
+        keeps it, so recovery can abort a lease a killed run left)."""
         [obj] = self.client._soap(
             f"read the power state of VM {vm.name!r}",
             lambda: self._read_objects([self._vm_ref(vm)],
-                                       ("runtime.powerState", "config.hardware.device")),
+                                       ("runtime.powerState", "config.hardware.device",
+                                        "datastore")),
         )
-        if obj.props.get("runtime.powerState") == "poweredOff":
-            return self._open_nfc(vm, disk, obj.props.get("config.hardware.device"))
+        datastore, _ = parse_datastore_path(disk.file)
+        setting = self.client.config.transport
+        try:
+            transport = choose_transport(
+                setting,
+                powered_off=obj.props.get("runtime.powerState") == "poweredOff",
+                datastore=datastore,
+                datastore_type=self._datastore_type(obj.props.get("datastore") or (),
+                                                    datastore),
+            )
+        except TransportUnavailable as exc:
+            raise VCenterError(self.name, f"VM {vm.name!r}: {disk.label}: {exc}") from None
+        devices = obj.props.get("config.hardware.device")
+        if transport.kind == "nfc":
+            return self._open_nfc(vm, snapshot_id, disk, devices, transport, on_lease)
+        try:
+            return Transported(self._open_http(vm, disk), transport)
+        except VCenterError as exc:
+            if setting != "auto" or not _refused(exc):
+                raise
+            fallback = after_refusal(transport, exc.message)
+            log.info("vCenter %r: VM %r: %s: %s", self.name, vm.name, disk.label,
+                     fallback.describe())
+            return self._open_nfc(vm, snapshot_id, disk, devices, fallback, on_lease)
+
+    def _open_http(self, vm: VM, disk: Disk) -> DiskStream:
         if disk.parent:
             raise VCenterError(
                 self.name,
@@ -687,6 +744,22 @@ class VSphereOperations:
         reader = RangeReader(extent, self._connect, self._cookie(), sleep=self.client._sleep)
         return self._sized(reader, disk)
 
+    def _datastore_type(self, refs: Any, name: str) -> str:
+        """summary.type of the VM's datastore called `name` ("" when it cannot be told)."""
+        cache = self._datastore_types
+        if name in cache:
+            return cache[name]
+        refs = list(refs)
+        if not refs:
+            return ""
+        objects = self.client._soap(
+            "read the VM's datastores",
+            lambda: self._read_objects(refs, ("name", "summary.type")),
+        )
+        for obj in objects:
+            cache[str(obj.props.get("name"))] = str(obj.props.get("summary.type") or "")
+        return cache.get(name, "")
+
     def _sized(self, reader: RangeReader, disk: Disk) -> ZeroExtended:
         """The download read as exactly the disk's capacity (unwritten tails read as zeros)."""
         if reader.size > disk.capacity_bytes:
@@ -698,12 +771,23 @@ class VSphereOperations:
                         "(unwritten)", self.name, reader.file, reader.size, disk.capacity_bytes)
         return ZeroExtended(reader, disk.capacity_bytes)
 
-    def _open_nfc(self, vm: VM, disk: Disk, devices: Any) -> DiskStream:
-        what = f"NFC export of {disk.label} of VM {vm.name!r}"
-        ref = self._vm_ref(vm)
-        lease = self._mutate(what, ref.ExportVm)
+    def _open_nfc(self, vm: VM, snapshot_id: str, disk: Disk, devices: Any,
+                  transport: DiskTransport,
+                  on_lease: Callable[[str], None] | None) -> DiskStream:
+        """One disk through an NFC export lease: `ExportVm` or the snapshot's
+        `ExportSnapshot`, as `transport.method` says."""
+        what = f"NFC export ({transport.method}) of {disk.label} of VM {vm.name!r}"
+        def start() -> Any:  # the stub exists once the session does
+            if transport.method == "ExportVm":
+                return self._vm_ref(vm).ExportVm()
+            return vim.vm.Snapshot(snapshot_id, self.client._stub).ExportSnapshot()
+
+        lease = self._mutate(what, start)
+        if on_lease is not None:
+            on_lease(str(lease._moId))
         try:
-            urls = self._lease_ready(what, lease)
+            info = self._lease_ready(what, lease)
+            urls = list(getattr(info, "deviceUrl", None) or ())
             keys = [d.key for d in disks_of(devices)]
             device = device_for(
                 [NfcDevice(str(u.key), str(u.url), int(u.fileSize) if u.fileSize else None,
@@ -721,17 +805,20 @@ class VSphereOperations:
         except BaseException:
             self._end_lease(what, lease, abort=True)
             raise
-        return LeasedStream(
+        leased = LeasedStream(
             stream,
             disk.capacity_bytes,
             progress=lambda percent: self.client._soap(
                 f"{what}: report progress", lambda: lease.HttpNfcLeaseProgress(percent=percent)),
             complete=lambda: self._end_lease(what, lease, abort=False),
             abort=lambda: self._end_lease(what, lease, abort=True),
+            every=progress_interval(getattr(info, "leaseTimeout", None)),
+            lease_id=str(lease._moId),
         )
+        return Transported(leased, transport, str(lease._moId))
 
-    def _lease_ready(self, what: str, lease: Any) -> list[Any]:
-        """Wait for an NFC lease to be ready; its device URLs."""
+    def _lease_ready(self, what: str, lease: Any) -> Any:
+        """Wait for an NFC lease to be ready; its `info` (device URLs, leaseTimeout)."""
         deadline = time.monotonic() + LEASE_READY_TIMEOUT
         delay = TASK_POLL[0]
         while True:
@@ -741,8 +828,7 @@ class VSphereOperations:
             )
             state = obj.props.get("state")
             if state == "ready":
-                info = obj.props.get("info")
-                return list(getattr(info, "deviceUrl", None) or ())
+                return obj.props.get("info")
             if state == "error":
                 raise self._task_fault(what, obj.props.get("error"))
             if state == "done" or time.monotonic() > deadline:
@@ -759,6 +845,20 @@ class VSphereOperations:
                 self._mutate(f"{what}: complete the lease", lambda: lease.HttpNfcLeaseComplete())
         except VCenterError as exc:
             log.warning("%s (the lease times out by itself)", exc)
+
+    def abort_lease(self, lease_id: str) -> bool:
+        """Abort an NFC lease an interrupted run left; False when it had already ended
+        (completed, aborted, timed out) or is gone."""
+        try:
+            self._mutate(f"abort the NFC lease {lease_id} a crashed run left",
+                         lambda: vim.HttpNfcLease(lease_id, self.client._stub)
+                         .HttpNfcLeaseAbort())
+        except VCenterError as exc:
+            if any(f in exc.message for f in ("ManagedObjectNotFound", "InvalidState",
+                                              "Timedout")):
+                return False
+            raise
+        return True
 
     def changed_extents(
         self, vm: VM, snapshot_id: str, disk: Disk, since_change_id: str

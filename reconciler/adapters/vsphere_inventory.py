@@ -17,6 +17,7 @@ from reconciler.model import VM, Disk, Inventory, PowerState, Snapshot
 
 __all__ = [
     "CONTAINER_PROPERTIES",
+    "DATASTORE_PROPERTIES",
     "HOST_PROPERTIES",
     "VM_PROPERTIES",
     "RawObject",
@@ -51,6 +52,8 @@ CONTAINER_PROPERTIES: dict[str, tuple[str, ...]] = {
     "VirtualApp": ("name", "parentFolder", "parentVApp"),
 }
 HOST_PROPERTIES: tuple[str, ...] = ("name",)
+#: Datastores: their type decides how an export reads a disk (datastore HTTP or NFC).
+DATASTORE_PROPERTIES: tuple[str, ...] = ("name", "summary.type")
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,10 @@ def folder_paths(objects: Iterable[RawObject]) -> dict[str, str]:
     return paths
 
 
-def disks_of(devices: Iterable[Any] | None) -> tuple[Disk, ...]:
-    """The virtual disks among a VM's devices (those with a capacity and a backing file)."""
+def disks_of(devices: Iterable[Any] | None,
+             datastore_types: Mapping[str, str] | None = None) -> tuple[Disk, ...]:
+    """The virtual disks among a VM's devices (those with a capacity and a backing file);
+    `datastore_types` maps datastore names to their summary.type."""
     disks = []
     for device in devices or ():
         if not hasattr(device, "capacityInKB"):
@@ -114,9 +119,20 @@ def disks_of(devices: Iterable[Any] | None) -> tuple[Disk, ...]:
                 capacity_bytes=int(capacity),
                 change_id=getattr(backing, "changeId", None) or None,
                 parent=getattr(getattr(backing, "parent", None), "fileName", None) or None,
+                datastore_type=_datastore_type(backing, str(file), datastore_types or {}),
             )
         )
     return tuple(sorted(disks, key=lambda d: d.key))
+
+
+def _datastore_type(backing: Any, file: str, types: Mapping[str, str]) -> str:
+    """The type of a disk's datastore: by the backing's datastore reference, else by the name
+    in "[vsanDatastore] vm/disk.vmdk" (names repeat across datacenters, references do not)."""
+    ref = ref_id(getattr(backing, "datastore", None))
+    if ref and ref in types:
+        return types[ref]
+    name = file[1:file.index("]")] if file.startswith("[") and "]" in file else ""
+    return types.get(name, "")
 
 
 def disk_slots(devices: Iterable[Any] | None) -> dict[int, str]:
@@ -180,6 +196,7 @@ def _vm(
     hosts: Mapping[str, str],
     fields: Mapping[int, str],
     tags: Mapping[str, tuple[str, ...]],
+    datastore_types: Mapping[str, str] | None = None,
 ) -> VM | None:
     p = obj.props
     instance_uuid = p.get("config.instanceUuid")
@@ -200,7 +217,7 @@ def _vm(
         host=hosts.get(ref_id(p.get("runtime.host")) or "", ""),
         attributes=_attributes(p.get("customValue"), fields),
         tags=tags.get(obj.id, ()),
-        disks=disks_of(p.get("config.hardware.device")),
+        disks=disks_of(p.get("config.hardware.device"), datastore_types),
         snapshots=snapshots_of(p.get("snapshot")),
         change_tracking=bool(p.get("config.changeTrackingEnabled")),
     )
@@ -229,11 +246,16 @@ def build_inventory(
     fields = {int(f.key): str(f.name) for f in custom_fields or ()}
     paths = folder_paths(objects)
     hosts = {o.id: str(o.props.get("name", o.id)) for o in objects if o.kind == "HostSystem"}
+    datastore_types: dict[str, str] = {}
+    for o in objects:  # by name first, then by reference (which wins when looked up)
+        if o.kind == "Datastore" and o.props.get("summary.type"):
+            datastore_types[str(o.props.get("name"))] = str(o.props["summary.type"])
+            datastore_types[o.id] = str(o.props["summary.type"])
     vms, skipped = [], []
     for obj in objects:
         if obj.kind != "VirtualMachine":
             continue
-        vm = _vm(obj, vcenter, paths, hosts, fields, tags or {})
+        vm = _vm(obj, vcenter, paths, hosts, fields, tags or {}, datastore_types)
         if vm is None:
             if not obj.props.get("config.template"):
                 skipped.append(f"{obj.props.get('name', obj.id)} ({obj.id}): no instance UUID")

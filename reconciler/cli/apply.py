@@ -37,7 +37,14 @@ from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
 from reconciler.cli.state import capture, parse_now
 from reconciler.errors import BlockedError, StalePlanError, UsageError
-from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute, recover
+from reconciler.executor import (
+    ActionRunner,
+    DiskExport,
+    OutcomeStatus,
+    RunReport,
+    execute,
+    recover,
+)
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
@@ -123,7 +130,8 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
             state = capture(config, now)
         limits = config.limits if args.max_deletes is None else replace(
             config.limits, max_deletes_per_run=args.max_deletes)
-        plan = _the_plan(args, policy_set, state, limits, now)
+        transports = {name: vc.transport for name, vc in config.vcenters.items()}
+        plan = _the_plan(args, policy_set, state, limits, now, transports)
         _show(plan, args.output)
         _guard(plan, limits.max_deletes_per_run)
         if not plan.actions:
@@ -217,11 +225,11 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
 
 
 def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedState,
-              limits: Limits, now: datetime) -> Plan:
+              limits: Limits, now: datetime, transports: dict[str, str]) -> Plan:
     """A fresh plan, or the saved one after checking it is not stale (returned re-made with
     today's limits: its actions are the same, its guard verdict current)."""
     if not args.plan_file:
-        return planner.plan(policy_set, state, now, limits)
+        return planner.plan(policy_set, state, now, limits, transports)
     saved = _load_plan(args.plan_file)
     if saved.policy_revision != policy_set.revision:
         raise StalePlanError(
@@ -235,7 +243,7 @@ def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedSt
             f"(observed state {saved.observed_digest[:19]}… is now {digest[:19]}…); "
             "run `vmkeep plan --out` again"
         )
-    fresh = planner.plan(policy_set, state, saved.now, limits)
+    fresh = planner.plan(policy_set, state, saved.now, limits, transports)
     if fresh.actions != saved.actions:
         raise StalePlanError(
             "Saved plan is stale: the policies now call for different actions than the "
@@ -298,6 +306,20 @@ def _say(message: str, output: str) -> None:
         print(message)
 
 
+def _disk_json(d: DiskExport) -> dict[str, object]:
+    t = d.transport
+    return {
+        "disk": d.disk,
+        "transport": t.kind if t else "",
+        "method": t.method if t else "",
+        "datastore": t.datastore if t else "",
+        "datastoreType": t.datastore_type if t else "",
+        "reason": t.reason if t else "",
+        "changedExtents": d.changed_extents,
+        "bytesRead": d.bytes_read,
+    }
+
+
 def _summary(report: RunReport, output: str) -> None:
     if output == "json":
         body = {
@@ -320,6 +342,8 @@ def _summary(report: RunReport, output: str) -> None:
                     **({"transfer": {"startedAt": _iso(o.transfer_started),
                                      "seconds": round(o.transfer_seconds, 3)}}
                        if o.transfer_started else {}),
+                    **({"transport": o.transport,
+                        "disks": [_disk_json(d) for d in o.disks]} if o.disks else {}),
                 }
                 for o in report.outcomes
             ],

@@ -94,11 +94,17 @@ def run(args: argparse.Namespace) -> int:
     config = common.optional_host_config(args)
     policy_set = _policies(common.policy_source_from_args(args), config)
     observed = _observed(args, config, now)
-    result = planner.plan(policy_set, observed, now, config.limits if config else Limits())
+    result = planner.plan(policy_set, observed, now, config.limits if config else Limits(),
+                          _transports(config))
     _render_plan(result, args.output)
     if args.out:
         write_json(plan_to_json(result), args.out)
     return _exit_code(args, result.has_changes)
+
+
+def _transports(config: HostConfig | None) -> dict[str, str]:
+    """Each vCenter's `transport` setting (the plan explains exports that use NFC)."""
+    return {name: vc.transport for name, vc in config.vcenters.items()} if config else {}
 
 
 def _render_plan(result: Plan, output: str) -> None:
@@ -121,8 +127,8 @@ def _run_review(args: argparse.Namespace) -> int:
     head_set = _policies(common.open_git_source(args.repo, args.head, args.path or ""), config)
     observed = _observed(args, config, now)
     limits = config.limits if config else Limits()
-    base_plan = planner.plan(base_set, observed, now, limits)
-    head_plan = planner.plan(head_set, observed, now, limits)
+    base_plan = planner.plan(base_set, observed, now, limits, _transports(config))
+    head_plan = planner.plan(head_set, observed, now, limits, _transports(config))
     report = review.review(base_set, head_set, base_plan, head_plan)
     if args.output == "json":
         _emit(json.dumps(review_to_json(report), indent=2, ensure_ascii=False) + "\n")

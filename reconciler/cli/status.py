@@ -84,7 +84,8 @@ def _plan(args: argparse.Namespace, config: HostConfig, now: datetime) -> Plan:
     source = common.policy_source_from_args(args)
     policy_set = policies.parse_policies(source.files(), config, source.revision)
     observed = load_state(args.state) if args.state else capture(config, now)
-    return planner.plan(policy_set, observed, now, config.limits)
+    return planner.plan(policy_set, observed, now, config.limits,
+                        {name: vc.transport for name, vc in config.vcenters.items()})
 
 
 def _moment(epoch: float | None) -> datetime | None:

@@ -7,7 +7,7 @@ follow the same contracts closely enough to test decisions: ordering, fallbacks,
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -134,10 +134,15 @@ class FakeVCenter:
     def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
         return self.vm(self.vms[vm.instance_uuid]).disks
 
-    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk) -> io.BytesIO:
+    def open_disk(self, vm: VM, snapshot_id: str, disk: Disk,
+                  on_lease: Callable[[str], None] | None = None) -> io.BytesIO:
         if self.fail_read:
             raise VCenterError(self.name, "HTTP 503 reading disk")
         return io.BytesIO(self.vms[vm.instance_uuid].disks[disk.key])
+
+    def abort_lease(self, lease_id: str) -> bool:
+        self.calls.append(("abort_lease", lease_id))
+        return True
 
     def changed_extents(self, vm: VM, snapshot_id: str, disk: Disk,
                         since_change_id: str) -> list[tuple[int, int]] | None:

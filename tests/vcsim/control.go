@@ -17,6 +17,8 @@ const controlPrefix = "/vmkeep"
 //	GET  /vmkeep/stats                {"requests", "methods": {name: n}, "sessionsTerminated"}
 //	POST /vmkeep/stats/reset          zero the counters
 //	POST /vmkeep/sessions/terminate   end every SOAP session now: {"terminated": n}
+//	GET  /vmkeep/leases               every export lease since start: [simulator.LeaseRecord]
+//	POST /vmkeep/leases/reset         forget the leases that have ended
 func controlMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc(controlPrefix+"/faults", func(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +51,13 @@ func controlMux() *http.ServeMux {
 	}))
 	mux.HandleFunc(controlPrefix+"/sessions/terminate", post(func(w http.ResponseWriter) {
 		reply(w, http.StatusOK, map[string]int{"terminated": simulator.Faults.TerminateSessions()})
+	}))
+	mux.HandleFunc(controlPrefix+"/leases", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, simulator.Leases())
+	})
+	mux.HandleFunc(controlPrefix+"/leases/reset", post(func(w http.ResponseWriter) {
+		simulator.ResetLeases()
+		reply(w, http.StatusOK, simulator.Leases())
 	}))
 	return mux
 }

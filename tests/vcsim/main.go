@@ -43,6 +43,7 @@ type ready struct {
 	Clusters         int    `json:"clusters"`
 	Datacenters      int    `json:"datacenters"`
 	DataDir          string `json:"dataDir"`
+	DatastoreType    string `json:"datastoreType,omitempty"`
 }
 
 func main() {
@@ -68,6 +69,8 @@ func main() {
 	flag.StringVar(&faults.TaskDelayMatch, "task-delay-match", "", "regexp on task names (e.g. CreateSnapshot_Task) -task-delay applies to; empty: all")
 	flag.IntVar(&faults.SessionCallLimit, "session-call-limit", 0, "terminate each session after it served N calls (Login included)")
 	flag.IntVar(&faults.MaxPage, "max-page", 0, "cap RetrievePropertiesEx pages at N objects (below the client's maxObjects)")
+	datastoreType := flag.String("datastore-type", "", "vsan or vvol: every datastore reports that type and refuses reads of -flat.vmdk files (404)")
+	toolsRunning := flag.Bool("tools-running", false, "every VM reports running, current VMware Tools (for quiesced snapshots)")
 	latency := flag.Int("latency", 0, "delay every SOAP call by N ms, like a remote or busy vCenter")
 	flag.Parse()
 
@@ -85,15 +88,20 @@ func main() {
 	if err := simulator.Faults.Set(faults); err != nil {
 		log.Fatal(err)
 	}
+	kinds := map[string]string{"": "", "vmfs": "", "vsan": "vsan", "vvol": "VVOL"}
+	kind, ok := kinds[strings.ToLower(*datastoreType)]
+	if !ok {
+		log.Fatalf("-datastore-type: %q is not vsan or vvol", *datastoreType)
+	}
 	if *latency < 0 {
 		log.Fatal("-latency must not be negative")
 	}
-	if err := run(l, *address, *port, *stateDir, *username, *password, *latency); err != nil {
+	if err := run(l, *address, *port, *stateDir, *username, *password, *latency, kind, *toolsRunning); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(l layout, address string, port int, stateDir, username, password string, latency int) error {
+func run(l layout, address string, port int, stateDir, username, password string, latency int, datastoreType string, toolsRunning bool) error {
 	stateDir, err := filepath.Abs(stateDir)
 	if err != nil {
 		return err
@@ -166,6 +174,10 @@ func run(l layout, address string, port int, stateDir, username, password string
 		return err
 	}
 
+	simulator.SetDatastoreType(datastoreType)
+	if toolsRunning {
+		simulator.SetToolsRunning()
+	}
 	// The service points at the model's DelayConfig: set it once the inventory is built.
 	m.DelayConfig.Delay = latency
 	m.Service.RegisterEndpoints = true // vAPI (REST) tagging
@@ -198,6 +210,7 @@ func run(l layout, address string, port int, stateDir, username, password string
 		Clusters:         len(simulator.Map.All("ClusterComputeResource")),
 		Datacenters:      len(simulator.Map.All("Datacenter")),
 		DataDir:          dataDir,
+		DatastoreType:    datastoreType,
 	}
 	line, err := json.Marshal(info)
 	if err != nil {

@@ -118,6 +118,7 @@ func (vm *VirtualMachine) vmkeepSnapshotTaken(s *VirtualMachineSnapshot) {
 		}
 	}
 	s.Config.Hardware.Device = devices
+	vm.vmkeepFreezeDisks(s) // vmkeep_leases.go: what ExportSnapshot serves
 	if !vmkeepChangeTracking(vm) {
 		return
 	}

@@ -88,21 +88,27 @@ func (vm *VirtualMachine) ExportVm(ctx *Context, req *types.ExportVm) soap.HasFa
 		return body
 	}
 
-	lease := NewHttpNfcLease(ctx, vm.Self)
+	lease := vmkeepNewExportLease(vm, "ExportVm", nil) // vmkeep_leases.go
+	vm.vmkeepFillExportLease(lease, object.VirtualDeviceList(vm.Config.Hardware.Device), vm.vmkeepDiskDataFile)
+	body.Res = &types.ExportVmResponse{Returnval: lease.Reference()}
+	return body
+}
+
+// vmkeepFillExportLease lists one download per disk of devices in the lease's info.deviceUrl;
+// fileOf names the file holding a disk's data.
+func (vm *VirtualMachine) vmkeepFillExportLease(lease *HttpNfcLease, devices object.VirtualDeviceList, fileOf func(*types.VirtualDisk) string) {
 	ref := lease.Reference()
-	lease.Info.Lease = ref
 	files := make(map[string]vmkeepExportFile)
 	var random [16]byte
 	_, _ = rand.Read(random[:])
 	random[0] = 0x52
 	ticket := fmt.Sprintf("%x-%x-%x-%x-%x", random[:4], random[4:6], random[6:8], random[8:10], random[10:])
-	devices := object.VirtualDeviceList(vm.Config.Hardware.Device)
 	for _, device := range devices {
 		disk, ok := device.(*types.VirtualDisk)
 		if !ok {
 			continue
 		}
-		file := vm.vmkeepDiskDataFile(disk)
+		file := fileOf(disk)
 		if file == "" {
 			continue
 		}
@@ -126,9 +132,6 @@ func (vm *VirtualMachine) ExportVm(ctx *Context, req *types.ExportVm) soap.HasFa
 		})
 	}
 	vmkeepExports.Store(ticket, &vmkeepExport{lease: ref, files: files})
-
-	body.Res = &types.ExportVmResponse{Returnval: ref}
-	return body
 }
 
 // vmkeepServeNFC serves GET and HEAD of NFC lease URLs (hook in ServeNFC, vmkeep patch 6);
@@ -193,6 +196,52 @@ func vmkeepServeNFC(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	}
+	if rate := Faults.nfcBytesPerSecond(); isExport && rate > 0 { // the nfcBytesPerSecond knob
+		w = &vmkeepPacedWriter{ResponseWriter: w, rate: rate, start: time.Now()}
+	}
+	if limit := Faults.nfcFailAfter(); isExport && limit > 0 && r.Method == http.MethodGet {
+		// the nfcFailAfter knob: the download breaks off after limit bytes
+		http.ServeContent(&vmkeepCutWriter{ResponseWriter: w, left: limit}, r, name, time.Time{},
+			io.NewSectionReader(disk, 0, download.size))
+		panic(http.ErrAbortHandler) // close the connection mid-body
+	}
 	http.ServeContent(w, r, name, time.Time{}, io.NewSectionReader(disk, 0, download.size))
 	return true
+}
+
+// vmkeepCutWriter accepts left bytes of a body, then fails every write.
+type vmkeepCutWriter struct {
+	http.ResponseWriter
+	left int64
+}
+
+func (c *vmkeepCutWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, io.ErrShortWrite
+	}
+	if int64(len(p)) > c.left {
+		n, _ := c.ResponseWriter.Write(p[:c.left])
+		c.left = 0
+		return n, io.ErrShortWrite
+	}
+	c.left -= int64(len(p))
+	return c.ResponseWriter.Write(p)
+}
+
+// vmkeepPacedWriter writes at most rate bytes a second (on average since start).
+type vmkeepPacedWriter struct {
+	http.ResponseWriter
+	rate    int64
+	start   time.Time
+	written int64
+}
+
+func (p *vmkeepPacedWriter) Write(b []byte) (int, error) {
+	n, err := p.ResponseWriter.Write(b)
+	p.written += int64(n)
+	due := p.start.Add(time.Duration(float64(p.written) / float64(p.rate) * float64(time.Second)))
+	if wait := time.Until(due); wait > 0 {
+		time.Sleep(wait)
+	}
+	return n, err
 }

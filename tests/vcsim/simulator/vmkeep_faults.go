@@ -49,6 +49,19 @@ type FaultConfig struct {
 	// NfcFormat is what NFC export downloads serve: "raw" (default; the disk's bytes, with
 	// Range) or "streamOptimized" (a streamOptimized VMDK, as vCenter serves; no Range).
 	NfcFormat string `json:"nfcFormat"`
+	// NfcLeaseTimeout is the info.leaseTimeout (seconds) of new export leases: a lease that
+	// hears no HttpNfcLeaseProgress for that long ends in error (timed out), as on vCenter.
+	// 0: 300 s.
+	NfcLeaseTimeout int `json:"nfcLeaseTimeout"`
+	// NfcFailAfter cuts every export download (GET of a lease URL) after this many bytes:
+	// the connection closes mid-body. 0: off.
+	NfcFailAfter int64 `json:"nfcFailAfter"`
+	// RefuseFlatReads answers a datastore HTTP GET/HEAD of any "-flat.vmdk" file with this
+	// HTTP status (e.g. 403 or 404), whatever the datastore's type. 0: off.
+	RefuseFlatReads int `json:"refuseFlatReads"`
+	// NfcBytesPerSecond paces every export download to at most this many bytes a second,
+	// like a slow host or network. 0: off.
+	NfcBytesPerSecond int64 `json:"nfcBytesPerSecond"`
 }
 
 // FaultStats counts what the server saw since start or the last reset.
@@ -122,8 +135,12 @@ func (f *faultState) Set(c FaultConfig) error {
 		sort.Strings(names)
 		return fmt.Errorf("failSnapshotFault: %q is not one of %v", c.FailSnapshotFault, names)
 	}
-	if c.TaskDelayMs < 0 || c.SessionCallLimit < 0 || c.MaxPage < 0 || c.FailRequests < 0 || c.DropRequests < 0 {
+	if c.TaskDelayMs < 0 || c.SessionCallLimit < 0 || c.MaxPage < 0 || c.FailRequests < 0 || c.DropRequests < 0 ||
+		c.NfcLeaseTimeout < 0 || c.NfcFailAfter < 0 || c.NfcBytesPerSecond < 0 {
 		return fmt.Errorf("counts and delays must not be negative")
+	}
+	if c.RefuseFlatReads != 0 && (c.RefuseFlatReads < 400 || c.RefuseFlatReads > 599) {
+		return fmt.Errorf("refuseFlatReads must be an HTTP error status (400-599) or 0")
 	}
 	if c.NfcFormat == "" {
 		c.NfcFormat = "raw"
@@ -242,6 +259,34 @@ func (f *faultState) nfcStreamOptimized() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.config.NfcFormat == "streamOptimized"
+}
+
+// nfcLeaseTimeout is the leaseTimeout of a new export lease, in seconds.
+func (f *faultState) nfcLeaseTimeout() int32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.config.NfcLeaseTimeout <= 0 {
+		return 300
+	}
+	return int32(f.config.NfcLeaseTimeout)
+}
+
+func (f *faultState) refuseFlatReads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.config.RefuseFlatReads
+}
+
+func (f *faultState) nfcBytesPerSecond() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.config.NfcBytesPerSecond
+}
+
+func (f *faultState) nfcFailAfter() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.config.NfcFailAfter
 }
 
 func (f *faultState) maxPage() int {

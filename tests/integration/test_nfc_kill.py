@@ -1,0 +1,109 @@
+"""`vmkeep apply` killed with SIGKILL while exports go through NFC export leases (vSAN), then
+run again.
+
+The simulator runs with `--datastore-type vsan`, so every running VM's disk comes through the
+snapshot's `ExportSnapshot` lease, and the policy is in poweroff mode, so every run powers the
+VMs off and on: a lease left held would refuse that. Odd trials kill at a random moment of a
+run; even trials kill right while an export lease is held (and journaled). After each kill the
+next apply must leave: no export lease held, no temporary snapshot, no VM off, no partial
+export, every point verifying, nothing left to do.
+
+Trials: $VMKEEP_NFC_KILL_TRIALS (default 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.adapters.repository import Repository
+from reconciler.markers import MarkerKind, parse_marker
+
+from .apply_world import Estate
+from .conftest import StartVcsim, wait_until
+from .test_apply_kill import spawn_apply
+
+pytestmark = pytest.mark.vcsim
+
+TRIALS = int(os.environ.get("VMKEEP_NFC_KILL_TRIALS", "8"))
+START = datetime(2026, 1, 1, 1, 30)
+MiB = 1 << 20
+
+
+def ready_leases(estate: Estate) -> list[dict[str, Any]]:
+    return [lease for lease in estate.sim.control("leases") if lease["state"] == "ready"]
+
+
+def journaled_leases(estate: Estate) -> set[str]:
+    """Lease ids in the journal's unfinished actions (read-only)."""
+    db = estate.root / "state.db"
+    if not db.exists():
+        return set()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT details FROM actions WHERE status = 'started'").fetchall()
+    return {str(json.loads(d).get("nfcLease")) for (d,) in rows if json.loads(d).get("nfcLease")}
+
+
+def held_and_journaled(estate: Estate) -> bool:
+    return bool({lease["lease"] for lease in ready_leases(estate)} & journaled_leases(estate))
+
+
+def test_apply_killed_during_nfc_exports_is_repaired_by_the_next_run(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = Estate(start_vcsim("--datastore-type", "vsan", vms=2), tmp_path)
+    estate.set_policy(mode="poweroff", snapshots=1, daily=1)
+    for vm in estate.vms().values():
+        estate.grow_disk(vm, 8 * MiB)
+        estate.fill_disk(estate.vms()[vm.name], os.urandom(4 * MiB) + bytes(4 * MiB))
+    rng = random.Random(int(os.environ.get("VMKEEP_KILL_SEED", "20261207")))
+
+    started = time.monotonic()
+    first = spawn_apply(estate, START.isoformat() + "Z")
+    assert first.wait(120) == 0, first.stderr.read() if first.stderr else ""
+    span = max(time.monotonic() - started, 1.0)
+
+    held_at_kill = 0
+    for trial in range(1, TRIALS + 1):
+        day = (START + timedelta(days=trial)).isoformat() + "Z"
+        proc = spawn_apply(estate, day)
+        if trial % 2:
+            time.sleep(rng.uniform(0.0, span))
+        else:  # right while a lease is held and journaled
+            wait_until(lambda p=proc: p.poll() is not None or held_and_journaled(estate),  # type: ignore[misc]
+                       timeout=60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        held_at_kill += bool(ready_leases(estate))
+        repair = estate.apply(day)
+        assert repair.code == 0, f"trial {trial}: {repair.out}\n{repair.err}"
+        check_invariants(estate, day, trial)
+    assert held_at_kill >= TRIALS // 2, "the kills should catch NFC leases held"
+
+
+def check_invariants(estate: Estate, day: str, trial: int) -> None:
+    assert ready_leases(estate) == [], f"trial {trial}: an export lease is still held"
+    vms = estate.vms()
+    for vm in vms.values():
+        assert vm.power_state.value == "poweredOn", f"trial {trial}: {vm.name} left off"
+        markers = [parse_marker(s.name, s.description) for s in vm.snapshots]
+        assert not [m for m in markers if m and m.kind is MarkerKind.EXPORT_TEMP], \
+            f"trial {trial}: leftover export snapshot on {vm.name}"
+    with Repository.open(estate.target, create=False) as repo:
+        assert repo.partials() == [], f"trial {trial}: partial export visible"
+        report = repo.verify()
+        assert not report.damaged, f"trial {trial}: {report}"
+        newest = {p.vm.instance_uuid for p in repo.points()
+                  if p.slot.strftime("%Y-%m-%dT%H") == day[:11] + "01"}
+    assert newest == {vm.instance_uuid for vm in vms.values()}, f"trial {trial}: missing export"
+    assert estate.plan(day, "--detailed-exitcode").code == 0, f"trial {trial}: work left"
