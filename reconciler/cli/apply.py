@@ -97,13 +97,46 @@ def run(args: argparse.Namespace) -> int:
     return reconcile(args).code
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything an apply reads from the user, checked before anything is opened."""
+
+    config: HostConfig
+    policy_set: PolicySet
+    now: datetime
+    limits: Limits
+    saved: Plan | None  # the saved plan file, when one was given
+    passwords: dict[str, str]
+
+
+def _inputs(args: argparse.Namespace) -> _Inputs:
+    """Read and check every input: host config, flags, policies, `--now`, the plan file and
+    the vCenter passwords. Nothing is created, locked or asked of vCenter before this
+    returns (DESIGN rule 8): a bad input fails here and leaves the world as it was."""
+    config = wiring.load_host_config(args.config)
+    if args.max_deletes is not None and args.max_deletes < 0:
+        raise UsageError("--max-deletes must be 0 or more")
+    if args.parallel is not None and args.parallel < 0:
+        raise UsageError("--parallel must be 0 (the default) or more")
+    for name, target in sorted(config.targets.items()):
+        if target.type != "directory":
+            raise UsageError(f"target {name!r}: type {target.type!r} is not supported")
+    now = parse_now(args.now)
+    source = common.policy_source_from_args(args)
+    policy_set = policies.parse_policies(source.files(), config, source.revision)
+    saved = _load_plan(args.plan_file) if args.plan_file else None
+    limits = config.limits if args.max_deletes is None else replace(
+        config.limits, max_deletes_per_run=args.max_deletes)
+    passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
+    return _Inputs(config, policy_set, now, limits, saved, passwords)
+
+
 def reconcile(args: argparse.Namespace) -> ApplyResult:
     """One apply as `run` does it, returning what happened (the controller's tick)."""
     from reconciler.adapters.vsphere import VCenterPool
 
-    config = wiring.load_host_config(args.config)
-    if args.max_deletes is not None and args.max_deletes < 0:
-        raise UsageError("--max-deletes must be 0 or more")
+    given = _inputs(args)  # first: bad input changes nothing
+    config, policy_set, now, limits = given.config, given.policy_set, given.now, given.limits
     run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
     with ExitStack() as stack:
@@ -111,19 +144,13 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         _take_lease(db, holder)
         stack.callback(db.release_lease, LEASE, holder)
         stack.enter_context(_LeaseKeeper(db, holder))
-        vcenters = stack.enter_context(VCenterPool.for_config(config, wiring.resolve_password))
+        vcenters = stack.enter_context(VCenterPool(config.vcenters, given.passwords))
         targets = _open_targets(config, stack)
-        policy_set = policies.parse_policies(
-            (source := common.policy_source_from_args(args)).files(), config, source.revision
-        )
-        now = parse_now(args.now)
         state = capture(config, now)
         notes = _recover(db, vcenters, state, targets)
         if notes:
             state = capture(config, now)
-        limits = config.limits if args.max_deletes is None else replace(
-            config.limits, max_deletes_per_run=args.max_deletes)
-        plan = _the_plan(args, policy_set, state, limits, now)
+        plan = _the_plan(given.saved, policy_set, state, limits, now)
         _show(plan, args.output)
         _guard(plan, limits.max_deletes_per_run)
         if not plan.actions:
@@ -191,8 +218,6 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
 
     targets: dict[str, ExportStore] = {}
     for name, target in sorted(config.targets.items()):
-        if target.type != "directory":
-            raise UsageError(f"target {name!r}: type {target.type!r} is not supported")
         targets[name] = stack.enter_context(
             Repository.open(target.path, create=True, chunk_size=target.chunk_size, target=name)
         )
@@ -216,13 +241,12 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
     return notes
 
 
-def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedState,
+def _the_plan(saved: Plan | None, policy_set: PolicySet, state: ObservedState,
               limits: Limits, now: datetime) -> Plan:
     """A fresh plan, or the saved one after checking it is not stale (returned re-made with
     today's limits: its actions are the same, its guard verdict current)."""
-    if not args.plan_file:
+    if saved is None:
         return planner.plan(policy_set, state, now, limits)
-    saved = _load_plan(args.plan_file)
     if saved.policy_revision != policy_set.revision:
         raise StalePlanError(
             f"Saved plan is stale: it was made from policy revision {saved.policy_revision}, "
