@@ -59,7 +59,9 @@ class ActionOutcome:
     action: Action
     status: str
     message: str = ""
-    consistency: str = ""
+    consistency: str = ""  # achieved: "crash", "quiesce" or "poweroff"
+    #: Why the achieved consistency is not the one the policy asked for (a fallback), or "".
+    consistency_note: str = ""
     bytes_read: int = 0
     bytes_stored: int = 0
     seconds: float = 0.0
@@ -249,7 +251,7 @@ class ActionRunner:
                 self._powered_off.discard(action_id)
             self.journal.update_details(action_id, {"poweredOffByUs": off})
 
-        return take_consistent_snapshot(
+        taken = take_consistent_snapshot(
             vc,
             vm,
             policy,
@@ -260,6 +262,13 @@ class ActionRunner:
             sleep=self.sleep,
             clock=self.clock,
         )
+        self._note_consistency(action_id, taken.consistency, taken.note)
+        return taken
+
+    def _note_consistency(self, action_id: int, achieved: str, note: str) -> None:
+        """The journal row says which consistency was achieved, and why when it fell back."""
+        self.journal.update_details(action_id, {"consistency": achieved,
+                                                "consistencyNote": note})
 
     # ------------------------------------------------------------------ snapshot.create
 
@@ -272,7 +281,8 @@ class ActionRunner:
         taken = self._snapshot(vc, vm, policy, action, action_id, MarkerKind.POINT)
         self.journal.update_details(action_id, {"snapshotId": taken.snapshot_id})
         message = f"snapshot {taken.snapshot_id}" + (f"; {taken.note}" if taken.note else "")
-        return ActionOutcome(action, OutcomeStatus.DONE, message, taken.consistency)
+        return ActionOutcome(action, OutcomeStatus.DONE, message, taken.consistency,
+                             consistency_note=taken.note)
 
     # ------------------------------------------------------------------ export.create
 
@@ -289,8 +299,10 @@ class ActionRunner:
         policy = self._policy(action)
         vm = self._remove_temporary(vc, vm, action)  # left by an earlier try of this action
         shared = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
+        note = ""
         if shared is not None:
             snapshot_id, consistency, temporary = shared.id, _consistency_of(shared), False
+            self._note_consistency(action_id, consistency, "")
         else:
             try:
                 taken = self._snapshot(vc, vm, policy, action, action_id,
@@ -303,6 +315,7 @@ class ActionRunner:
                         self._remove_temporary(vc, current, action)
                 raise
             snapshot_id, consistency, temporary = taken.snapshot_id, taken.consistency, True
+            note = taken.note
             self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
         transfer_started = self.clock()
         try:
@@ -315,8 +328,9 @@ class ActionRunner:
         return ActionOutcome(
             action,
             OutcomeStatus.DONE,
-            f"exported {read} bytes read, {stored} bytes stored",
+            f"exported {read} bytes read, {stored} bytes stored" + (f"; {note}" if note else ""),
             consistency,
+            consistency_note=note,
             bytes_read=read,
             bytes_stored=stored,
             transfer_started=transfer_started,

@@ -337,6 +337,7 @@ def _summary(report: RunReport, output: str) -> None:
                     "status": o.status,
                     "message": o.message,
                     "consistency": o.consistency,
+                    "consistencyNote": o.consistency_note,
                     "bytesRead": o.bytes_read,
                     "bytesStored": o.bytes_stored,
                     "seconds": round(o.seconds, 3),
@@ -359,6 +360,11 @@ def _summary(report: RunReport, output: str) -> None:
             a = outcome.action
             print(f"  {outcome.status}: {a.kind.value} {a.point_id} ({a.vm.name}): "
                   f"{outcome.message}")
+    for outcome in report.outcomes:
+        if outcome.consistency_note and outcome.status == OutcomeStatus.DONE:
+            a = outcome.action
+            print(f"  {outcome.consistency}: {a.kind.value} {a.point_id} ({a.vm.name}): "
+                  f"{outcome.consistency_note}")
     exports = [o for o in report.outcomes
                if o.action.kind is ActionKind.EXPORT_CREATE and o.status == OutcomeStatus.DONE]
     if exports:
