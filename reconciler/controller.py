@@ -12,6 +12,10 @@ repair of interrupted runs, the guards), run in this process. What the loop adds
   nothing is applied until it is valid again;
 * **errors do not end the loop**: an unreachable vCenter, a failed action or a held lease
   is logged and counted, and the next tick tries again;
+* **the deletion budget holds deletions back, never the backups**: as in apply, the creates
+  run and the held deletions are logged with how to allow them (`--max-deletes N`,
+  `limits.maxDeletesPerRun`); the reconcile counts as `attention` and
+  `vmkeep_held_deletions` says how many;
 * **metrics** in Prometheus' text format, written atomically after every reconcile to
   `metrics_file` (for node_exporter's textfile collector);
 * **stopping**: SIGTERM or SIGINT ends the loop after the running reconcile; a second one
@@ -62,6 +66,7 @@ class Metrics:
     policies_valid: bool | None = None
     revision: str | None = None  # the revision the last reconcile applied
     rejected_revision: str | None = None  # the newest revision that did not validate
+    held_deletions: int | None = None  # deletions the last reconcile's budget held back
 
     def render(self) -> str:
         out: list[str] = []
@@ -71,7 +76,7 @@ class Metrics:
             out.append(f"# TYPE {name} {kind}")
             out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
-        results = ("ok", "failed_actions", "error", "invalid_policies", "skipped")
+        results = ("ok", "failed_actions", "attention", "error", "invalid_policies", "skipped")
         metric("vmkeep_reconciles_total", "counter", "Reconciles since the controller started, "
                "by result.", [(f'{{result="{r}"}}', self.reconciles[r]) for r in results])
         metric("vmkeep_actions_total", "counter", "Actions carried out since the controller "
@@ -96,6 +101,9 @@ class Metrics:
         if self.rejected_revision:
             metric("vmkeep_rejected_revision_info", "gauge", "The newest policy revision that "
                    "did not validate.", [(f'{{revision="{self.rejected_revision}"}}', 1)])
+        if self.held_deletions is not None:
+            metric("vmkeep_held_deletions", "gauge", "Deletions the last reconcile held back "
+                   "(limits.maxDeletesPerRun, --max-deletes).", [("", self.held_deletions)])
         if self.coverage:
             states = sorted(self.coverage.items())
             metric("vmkeep_coverage", "gauge", "VM/policy pairs by coverage state after the "
@@ -198,9 +206,13 @@ class Controller:
             else:
                 outcome = apply.reconcile(self._apply_args(rev))
                 code = outcome.code
-                result = "ok" if code == 0 else "failed_actions"
+                failed = outcome.report is not None and outcome.report.failed
+                result = "ok" if code == 0 else "failed_actions" if failed else "attention"
                 self.metrics.revision = outcome.revision
                 if outcome.plan is not None:
+                    self.metrics.held_deletions = len(outcome.plan.held)
+                    if outcome.plan.held:
+                        self._say(f"held back: {outcome.plan.held_reason}")
                     counts = Counter(covered_after(outcome.plan, outcome.report))
                     self.metrics.coverage = {s.value: counts[s] for s in CoverageState}
                 if outcome.report is not None:

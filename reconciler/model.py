@@ -445,7 +445,12 @@ class RetentionDecision(NamedTuple):
 
 @dataclass(frozen=True)
 class Plan:
-    """A versioned, serialisable plan and what it was made from."""
+    """A versioned, serialisable plan and what it was made from.
+
+    `held`: deletions the deletion budget (`limits.maxDeletesPerRun`, `--max-deletes N`) holds
+    back — not in `actions`, so the creates still run; `held_reason` says how many, the limit
+    and how to allow them. `blocked` is for a plan that must not run at all.
+    """
 
     format_version: int
     policy_revision: str | None
@@ -457,7 +462,9 @@ class Plan:
     retention: tuple[RetentionDecision, ...] = ()
     blocked: bool = False
     blocked_reason: str = ""
-    delete_count: int = 0
+    delete_count: int = 0  # deletions in `actions` (held ones not counted)
+    held: tuple[Action, ...] = ()
+    held_reason: str = ""
 
     @property
     def has_changes(self) -> bool:

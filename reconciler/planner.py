@@ -16,9 +16,11 @@ it configures (snapshots, exports), in the group (policy, VM, kind):
 
 Nothing else is ever touched: foreign snapshots, points of removed policies, of VMs that are
 gone or no longer selected are listed as warnings and kept (`reconciler.findings`). A plan
-whose deletions exceed `limits.maxDeletesPerRun` is marked blocked. The planner plans
-`export.create` only; the executor takes (and removes) the temporary snapshot an export
-reads from.
+whose deletions of restore points exceed `limits.maxDeletesPerRun` holds every one of them
+back (`Plan.held`, with the count, the limit and how to allow them): the creates still run
+(DESIGN rule 2). The removal of leftover temporary export snapshots is cleanup, not a
+deletion of a restore point: it is never held. The planner plans `export.create` only;
+the executor takes (and removes) the temporary snapshot an export reads from.
 """
 
 from __future__ import annotations
@@ -299,11 +301,16 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
 
     work.warnings += findings.vm_findings(observed, catalog, selected, now)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
-    _temporaries(catalog, by_name, work)
 
+    deletions = [a for a in work.actions if a.kind.is_delete]
+    limit = limits.max_deletes_per_run
+    held: list[Action] = []
+    if len(deletions) > limit:
+        held = sorted(deletions, key=_action_order)
+        work.actions = [a for a in work.actions if not a.kind.is_delete]
+    _temporaries(catalog, by_name, work)
     actions = sorted(work.actions, key=_action_order)
     deletes = sum(1 for a in actions if a.kind.is_delete)
-    blocked = deletes > limits.max_deletes_per_run
     return Plan(
         format_version=FORMAT_VERSION,
         policy_revision=policies.revision,
@@ -317,13 +324,17 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         ),
         warnings=tuple(sorted(work.warnings, key=_warning_order)),
         retention=tuple(work.retention),  # built in (policy, VM, kind, slot) order
-        blocked=blocked,
-        blocked_reason=(
-            f"{deletes} deletions exceed limits.maxDeletesPerRun ({limits.max_deletes_per_run})"
-            if blocked
-            else ""
-        ),
         delete_count=deletes,
+        held=tuple(held),
+        held_reason=_held_reason(len(held), limit) if held else "",
+    )
+
+
+def _held_reason(count: int, limit: int) -> str:
+    return (
+        f"{count} deletions exceed limits.maxDeletesPerRun ({limit}) and are held back; "
+        f"the backups still run. To allow them: pass --max-deletes {count} (apply, run) or "
+        f"raise limits.maxDeletesPerRun to {count} in the host config"
     )
 
 

@@ -106,6 +106,8 @@ def summarize(
                              "restore point past their first slot")
         if plan.blocked:
             attention.append(f"the next apply is blocked: {plan.blocked_reason}")
+        if plan.held:
+            attention.append(f"the next apply holds deletions back: {plan.held_reason}")
     return Status(
         now=now,
         apply_holder=apply_holder,

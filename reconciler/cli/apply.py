@@ -7,7 +7,11 @@ Without a saved plan it plans first and shows the plan. Without `--auto-approve`
 on a terminal and refuses when there is none. A saved plan is refused when it is stale: the
 policy revision, the observed state's digest or the actions it implies changed since it was
 made. Exit codes: 0 all done (or nothing to do), 1 error before any action (nothing changed),
-3 some actions failed (the summary lists them).
+3 needs attention: some actions failed (the summary lists them), or the deletion budget
+(`limits.maxDeletesPerRun`, `--max-deletes N`) held deletions back while the creates ran.
+
+Every input (host config, flags, `--now`, policies, the plan file, vCenter passwords) is
+checked before anything is opened, created, locked or asked of vCenter.
 
 One applier per state DB at a time (a lease with holder and expiry). Before planning, the
 journal's unfinished actions of earlier runs are reconciled: VMs vmkeep powered off are
@@ -41,6 +45,7 @@ from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute,
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
+from reconciler.render.document import held_to_json
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
     from reconciler.adapters.vsphere import VCenterPool
@@ -62,7 +67,7 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
         help="create and prune snapshots and exports so reality matches the policies",
         description="Carry out a plan (saved with `vmkeep plan --out`, or made now). "
         "Exit 0 when everything succeeded, 1 on an error before any action, 3 when some "
-        "actions failed.",
+        "actions failed or deletions were held back by the deletion budget.",
     )
     parser.add_argument("plan_file", nargs="?", metavar="PLAN.json",
                         help="a plan saved by `vmkeep plan --out`")
@@ -71,8 +76,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auto-approve", action="store_true",
                         help="do not ask for confirmation (needed without a terminal)")
     parser.add_argument("--max-deletes", type=int, metavar="N",
-                        help="refuse to run when the plan deletes more than N restore points "
-                        "(default: limits.maxDeletesPerRun)")
+                        help="hold every deletion back (the creates still run) when the plan "
+                        "deletes more than N restore points (default: limits.maxDeletesPerRun)")
     parser.add_argument("--parallel", type=int, metavar="N",
                         help="VMs worked on at once (default: from the limits)")
     common.add_output_argument(parser, ("text", "json"))
@@ -152,8 +157,12 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
             state = capture(config, now)
         plan = _the_plan(given.saved, policy_set, state, limits, now)
         _show(plan, args.output)
-        _guard(plan, limits.max_deletes_per_run)
+        _guard(plan)
         if not plan.actions:
+            if plan.held:
+                _say("Nothing to apply: every change is a deletion held back.", args.output,
+                     plan)
+                return ApplyResult(EXIT_PARTIAL, policy_set.revision, plan)
             _say("No changes: reality already matches the policies.", args.output)
             return ApplyResult(0, policy_set.revision, plan)
         _confirm(args, plan)
@@ -176,9 +185,9 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         report = execute(plan, runner, config.limits, parallel=args.parallel, hosts=hosts)
         report = RunReport(report.run_id, report.outcomes, tuple(notes))
         db.finish_run(run_id, time.time(), report.counts())
-        _summary(report, args.output)
-        return ApplyResult(EXIT_PARTIAL if report.failed else 0, policy_set.revision, plan,
-                           report)
+        _summary(report, args.output, plan)
+        attention = report.failed or plan.held
+        return ApplyResult(EXIT_PARTIAL if attention else 0, policy_set.revision, plan, report)
     raise AssertionError("unreachable")
 
 
@@ -260,7 +269,9 @@ def _the_plan(saved: Plan | None, policy_set: PolicySet, state: ObservedState,
             "run `vmkeep plan --out` again"
         )
     fresh = planner.plan(policy_set, state, saved.now, limits)
-    if fresh.actions != saved.actions:
+    # The same changes, whichever the deletion budget holds back today.
+    if sorted(map(repr, (*fresh.actions, *fresh.held))) \
+            != sorted(map(repr, (*saved.actions, *saved.held))):
         raise StalePlanError(
             "Saved plan is stale: the policies now call for different actions than the "
             "saved plan lists; run `vmkeep plan --out` again"
@@ -278,16 +289,11 @@ def _load_plan(path: str) -> Plan:
     return plan_from_json(data, path)
 
 
-def _guard(plan: Plan, max_deletes: int) -> None:
-    deletes = sum(1 for a in plan.actions if a.kind.is_delete)
+def _guard(plan: Plan) -> None:
+    """A blocked plan does not run at all. (Deletions beyond the deletion budget are not a
+    block: the planner holds them back and the rest of the plan runs.)"""
     if plan.blocked:
         raise BlockedError(f"the plan is blocked, nothing was changed: {plan.blocked_reason}")
-    if deletes > max_deletes:
-        raise BlockedError(
-            f"the plan deletes {deletes} restore points, more than the limit of {max_deletes}; "
-            "nothing was changed. Check the policies; raise limits.maxDeletesPerRun or pass "
-            "--max-deletes N if this is intended"
-        )
 
 
 def _confirm(args: argparse.Namespace, plan: Plan) -> None:
@@ -315,19 +321,34 @@ def _show(plan: Plan, output: str) -> None:
         sys.stdout.flush()
 
 
-def _say(message: str, output: str) -> None:
+def _held_json(plan: Plan | None) -> dict[str, Any]:
+    if plan is None:
+        return {"heldCount": 0, "heldReason": "", "held": []}
+    return held_to_json(plan)
+
+
+def _say(message: str, output: str, plan: Plan | None = None) -> None:
     if output == "json":
-        print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message}))
+        print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message,
+                          **_held_json(plan)}))
     else:
         print(message)
+        _print_held(plan)
 
 
-def _summary(report: RunReport, output: str) -> None:
+def _print_held(plan: Plan | None) -> None:
+    if plan is not None and plan.held:
+        print(f"  held back: {len(plan.held)} deletion(s), see HELD above; to allow them pass "
+              f"--max-deletes {len(plan.held)} or raise limits.maxDeletesPerRun")
+
+
+def _summary(report: RunReport, output: str, plan: Plan | None = None) -> None:
     if output == "json":
         body = {
             "runId": report.run_id,
             "summary": report.counts(),
             "repaired": list(report.recovered),
+            **_held_json(plan),
             "outcomes": [
                 {
                     "kind": o.action.kind.value,
@@ -372,6 +393,7 @@ def _summary(report: RunReport, output: str) -> None:
         stored = sum(o.bytes_stored for o in exports)
         print(f"  exports: {len(exports)}, {read / 2**20:,.1f} MiB read, "
               f"{stored / 2**20:,.1f} MiB stored")
+    _print_held(plan)
 
 
 def _iso(epoch: float) -> str:

@@ -7,8 +7,8 @@
 
 Without `--state` the observed state is read live from every vCenter and target of the host
 config. Exit codes: 0 success; with `--detailed-exitcode` 0 = no changes, 2 = changes;
-1 = error. A plan whose deletions exceed `limits.maxDeletesPerRun` is printed and marked
-blocked (apply will refuse it).
+1 = error. When the deletions exceed `limits.maxDeletesPerRun` they are held back: listed
+apart (HELD, `held`), with the count and how to allow them; the creates still run.
 """
 
 from __future__ import annotations

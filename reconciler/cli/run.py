@@ -61,7 +61,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--now", metavar="ISO",
                         help="plan every reconcile as of this time (tests and demos)")
     parser.add_argument("--max-deletes", type=int, metavar="N",
-                        help="refuse a reconcile whose plan deletes more than N restore points")
+                        help="hold every deletion of a reconcile back (its creates still run) "
+                        "when its plan deletes more than N restore points")
     parser.add_argument("--parallel", type=int, metavar="N",
                         help="VMs worked on at once (default: from the limits)")
     common.add_output_argument(parser, ("text", "json"))

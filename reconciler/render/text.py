@@ -11,7 +11,7 @@ from itertools import groupby
 from reconciler.model import Action, Coverage, CoverageState, Plan, PlanWarning, Severity
 from reconciler.observed import format_time
 
-__all__ = ["coverage_line", "render_text"]
+__all__ = ["coverage_line", "held_lines", "render_text"]
 
 _RESET = "\x1b[0m"
 _COLOURS = {"+": "\x1b[32m", "-": "\x1b[31m", "!": "\x1b[33m", "bold": "\x1b[1m"}
@@ -78,10 +78,26 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         f"{counts[CoverageState.LATE]} late, {counts[CoverageState.MISSING]} missing; "
         f"{kept} points kept by retention."
     )
-    lines.append(paint("bold", f"Plan: {creates} to create, {plan.delete_count} to delete."))
+    held = f", {len(plan.held)} held back" if plan.held else ""
+    lines.append(paint("bold", f"Plan: {creates} to create, {plan.delete_count} to delete{held}."))
+    lines.extend(held_lines(plan, colour=colour))
     if plan.blocked:
         lines.append(paint("-", f"BLOCKED: {plan.blocked_reason}. Nothing will be applied."))
     return "\n".join(lines) + "\n"
+
+
+def held_lines(plan: Plan, *, colour: bool = False) -> list[str]:
+    """The HELD section: the reason (count, limit, how to allow them) and every deletion the
+    deletion budget holds back, with its reason; empty when nothing is held."""
+    if not plan.held:
+        return []
+    paint = _Painter(colour)
+    lines = [paint("!", f"HELD: {plan.held_reason}.")]
+    for a in plan.held:
+        where = f" in {a.target}" if a.target else ""
+        lines.append(f"  - {a.kind.value:<16} {a.point_id}{where} ({a.vcenter}/{a.vm.name}): "
+                     f"{a.reason}")
+    return lines
 
 
 def _warning_line(w: PlanWarning, paint: _Painter) -> str:
