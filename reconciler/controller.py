@@ -11,7 +11,8 @@ repair of interrupted runs, the guards), run in this process. What the loop adds
   did validate, until a good one arrives. A local directory has no earlier revision to keep:
   nothing is applied until it is valid again;
 * **errors do not end the loop**: an unreachable vCenter, a failed action or a held lease
-  is logged and counted, and the next tick tries again;
+  is logged and counted, and the next tick tries again. A vCenter that cannot be observed
+  does not stop the others: they are reconciled, its VMs are left alone (`attention`);
 * **the deletion budget holds deletions back, never the backups**: as in apply, the creates
   run and the held deletions are logged with how to allow them (`--max-deletes N`,
   `limits.maxDeletesPerRun`); the reconcile counts as `attention` and
@@ -210,6 +211,9 @@ class Controller:
                 result = "ok" if code == 0 else "failed_actions" if failed else "attention"
                 self.metrics.revision = outcome.revision
                 if outcome.plan is not None:
+                    for name, reason in sorted(outcome.plan.unobserved.items()):
+                        self._say(f"vCenter {name!r} could not be observed ({reason}): its "
+                                  "VMs were left alone; the others were reconciled")
                     self.metrics.held_deletions = len(outcome.plan.held)
                     if outcome.plan.held:
                         self._say(f"held back: {outcome.plan.held_reason}")

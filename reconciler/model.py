@@ -190,11 +190,16 @@ class ExportPoint:
 
 @dataclass(frozen=True)
 class ObservedState:
-    """Inventory + catalog at one moment; serialisable, so plans can be made offline."""
+    """Inventory + catalog at one moment; serialisable, so plans can be made offline.
+
+    `unobserved`: vCenters of the host config that could not be read (login refused, TLS,
+    network), with the reason. Their VMs are unknown — not gone: nothing is decided for them.
+    """
 
     captured_at: datetime
     vcenters: Mapping[str, tuple[VM, ...]]
     targets: Mapping[str, tuple[ExportPoint, ...]]
+    unobserved: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- policies
@@ -391,6 +396,7 @@ class CoverageState(enum.StrEnum):
     DUE = "due"  # not yet, but still inside the lateness threshold
     LATE = "late"  # past the threshold; older points exist
     MISSING = "missing"  # past the threshold and no complete point at all
+    UNKNOWN = "unknown"  # its vCenter could not be observed: neither covered nor missing
 
 
 @dataclass(frozen=True)
@@ -465,6 +471,8 @@ class Plan:
     delete_count: int = 0  # deletions in `actions` (held ones not counted)
     held: tuple[Action, ...] = ()
     held_reason: str = ""
+    #: vCenters that could not be observed, with the reason (see `ObservedState.unobserved`).
+    unobserved: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:

@@ -270,6 +270,10 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     for policy in sorted(policies.policies, key=lambda p: p.name):
         if policy.name not in infos:
             continue
+        if policy.vcenter in observed.unobserved:
+            _unobserved(policy, infos[policy.name], observed.unobserved[policy.vcenter],
+                        groups, work, handled)
+            continue
         if policy.vcenter not in observed.vcenters:
             work.warnings.append(
                 PlanWarning(
@@ -327,7 +331,58 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         delete_count=deletes,
         held=tuple(held),
         held_reason=_held_reason(len(held), limit) if held else "",
+        unobserved=dict(sorted(observed.unobserved.items())),
     )
+
+
+def _unobserved(
+    policy: Policy,
+    info: SlotInfo,
+    reason: str,
+    groups: dict[_GroupKey, list[CatalogPoint]],
+    work: _Work,
+    handled: set[_GroupKey],
+) -> None:
+    """A policy whose vCenter could not be observed: nothing is created or deleted for it
+    (its VMs and their snapshots are unseen, and retention of its exports would be judged
+    without them). The VMs its exports name get coverage "unknown", never "missing"."""
+    work.warnings.append(
+        PlanWarning(
+            "vcenter-unobserved",
+            Severity.WARNING,
+            f"policy {policy.name!r}: vCenter {policy.vcenter!r} could not be observed "
+            f"({reason}); coverage of its VMs is unknown, nothing is created or deleted "
+            "for them",
+            vcenter=policy.vcenter,
+            policy=policy.name,
+        )
+    )
+    refs: dict[str, VMRef] = {}  # instance uuid -> the VM as its newest point names it
+    newest: dict[str, datetime] = {}  # instance uuid -> slot of its newest complete point
+    seen: dict[str, datetime] = {}
+    for key, points in groups.items():
+        if key[0] != policy.name:
+            continue
+        handled.add(key)  # their points are the unseen VMs', not a gone VM's
+        for point in points:
+            uuid = point.vm.instance_uuid
+            if uuid not in seen or point.slot >= seen[uuid]:
+                seen[uuid], refs[uuid] = point.slot, point.vm
+            if point.complete and (uuid not in newest or point.slot > newest[uuid]):
+                newest[uuid] = point.slot
+    for uuid, ref in refs.items():
+        work.coverage.append(
+            Coverage(
+                policy=policy.name,
+                vcenter=policy.vcenter,
+                vm=ref,
+                state=CoverageState.UNKNOWN,
+                slot=info.slot,
+                threshold_seconds=int(info.threshold.total_seconds()),
+                last_slot=newest.get(uuid),
+                note=f"vCenter {policy.vcenter!r} could not be observed",
+            )
+        )
 
 
 def _held_reason(count: int, limit: int) -> str:

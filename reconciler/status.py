@@ -108,6 +108,9 @@ def summarize(
             attention.append(f"the next apply is blocked: {plan.blocked_reason}")
         if plan.held:
             attention.append(f"the next apply holds deletions back: {plan.held_reason}")
+        for name, reason in sorted(plan.unobserved.items()):
+            attention.append(f"vCenter {name!r} could not be observed ({reason}): the "
+                             "coverage of its VMs is unknown")
     return Status(
         now=now,
         apply_holder=apply_holder,

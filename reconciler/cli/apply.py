@@ -162,9 +162,12 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
             if plan.held:
                 _say("Nothing to apply: every change is a deletion held back.", args.output,
                      plan)
-                return ApplyResult(EXIT_PARTIAL, policy_set.revision, plan)
-            _say("No changes: reality already matches the policies.", args.output)
-            return ApplyResult(0, policy_set.revision, plan)
+            elif plan.unobserved:
+                _say("No changes for the vCenters that could be observed.", args.output, plan)
+            else:
+                _say("No changes: reality already matches the policies.", args.output)
+            code = EXIT_PARTIAL if plan.held or plan.unobserved else 0
+            return ApplyResult(code, policy_set.revision, plan)
         _confirm(args, plan)
         display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
         stack.callback(display.close)
@@ -186,7 +189,7 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         report = RunReport(report.run_id, report.outcomes, tuple(notes))
         db.finish_run(run_id, time.time(), report.counts())
         _summary(report, args.output, plan)
-        attention = report.failed or plan.held
+        attention = report.failed or plan.held or plan.unobserved
         return ApplyResult(EXIT_PARTIAL if attention else 0, policy_set.revision, plan, report)
     raise AssertionError("unreachable")
 
@@ -235,14 +238,17 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
 
 def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
              targets: dict[str, ExportStore]) -> list[str]:
+    # The journal's records of a vCenter that could not be observed wait for a run that sees
+    # it: repairing them now would mean asking that vCenter, or settling them unrepaired.
+    unseen = set(state.unobserved)
     notes = recover(
-        db.unfinished_actions(),
-        vcenters.ops(),
+        [a for a in db.unfinished_actions() if a.vcenter not in unseen],
+        {name: ops for name, ops in vcenters.ops().items() if name not in unseen},
         state.vcenters,
         targets,
         lambda action_id, note: db.record_outcome(action_id, ActionStatus.RECONCILED,
                                                   time.time(), note),
-        db.failed_with_vm_shut_down(),
+        [a for a in db.failed_with_vm_shut_down() if a.vcenter not in unseen],
         lambda action_id: db.update_details(action_id, {"poweredOffByUs": False}),
     )
     for note in notes:
@@ -322,9 +328,10 @@ def _show(plan: Plan, output: str) -> None:
 
 
 def _held_json(plan: Plan | None) -> dict[str, Any]:
+    """What needs attention besides failures: held deletions, unobserved vCenters."""
     if plan is None:
-        return {"heldCount": 0, "heldReason": "", "held": []}
-    return held_to_json(plan)
+        return {"heldCount": 0, "heldReason": "", "held": [], "unobservedVcenters": {}}
+    return {**held_to_json(plan), "unobservedVcenters": dict(sorted(plan.unobserved.items()))}
 
 
 def _say(message: str, output: str, plan: Plan | None = None) -> None:
@@ -337,7 +344,12 @@ def _say(message: str, output: str, plan: Plan | None = None) -> None:
 
 
 def _print_held(plan: Plan | None) -> None:
-    if plan is not None and plan.held:
+    if plan is None:
+        return
+    for name, reason in sorted(plan.unobserved.items()):
+        print(f"  not observed: vCenter {name!r} ({reason}); its VMs were left alone, their "
+              "coverage is unknown")
+    if plan.held:
         print(f"  held back: {len(plan.held)} deletion(s), see HELD above; to allow them pass "
               f"--max-deletes {len(plan.held)} or raise limits.maxDeletesPerRun")
 

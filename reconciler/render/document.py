@@ -96,6 +96,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "blockedReason": plan.blocked_reason,
         "deleteCount": plan.delete_count,
         **held_to_json(plan),
+        "unobservedVcenters": dict(sorted(plan.unobserved.items())),
         "summary": summary(plan),
         "actions": [_action(a) for a in plan.actions],
         "coverage": [coverage_to_json(c) for c in plan.coverage],
@@ -198,8 +199,9 @@ def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
             delete_count=data["deleteCount"],
             held=tuple(_action_from(a) for a in data.get("held", ())),
             held_reason=str(data.get("heldReason", "")),
+            unobserved={str(k): str(v) for k, v in data.get("unobservedVcenters", {}).items()},
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
             [
                 Diagnostic(

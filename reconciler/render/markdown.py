@@ -151,6 +151,10 @@ def render_markdown(plan: Plan, limit: int = LIMIT) -> str:
     ]
     if plan.blocked:
         head += [f"> :no_entry: **Blocked:** {plan.blocked_reason}. Nothing will be applied.", ""]
+    for name, reason in sorted(plan.unobserved.items()):
+        head += [f"> :warning: **vCenter {_escape(name)} could not be observed:** "
+                 f"{_escape(reason)}. Its VMs' coverage is unknown; nothing is created or "
+                 "deleted for them.", ""]
     if plan.held:  # the reason holds only numbers and fixed words
         head += [f"> :warning: **Held back:** {plan.held_reason}.", ""]
     table, cut = _summary_table(plan)
