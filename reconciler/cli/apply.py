@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -276,8 +277,7 @@ def _the_plan(saved: Plan | None, policy_set: PolicySet, state: ObservedState,
         )
     fresh = planner.plan(policy_set, state, saved.now, limits)
     # The same changes, whichever the deletion budget holds back today.
-    if sorted(map(repr, (*fresh.actions, *fresh.held))) \
-            != sorted(map(repr, (*saved.actions, *saved.held))):
+    if Counter((*fresh.actions, *fresh.held)) != Counter((*saved.actions, *saved.held)):
         raise StalePlanError(
             "Saved plan is stale: the policies now call for different actions than the "
             "saved plan lists; run `vmkeep plan --out` again"

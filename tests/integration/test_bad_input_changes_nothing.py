@@ -43,7 +43,8 @@ def plan_not_json(estate: Estate) -> Run:
 
 
 def run_once_with_garbage_now(estate: Estate) -> Run:
-    return estate.vmkeep("run", "--once", "--policies", str(estate.policies), "--now", "garbage")
+    return estate.vmkeep("run", "--once", "--policies", str(estate.policies), "--now", "garbage",
+                         "--metrics-file", str(estate.root / "vmkeep.prom"))
 
 
 @pytest.mark.parametrize("bad", [invalid_policy, garbage_now, plan_not_json,
