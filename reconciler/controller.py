@@ -216,7 +216,8 @@ class Controller:
                                   "VMs were left alone; the others were reconciled")
                     self.metrics.held_deletions = len(outcome.plan.held)
                     if outcome.plan.held:
-                        self._say(f"held back: {outcome.plan.held_reason}")
+                        self._say(f"held back: {outcome.plan.held_reason}; the backups "
+                                  f"ran. To allow them: {outcome.plan.held_hint}")
                     counts = Counter(covered_after(outcome.plan, outcome.report))
                     self.metrics.coverage = {s.value: counts[s] for s in CoverageState}
                 if outcome.report is not None:

@@ -454,8 +454,9 @@ class Plan:
     """A versioned, serialisable plan and what it was made from.
 
     `held`: deletions the deletion budget (`limits.maxDeletesPerRun`, `--max-deletes N`) holds
-    back — not in `actions`, so the creates still run; `held_reason` says how many, the limit
-    and how to allow them. `blocked` is for a plan that must not run at all.
+    back — not in `actions`, so the creates still run; `held_reason` says how many and the
+    limit ("60 deletions exceed limits.maxDeletesPerRun (50)"), `held_hint` how to allow
+    them. `blocked` is for a plan that must not run at all.
     """
 
     format_version: int
@@ -477,6 +478,15 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.actions)
+
+    @property
+    def held_hint(self) -> str:
+        """How to let the held deletions through ("" when none are held)."""
+        if not self.held:
+            return ""
+        n = len(self.held)
+        return (f"pass --max-deletes {n} (apply, run) or raise limits.maxDeletesPerRun to {n} "
+                "in the host config")
 
 
 __all__ += [

@@ -330,7 +330,9 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         retention=tuple(work.retention),  # built in (policy, VM, kind, slot) order
         delete_count=deletes,
         held=tuple(held),
-        held_reason=_held_reason(len(held), limit) if held else "",
+        held_reason=(
+            f"{len(held)} deletions exceed limits.maxDeletesPerRun ({limit})" if held else ""
+        ),
         unobserved=dict(sorted(observed.unobserved.items())),
     )
 
@@ -384,13 +386,6 @@ def _unobserved(
             )
         )
 
-
-def _held_reason(count: int, limit: int) -> str:
-    return (
-        f"{count} deletions exceed limits.maxDeletesPerRun ({limit}) and are held back; "
-        f"the backups still run. To allow them: pass --max-deletes {count} (apply, run) or "
-        f"raise limits.maxDeletesPerRun to {count} in the host config"
-    )
 
 
 def _plan_vm(

@@ -65,7 +65,8 @@ class Status:
 
     def coverage_counts(self) -> dict[str, int]:
         counts = Counter(c.state.value for c in self.coverage)
-        return {state.value: counts.get(state.value, 0) for state in CoverageState}
+        return {state.value: counts.get(state.value, 0) for state in CoverageState
+                if state is not CoverageState.UNKNOWN or counts.get(state.value)}
 
 
 def summarize(
@@ -107,7 +108,8 @@ def summarize(
         if plan.blocked:
             attention.append(f"the next apply is blocked: {plan.blocked_reason}")
         if plan.held:
-            attention.append(f"the next apply holds deletions back: {plan.held_reason}")
+            attention.append(f"the next apply holds deletions back: {plan.held_reason}; to "
+                             f"allow them: {plan.held_hint}")
         for name, reason in sorted(plan.unobserved.items()):
             attention.append(f"vCenter {name!r} could not be observed ({reason}): the "
                              "coverage of its VMs is unknown")

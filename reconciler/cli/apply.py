@@ -330,7 +330,8 @@ def _show(plan: Plan, output: str) -> None:
 def _held_json(plan: Plan | None) -> dict[str, Any]:
     """What needs attention besides failures: held deletions, unobserved vCenters."""
     if plan is None:
-        return {"heldCount": 0, "heldReason": "", "held": [], "unobservedVcenters": {}}
+        return {"heldCount": 0, "heldReason": "", "heldHint": "", "held": [],
+                "unobservedVcenters": {}}
     return {**held_to_json(plan), "unobservedVcenters": dict(sorted(plan.unobserved.items()))}
 
 

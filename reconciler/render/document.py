@@ -37,11 +37,13 @@ def _vm(ref: VMRef) -> dict[str, str]:
 
 
 def summary(plan: Plan) -> dict[str, int]:
-    """Action counts by kind (every kind present, zero included) and coverage counts."""
+    """Action counts by kind (every kind present, zero included) and coverage counts
+    (`unknown` only when a vCenter could not be observed)."""
     kinds = Counter(a.kind.value for a in plan.actions)
     states = Counter(c.state.value for c in plan.coverage)
     counts = {kind.value: kinds.get(kind.value, 0) for kind in ActionKind}
-    counts.update({state.value: states.get(state.value, 0) for state in CoverageState})
+    counts.update({state.value: states.get(state.value, 0) for state in CoverageState
+                   if state is not CoverageState.UNKNOWN or states.get(state.value)})
     return counts
 
 
@@ -78,10 +80,12 @@ def coverage_to_json(c: Coverage) -> dict[str, Any]:
 
 
 def held_to_json(plan: Plan) -> dict[str, Any]:
-    """`heldCount`, `heldReason` and `held` (the deletions the deletion budget holds back)."""
+    """`heldCount`, `heldReason` (count and limit), `heldHint` (how to allow them) and `held`
+    (the deletions the deletion budget holds back)."""
     return {
         "heldCount": len(plan.held),
         "heldReason": plan.held_reason,
+        "heldHint": plan.held_hint,
         "held": [_action(a) for a in plan.held],
     }
 

@@ -156,7 +156,8 @@ def render_markdown(plan: Plan, limit: int = LIMIT) -> str:
                  f"{_escape(reason)}. Its VMs' coverage is unknown; nothing is created or "
                  "deleted for them.", ""]
     if plan.held:  # the reason holds only numbers and fixed words
-        head += [f"> :warning: **Held back:** {plan.held_reason}.", ""]
+        head += [f"> :warning: **Held back:** {plan.held_reason}: they are held back, the "
+                 f"backups still run. To allow them: {plan.held_hint}.", ""]
     table, cut = _summary_table(plan)
     head += table
     return assemble(head, _sections(plan), limit, cut)

@@ -107,7 +107,8 @@ def held_lines(plan: Plan, *, colour: bool = False) -> list[str]:
     if not plan.held:
         return []
     paint = _Painter(colour)
-    lines = [paint("!", f"HELD: {plan.held_reason}.")]
+    lines = [paint("!", f"HELD: {plan.held_reason}: they are held back, the backups still "
+                        f"run. To allow them: {plan.held_hint}.")]
     for a in plan.held:
         where = f" in {a.target}" if a.target else ""
         lines.append(f"  - {a.kind.value:<16} {a.point_id}{where} ({a.vcenter}/{a.vm.name}): "

@@ -126,9 +126,9 @@ def test_the_host_config_limit_holds_the_deletions_back_and_keeps_the_creates(
     document = json.loads(capsys.readouterr().out)
     assert document["blocked"] is False
     assert document["heldCount"] == 4 and len(document["held"]) == 4
-    assert document["heldReason"].startswith("4 deletions exceed limits.maxDeletesPerRun (2) "
-                                             "and are held back")
-    assert "--max-deletes 4" in document["heldReason"]
+    assert document["heldReason"] == "4 deletions exceed limits.maxDeletesPerRun (2)"
+    assert document["heldHint"] == ("pass --max-deletes 4 (apply, run) or raise "
+                                    "limits.maxDeletesPerRun to 4 in the host config")
     assert [a["kind"] for a in document["actions"]] == ["snapshot.create"]
     assert document["deleteCount"] == 0
 

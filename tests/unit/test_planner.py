@@ -263,11 +263,9 @@ def test_deletions_above_the_limit_are_held_back_with_the_count_and_the_creates_
     assert len(result.held) == 9 and all(a.kind.is_delete for a in result.held)
     assert [a.kind for a in result.actions] == [ActionKind.SNAPSHOT_CREATE]
     assert result.delete_count == 0
-    assert result.held_reason == (
-        "9 deletions exceed limits.maxDeletesPerRun (8) and are held back; the backups still "
-        "run. To allow them: pass --max-deletes 9 (apply, run) or raise "
-        "limits.maxDeletesPerRun to 9 in the host config"
-    )
+    assert result.held_reason == "9 deletions exceed limits.maxDeletesPerRun (8)"
+    assert result.held_hint == ("pass --max-deletes 9 (apply, run) or raise "
+                                "limits.maxDeletesPerRun to 9 in the host config")
     relaxed = plan(
         PolicySet((policy(snapshot_keep=KeepRules(daily=2)),)),
         state(vms),

@@ -59,7 +59,9 @@ def plan(*states: CoverageState, blocked: str = "") -> Plan:
         ([], [], [], None, plan(blocked="17 deletions exceed limits.maxDeletesPerRun (10)"),
          ["the next apply is blocked: 17 deletions exceed limits.maxDeletesPerRun (10)"]),
         ([], [], [], None, replace(plan(), held=(HELD,), held_reason="1 deletions exceed …"),
-         ["the next apply holds deletions back: 1 deletions exceed …"]),
+         ["the next apply holds deletions back: 1 deletions exceed …; to allow them: pass "
+          "--max-deletes 1 (apply, run) or raise limits.maxDeletesPerRun to 1 in the host "
+          "config"]),
     ],
     ids=["nothing-yet", "all-well", "old-failure-retried", "last-run-failed", "interrupted",
          "interrupted-but-running-now", "late-and-missing", "blocked", "held-deletions"],
