@@ -302,7 +302,11 @@ class ActionRunner:
         note = ""
         if shared is not None:
             snapshot_id, consistency, temporary = shared.id, _consistency_of(shared), False
-            self._note_consistency(action_id, consistency, "")
+            asked = policy.consistency.mode.value
+            if consistency and consistency != asked:
+                note = (f"read from the slot's snapshot point {shared.id}, taken {consistency} "
+                        f"(the policy asks for {asked})")
+            self._note_consistency(action_id, consistency, note)
         else:
             try:
                 taken = self._snapshot(vc, vm, policy, action, action_id,

@@ -97,6 +97,8 @@ def test_an_export_reading_the_slots_snapshot_records_that_snapshots_consistency
     assert outcomes["snapshot.create"]["consistency"] == "crash"
     assert outcomes["snapshot.create"]["consistencyNote"].endswith("fell back to crash")
     assert outcomes["export.create"]["consistency"] == "crash"
+    assert outcomes["export.create"]["consistencyNote"].endswith(
+        "taken crash (the policy asks for quiesce)")
     assert log.read_text().splitlines() == ["pre quiesce", "post crash"]
     with StateDB(estate.root / "state.db") as db:
         assert {r.kind: r.details["consistency"] for r in db.actions()} == {
