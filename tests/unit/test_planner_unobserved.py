@@ -3,13 +3,18 @@ nothing is created or deleted for them — the other vCenters are planned as usu
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
 
 from reconciler.model import (
     ActionKind,
     CoverageState,
     KeepRules,
+    Limits,
     ObservedState,
     PolicySet,
     VMRef,
@@ -78,3 +83,17 @@ def test_the_observed_state_file_keeps_the_unobserved_vcenters() -> None:
     assert document["unobserved"] == {"broken": REASON}
     assert state_from_json(document) == observed
     assert TARGET in document["targets"]
+
+
+def test_plans_and_states_with_unobserved_vcenters_and_held_deletions_match_the_schemas(
+) -> None:
+    policies, observed = estate_with_an_unobserved_vcenter()
+    root = Path(__file__).resolve().parents[2] / "schemas"
+    plan_schema = Draft202012Validator(json.loads((root / "plan.schema.json").read_text()))
+    state_schema = Draft202012Validator(json.loads((root / "state.schema.json").read_text()))
+    seen = replace(observed, targets={TARGET: tuple(
+        export_point("gold", vm("web1"), SLOT - timedelta(days=d)) for d in range(10))})
+    held = plan(policies, seen, NOW, Limits(max_deletes_per_run=1))
+    assert held.held and held.unobserved
+    plan_schema.validate(plan_to_json(held))
+    state_schema.validate(state_to_json(seen))
