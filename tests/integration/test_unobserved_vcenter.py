@@ -153,3 +153,17 @@ def test_an_interrupted_action_on_the_unobserved_vcenter_waits_for_a_run_that_se
     with StateDB(world.root / "state.db") as db:
         assert db.unfinished_actions() == []
     assert len(world.far_points()) == 2  # now that far is seen, its retention runs
+
+
+def test_a_vcenter_whose_certificate_does_not_verify_is_unobserved_too(
+    world: TwoVCenters, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VMKEEP_FAR_PASSWORD", world.far.password)
+    text = world.config.read_text()
+    world.config.write_text(text.replace(f'caFile: "{world.far.ca_file}"',
+                                         f'caFile: "{world.sim.ca_file}"'))  # not far's CA
+    run = world.plan(DAY3)
+    assert run.code == 3, run.err
+    reason = run.json()["unobservedVcenters"]["far"]
+    assert "certificate" in reason.lower(), reason
+    assert {c["state"] for c in run.json()["coverage"] if c["policy"] == "far"} == {"unknown"}
