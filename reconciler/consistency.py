@@ -55,14 +55,18 @@ def _duration_seconds(policy: Policy) -> float:
     return float(((days * 24 + d.hours) * 60 + d.minutes) * 60)
 
 
-def _hook_environment(policy: Policy, vm: VM, phase: str, point_id: str) -> dict[str, str]:
+def _hook_environment(policy: Policy, vm: VM, phase: str, point_id: str,
+                      consistency: str = "") -> dict[str, str]:
+    """`VMKEEP_CONSISTENCY` is the level asked for in a pre hook and the level achieved in a
+    post hook (a quiesce that fell back says `crash`); a post hook after a failed snapshot
+    gets the level that was asked for."""
     return {
         "VMKEEP_PHASE": phase,
         "VMKEEP_POLICY": policy.name,
         "VMKEEP_VM_NAME": vm.name,
         "VMKEEP_VM_INSTANCE_UUID": vm.instance_uuid,
         "VMKEEP_POINT_ID": point_id,
-        "VMKEEP_CONSISTENCY": policy.consistency.mode.value,
+        "VMKEEP_CONSISTENCY": consistency or policy.consistency.mode.value,
     }
 
 
@@ -103,19 +107,19 @@ def take_consistent_snapshot(
     except BaseException:
         _run_post_hooks(hooks, policy, vm, point_id, quiet=True)
         raise
-    _run_post_hooks(hooks, policy, vm, point_id, quiet=False)
+    _run_post_hooks(hooks, policy, vm, point_id, quiet=False, consistency=taken.consistency)
     return taken
 
 
 def _run_post_hooks(hooks: HookRunner, policy: Policy, vm: VM, point_id: str, *,
-                    quiet: bool) -> None:
+                    quiet: bool, consistency: str = "") -> None:
     """Post hooks always run once the pre hooks did, every one of them even when one fails;
     the first failure is raised after the last ran, unless `quiet` keeps an earlier error in
     front."""
     failure: HookError | None = None
     for name in policy.consistency.post_hooks:
         try:
-            hooks.run(name, _hook_environment(policy, vm, "post", point_id))
+            hooks.run(name, _hook_environment(policy, vm, "post", point_id, consistency))
         except HookError as exc:
             failure = failure or HookError(f"post hook {name!r} failed: {exc}")
     if failure is not None and not quiet:

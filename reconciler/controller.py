@@ -11,7 +11,12 @@ repair of interrupted runs, the guards), run in this process. What the loop adds
   did validate, until a good one arrives. A local directory has no earlier revision to keep:
   nothing is applied until it is valid again;
 * **errors do not end the loop**: an unreachable vCenter, a failed action or a held lease
-  is logged and counted, and the next tick tries again;
+  is logged and counted, and the next tick tries again. A vCenter that cannot be observed
+  does not stop the others: they are reconciled, its VMs are left alone (`attention`);
+* **the deletion budget holds deletions back, never the backups**: as in apply, the creates
+  run and the held deletions are logged with how to allow them (`--max-deletes N`,
+  `limits.maxDeletesPerRun`); the reconcile counts as `attention` and
+  `vmkeep_held_deletions` says how many;
 * **metrics** in Prometheus' text format, written atomically after every reconcile to
   `metrics_file` (for node_exporter's textfile collector);
 * **stopping**: SIGTERM or SIGINT ends the loop after the running reconcile; a second one
@@ -62,6 +67,7 @@ class Metrics:
     policies_valid: bool | None = None
     revision: str | None = None  # the revision the last reconcile applied
     rejected_revision: str | None = None  # the newest revision that did not validate
+    held_deletions: int | None = None  # deletions the last reconcile's budget held back
 
     def render(self) -> str:
         out: list[str] = []
@@ -71,7 +77,7 @@ class Metrics:
             out.append(f"# TYPE {name} {kind}")
             out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
-        results = ("ok", "failed_actions", "error", "invalid_policies", "skipped")
+        results = ("ok", "failed_actions", "attention", "error", "invalid_policies", "skipped")
         metric("vmkeep_reconciles_total", "counter", "Reconciles since the controller started, "
                "by result.", [(f'{{result="{r}"}}', self.reconciles[r]) for r in results])
         metric("vmkeep_actions_total", "counter", "Actions carried out since the controller "
@@ -96,6 +102,9 @@ class Metrics:
         if self.rejected_revision:
             metric("vmkeep_rejected_revision_info", "gauge", "The newest policy revision that "
                    "did not validate.", [(f'{{revision="{self.rejected_revision}"}}', 1)])
+        if self.held_deletions is not None:
+            metric("vmkeep_held_deletions", "gauge", "Deletions the last reconcile held back "
+                   "(limits.maxDeletesPerRun, --max-deletes).", [("", self.held_deletions)])
         if self.coverage:
             states = sorted(self.coverage.items())
             metric("vmkeep_coverage", "gauge", "VM/policy pairs by coverage state after the "
@@ -198,9 +207,17 @@ class Controller:
             else:
                 outcome = apply.reconcile(self._apply_args(rev))
                 code = outcome.code
-                result = "ok" if code == 0 else "failed_actions"
+                failed = outcome.report is not None and outcome.report.failed
+                result = "ok" if code == 0 else "failed_actions" if failed else "attention"
                 self.metrics.revision = outcome.revision
                 if outcome.plan is not None:
+                    for name, reason in sorted(outcome.plan.unobserved.items()):
+                        self._say(f"vCenter {name!r} could not be observed ({reason}): its "
+                                  "VMs were left alone; the others were reconciled")
+                    self.metrics.held_deletions = len(outcome.plan.held)
+                    if outcome.plan.held:
+                        self._say(f"held back: {outcome.plan.held_reason}; the backups "
+                                  f"ran. To allow them: {outcome.plan.held_hint}")
                     counts = Counter(covered_after(outcome.plan, outcome.report))
                     self.metrics.coverage = {s.value: counts[s] for s in CoverageState}
                 if outcome.report is not None:

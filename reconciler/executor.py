@@ -70,7 +70,9 @@ class ActionOutcome:
     action: Action
     status: str
     message: str = ""
-    consistency: str = ""
+    consistency: str = ""  # achieved: "crash", "quiesce" or "poweroff"
+    #: Why the achieved consistency is not the one the policy asked for (a fallback), or "".
+    consistency_note: str = ""
     bytes_read: int = 0
     bytes_stored: int = 0
     seconds: float = 0.0
@@ -287,7 +289,7 @@ class ActionRunner:
                 self._powered_off.discard(action_id)
             self.journal.update_details(action_id, {"poweredOffByUs": off})
 
-        return take_consistent_snapshot(
+        taken = take_consistent_snapshot(
             vc,
             vm,
             policy,
@@ -298,6 +300,13 @@ class ActionRunner:
             sleep=self.sleep,
             clock=self.clock,
         )
+        self._note_consistency(action_id, taken.consistency, taken.note)
+        return taken
+
+    def _note_consistency(self, action_id: int, achieved: str, note: str) -> None:
+        """The journal row says which consistency was achieved, and why when it fell back."""
+        self.journal.update_details(action_id, {"consistency": achieved,
+                                                "consistencyNote": note})
 
     # ------------------------------------------------------------------ snapshot.create
 
@@ -310,7 +319,8 @@ class ActionRunner:
         taken = self._snapshot(vc, vm, policy, action, action_id, MarkerKind.POINT)
         self.journal.update_details(action_id, {"snapshotId": taken.snapshot_id})
         message = f"snapshot {taken.snapshot_id}" + (f"; {taken.note}" if taken.note else "")
-        return ActionOutcome(action, OutcomeStatus.DONE, message, taken.consistency)
+        return ActionOutcome(action, OutcomeStatus.DONE, message, taken.consistency,
+                             consistency_note=taken.note)
 
     # ------------------------------------------------------------------ export.create
 
@@ -327,8 +337,14 @@ class ActionRunner:
         policy = self._policy(action)
         vm = self._remove_temporary(vc, vm, action)  # left by an earlier try of this action
         shared = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
+        note = ""
         if shared is not None:
             snapshot_id, consistency, temporary = shared.id, _consistency_of(shared), False
+            asked = policy.consistency.mode.value
+            if consistency and consistency != asked:
+                note = (f"read from the slot's snapshot point {shared.id}, taken {consistency} "
+                        f"(the policy asks for {asked})")
+            self._note_consistency(action_id, consistency, note)
         else:
             try:
                 taken = self._snapshot(vc, vm, policy, action, action_id,
@@ -341,6 +357,7 @@ class ActionRunner:
                         self._remove_temporary(vc, current, action)
                 raise
             snapshot_id, consistency, temporary = taken.snapshot_id, taken.consistency, True
+            note = taken.note
             self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
         transfer_started = self.clock()
         try:
@@ -355,8 +372,10 @@ class ActionRunner:
         return ActionOutcome(
             action,
             OutcomeStatus.DONE,
-            f"exported {read} bytes read, {stored} bytes stored" + (f"; {how}" if how else ""),
+            f"exported {read} bytes read, {stored} bytes stored"
+            + "".join(f"; {text}" for text in (how, note) if text),
             consistency,
+            consistency_note=note,
             bytes_read=read,
             bytes_stored=stored,
             transfer_started=transfer_started,

@@ -194,11 +194,16 @@ class ExportPoint:
 
 @dataclass(frozen=True)
 class ObservedState:
-    """Inventory + catalog at one moment; serialisable, so plans can be made offline."""
+    """Inventory + catalog at one moment; serialisable, so plans can be made offline.
+
+    `unobserved`: vCenters of the host config that could not be read (login refused, TLS,
+    network), with the reason. Their VMs are unknown — not gone: nothing is decided for them.
+    """
 
     captured_at: datetime
     vcenters: Mapping[str, tuple[VM, ...]]
     targets: Mapping[str, tuple[ExportPoint, ...]]
+    unobserved: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- policies
@@ -395,6 +400,7 @@ class CoverageState(enum.StrEnum):
     DUE = "due"  # not yet, but still inside the lateness threshold
     LATE = "late"  # past the threshold; older points exist
     MISSING = "missing"  # past the threshold and no complete point at all
+    UNKNOWN = "unknown"  # its vCenter could not be observed: neither covered nor missing
 
 
 @dataclass(frozen=True)
@@ -449,7 +455,13 @@ class RetentionDecision(NamedTuple):
 
 @dataclass(frozen=True)
 class Plan:
-    """A versioned, serialisable plan and what it was made from."""
+    """A versioned, serialisable plan and what it was made from.
+
+    `held`: deletions the deletion budget (`limits.maxDeletesPerRun`, `--max-deletes N`) holds
+    back — not in `actions`, so the creates still run; `held_reason` says how many and the
+    limit ("60 deletions exceed limits.maxDeletesPerRun (50)"), `held_hint` how to allow
+    them. `blocked` is for a plan that must not run at all.
+    """
 
     format_version: int
     policy_revision: str | None
@@ -461,11 +473,24 @@ class Plan:
     retention: tuple[RetentionDecision, ...] = ()
     blocked: bool = False
     blocked_reason: str = ""
-    delete_count: int = 0
+    delete_count: int = 0  # deletions in `actions` (held ones not counted)
+    held: tuple[Action, ...] = ()
+    held_reason: str = ""
+    #: vCenters that could not be observed, with the reason (see `ObservedState.unobserved`).
+    unobserved: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.actions)
+
+    @property
+    def held_hint(self) -> str:
+        """How to let the held deletions through ("" when none are held)."""
+        if not self.held:
+            return ""
+        n = len(self.held)
+        return (f"pass --max-deletes {n} (apply, run) or raise limits.maxDeletesPerRun to {n} "
+                "in the host config")
 
 
 __all__ += [

@@ -124,7 +124,7 @@ def _point_json(p: ExportPoint) -> dict[str, Any]:
 
 
 def state_to_json(state: ObservedState) -> dict[str, Any]:
-    return {
+    document: dict[str, Any] = {
         "formatVersion": FORMAT_VERSION,
         "capturedAt": format_time(state.captured_at),
         "vcenters": {
@@ -136,6 +136,9 @@ def state_to_json(state: ObservedState) -> dict[str, Any]:
             for name, points in sorted(state.targets.items())
         },
     }
+    if state.unobserved:
+        document["unobserved"] = dict(sorted(state.unobserved.items()))
+    return document
 
 
 def _plain(value: object) -> object:
@@ -334,19 +337,28 @@ def state_from_json(data: Any, source: str = "<state>") -> ObservedState:
         targets[name] = tuple(
             _point_from(r, name, p, f"{where}.points[{i}]") for i, p in enumerate(points)
         )
-    return ObservedState(r.time(data, "capturedAt", "$"), vcenters, targets)
+    unobserved = r.get(data, "unobserved", "$", dict, {})
+    if not all(isinstance(v, str) for v in unobserved.values()):
+        raise r.fail("$.unobserved", "values must be strings (why the vCenter was not read)")
+    both = sorted(set(unobserved) & set(vcenters))
+    if both:
+        raise r.fail("$.unobserved", f"vCenter {both[0]!r} is both observed and unobserved")
+    return ObservedState(r.time(data, "capturedAt", "$"), vcenters, targets, dict(unobserved))
 
 
 def observed_from(
     inventories: Sequence[Inventory],
     targets: Mapping[str, Sequence[ExportPoint]],
     captured_at: datetime,
+    unobserved: Mapping[str, str] | None = None,
 ) -> ObservedState:
-    """Assemble live inventories and target catalogs into one observed state."""
+    """Assemble live inventories and target catalogs into one observed state; `unobserved`
+    names the vCenters that could not be read, with the reason."""
     return ObservedState(
         captured_at=captured_at,
         vcenters={inv.vcenter: tuple(inv.vms) for inv in inventories},
         targets={name: tuple(points) for name, points in targets.items()},
+        unobserved=dict(unobserved or {}),
     )
 
 

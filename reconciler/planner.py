@@ -16,9 +16,11 @@ it configures (snapshots, exports), in the group (policy, VM, kind):
 
 Nothing else is ever touched: foreign snapshots, points of removed policies, of VMs that are
 gone or no longer selected are listed as warnings and kept (`reconciler.findings`). A plan
-whose deletions exceed `limits.maxDeletesPerRun` is marked blocked. The planner plans
-`export.create` only; the executor takes (and removes) the temporary snapshot an export
-reads from.
+whose deletions of restore points exceed `limits.maxDeletesPerRun` holds every one of them
+back (`Plan.held`, with the count, the limit and how to allow them): the creates still run
+(DESIGN rule 2). The removal of leftover temporary export snapshots is cleanup, not a
+deletion of a restore point: it is never held. The planner plans `export.create` only;
+the executor takes (and removes) the temporary snapshot an export reads from.
 """
 
 from __future__ import annotations
@@ -276,6 +278,10 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     for policy in sorted(policies.policies, key=lambda p: p.name):
         if policy.name not in infos:
             continue
+        if policy.vcenter in observed.unobserved:
+            _unobserved(policy, infos[policy.name], observed.unobserved[policy.vcenter],
+                        groups, work, handled)
+            continue
         if policy.vcenter not in observed.vcenters:
             work.warnings.append(
                 PlanWarning(
@@ -307,12 +313,17 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
 
     work.warnings += findings.vm_findings(observed, catalog, selected, now)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
+
+    deletions = [a for a in work.actions if a.kind.is_delete]
+    limit = limits.max_deletes_per_run
+    held: list[Action] = []
+    if len(deletions) > limit:
+        held = sorted(deletions, key=_action_order)
+        work.actions = [a for a in work.actions if not a.kind.is_delete]
     _temporaries(catalog, by_name, work)
     _explain_transports(work, observed, transports or {})
-
     actions = sorted(work.actions, key=_action_order)
     deletes = sum(1 for a in actions if a.kind.is_delete)
-    blocked = deletes > limits.max_deletes_per_run
     return Plan(
         format_version=FORMAT_VERSION,
         policy_revision=policies.revision,
@@ -326,13 +337,12 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         ),
         warnings=tuple(sorted(work.warnings, key=_warning_order)),
         retention=tuple(work.retention),  # built in (policy, VM, kind, slot) order
-        blocked=blocked,
-        blocked_reason=(
-            f"{deletes} deletions exceed limits.maxDeletesPerRun ({limits.max_deletes_per_run})"
-            if blocked
-            else ""
-        ),
         delete_count=deletes,
+        held=tuple(held),
+        held_reason=(
+            f"{len(held)} deletions exceed limits.maxDeletesPerRun ({limit})" if held else ""
+        ),
+        unobserved=dict(sorted(observed.unobserved.items())),
     )
 
 
@@ -369,6 +379,57 @@ def _transport_note(vm: VM, setting: str) -> str:
         if chosen.method == "ExportSnapshot":
             notes.append(f"{disk.label} via {chosen.describe()}")
     return "; ".join(notes)
+
+
+def _unobserved(
+    policy: Policy,
+    info: SlotInfo,
+    reason: str,
+    groups: dict[_GroupKey, list[CatalogPoint]],
+    work: _Work,
+    handled: set[_GroupKey],
+) -> None:
+    """A policy whose vCenter could not be observed: nothing is created or deleted for it
+    (its VMs and their snapshots are unseen, and retention of its exports would be judged
+    without them). The VMs its exports name get coverage "unknown", never "missing"."""
+    work.warnings.append(
+        PlanWarning(
+            "vcenter-unobserved",
+            Severity.WARNING,
+            f"policy {policy.name!r}: vCenter {policy.vcenter!r} could not be observed "
+            f"({reason}); coverage of its VMs is unknown, nothing is created or deleted "
+            "for them",
+            vcenter=policy.vcenter,
+            policy=policy.name,
+        )
+    )
+    refs: dict[str, VMRef] = {}  # instance uuid -> the VM as its newest point names it
+    newest: dict[str, datetime] = {}  # instance uuid -> slot of its newest complete point
+    seen: dict[str, datetime] = {}
+    for key, points in groups.items():
+        if key[0] != policy.name:
+            continue
+        handled.add(key)  # their points are the unseen VMs', not a gone VM's
+        for point in points:
+            uuid = point.vm.instance_uuid
+            if uuid not in seen or point.slot >= seen[uuid]:
+                seen[uuid], refs[uuid] = point.slot, point.vm
+            if point.complete and (uuid not in newest or point.slot > newest[uuid]):
+                newest[uuid] = point.slot
+    for uuid, ref in refs.items():
+        work.coverage.append(
+            Coverage(
+                policy=policy.name,
+                vcenter=policy.vcenter,
+                vm=ref,
+                state=CoverageState.UNKNOWN,
+                slot=info.slot,
+                threshold_seconds=int(info.threshold.total_seconds()),
+                last_slot=newest.get(uuid),
+                note=f"vCenter {policy.vcenter!r} could not be observed",
+            )
+        )
+
 
 
 def _plan_vm(

@@ -97,7 +97,8 @@ class Review:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.policies or self.coverage or self.points or self.head.actions)
+        return bool(self.policies or self.coverage or self.points or self.head.actions
+                    or self.head.held)
 
 
 def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
@@ -195,8 +196,11 @@ def _coverage_changes(base: Plan, head: Plan) -> list[CoverageChange]:
 
 
 def _point_changes(base: Plan, head: Plan) -> list[PointChange]:
-    base_deletes = {(a.kind, a.point_id): a for a in base.actions if a.kind.is_delete}
-    head_deletes = {(a.kind, a.point_id): a for a in head.actions if a.kind.is_delete}
+    # Deletions the deletion budget holds back are deletions the change makes all the same.
+    base_deletes = {(a.kind, a.point_id): a for a in (*base.actions, *base.held)
+                    if a.kind.is_delete}
+    head_deletes = {(a.kind, a.point_id): a for a in (*head.actions, *head.held)
+                    if a.kind.is_delete}
     kept = {(d.kind.value, d.point_id): d for d in head.retention if d.keep}
     changes: list[PointChange] = []
     for key in sorted(head_deletes.keys() - base_deletes.keys()):
@@ -240,6 +244,8 @@ def _guarded(plan: Plan) -> list[RetentionDecision]:
 
 def _guard_violations(base: Plan, head: Plan) -> list[str]:
     violations = [head.blocked_reason] if head.blocked else []
+    if head.held:
+        violations.append(head.held_reason)
     before = {(d.kind, d.point_id) for d in _guarded(base)}
     for d in sorted(_guarded(head), key=lambda d: (d.policy, d.vm.name, d.kind, d.point_id)):
         also = " (already so at the base revision)" if (d.kind, d.point_id) in before else ""

@@ -65,7 +65,8 @@ class Status:
 
     def coverage_counts(self) -> dict[str, int]:
         counts = Counter(c.state.value for c in self.coverage)
-        return {state.value: counts.get(state.value, 0) for state in CoverageState}
+        return {state.value: counts.get(state.value, 0) for state in CoverageState
+                if state is not CoverageState.UNKNOWN or counts.get(state.value)}
 
 
 def summarize(
@@ -106,6 +107,12 @@ def summarize(
                              "restore point past their first slot")
         if plan.blocked:
             attention.append(f"the next apply is blocked: {plan.blocked_reason}")
+        if plan.held:
+            attention.append(f"the next apply holds deletions back: {plan.held_reason}; to "
+                             f"allow them: {plan.held_hint}")
+        for name, reason in sorted(plan.unobserved.items()):
+            attention.append(f"vCenter {name!r} could not be observed ({reason}): the "
+                             "coverage of its VMs is unknown")
     return Status(
         now=now,
         apply_holder=apply_holder,

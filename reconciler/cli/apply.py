@@ -7,7 +7,11 @@ Without a saved plan it plans first and shows the plan. Without `--auto-approve`
 on a terminal and refuses when there is none. A saved plan is refused when it is stale: the
 policy revision, the observed state's digest or the actions it implies changed since it was
 made. Exit codes: 0 all done (or nothing to do), 1 error before any action (nothing changed),
-3 some actions failed (the summary lists them).
+3 needs attention: some actions failed (the summary lists them), or the deletion budget
+(`limits.maxDeletesPerRun`, `--max-deletes N`) held deletions back while the creates ran.
+
+Every input (host config, flags, `--now`, policies, the plan file, vCenter passwords) is
+checked before anything is opened, created, locked or asked of vCenter.
 
 One applier per state DB at a time (a lease with holder and expiry). Before planning, the
 journal's unfinished actions of earlier runs are reconciled: VMs vmkeep powered off are
@@ -24,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -48,6 +53,7 @@ from reconciler.executor import (
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
+from reconciler.render.document import held_to_json
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
     from reconciler.adapters.vsphere import VCenterPool
@@ -69,7 +75,7 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
         help="create and prune snapshots and exports so reality matches the policies",
         description="Carry out a plan (saved with `vmkeep plan --out`, or made now). "
         "Exit 0 when everything succeeded, 1 on an error before any action, 3 when some "
-        "actions failed.",
+        "actions failed or deletions were held back by the deletion budget.",
     )
     parser.add_argument("plan_file", nargs="?", metavar="PLAN.json",
                         help="a plan saved by `vmkeep plan --out`")
@@ -78,8 +84,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auto-approve", action="store_true",
                         help="do not ask for confirmation (needed without a terminal)")
     parser.add_argument("--max-deletes", type=int, metavar="N",
-                        help="refuse to run when the plan deletes more than N restore points "
-                        "(default: limits.maxDeletesPerRun)")
+                        help="hold every deletion back (the creates still run) when the plan "
+                        "deletes more than N restore points (default: limits.maxDeletesPerRun)")
     parser.add_argument("--parallel", type=int, metavar="N",
                         help="VMs worked on at once (default: from the limits)")
     common.add_output_argument(parser, ("text", "json"))
@@ -104,13 +110,46 @@ def run(args: argparse.Namespace) -> int:
     return reconcile(args).code
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything an apply reads from the user, checked before anything is opened."""
+
+    config: HostConfig
+    policy_set: PolicySet
+    now: datetime
+    limits: Limits
+    saved: Plan | None  # the saved plan file, when one was given
+    passwords: dict[str, str]
+
+
+def _inputs(args: argparse.Namespace) -> _Inputs:
+    """Read and check every input: host config, flags, policies, `--now`, the plan file and
+    the vCenter passwords. Nothing is created, locked or asked of vCenter before this
+    returns (DESIGN rule 8): a bad input fails here and leaves the world as it was."""
+    config = wiring.load_host_config(args.config)
+    if args.max_deletes is not None and args.max_deletes < 0:
+        raise UsageError("--max-deletes must be 0 or more")
+    if args.parallel is not None and args.parallel < 0:
+        raise UsageError("--parallel must be 0 (the default) or more")
+    for name, target in sorted(config.targets.items()):
+        if target.type != "directory":
+            raise UsageError(f"target {name!r}: type {target.type!r} is not supported")
+    now = parse_now(args.now)
+    source = common.policy_source_from_args(args)
+    policy_set = policies.parse_policies(source.files(), config, source.revision)
+    saved = _load_plan(args.plan_file) if args.plan_file else None
+    limits = config.limits if args.max_deletes is None else replace(
+        config.limits, max_deletes_per_run=args.max_deletes)
+    passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
+    return _Inputs(config, policy_set, now, limits, saved, passwords)
+
+
 def reconcile(args: argparse.Namespace) -> ApplyResult:
     """One apply as `run` does it, returning what happened (the controller's tick)."""
     from reconciler.adapters.vsphere import VCenterPool
 
-    config = wiring.load_host_config(args.config)
-    if args.max_deletes is not None and args.max_deletes < 0:
-        raise UsageError("--max-deletes must be 0 or more")
+    given = _inputs(args)  # first: bad input changes nothing
+    config, policy_set, now, limits = given.config, given.policy_set, given.now, given.limits
     run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
     with ExitStack() as stack:
@@ -118,25 +157,26 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         _take_lease(db, holder)
         stack.callback(db.release_lease, LEASE, holder)
         stack.enter_context(_LeaseKeeper(db, holder))
-        vcenters = stack.enter_context(VCenterPool.for_config(config, wiring.resolve_password))
+        vcenters = stack.enter_context(VCenterPool(config.vcenters, given.passwords))
         targets = _open_targets(config, stack)
-        policy_set = policies.parse_policies(
-            (source := common.policy_source_from_args(args)).files(), config, source.revision
-        )
-        now = parse_now(args.now)
         state = capture(config, now)
         notes = _recover(db, vcenters, state, targets)
         if notes:
             state = capture(config, now)
-        limits = config.limits if args.max_deletes is None else replace(
-            config.limits, max_deletes_per_run=args.max_deletes)
         transports = {name: vc.transport for name, vc in config.vcenters.items()}
-        plan = _the_plan(args, policy_set, state, limits, now, transports)
+        plan = _the_plan(given.saved, policy_set, state, limits, now, transports)
         _show(plan, args.output)
-        _guard(plan, limits.max_deletes_per_run)
+        _guard(plan)
         if not plan.actions:
-            _say("No changes: reality already matches the policies.", args.output)
-            return ApplyResult(0, policy_set.revision, plan)
+            if plan.held:
+                _say("Nothing to apply: every change is a deletion held back.", args.output,
+                     plan)
+            elif plan.unobserved:
+                _say("No changes for the vCenters that could be observed.", args.output, plan)
+            else:
+                _say("No changes: reality already matches the policies.", args.output)
+            code = EXIT_PARTIAL if plan.held or plan.unobserved else 0
+            return ApplyResult(code, policy_set.revision, plan)
         _confirm(args, plan)
         display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
         stack.callback(display.close)
@@ -157,9 +197,9 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         report = execute(plan, runner, config.limits, parallel=args.parallel, hosts=hosts)
         report = RunReport(report.run_id, report.outcomes, tuple(notes))
         db.finish_run(run_id, time.time(), report.counts())
-        _summary(report, args.output)
-        return ApplyResult(EXIT_PARTIAL if report.failed else 0, policy_set.revision, plan,
-                           report)
+        _summary(report, args.output, plan)
+        attention = report.failed or plan.held or plan.unobserved
+        return ApplyResult(EXIT_PARTIAL if attention else 0, policy_set.revision, plan, report)
     raise AssertionError("unreachable")
 
 
@@ -199,8 +239,6 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
 
     targets: dict[str, ExportStore] = {}
     for name, target in sorted(config.targets.items()):
-        if target.type != "directory":
-            raise UsageError(f"target {name!r}: type {target.type!r} is not supported")
         targets[name] = stack.enter_context(
             Repository.open(target.path, create=True, chunk_size=target.chunk_size, target=name)
         )
@@ -209,14 +247,17 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
 
 def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
              targets: dict[str, ExportStore]) -> list[str]:
+    # The journal's records of a vCenter that could not be observed wait for a run that sees
+    # it: repairing them now would mean asking that vCenter, or settling them unrepaired.
+    unseen = set(state.unobserved)
     notes = recover(
-        db.unfinished_actions(),
-        vcenters.ops(),
+        [a for a in db.unfinished_actions() if a.vcenter not in unseen],
+        {name: ops for name, ops in vcenters.ops().items() if name not in unseen},
         state.vcenters,
         targets,
         lambda action_id, note: db.record_outcome(action_id, ActionStatus.RECONCILED,
                                                   time.time(), note),
-        db.failed_with_vm_shut_down(),
+        [a for a in db.failed_with_vm_shut_down() if a.vcenter not in unseen],
         lambda action_id: db.update_details(action_id, {"poweredOffByUs": False}),
     )
     for note in notes:
@@ -224,13 +265,12 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
     return notes
 
 
-def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedState,
+def _the_plan(saved: Plan | None, policy_set: PolicySet, state: ObservedState,
               limits: Limits, now: datetime, transports: dict[str, str]) -> Plan:
     """A fresh plan, or the saved one after checking it is not stale (returned re-made with
     today's limits: its actions are the same, its guard verdict current)."""
-    if not args.plan_file:
+    if saved is None:
         return planner.plan(policy_set, state, now, limits, transports)
-    saved = _load_plan(args.plan_file)
     if saved.policy_revision != policy_set.revision:
         raise StalePlanError(
             f"Saved plan is stale: it was made from policy revision {saved.policy_revision}, "
@@ -244,7 +284,8 @@ def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedSt
             "run `vmkeep plan --out` again"
         )
     fresh = planner.plan(policy_set, state, saved.now, limits, transports)
-    if fresh.actions != saved.actions:
+    # The same changes, whichever the deletion budget holds back today.
+    if Counter((*fresh.actions, *fresh.held)) != Counter((*saved.actions, *saved.held)):
         raise StalePlanError(
             "Saved plan is stale: the policies now call for different actions than the "
             "saved plan lists; run `vmkeep plan --out` again"
@@ -262,16 +303,11 @@ def _load_plan(path: str) -> Plan:
     return plan_from_json(data, path)
 
 
-def _guard(plan: Plan, max_deletes: int) -> None:
-    deletes = sum(1 for a in plan.actions if a.kind.is_delete)
+def _guard(plan: Plan) -> None:
+    """A blocked plan does not run at all. (Deletions beyond the deletion budget are not a
+    block: the planner holds them back and the rest of the plan runs.)"""
     if plan.blocked:
         raise BlockedError(f"the plan is blocked, nothing was changed: {plan.blocked_reason}")
-    if deletes > max_deletes:
-        raise BlockedError(
-            f"the plan deletes {deletes} restore points, more than the limit of {max_deletes}; "
-            "nothing was changed. Check the policies; raise limits.maxDeletesPerRun or pass "
-            "--max-deletes N if this is intended"
-        )
 
 
 def _confirm(args: argparse.Namespace, plan: Plan) -> None:
@@ -299,11 +335,21 @@ def _show(plan: Plan, output: str) -> None:
         sys.stdout.flush()
 
 
-def _say(message: str, output: str) -> None:
+def _held_json(plan: Plan | None) -> dict[str, Any]:
+    """What needs attention besides failures: held deletions, unobserved vCenters."""
+    if plan is None:
+        return {"heldCount": 0, "heldReason": "", "heldHint": "", "held": [],
+                "unobservedVcenters": {}}
+    return {**held_to_json(plan), "unobservedVcenters": dict(sorted(plan.unobserved.items()))}
+
+
+def _say(message: str, output: str, plan: Plan | None = None) -> None:
     if output == "json":
-        print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message}))
+        print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message,
+                          **_held_json(plan)}))
     else:
         print(message)
+        _print_held(plan)
 
 
 def _disk_json(d: DiskExport) -> dict[str, object]:
@@ -320,12 +366,24 @@ def _disk_json(d: DiskExport) -> dict[str, object]:
     }
 
 
-def _summary(report: RunReport, output: str) -> None:
+def _print_held(plan: Plan | None) -> None:
+    if plan is None:
+        return
+    for name, reason in sorted(plan.unobserved.items()):
+        print(f"  not observed: vCenter {name!r} ({reason}); its VMs were left alone, their "
+              "coverage is unknown")
+    if plan.held:
+        print(f"  held back: {len(plan.held)} deletion(s), see HELD above; to allow them pass "
+              f"--max-deletes {len(plan.held)} or raise limits.maxDeletesPerRun")
+
+
+def _summary(report: RunReport, output: str, plan: Plan | None = None) -> None:
     if output == "json":
         body = {
             "runId": report.run_id,
             "summary": report.counts(),
             "repaired": list(report.recovered),
+            **_held_json(plan),
             "outcomes": [
                 {
                     "kind": o.action.kind.value,
@@ -335,6 +393,7 @@ def _summary(report: RunReport, output: str) -> None:
                     "status": o.status,
                     "message": o.message,
                     "consistency": o.consistency,
+                    "consistencyNote": o.consistency_note,
                     "bytesRead": o.bytes_read,
                     "bytesStored": o.bytes_stored,
                     "seconds": round(o.seconds, 3),
@@ -359,6 +418,11 @@ def _summary(report: RunReport, output: str) -> None:
             a = outcome.action
             print(f"  {outcome.status}: {a.kind.value} {a.point_id} ({a.vm.name}): "
                   f"{outcome.message}")
+    for outcome in report.outcomes:
+        if outcome.consistency_note and outcome.status == OutcomeStatus.DONE:
+            a = outcome.action
+            print(f"  {outcome.consistency}: {a.kind.value} {a.point_id} ({a.vm.name}): "
+                  f"{outcome.consistency_note}")
     exports = [o for o in report.outcomes
                if o.action.kind is ActionKind.EXPORT_CREATE and o.status == OutcomeStatus.DONE]
     if exports:
@@ -366,6 +430,7 @@ def _summary(report: RunReport, output: str) -> None:
         stored = sum(o.bytes_stored for o in exports)
         print(f"  exports: {len(exports)}, {read / 2**20:,.1f} MiB read, "
               f"{stored / 2**20:,.1f} MiB stored")
+    _print_held(plan)
 
 
 def _iso(epoch: float) -> str:

@@ -7,8 +7,10 @@
 
 Without `--state` the observed state is read live from every vCenter and target of the host
 config. Exit codes: 0 success; with `--detailed-exitcode` 0 = no changes, 2 = changes;
-1 = error. A plan whose deletions exceed `limits.maxDeletesPerRun` is printed and marked
-blocked (apply will refuse it).
+1 = error; 3 = a vCenter could not be observed (login refused, TLS, network): the plan of the
+others is shown, that vCenter's VMs have coverage "unknown" and nothing is planned for them.
+When the deletions exceed `limits.maxDeletesPerRun` they are held back: listed apart (HELD,
+`held`), with the count and how to allow them; the creates still run.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detailed-exitcode",
         action="store_true",
-        help="exit 0 when there are no changes, 2 when there are (1 on errors)",
+        help="exit 0 when there are no changes, 2 when there are (1 on errors, 3 when a "
+        "vCenter could not be observed)",
     )
     parser.set_defaults(func=run)
 
@@ -83,7 +86,13 @@ def _colour() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
-def _exit_code(args: argparse.Namespace, changes: bool) -> int:
+#: A vCenter could not be observed: the plan covers the others only.
+EXIT_PARTIAL = 3
+
+
+def _exit_code(args: argparse.Namespace, changes: bool, plan: Plan | None = None) -> int:
+    if plan is not None and plan.unobserved:
+        return EXIT_PARTIAL
     return 2 if args.detailed_exitcode and changes else 0
 
 
@@ -99,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     _render_plan(result, args.output)
     if args.out:
         write_json(plan_to_json(result), args.out)
-    return _exit_code(args, result.has_changes)
+    return _exit_code(args, result.has_changes, result)
 
 
 def _transports(config: HostConfig | None) -> dict[str, str]:
@@ -138,4 +147,4 @@ def _run_review(args: argparse.Namespace) -> int:
         _emit(review_text(report))
     if args.out:
         write_json(plan_to_json(head_plan), args.out)
-    return _exit_code(args, report.has_changes)
+    return _exit_code(args, report.has_changes, head_plan)

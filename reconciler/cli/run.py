@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from reconciler.cli import common
+from reconciler.cli.state import parse_now
 from reconciler.errors import UsageError
 
 __all__ = ["register", "run", "seconds"]
@@ -61,7 +62,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--now", metavar="ISO",
                         help="plan every reconcile as of this time (tests and demos)")
     parser.add_argument("--max-deletes", type=int, metavar="N",
-                        help="refuse a reconcile whose plan deletes more than N restore points")
+                        help="hold every deletion of a reconcile back (its creates still run) "
+                        "when its plan deletes more than N restore points")
     parser.add_argument("--parallel", type=int, metavar="N",
                         help="VMs worked on at once (default: from the limits)")
     common.add_output_argument(parser, ("text", "json"))
@@ -75,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either --repo or --policies, not both")
     if args.max_deletes is not None and args.max_deletes < 0:
         raise UsageError("--max-deletes must be 0 or more")
+    if args.parallel is not None and args.parallel < 0:
+        raise UsageError("--parallel must be 0 (the default) or more")
+    parse_now(args.now)  # a bad --now stops `run` before anything is written (metrics too)
     from reconciler.controller import Controller  # it imports the commands it runs
 
     return Controller(args).run()

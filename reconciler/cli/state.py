@@ -6,6 +6,8 @@ Reads every VM (with snapshot trees) of every vCenter in the host config and eve
 point of every target, and writes `schemas/state.schema.json` JSON to FILE (default:
 stdout). `vmkeep plan --state FILE` then plans offline, e.g. in CI without vCenter access.
 The file holds no secrets: names, UUIDs, folders, tags, snapshots and point ids only.
+A vCenter that cannot be read (login refused, TLS, network) is recorded under `unobserved`
+with the reason, the others are written as usual, and the exit code is 3.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import observed, wiring
-from reconciler.errors import UsageError
+from reconciler.errors import UsageError, VCenterError
 from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
 
 __all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
@@ -90,15 +92,33 @@ def _target_points(target: TargetConfig) -> list[ExportPoint]:
 
 
 def capture(config: HostConfig, now: datetime) -> ObservedState:
-    """The live observed state of every configured vCenter and target."""
+    """The live observed state of every configured vCenter and target.
+
+    A vCenter that cannot be read (login refused, TLS verification, network: any
+    `VCenterError`) does not stop the others: it is recorded in `unobserved` with the reason,
+    and said on stderr. A missing password is a configuration error and stops everything.
+    """
     from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
 
-    inventories = []
-    for vc in config.vcenters.values():
-        with VSphereClient(vc, wiring.resolve_password(vc)) as client:
-            inventories.append(client.inventory())
+    passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
+    inventories, unobserved = [], {}
+    for name, vc in sorted(config.vcenters.items()):
+        try:
+            with VSphereClient(vc, passwords[name]) as client:
+                inventories.append(client.inventory())
+        except VCenterError as exc:
+            unobserved[name] = _reason(exc)
+            print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
+                  "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
     targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
-    return observed.observed_from(inventories, targets, now)
+    return observed.observed_from(inventories, targets, now, unobserved)
+
+
+def _reason(exc: VCenterError) -> str:
+    """The error without its `vCenter 'name': ` prefix (the name is said next to it)."""
+    prefix = f"vCenter {exc.vcenter!r}: "
+    text = str(exc)
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def load_state(path: str) -> ObservedState:
@@ -141,4 +161,4 @@ def run(args: argparse.Namespace) -> int:
             f"{points} export points in {len(state.targets)} targets ({observed.digest(state)})",
             file=sys.stderr,
         )
-    return 0
+    return 3 if state.unobserved else 0

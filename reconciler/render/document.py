@@ -24,7 +24,10 @@ from reconciler.model import (
 )
 from reconciler.observed import format_time, parse_time
 
-__all__ = ["FORMAT_VERSION", "coverage_to_json", "plan_from_json", "plan_to_json", "summary"]
+__all__ = [
+    "FORMAT_VERSION", "coverage_to_json", "held_to_json", "plan_from_json", "plan_to_json",
+    "summary",
+]
 
 FORMAT_VERSION = 1
 
@@ -34,11 +37,13 @@ def _vm(ref: VMRef) -> dict[str, str]:
 
 
 def summary(plan: Plan) -> dict[str, int]:
-    """Action counts by kind (every kind present, zero included) and coverage counts."""
+    """Action counts by kind (every kind present, zero included) and coverage counts
+    (`unknown` only when a vCenter could not be observed)."""
     kinds = Counter(a.kind.value for a in plan.actions)
     states = Counter(c.state.value for c in plan.coverage)
     counts = {kind.value: kinds.get(kind.value, 0) for kind in ActionKind}
-    counts.update({state.value: states.get(state.value, 0) for state in CoverageState})
+    counts.update({state.value: states.get(state.value, 0) for state in CoverageState
+                   if state is not CoverageState.UNKNOWN or states.get(state.value)})
     return counts
 
 
@@ -74,6 +79,17 @@ def coverage_to_json(c: Coverage) -> dict[str, Any]:
     }
 
 
+def held_to_json(plan: Plan) -> dict[str, Any]:
+    """`heldCount`, `heldReason` (count and limit), `heldHint` (how to allow them) and `held`
+    (the deletions the deletion budget holds back)."""
+    return {
+        "heldCount": len(plan.held),
+        "heldReason": plan.held_reason,
+        "heldHint": plan.held_hint,
+        "held": [_action(a) for a in plan.held],
+    }
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     return {
         "formatVersion": plan.format_version,
@@ -83,6 +99,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "blocked": plan.blocked,
         "blockedReason": plan.blocked_reason,
         "deleteCount": plan.delete_count,
+        **held_to_json(plan),
+        "unobservedVcenters": dict(sorted(plan.unobserved.items())),
         "summary": summary(plan),
         "actions": [_action(a) for a in plan.actions],
         "coverage": [coverage_to_json(c) for c in plan.coverage],
@@ -117,6 +135,21 @@ def _ref(data: dict[str, Any]) -> VMRef:
     return VMRef(data["name"], data["instanceUuid"])
 
 
+def _action_from(a: Any) -> Action:
+    return Action(
+        kind=ActionKind(a["kind"]),
+        policy=a["policy"],
+        vcenter=a["vcenter"],
+        vm=_ref(a["vm"]),
+        point_id=a["pointId"],
+        slot=parse_time(a["slot"]),
+        reason=a["reason"],
+        target=a.get("target"),
+        snapshot_id=a.get("snapshotId"),
+        requires=tuple(a.get("requires", ())),
+    )
+
+
 def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
     """Read a saved plan back; a malformed file is an `InputError` naming `source`."""
     try:
@@ -127,21 +160,7 @@ def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
             policy_revision=data["policyRevision"],
             observed_digest=data["observedDigest"],
             now=parse_time(data["now"]),
-            actions=tuple(
-                Action(
-                    kind=ActionKind(a["kind"]),
-                    policy=a["policy"],
-                    vcenter=a["vcenter"],
-                    vm=_ref(a["vm"]),
-                    point_id=a["pointId"],
-                    slot=parse_time(a["slot"]),
-                    reason=a["reason"],
-                    target=a.get("target"),
-                    snapshot_id=a.get("snapshotId"),
-                    requires=tuple(a.get("requires", ())),
-                )
-                for a in data["actions"]
-            ),
+            actions=tuple(_action_from(a) for a in data["actions"]),
             coverage=tuple(
                 Coverage(
                     policy=c["policy"],
@@ -182,8 +201,11 @@ def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
             blocked=data["blocked"],
             blocked_reason=data["blockedReason"],
             delete_count=data["deleteCount"],
+            held=tuple(_action_from(a) for a in data.get("held", ())),
+            held_reason=str(data.get("heldReason", "")),
+            unobserved={str(k): str(v) for k, v in data.get("unobservedVcenters", {}).items()},
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
             [
                 Diagnostic(

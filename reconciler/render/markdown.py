@@ -151,6 +151,13 @@ def render_markdown(plan: Plan, limit: int = LIMIT) -> str:
     ]
     if plan.blocked:
         head += [f"> :no_entry: **Blocked:** {plan.blocked_reason}. Nothing will be applied.", ""]
+    for name, reason in sorted(plan.unobserved.items()):
+        head += [f"> :warning: **vCenter {_escape(name)} could not be observed:** "
+                 f"{_escape(reason)}. Its VMs' coverage is unknown; nothing is created or "
+                 "deleted for them.", ""]
+    if plan.held:  # the reason holds only numbers and fixed words
+        head += [f"> :warning: **Held back:** {plan.held_reason}: they are held back, the "
+                 f"backups still run. To allow them: {plan.held_hint}.", ""]
     table, cut = _summary_table(plan)
     head += table
     return assemble(head, _sections(plan), limit, cut)
@@ -230,4 +237,12 @@ def _sections(plan: Plan) -> list[Section]:
         retention.lines += [
             f"| `{d.point_id}` | {d.kind.value} | {_escape(', '.join(d.reasons))} |" for d in kept
         ]
-    return [actions, coverage, warnings, retention]
+    if not plan.held:
+        return [actions, coverage, warnings, retention]
+    held = Section(f"Held back by the deletion budget ({len(plan.held)})", fenced="diff",
+                   open=True)
+    for a in plan.held:
+        held.lines.append(
+            f"- {a.kind.value:<16} {a.vcenter}/{a.vm.name} {a.point_id}  # held: {a.reason}"
+        )
+    return [actions, held, coverage, warnings, retention]

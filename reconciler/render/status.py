@@ -93,7 +93,7 @@ def status_text(status: Status) -> str:
         by_state = status.coverage_counts()
         lines.append(
             f"Coverage (revision {(plan.policy_revision or 'working directory')[:12]}): "
-            + ", ".join(f"{by_state[s.value]} {s.value}" for s in CoverageState)
+            + ", ".join(f"{n} {state}" for state, n in by_state.items())
         )
         lines.extend(coverage_line(c) for c in plan.coverage
                      if c.state is not CoverageState.COVERED)

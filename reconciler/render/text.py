@@ -11,7 +11,7 @@ from itertools import groupby
 from reconciler.model import Action, Coverage, CoverageState, Plan, PlanWarning, Severity
 from reconciler.observed import format_time
 
-__all__ = ["coverage_line", "render_text"]
+__all__ = ["coverage_line", "held_lines", "render_text", "unobserved_lines"]
 
 _RESET = "\x1b[0m"
 _COLOURS = {"+": "\x1b[32m", "-": "\x1b[31m", "!": "\x1b[33m", "bold": "\x1b[1m"}
@@ -46,6 +46,7 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         f"  now:             {format_time(plan.now)}",
         "",
     ]
+    lines.extend(unobserved_lines(plan, colour=colour))
     if not plan.actions:
         lines.append("No changes. Every selected VM is covered or waiting for its window.")
     for (vcenter, vm), actions in groupby(plan.actions, key=lambda a: (a.vcenter, a.vm)):
@@ -73,15 +74,46 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
     counts = Counter(c.state for c in plan.coverage)
     creates = sum(1 for a in plan.actions if not a.kind.is_delete)
     kept = sum(1 for d in plan.retention if d.keep)
+    unknown = f", {counts[CoverageState.UNKNOWN]} unknown" if plan.unobserved else ""
     lines.append(
         f"Coverage: {counts[CoverageState.COVERED]} covered, {counts[CoverageState.DUE]} due, "
-        f"{counts[CoverageState.LATE]} late, {counts[CoverageState.MISSING]} missing; "
+        f"{counts[CoverageState.LATE]} late, {counts[CoverageState.MISSING]} missing{unknown}; "
         f"{kept} points kept by retention."
     )
-    lines.append(paint("bold", f"Plan: {creates} to create, {plan.delete_count} to delete."))
+    held = f", {len(plan.held)} held back" if plan.held else ""
+    lines.append(paint("bold", f"Plan: {creates} to create, {plan.delete_count} to delete{held}."))
+    lines.extend(held_lines(plan, colour=colour))
     if plan.blocked:
         lines.append(paint("-", f"BLOCKED: {plan.blocked_reason}. Nothing will be applied."))
     return "\n".join(lines) + "\n"
+
+
+def unobserved_lines(plan: Plan, *, colour: bool = False) -> list[str]:
+    """One line per vCenter that could not be observed (and a blank line after them)."""
+    if not plan.unobserved:
+        return []
+    paint = _Painter(colour)
+    lines = [
+        paint("!", f"UNOBSERVED: vCenter {name!r} could not be observed: {reason}. ")
+        + "Its VMs' coverage is unknown; nothing is created or deleted for them."
+        for name, reason in sorted(plan.unobserved.items())
+    ]
+    return [*lines, ""]
+
+
+def held_lines(plan: Plan, *, colour: bool = False) -> list[str]:
+    """The HELD section: the reason (count, limit, how to allow them) and every deletion the
+    deletion budget holds back, with its reason; empty when nothing is held."""
+    if not plan.held:
+        return []
+    paint = _Painter(colour)
+    lines = [paint("!", f"HELD: {plan.held_reason}: they are held back, the backups still "
+                        f"run. To allow them: {plan.held_hint}.")]
+    for a in plan.held:
+        where = f" in {a.target}" if a.target else ""
+        lines.append(f"  - {a.kind.value:<16} {a.point_id}{where} ({a.vcenter}/{a.vm.name}): "
+                     f"{a.reason}")
+    return lines
 
 
 def _warning_line(w: PlanWarning, paint: _Painter) -> str:

@@ -239,17 +239,31 @@ def test_http_503_from_vcenter_is_retried(estate):
     assert run.code == 0, run.out + run.err
 
 
-def test_a_plan_deleting_more_than_the_limit_deletes_nothing_and_says_why(estate):
+def test_deletions_over_the_budget_are_held_back_while_the_backups_run(estate):
     estate.set_policy(snapshots=1)
     assert estate.apply(DAY1).code == 0
     estate.write_config(max_deletes=2)
-    before = marked_snapshots(estate)
+    day1 = marked_snapshots(estate)
     run = estate.apply(DAY2)
-    assert run.code == 1
-    assert "more than the limit" in run.err or "blocked" in run.err
-    assert marked_snapshots(estate) == before
-    allowed = estate.apply(DAY2, "--max-deletes", "3")
-    assert allowed.code == 0, allowed.err
+    assert run.code == 3, run.out + run.err
+    assert "HELD: 3 deletions exceed limits.maxDeletesPerRun (2)" in run.out
+    assert "--max-deletes 3" in run.out and "limits.maxDeletesPerRun" in run.out
+    assert "held back: 3 deletion(s)" in run.out
+    # the new day's snapshots and exports were taken; day 1's snapshots are all still there
+    assert {name: snaps[0] for name, snaps in marked_snapshots(estate).items()} == \
+        {name: snaps[0] for name, snaps in day1.items()}
+    assert all(len(s) == 2 for s in marked_snapshots(estate).values())
+    assert sum(p.id.endswith("20261126T010000Z") for p in estate.points()) == 3
+    plan = estate.plan(DAY2)
+    assert plan.json()["heldCount"] == 3 and plan.json()["actions"] == []
+    held = estate.apply(DAY2, "-o", "json")
+    assert held.code == 3 and held.json()["heldCount"] == 3
+    saved = estate.root / "held.json"  # a saved plan with held deletions is not stale
+    assert estate.plan(DAY2, "--out", str(saved)).code == 0  # under --max-deletes 3 either
+    allowed = estate.vmkeep("apply", str(saved), "--policies", str(estate.policies),
+                            "--max-deletes", "3", "--auto-approve")
+    assert allowed.code == 0, allowed.out + allowed.err
+    assert all(len(s) == 1 for s in marked_snapshots(estate).values())
 
 
 def test_a_users_own_snapshot_is_never_touched(estate):

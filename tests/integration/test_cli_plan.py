@@ -117,15 +117,32 @@ def test_markdown_output_starts_with_the_summary(
     assert text.startswith("### vmkeep plan") and "| `gold` | 1 |" in text
 
 
-def test_the_host_config_limit_blocks_a_plan_with_too_many_deletions(
+def test_the_host_config_limit_holds_the_deletions_back_and_keeps_the_creates(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_state(workdir / "state.json", days=6, covered=False)
     (workdir / "vmkeep.yaml").write_text(CONFIG.format(target=workdir / "nas", limit=2))
     main(plan_args("-o", "json"))
     document = json.loads(capsys.readouterr().out)
-    assert document["blocked"] is True
-    assert document["blockedReason"] == "4 deletions exceed limits.maxDeletesPerRun (2)"
+    assert document["blocked"] is False
+    assert document["heldCount"] == 4 and len(document["held"]) == 4
+    assert document["heldReason"] == "4 deletions exceed limits.maxDeletesPerRun (2)"
+    assert document["heldHint"] == ("pass --max-deletes 4 (apply, run) or raise "
+                                    "limits.maxDeletesPerRun to 4 in the host config")
+    assert [a["kind"] for a in document["actions"]] == ["snapshot.create"]
+    assert document["deleteCount"] == 0
+
+
+def test_the_text_plan_shows_the_held_deletions_and_how_to_allow_them(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_state(workdir / "state.json", days=6, covered=False)
+    (workdir / "vmkeep.yaml").write_text(CONFIG.format(target=workdir / "nas", limit=2))
+    main(plan_args())
+    text = capsys.readouterr().out
+    assert "Plan: 1 to create, 0 to delete, 4 held back." in text
+    assert "HELD: 4 deletions exceed limits.maxDeletesPerRun (2)" in text
+    assert "--max-deletes 4" in text and "Nothing will be applied" not in text
 
 
 @pytest.mark.parametrize(

@@ -198,3 +198,25 @@ def test_after_a_run_a_pair_is_covered_only_when_all_its_creates_succeeded() -> 
     ))
     assert covered_after(plan, report) == [CoverageState.COVERED] + [CoverageState.DUE] * 3
     assert covered_after(plan, None) == [CoverageState.DUE] * 4
+
+
+def test_run_once_holds_deletions_over_the_budget_back_and_still_takes_the_backups(
+    estate: Estate,
+) -> None:
+    estate.set_policy(snapshots=1)
+    assert estate.apply(DAY1).code == 0
+    estate.write_config(max_deletes=2)
+    log = io.StringIO()
+    args = build_parser().parse_args([
+        "run", "--config", str(estate.config), "--now", "2026-11-26T01:30:00Z", "--once",
+        "--metrics-file", str(estate.root / "vmkeep.prom"), "--policies", str(estate.policies)])
+    code = Controller(args, log=log).run()
+    assert code == 3, log.getvalue()
+    assert "held back: 3 deletions exceed limits.maxDeletesPerRun (2)" in log.getvalue()
+    assert "--max-deletes 3" in log.getvalue()
+    assert sum(p.id.endswith("20261126T010000Z") for p in estate.points()) == 3
+    metrics = (estate.root / "vmkeep.prom").read_text()
+    assert 'vmkeep_reconciles_total{result="attention"} 1' in metrics
+    assert "vmkeep_held_deletions 3" in metrics
+    assert 'vmkeep_actions_total{kind="snapshot.create",status="done"} 3' in metrics
+    assert 'kind="snapshot.delete"' not in metrics

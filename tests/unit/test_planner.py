@@ -249,23 +249,44 @@ def test_a_leftover_temporary_export_snapshot_is_deleted() -> None:
     assert action.kind is ActionKind.SNAPSHOT_DELETE and action.snapshot_id == "tmp"
 
 
-def test_deletions_above_the_limit_block_the_plan_with_the_count() -> None:
+def test_deletions_above_the_limit_are_held_back_with_the_count_and_the_creates_still_run(
+) -> None:
     vms = [vm(f"web{i}", snapshots=daily_snapshots(f"web{i}", 5)) for i in range(3)]
+    vms.append(vm("fresh"))  # no point yet: a create
     result = plan(
         PolicySet((policy(snapshot_keep=KeepRules(daily=2)),)),
         state(vms),
         NOW,
         Limits(max_deletes_per_run=8),
     )
-    assert result.delete_count == 9 and result.blocked
-    assert result.blocked_reason == "9 deletions exceed limits.maxDeletesPerRun (8)"
+    assert not result.blocked
+    assert len(result.held) == 9 and all(a.kind.is_delete for a in result.held)
+    assert [a.kind for a in result.actions] == [ActionKind.SNAPSHOT_CREATE]
+    assert result.delete_count == 0
+    assert result.held_reason == "9 deletions exceed limits.maxDeletesPerRun (8)"
+    assert result.held_hint == ("pass --max-deletes 9 (apply, run) or raise "
+                                "limits.maxDeletesPerRun to 9 in the host config")
     relaxed = plan(
         PolicySet((policy(snapshot_keep=KeepRules(daily=2)),)),
         state(vms),
         NOW,
         Limits(max_deletes_per_run=9),
     )
-    assert not relaxed.blocked
+    assert relaxed.held == () and relaxed.held_reason == "" and relaxed.delete_count == 9
+    assert set(relaxed.actions) == {*result.actions, *result.held}
+
+
+def test_the_removal_of_a_leftover_temporary_snapshot_is_never_held() -> None:
+    temp = marked_snapshot("gold", uuid_of("web1"), SLOT, "tmp", MarkerKind.EXPORT_TEMP)
+    web = vm("web1", snapshots=[temp])
+    result = plan(
+        PolicySet((policy(export_keep=KeepRules(daily=7)),)),
+        state([web], [export_point("gold", web, SLOT)]),
+        NOW,
+        Limits(max_deletes_per_run=0),
+    )
+    (action,) = result.actions
+    assert action.snapshot_id == "tmp" and result.held == ()
 
 
 @pytest.mark.parametrize(

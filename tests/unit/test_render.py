@@ -99,8 +99,10 @@ def test_text_rendering_matches_the_golden_file() -> None:
     check_golden("sample.txt", render_text(sample_plan()))
 
 
-def test_blocked_text_rendering_matches_the_golden_file() -> None:
-    check_golden("blocked.txt", render_text(sample_plan(limit=2)))
+def test_held_deletions_are_listed_in_the_text_rendering_as_in_the_golden_file() -> None:
+    text = render_text(sample_plan(limit=2))
+    check_golden("held.txt", text)
+    assert "HELD: " in text and "--max-deletes" in text and "limits.maxDeletesPerRun" in text
 
 
 def test_markdown_rendering_matches_the_golden_file() -> None:

@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.model import Coverage, CoverageState, Plan, VMRef
+from reconciler.model import Action, ActionKind, Coverage, CoverageState, Plan, VMRef
 from reconciler.render.status import status_text, status_to_json
 from reconciler.status import JournalAction, RunRecord, summarize
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 VM = VMRef("web-01", "5003aaaa-0000-0000-0000-000000000001")
+HELD = Action(ActionKind.SNAPSHOT_DELETE, "gold", "vc1", VM,
+              f"gold/{VM.instance_uuid}/20261101T010000Z", NOW - timedelta(days=24),
+              "kept by no rule (keep daily 7)", snapshot_id="snapshot-1")
 
 
 def run(n: int, *, failed: int = 0, finished: bool = True) -> RunRecord:
@@ -55,9 +58,13 @@ def plan(*states: CoverageState, blocked: str = "") -> Plan:
           "allows", "1 VM/policy pair(s) without any restore point past their first slot"]),
         ([], [], [], None, plan(blocked="17 deletions exceed limits.maxDeletesPerRun (10)"),
          ["the next apply is blocked: 17 deletions exceed limits.maxDeletesPerRun (10)"]),
+        ([], [], [], None, replace(plan(), held=(HELD,), held_reason="1 deletions exceed …"),
+         ["the next apply holds deletions back: 1 deletions exceed …; to allow them: pass "
+          "--max-deletes 1 (apply, run) or raise limits.maxDeletesPerRun to 1 in the host "
+          "config"]),
     ],
     ids=["nothing-yet", "all-well", "old-failure-retried", "last-run-failed", "interrupted",
-         "interrupted-but-running-now", "late-and-missing", "blocked"],
+         "interrupted-but-running-now", "late-and-missing", "blocked", "held-deletions"],
 )
 def test_attention_names_what_a_person_should_look_at(
     runs, failures, unfinished, holder, the_plan, attention
