@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import wiring
-from reconciler.cli import common
+from reconciler.cli import common, restore_vcenter
 from reconciler.cli.selection import add_point_selection, open_point_target, resolve_point
 from reconciler.errors import UsageError
 from reconciler.model import PointKind
@@ -47,13 +47,17 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
                         help="new (or empty) directory to restore into")
     parser.add_argument("--disk", metavar="NAME", action="append", default=[],
                         help="restore only this disk (e.g. disk-2000); repeatable")
+    restore_vcenter.add_arguments(parser)
     common.add_output_argument(parser, ("text", "json"))
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    restore_vcenter.check_options(args)
+    if args.vcenter is not None:
+        return restore_vcenter.run(args)
     if args.to is None:
-        raise UsageError("say where to restore: --to DIR")
+        raise UsageError("say where to restore: --to DIR or --vcenter NAME")
     name, repo = _target_holding(args)
     text = args.output == "text"
 
