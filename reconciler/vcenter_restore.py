@@ -273,7 +273,8 @@ def _remove_partial(target: RestoreTarget, moref: str | None, temporary: str, da
             target.power_off_vm(vm.moref)
             target.destroy(vm.moref)
             removed.append(f"the partial VM {temporary!r} ({vm.moref})")
-        if directory and target.delete_directory(datacenter, directory):
+        # removing the VM removes its files; whatever is left of the directory goes too
+        if directory and (target.delete_directory(datacenter, directory) or removed):
             removed.append(f"its directory {directory}")
     except VmkeepError as exc:
         return (f"cleaning up failed too ({exc}); the next `vmkeep restore` or `apply` "

@@ -1311,7 +1311,8 @@ class VSphereRestore(VSphereOperations):
             else:
                 card.addressType = "generated"
             changes.append(dev.VirtualDeviceSpec(operation=add, device=card))
-        vmx = f"[{spec.datastore}] {spec.directory}/{spec.name}.vmx"
+        # the files are named after the directory (the final name), not the temporary name
+        vmx = f"[{spec.datastore}] {spec.directory}/{spec.directory}.vmx"
         return vim.vm.ConfigSpec(
             name=spec.name, guestId=config.guest_id, numCPUs=config.num_cpu,
             numCoresPerSocket=config.cores_per_socket, memoryMB=config.memory_mb,

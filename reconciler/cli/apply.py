@@ -41,6 +41,8 @@ from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute,
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
+from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
+from reconciler.vcenter_restore import clean_leftovers
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
     from reconciler.adapters.vsphere import VCenterPool
@@ -201,8 +203,9 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
 
 def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
              targets: dict[str, ExportStore]) -> list[str]:
-    notes = recover(
-        db.unfinished_actions(),
+    notes = _clean_restores(db, vcenters)
+    notes += recover(
+        [a for a in db.unfinished_actions() if a.kind != RESTORE_KIND],
         vcenters.ops(),
         state.vcenters,
         targets,
@@ -214,6 +217,19 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
     for note in notes:
         print(f"vmkeep: repaired: {note}", file=sys.stderr)
     return notes
+
+
+def _clean_restores(db: StateDB, vcenters: VCenterPool) -> list[str]:
+    """What killed `vmkeep restore --vcenter` runs left: their temporary VMs and files."""
+    from reconciler.adapters.vsphere import VSphereRestore
+
+    def target(name: str) -> VSphereRestore | None:
+        try:
+            return VSphereRestore(vcenters.operations(name).client)
+        except KeyError:
+            return None  # a vCenter no longer in the host config
+
+    return clean_leftovers(db, target, holder_is_dead)
 
 
 def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedState,

@@ -53,6 +53,9 @@ def add_point_selection(parser: argparse.ArgumentParser, *, target: bool = True)
     if target:
         group.add_argument("--target", metavar="NAME",
                            help="look for export points only in this target")
+    group.add_argument("--kind", choices=[k.value for k in PointKind], dest="point_kind",
+                       help="only this kind of point (an id names both a snapshot and an "
+                       "export when a policy keeps both; default: the export)")
 
 
 def parse_at(text: str | None) -> datetime | None:
@@ -83,6 +86,11 @@ def resolve_point(
     if point_id is None and vm is None:
         raise UsageError("name a restore point: --point ID, or --vm NAME|UUID (with --latest "
                          "or --at ISO); `vmkeep points` lists them")
+    asked = getattr(args, "point_kind", None)
+    if asked is not None:
+        if kind is not None and asked != kind.value:
+            raise UsageError(f"--kind {asked}: this command restores {kind.value} points only")
+        kind = PointKind(asked)
     config = config or wiring.load_host_config(getattr(args, "config", None))
     target = getattr(args, "target", None)
     if target is not None and target not in config.targets:

@@ -224,3 +224,47 @@ func vmkeepWriteUpload(target string, body io.Reader) (int64, error) {
 		written += int64(len(grain))
 	}
 }
+
+// vmkeepCloneDevice returns a copy of a disk device (with its own backing) for a clone's
+// config, recording the source disk's data file; other devices are returned as they are
+// (hook in CloneVMTask, vmkeep patch 21).
+func (vm *VirtualMachine) vmkeepCloneDevice(device types.BaseVirtualDevice, sources *[]string) types.BaseVirtualDevice {
+	disk, ok := device.(*types.VirtualDisk)
+	if !ok {
+		return device
+	}
+	*sources = append(*sources, vm.vmkeepDiskDataFile(disk))
+	copied := *disk
+	if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+		backing := *b
+		copied.Backing = &backing
+	}
+	return &copied
+}
+
+// vmkeepCopyCloneDisks copies the source disks' data into the clone's disks, in order.
+func (vm *VirtualMachine) vmkeepCopyCloneDisks(sources []string) {
+	i := 0
+	for _, device := range vm.Config.Hardware.Device {
+		disk, ok := device.(*types.VirtualDisk)
+		if !ok || i >= len(sources) {
+			continue
+		}
+		source, target := sources[i], vm.vmkeepDiskDataFile(disk)
+		i++
+		if source == "" || target == "" {
+			continue
+		}
+		in, err := os.Open(source)
+		if err != nil {
+			continue
+		}
+		out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err == nil {
+			_, _ = io.Copy(out, in)
+			_ = out.Close()
+		}
+		_ = in.Close()
+		vm.vmkeepSizeDiskFile(disk)
+	}
+}
