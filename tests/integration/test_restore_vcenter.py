@@ -347,3 +347,26 @@ def test_a_snapshot_point_is_cloned_into_a_new_vm_or_reverted_in_place(estate):
     assert estate.sim.stats()["methods"].get("RevertToSnapshot_Task") == 1
     current = estate.sim.vm(VM0).snapshot.currentSnapshot
     assert current._moId == snapshot["snapshotId"]
+
+
+def test_a_point_of_one_vcenter_is_restored_into_another(estate, start_vcsim, monkeypatch):
+    vm = estate.vms()[VM0]
+    estate.grow_disk(vm, 2 * MiB)
+    data = os.urandom(MiB) + bytes(MiB)
+    export_with(estate, data)
+    dr = start_vcsim(vms=1)
+    monkeypatch.setenv("VMKEEP_DR_PASSWORD", dr.password)
+    text = estate.config.read_text()
+    estate.config.write_text(text.replace("targets:", (
+        f'  dr:\n    url: "{dr.url}"\n    username: {dr.username}\n'
+        f'    passwordEnv: VMKEEP_DR_PASSWORD\n    caFile: "{dr.ca_file}"\ntargets:'), 1))
+    run = estate.vmkeep("restore", "--vm", VM0, "--vcenter", "dr", "--name", "dr-web",
+                        "-o", "json")
+    assert run.code == 0, run.err
+    assert run.json()["vcenter"] == "dr"
+    other = Estate.__new__(Estate)
+    other.sim, other.root = dr, estate.root
+    assert read_disk(other, "dr-web") == data
+    assert hardware(other, "dr-web") == hardware(estate, VM0)
+    assert dr.vm("dr-web").config.instanceUuid != vm.instance_uuid  # told apart by the catalog
+    assert "dr-web" not in vm_names(estate)
