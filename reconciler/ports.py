@@ -6,7 +6,7 @@ Adapters in `reconciler.adapters` implement these; tests of the pure core use fa
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
@@ -305,6 +305,7 @@ class CreatedVM:
     moref: str
     name: str
     instance_uuid: str
+    sent: Mapping[str, int] = field(default_factory=dict)  # bytes sent per disk
 
 
 class RestoreTarget(Protocol):

@@ -194,6 +194,9 @@ def carry_out(
             journal.update_details(action, {"replaced": plan.replaced.moref, "aside": aside})
         target.rename(vm.moref, plan.name)
         vm = replace(vm, name=plan.name)
+        for entry in timings:
+            if entry["name"] in vm.sent:
+                entry["sentBytes"] = vm.sent[entry["name"]]
     except BaseException as exc:
         cleaned = _remove_partial(target, created.get("moref"), plan.temporary,
                                   plan.placement.datacenter, details["directory"])

@@ -61,7 +61,7 @@ from reconciler.adapters.nfc import (
     open_disk_download,
 )
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
-from reconciler.adapters.vmdk_stream import stream_optimized
+from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
     HOST_PROPERTIES,
@@ -1221,6 +1221,7 @@ class VSphereRestore(VSphereOperations):
             in_order = [u for u in urls if u.disk]
             total = sum(size for _, size, _ in disks)
             sent_before = 0
+            sent: dict[str, int] = {}
             for index, ((name, size, blocks), target) in enumerate(
                     zip(disks, spec.disks, strict=True)):
                 base = target.file.rsplit("/", 1)[-1]
@@ -1228,7 +1229,7 @@ class VSphereRestore(VSphereOperations):
                                               else None)
                 if url is None:
                     raise VCenterError(self.name, f"{what}: the lease has no URL for {name}")
-                self._send_disk(what, str(url.url), name, size, blocks, progress)
+                sent[name] = self._send_disk(what, str(url.url), name, size, blocks, progress)
                 sent_before += size
                 percent = int(100 * sent_before / total) if total else 100
                 self._lease_progress(what, lease, percent)
@@ -1237,21 +1238,24 @@ class VSphereRestore(VSphereOperations):
             raise
         self._mutate(f"{what}: complete the lease", lambda: lease.HttpNfcLeaseComplete())
         vm = self._existing(moref)
-        return CreatedVM(moref, spec.name, vm.instance_uuid if vm else spec.instance_uuid)
+        return CreatedVM(moref, spec.name, vm.instance_uuid if vm else spec.instance_uuid,
+                         sent)
 
     def _lease_progress(self, what: str, lease: Any, percent: int) -> None:
         self.client._soap(f"{what}: report progress",
                           lambda: lease.HttpNfcLeaseProgress(percent=percent))
 
     def _send_disk(self, what: str, url: str, name: str, size: int, blocks: Any,
-                   progress: Any) -> None:
+                   progress: Any) -> int:
+        """PUT one disk as a streamOptimized VMDK (chunked); the bytes sent."""
         endpoint = self.client._endpoint
         parsed = urlsplit(url.replace("*", endpoint.host, 1))
         host = endpoint.host if parsed.hostname in (None, "*") else parsed.hostname
         port = parsed.port or endpoint.port
         path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         progress(name, 0, size)
-        body = stream_optimized(blocks(), size,
+        stats = StreamStats()
+        body = stream_optimized(blocks(), size, stats=stats,
                                 progress=lambda done: progress(name, done, size))
         conn = self._connect(host, port)
         try:
@@ -1273,6 +1277,7 @@ class VSphereRestore(VSphereOperations):
             raise VCenterError(self.name, f"{what}: upload of {name} failed: {exc}") from exc
         finally:
             conn.close()
+        return stats.sent
 
     def _config_spec(self, spec: BuildSpec) -> Any:
         config: VMConfig = spec.config

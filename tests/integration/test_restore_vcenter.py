@@ -137,6 +137,7 @@ def test_an_export_comes_back_as_a_new_vm_elsewhere_with_the_same_hardware_and_b
     assert report["vm"]["name"] == "restored-web" and report["vm"]["moref"].startswith("vm-")
     assert [(d["name"], d["capacityBytes"]) for d in report["disks"]] == [
         (f"disk-{vm.disks[0].key}", 8 * MiB)]
+    assert 4 * MiB < report["disks"][0]["sentBytes"] < 5 * MiB  # the zeros are not sent
     assert "seconds" in report
 
     restored = estate.sim.vm("restored-web")
