@@ -13,18 +13,21 @@ selection are the pure `reconciler.points.select_point`.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import observed, wiring
-from reconciler.errors import RepositoryError, UsageError
+from reconciler.errors import RepositoryError, UsageError, VCenterError
 from reconciler.model import HostConfig, ObservedState, PointKind
 from reconciler.points import Point, PointDisk, select_point
 
 if TYPE_CHECKING:
     from reconciler.adapters.repository import Repository
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "add_point_selection",
@@ -107,8 +110,12 @@ def gather_points(
     vcenters: Iterable[str] | None = None,
     targets: Iterable[str] | None = None,
     kinds: Iterable[PointKind] = (PointKind.EXPORT, PointKind.SNAPSHOT),
+    strict: bool = True,
 ) -> list[Point]:
-    """Every restore point of the named vCenters and targets (default: all configured)."""
+    """Every restore point of the named vCenters and targets (default: all configured).
+
+    Not `strict`: a vCenter that cannot be read is a warning (its snapshot points are left
+    out), for listing; choosing a point needs them all."""
     wanted = set(kinds)
     points: list[Point] = []
     if PointKind.EXPORT in wanted:
@@ -116,7 +123,12 @@ def gather_points(
             points.extend(_export_points(config, name))
     if PointKind.SNAPSHOT in wanted:
         for name in sorted(config.vcenters if vcenters is None else vcenters):
-            points.extend(_snapshot_points(config, name))
+            try:
+                points.extend(_snapshot_points(config, name))
+            except VCenterError as exc:  # unreachable, refused login, bad certificate
+                if strict:
+                    raise
+                log.warning("%s; its snapshot points are not listed", exc)
     return points
 
 
