@@ -183,15 +183,17 @@ def carry_out(
         journal.update_details(action, {"moref": moref})
 
     timings: list[dict[str, Any]] = []
+    replacing = False
     try:
         vm = _build(plan, request, target, config, disks, on_created, progress, clock, timings)
         journal.update_details(action, {"built": True})
-        aside = ""
         if plan.replaced is not None:
+            journal.update_details(action, {"replaced": plan.replaced.moref,
+                                            "aside": plan.aside,
+                                            "wasOn": plan.replaced.power_state == "poweredOn"})
+            replacing = True
             target.power_off_vm(plan.replaced.moref)
             target.rename(plan.replaced.moref, plan.aside)
-            aside = plan.aside
-            journal.update_details(action, {"replaced": plan.replaced.moref, "aside": aside})
         target.rename(vm.moref, plan.name)
         vm = replace(vm, name=plan.name)
         for entry in timings:
@@ -200,6 +202,9 @@ def carry_out(
     except BaseException as exc:
         cleaned = _remove_partial(target, created.get("moref"), plan.temporary,
                                   plan.placement.datacenter, details["directory"])
+        if replacing and plan.replaced is not None:
+            cleaned += _put_back(target, plan.replaced.moref, plan.aside, plan.name,
+                                 plan.replaced.power_state == "poweredOn")
         message = f"restore of {plan.point_id} into vCenter {plan.vcenter!r} failed: " \
                   f"{_reason(exc)}; {cleaned}"
         journal.record_outcome(action, "failed", clock(), message)
@@ -211,7 +216,29 @@ def carry_out(
     journal.finish_run(run_id, clock(), {"done": 1})
     if plan.power_on:
         target.power_on_vm(vm.moref)
-    return RestoreOutcome(plan, "restored", vm, tuple(timings), clock() - started, aside)
+    return RestoreOutcome(plan, "restored", vm, tuple(timings), clock() - started,
+                          plan.aside if plan.replaced is not None else "")
+
+
+def _put_back(target: RestoreTarget, moref: str, aside: str, name: str, was_on: bool) -> str:
+    """Undo `--replace` for a restore that did not finish: the VM renamed aside gets its
+    name back (when nothing took it) and its power (when it was on)."""
+    try:
+        vm = target.find_by_moref(moref)
+        if vm is None:
+            return ""
+        done: list[str] = []
+        current = vm.name
+        if current == aside and not target.vms_named(name):
+            target.rename(moref, name)
+            current = name
+            done.append(f"renamed {aside!r} back to {name!r}")
+        if current == name and was_on and vm.power_state != "poweredOn":
+            target.power_on_vm(moref)
+            done.append(f"powered {moref} on again")
+    except VmkeepError as exc:
+        return f"; the replaced VM {moref} could not be put back ({exc})"
+    return f"; {' and '.join(done)}" if done else ""
 
 
 def _reason(exc: BaseException) -> str:
@@ -271,8 +298,8 @@ def _remove_partial(target: RestoreTarget, moref: str | None, temporary: str, da
         known = target.find_by_moref(moref) if moref else None
         found = [known] if known is not None else target.vms_named(temporary)
         for vm in found:
-            if vm.name != temporary:
-                continue  # renamed to its final name: whole, not ours to remove
+            if vm.name != temporary:  # renamed to its final name: whole, kept with its files
+                return f"the VM was already whole as {vm.name!r} ({vm.moref}); kept"
             target.power_off_vm(vm.moref)
             target.destroy(vm.moref)
             removed.append(f"the partial VM {temporary!r} ({vm.moref})")
@@ -326,12 +353,8 @@ def clean_leftovers(
                                str(details.get("datacenter", "")),
                                str(details.get("directory", "")))
         if details.get("aside") and details.get("replaced"):
-            moved = target.find_by_moref(str(details["replaced"]))
-            final = str(details.get("final", ""))
-            if moved is not None and moved.name == details["aside"] \
-                    and not target.vms_named(final):
-                target.rename(moved.moref, final)
-                done += f"; renamed {details['aside']!r} back to {final!r}"
+            done += _put_back(target, str(details["replaced"]), str(details["aside"]),
+                              str(details.get("final", "")), bool(details.get("wasOn")))
         if "failed too" in done:
             notes.append(f"could not clean up the interrupted restore of {record.point_id}: "
                          f"{done}")

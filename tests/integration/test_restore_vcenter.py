@@ -371,3 +371,20 @@ def test_a_point_of_one_vcenter_is_restored_into_another(estate, start_vcsim, mo
     assert hardware(other, "dr-web") == hardware(estate, VM0)
     assert dr.vm("dr-web").config.instanceUuid != vm.instance_uuid  # told apart by the catalog
     assert "dr-web" not in vm_names(estate)
+
+
+def test_a_replace_that_fails_at_the_last_rename_gives_the_old_vm_back_its_name(estate):
+    vm = estate.vms()[VM0]
+    export_with(estate, os.urandom(MiB))
+    files = datastore_files(estate)
+    estate.sim.control("restore-faults", {"failMethod": "^Rename_Task$", "failMethodSkip": 1,
+                                          "failMethodCount": 1})
+    run = estate.vmkeep("restore", "--vm", VM0, "--vcenter", "sim", "--replace")
+    estate.sim.control("restore-faults", {"failMethod": "", "failMethodSkip": 0})
+    assert run.code == 1, run.err
+    assert f"renamed '{VM0}.replaced-" in run.err and f"back to '{VM0}'" in run.err
+    assert "powered vm-" in run.err
+    back = estate.sim.vm(VM0)
+    assert back.config.instanceUuid == vm.instance_uuid
+    assert back.runtime.powerState == "poweredOn"
+    no_leftovers(estate, files)

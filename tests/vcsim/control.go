@@ -15,7 +15,7 @@ const controlPrefix = "/vmkeep"
 //	POST /vmkeep/faults               change it: the JSON fields given replace the current ones
 //	                                  (failRequests/dropRequests count down as requests come)
 //	GET|POST /vmkeep/restore-faults   restore faults (simulator.RestoreFaultConfig): failUploadAfter,
-//	                                  failMethod, failMethodCount
+//	                                  failMethod, failMethodSkip, failMethodCount
 //	GET  /vmkeep/stats                {"requests", "methods": {name: n}, "sessionsTerminated"}
 //	POST /vmkeep/stats/reset          zero the counters
 //	POST /vmkeep/sessions/terminate   end every SOAP session now: {"terminated": n}

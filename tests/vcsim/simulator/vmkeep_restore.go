@@ -9,8 +9,8 @@ vmkeep patch 20 (new file): what `vmkeep restore --vcenter` needs of the simulat
   - Restore fault injection (POST /vmkeep/restore-faults): failUploadAfter ends an NFC
     upload with HTTP 500 once that many body bytes arrived (0: never); failMethod is a
     regular expression on SOAP method names (e.g. "ImportVApp|Rename_Task") answered with a
-    SystemError fault before the method runs; failMethodCount limits how many calls fail
-    (0: all).
+    SystemError fault before the method runs, after failMethodSkip matching calls went
+    through; failMethodCount limits how many calls fail (0: all).
 
 Hooks in stock files: ServeNFC (http_nfc_lease.go) and Service.call (simulator.go).
 */
@@ -39,13 +39,15 @@ type RestoreFaultConfig struct {
 	FailUploadAfter int64  `json:"failUploadAfter"`
 	FailMethod      string `json:"failMethod"`
 	FailMethodCount int    `json:"failMethodCount"`
+	FailMethodSkip  int    `json:"failMethodSkip"`
 }
 
 type restoreFaultState struct {
-	mu     sync.Mutex
-	config RestoreFaultConfig
-	method *regexp.Regexp
-	failed int
+	mu      sync.Mutex
+	config  RestoreFaultConfig
+	method  *regexp.Regexp
+	failed  int
+	skipped int
 }
 
 // RestoreFaults is the process-wide restore fault state.
@@ -67,12 +69,12 @@ func (f *restoreFaultState) Set(c RestoreFaultConfig) error {
 			return fmt.Errorf("failMethod: %v", err)
 		}
 	}
-	if c.FailUploadAfter < 0 || c.FailMethodCount < 0 {
+	if c.FailUploadAfter < 0 || c.FailMethodCount < 0 || c.FailMethodSkip < 0 {
 		return fmt.Errorf("counts must not be negative")
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.config, f.method, f.failed = c, method, 0
+	f.config, f.method, f.failed, f.skipped = c, method, 0, 0
 	return nil
 }
 
@@ -82,6 +84,10 @@ func vmkeepRestoreFault(method string) types.BaseMethodFault {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.method == nil || !f.method.MatchString(method) {
+		return nil
+	}
+	if f.skipped < f.config.FailMethodSkip {
+		f.skipped++
 		return nil
 	}
 	if f.config.FailMethodCount > 0 && f.failed >= f.config.FailMethodCount {
