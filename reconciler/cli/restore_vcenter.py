@@ -114,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no vCenter {args.vcenter!r} in {config.path} (vCenters: {listed})")
     networks = _networks(args.networks)
     now = parse_now(args.now)
+    # a snapshot point can only be restored in its own vCenter: only that one is asked
     point = resolve_point(args, kind=PointKind.SNAPSHOT if args.revert else None,
-                          config=config)
+                          config=config, vcenters=[args.vcenter])
     request = RestoreRequest(
         point=point, vcenter=args.vcenter, name=args.name, datastore=args.datastore,
         folder=args.folder, host=args.host, cluster=args.cluster,

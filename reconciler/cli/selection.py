@@ -77,11 +77,12 @@ def resolve_point(
     kind: PointKind | None = None,
     prefer: PointKind = PointKind.EXPORT,
     config: HostConfig | None = None,
+    vcenters: Iterable[str] | None = None,
 ) -> Point:
     """The one restore point `--point`/`--vm`/`--latest`/`--at` name, among the points of
-    the host config's targets (only `--target` when given) and, unless `kind` is export, its
-    vCenters' snapshots. Bad options and unknown or ambiguous points are `UsageError`s (exit
-    1) that list the candidates."""
+    the host config's targets (only `--target` when given) and, unless `kind` is export, the
+    snapshots of its vCenters (or of `vcenters`). Bad options and unknown or ambiguous points
+    are `UsageError`s (exit 1) that list the candidates."""
     point_id, vm = getattr(args, "point", None), getattr(args, "vm", None)
     at = parse_at(getattr(args, "at", None))
     if (at is not None or getattr(args, "latest", False)) and vm is None:
@@ -100,7 +101,8 @@ def resolve_point(
         listed = ", ".join(sorted(config.targets)) or "none configured"
         raise UsageError(f"no target {target!r} in {config.path} (targets: {listed})")
     kinds = {kind} if kind else {PointKind.EXPORT, PointKind.SNAPSHOT}
-    points = gather_points(config, targets=[target] if target else None, kinds=kinds)
+    points = gather_points(config, targets=[target] if target else None, kinds=kinds,
+                           vcenters=vcenters)
     return select_point(points, point_id=point_id, vm=vm, at=at, kind=kind, prefer=prefer)
 
 
