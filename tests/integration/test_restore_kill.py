@@ -43,11 +43,11 @@ def journal(estate: Estate) -> dict[str, object] | None:
         return None
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            row = conn.execute("SELECT details, status FROM actions WHERE kind='restore.vcenter'"
-                               " ORDER BY id DESC LIMIT 1").fetchone()
+            row = conn.execute("SELECT details, status, error FROM actions WHERE "
+                               "kind='restore.vcenter' ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.OperationalError:
         return None  # the schema is being made
-    return None if row is None else {**json.loads(row[0]), "status": row[1]}
+    return None if row is None else {**json.loads(row[0]), "status": row[1], "note": row[2]}
 
 
 def open_restores(estate: Estate) -> int:
@@ -123,3 +123,39 @@ def test_a_killed_restore_leaves_nothing_once_the_next_restore_or_apply_ran(
         assert directories == used, stage
         assert read_disk(estate, name) == data, stage
     assert killed >= TRIALS // 2  # most trials were really interrupted
+
+
+def test_a_restore_killed_while_replacing_gives_the_old_vm_back_its_name_and_power(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = Estate(start_vcsim(vms=2), tmp_path)
+    estate.set_policy(names=[VM0])
+    vm = estate.vms()[VM0]
+    estate.grow_disk(vm, 8 * MiB)
+    estate.fill_disk(vm, os.urandom(8 * MiB))
+    assert estate.apply(DAY1).code == 0
+    killed = 0
+    for _ in range(2):
+        before = (journal(estate) or {}).get("temporary")
+        proc = spawn(estate, "restore", "--vm", VM0, "--vcenter", "sim", "--replace",
+                     "--now", "2026-11-25T09:00:00Z")
+        while proc.poll() is None and not (
+                (now := journal(estate) or {}).get("temporary") != before and "aside" in now):
+            pass
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        run = estate.apply(DAY1)
+        assert run.code == 0, run.err
+        assert not [n for n in vm_names(estate) if "vmkeep-restore" in n]
+        assert open_restores(estate) == 0
+        note = str((journal(estate) or {}).get("note"))
+        if "back to" in note:  # killed between the move aside and the new VM's rename
+            original = estate.sim.vm(VM0)
+            assert original.config.instanceUuid == vm.instance_uuid
+            assert original.runtime.powerState == "poweredOn"
+            assert f"{VM0}.replaced-20261125T090000Z" not in vm_names(estate)
+        else:  # killed before the move, or after the new VM had the name
+            assert VM0 in vm_names(estate)
+    assert killed

@@ -388,3 +388,14 @@ def test_a_replace_that_fails_at_the_last_rename_gives_the_old_vm_back_its_name(
     assert back.config.instanceUuid == vm.instance_uuid
     assert back.runtime.powerState == "poweredOn"
     no_leftovers(estate, files)
+
+
+def test_a_vm_of_a_newer_hardware_version_than_the_hosts_run_is_refused(estate):
+    wait(estate.sim.vm(VM0).ReconfigVM_Task(spec=vim.vm.ConfigSpec(version="vmx-99")))
+    export_with(estate, os.urandom(MiB))
+    vms, files = vm_names(estate), datastore_files(estate)
+    run = estate.vmkeep("restore", "--vm", VM0, "--vcenter", "sim", "--name", "copy")
+    assert run.code == 1
+    assert ("the VM has hardware version vmx-99, newer than the hosts of vCenter 'sim' run "
+            "(up to vmx-13)") in run.err
+    assert vm_names(estate) == vms and datastore_files(estate) == files
