@@ -1,4 +1,5 @@
-"""`vmkeep restore`: write an exported restore point into a new local directory.
+"""`vmkeep restore`: a restore point back into vCenter (`restore_vcenter`) or into a new
+local directory (here).
 
     vmkeep restore (--point ID | --vm NAME|UUID [--latest | --at ISO]) --to DIR
                    [--disk NAME]... [--target NAME] [--config FILE] [-o text|json]
@@ -37,10 +38,12 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
         "restore",
         parents=[common_parser],
-        help="write an exported restore point into a new directory (disks, .vmx, .nvram)",
-        description="Read a restore point back from its export target, every chunk checked "
-        "against its hash, into a new or empty directory: flat disk images with VMDK "
-        "descriptors and the VM's files, ready to upload to a datastore and register.",
+        help="bring a restore point back: into vCenter as a VM, a snapshot reverted, or "
+        "into a directory",
+        description="Bring a restore point back, every chunk checked against its hash: into "
+        "vCenter as a VM (--vcenter NAME; --revert for a snapshot in place), or into a new "
+        "or empty directory (--to DIR: flat disk images with VMDK descriptors and the VM's "
+        "files). See docs/restore.md.",
     )
     add_point_selection(parser)
     parser.add_argument("--to", metavar="DIR", type=Path,

@@ -93,7 +93,7 @@ def resolve_point(
     asked = getattr(args, "point_kind", None)
     if asked is not None:
         if kind is not None and asked != kind.value:
-            raise UsageError(f"--kind {asked}: this command restores {kind.value} points only")
+            raise UsageError(f"--kind {asked}: this command works on {kind.value} points only")
         kind = PointKind(asked)
     config = config or wiring.load_host_config(getattr(args, "config", None))
     target = getattr(args, "target", None)
