@@ -6,23 +6,31 @@ Adapters in `reconciler.adapters` implement these; tests of the pure core use fa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
 from reconciler.model import VM, Disk, ExportPoint, Inventory, VMRef
 
 __all__ = [
+    "BuildSpec",
+    "CreatedVM",
+    "DatastoreSpace",
     "DiskStream",
+    "DiskTarget",
+    "ExistingVM",
     "ExportStore",
     "ExportWriter",
     "HookRunner",
     "InventorySource",
     "PartialPoint",
+    "Placement",
     "PolicyFile",
     "PolicySource",
     "RestorablePoint",
     "RestoreSource",
+    "RestoreSurvey",
+    "RestoreTarget",
     "StoredDisk",
     "StoredItem",
     "StoredPoint",
@@ -223,3 +231,122 @@ class HookRunner(Protocol):
     """Runs a host-config hook by name; raises `HookError` when it fails or times out."""
 
     def run(self, name: str, environment: Mapping[str, str]) -> None: ...
+
+
+# --------------------------------------------------------------------------- restore into vCenter
+
+
+@dataclass(frozen=True)
+class ExistingVM:
+    """A VM found in the destination vCenter (by name or by instance UUID)."""
+
+    moref: str
+    name: str
+    instance_uuid: str
+    power_state: str
+    restored_from: str = ""  # the point id in its `vmkeep.restoredFrom` setting, if any
+    hardware_version: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a restored VM goes, resolved in the destination vCenter (ids are morefs)."""
+
+    datacenter: str
+    folder: str  # inventory path
+    folder_id: str
+    pool: str  # inventory path of the resource pool
+    pool_id: str
+    host: str = ""
+    host_id: str = ""
+
+
+@dataclass(frozen=True)
+class DatastoreSpace:
+    name: str
+    free_bytes: int
+    capacity_bytes: int
+
+
+@dataclass(frozen=True)
+class RestoreSurvey:
+    """What the destination vCenter holds that a restore must know; read, never changed."""
+
+    vcenter: str
+    placement: Placement | None  # None when a named folder/host/cluster/pool is not found
+    datastores: Mapping[str, DatastoreSpace]  # every datastore of the datacenter, by name
+    networks: tuple[str, ...]  # port group names of the datacenter
+    max_hardware: int | None  # the newest hardware version the hosts run (vmx-N), if known
+    named: tuple[ExistingVM, ...]  # VMs with the restored VM's name
+    original: ExistingVM | None  # the VM with the point's instance UUID, if it is here
+    directories: frozenset[str] = frozenset()  # "[ds] dir" taken on the datastores
+    problems: tuple[str, ...] = ()  # why no placement (an unknown folder, host, …)
+
+
+@dataclass(frozen=True)
+class DiskTarget:
+    key: int
+    controller_key: int
+    unit: int
+    capacity_bytes: int
+    file: str  # "[ds] dir/name.vmdk", created by the import
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything an import needs, resolved: the VM is created under `name` (temporary)."""
+
+    name: str
+    placement: Placement
+    datastore: str  # of the .vmx
+    directory: str  # the VM's new directory on that datastore
+    config: Any  # reconciler.vmconfig.VMConfig
+    disks: tuple[DiskTarget, ...]
+    networks: Mapping[str, str]  # each NIC's network: old name -> new name
+    instance_uuid: str
+    bios_uuid: str
+    keep_macs: bool
+    restored_from: str
+
+
+@dataclass(frozen=True)
+class CreatedVM:
+    moref: str
+    name: str
+    instance_uuid: str
+    sent: Mapping[str, int] = field(default_factory=dict)  # bytes sent per disk
+
+
+class RestoreTarget(Protocol):
+    """The destination vCenter of a restore (`VSphereRestore`); every method re-reads."""
+
+    name: str
+
+    def survey(self, config: Any, *, name: str, folder: str | None, host: str | None,
+               cluster: str | None, resource_pool: str | None) -> RestoreSurvey: ...
+
+    def import_vm(self, spec: BuildSpec, disks: Sequence[Any],
+                  progress: Any, on_created: Any) -> CreatedVM: ...
+
+    def find_by_moref(self, moref: str) -> ExistingVM | None: ...
+
+    def vms_named(self, name: str) -> list[ExistingVM]: ...
+
+    def rename(self, moref: str, name: str) -> None: ...
+
+    def power_off_vm(self, moref: str) -> None: ...
+
+    def power_on_vm(self, moref: str) -> None: ...
+
+    def destroy(self, moref: str) -> None: ...
+
+    def delete_directory(self, datacenter: str, directory: str) -> bool: ...
+
+    def directory_exists(self, datacenter: str, datastore: str, directory: str) -> bool: ...
+
+    def revert(self, moref: str, snapshot_id: str) -> None: ...
+
+    def clone_from_snapshot(self, moref: str, snapshot_id: str, spec: BuildSpec,
+                            on_created: Any) -> CreatedVM: ...
+
+    def find_by_uuid(self, instance_uuid: str) -> ExistingVM | None: ...

@@ -44,6 +44,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pyVmomi import SoapStubAdapter, vim, vmodl
 from pyVmomi.VmomiSupport import GetServiceVersions, versionIdMap
@@ -65,6 +66,7 @@ from reconciler.adapters.nfc import (
     progress_interval,
 )
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
+from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
     DATASTORE_PROPERTIES,
@@ -102,9 +104,25 @@ from reconciler.model import (
     after_refusal,
     choose_transport,
 )
-from reconciler.ports import DiskStream
+from reconciler.ports import (
+    BuildSpec,
+    CreatedVM,
+    DatastoreSpace,
+    DiskStream,
+    ExistingVM,
+    Placement,
+    RestoreSurvey,
+)
+from reconciler.vmconfig import (
+    CONFIG_FILE,
+    ControllerSpec,
+    DiskSpec,
+    NicSpec,
+    VMConfig,
+    hardware_number,
+)
 
-__all__ = ["VCenterPool", "VSphereClient", "VSphereOperations"]
+__all__ = ["VCenterPool", "VSphereClient", "VSphereOperations", "VSphereRestore"]
 
 log = logging.getLogger(__name__)
 
@@ -888,7 +906,8 @@ class VSphereOperations:
         return extents
 
     def vm_files(self, vm: VM) -> Mapping[str, bytes]:
-        """The VM's .vmx and .nvram (what a restore needs besides the disks)."""
+        """The VM's .vmx and .nvram, and its virtual hardware as `vm-config.json` (what a
+        restore needs besides the disks)."""
         def read_paths() -> str:
             [obj] = self._read_objects([self._vm_ref(vm)], ("config.files.vmPathName",))
             return str(obj.props.get("config.files.vmPathName") or "")
@@ -908,6 +927,12 @@ class VSphereOperations:
             except VCenterError as exc:
                 if "does not exist" not in exc.message:
                     raise
+        try:  # what a restore into vCenter rebuilds the VM from (docs/restore.md)
+            config = VSphereRestore(self.client, task_timeout=self._task_timeout).vm_config(vm)
+            files[CONFIG_FILE] = config.encode()
+        except VCenterError as exc:
+            log.warning("VM %r: its configuration is not saved with the export (it cannot "
+                        "be restored into vCenter, only to a directory): %s", vm.name, exc)
         return files
 
 
@@ -964,3 +989,567 @@ class _ThreadRouted:
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._pool.operations(self.name), attribute)
+
+
+# ---------------------------------------------------------------------- restore into vCenter
+
+#: The setting a restored VM carries: the restore point it came from (idempotent reruns).
+RESTORED_FROM = "vmkeep.restoredFrom"
+_CONTROLLERS = ("ParaVirtualSCSIController", "VirtualLsiLogicController",
+                "VirtualLsiLogicSASController", "VirtualBusLogicController",
+                "VirtualAHCIController", "VirtualNVMEController", "VirtualIDEController")
+_CONFIG_PROPERTIES = (
+    "name", "config.hardware.device", "config.hardware.numCPU",
+    "config.hardware.numCoresPerSocket", "config.hardware.memoryMB", "config.guestId",
+    "config.firmware", "config.version", "config.annotation", "config.uuid",
+    "config.instanceUuid", "config.files.vmPathName", "resourcePool", "runtime.host",
+)
+
+
+class VSphereRestore(VSphereOperations):
+    """The `RestoreTarget` port: what a restore reads from and does to one vCenter.
+
+    A VM is imported whole through an NFC import lease (`ResourcePool.ImportVApp` with a
+    `VirtualMachineImportSpec` built from the point's saved configuration): the lease
+    creates the VM with its controllers, NICs and thin disks, and every disk is sent as a
+    streamOptimized VMDK (`vmdk_stream`), zeros left out. Everything else is one task each
+    (Rename_Task, PowerOffVM_Task, Destroy_Task, DeleteDatastoreFile_Task), started once.
+    """
+
+    # ------------------------------------------------------------------ at export time
+
+    def vm_config(self, vm: VM) -> VMConfig:
+        """The VM's virtual hardware and place, saved with an export (`vm-config.json`)."""
+        def read() -> VMConfig:
+            [obj] = self._read_objects([self._vm_ref(vm)], _CONFIG_PROPERTIES)
+            p = obj.props
+            devices = list(p.get("config.hardware.device") or ())
+            networks = self._network_names(devices)
+            pool = p.get("resourcePool")
+            pool_name = ""
+            if pool is not None:
+                [pobj] = self._read_objects([pool], ("name",))
+                pool_name = str(pobj.props.get("name") or "")
+            vmx = str(p.get("config.files.vmPathName") or "")
+            return VMConfig(
+                name=str(p.get("name") or vm.name),
+                instance_uuid=str(p.get("config.instanceUuid") or vm.instance_uuid),
+                bios_uuid=str(p.get("config.uuid") or ""),
+                guest_id=str(p.get("config.guestId") or "otherGuest64"),
+                firmware=str(p.get("config.firmware") or "bios"),
+                hardware_version=str(p.get("config.version") or ""),
+                num_cpu=int(p.get("config.hardware.numCPU") or 1),
+                cores_per_socket=int(p.get("config.hardware.numCoresPerSocket") or 1),
+                memory_mb=int(p.get("config.hardware.memoryMB") or 0),
+                annotation=str(p.get("config.annotation") or ""),
+                datacenter=self._datacenter_of(vm),
+                folder=vm.folder,
+                resource_pool=pool_name,
+                host=vm.host,
+                datastore=parse_datastore_path(vmx)[0] if vmx.startswith("[") else "",
+                controllers=tuple(
+                    ControllerSpec(int(d.key), type(d).__name__.rsplit(".", 1)[-1],
+                                   int(getattr(d, "busNumber", 0) or 0),
+                                   str(getattr(d, "sharedBus", "") or "noSharing"))
+                    for d in devices
+                    if type(d).__name__.rsplit(".", 1)[-1] in _CONTROLLERS),
+                disks=tuple(
+                    DiskSpec(int(d.key), int(d.controllerKey or 0), int(d.unitNumber or 0),
+                             int(d.capacityInBytes or (d.capacityInKB or 0) * 1024),
+                             str(getattr(d.backing, "fileName", "") or ""),
+                             bool(getattr(d.backing, "thinProvisioned", True)))
+                    for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
+                nics=tuple(
+                    NicSpec(int(d.key), type(d).__name__.rsplit(".", 1)[-1],
+                            networks.get(int(d.key), ""), str(d.macAddress or ""),
+                            str(d.addressType or "generated"),
+                            None if d.unitNumber is None else int(d.unitNumber))
+                    for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)),
+            )
+
+        return self.client._soap(f"read the configuration of VM {vm.name!r}", read)
+
+    def _network_names(self, devices: list[Any]) -> dict[int, str]:
+        names: dict[int, str] = {}
+        for d in devices:
+            if not isinstance(d, vim.vm.device.VirtualEthernetCard):
+                continue
+            backing = d.backing
+            if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
+                names[int(d.key)] = str(backing.deviceName or "")
+            elif isinstance(backing,
+                            vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+                key = backing.port.portgroupKey
+                pg = vim.dvs.DistributedVirtualPortgroup(key, self.client._stub)
+                try:
+                    [obj] = self._read_objects([pg], ("name",))
+                    names[int(d.key)] = str(obj.props.get("name") or key)
+                except vmodl.fault.ManagedObjectNotFound:
+                    names[int(d.key)] = str(key)
+        return names
+
+    # ------------------------------------------------------------------ reading the place
+
+    def _view(self, container: Any, kinds: list[Any], paths: dict[str, tuple[str, ...]]
+              ) -> list[RawObject]:
+        content = self.client._content
+        view = content.viewManager.CreateContainerView(container=container, type=kinds,
+                                                       recursive=True)
+        try:
+            spec = PC.FilterSpec(
+                objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[PC.TraversalSpec(
+                    name="traverseView", type=vim.view.ContainerView, path="view",
+                    skip=False)])],
+                propSet=[PC.PropertySpec(type=getattr(vim, k), pathSet=list(v), all=False)
+                         for k, v in paths.items()],
+            )
+            objects, _ = self.client._retrieve(spec, view)
+            return objects
+        finally:
+            try:
+                view.DestroyView()
+            except Exception as exc:
+                log.debug("vCenter %r: DestroyView failed: %s", self.name, exc)
+
+    def vms_named(self, name: str) -> list[ExistingVM]:
+        def read() -> list[ExistingVM]:
+            root = self.client._content.rootFolder
+            named = [o for o in self._view(root, [vim.VirtualMachine],
+                                           {"VirtualMachine": ("name",)})
+                     if o.props.get("name") == name]
+            return [vm for vm in (self._existing(o.id) for o in named) if vm is not None]
+
+        return self.client._soap(f"look for VMs named {name!r}", read)
+
+    def find_by_moref(self, moref: str) -> ExistingVM | None:
+        return self.client._soap(f"read VM {moref}", lambda: self._existing(moref))
+
+    def find_by_uuid(self, instance_uuid: str) -> ExistingVM | None:
+        def read() -> ExistingVM | None:
+            ref = self.client._content.searchIndex.FindByUuid(
+                uuid=instance_uuid, vmSearch=True, instanceUuid=True)
+            return None if ref is None else self._existing(ref._moId)
+
+        return self.client._soap(f"look for VM {instance_uuid}", read)
+
+    def _existing(self, moref: str) -> ExistingVM | None:
+        try:
+            [obj] = self._read_objects(
+                [vim.VirtualMachine(moref, self.client._stub)],
+                ("name", "config.instanceUuid", "runtime.powerState", "config.extraConfig",
+                 "config.version"))
+        except vmodl.fault.ManagedObjectNotFound:
+            return None
+        if not obj.props:
+            return None
+        extra = {str(o.key): str(o.value) for o in obj.props.get("config.extraConfig") or ()}
+        return ExistingVM(moref, str(obj.props.get("name") or ""),
+                          str(obj.props.get("config.instanceUuid") or ""),
+                          str(obj.props.get("runtime.powerState") or ""),
+                          extra.get(RESTORED_FROM, ""), str(obj.props.get("config.version") or ""))
+
+    def survey(self, config: VMConfig, *, name: str, folder: str | None, host: str | None,
+               cluster: str | None, resource_pool: str | None) -> RestoreSurvey:
+        return self.client._soap(
+            f"look at where VM {name!r} would be restored",
+            lambda: self._survey(config, name, folder, host, cluster, resource_pool))
+
+    def _survey(self, config: VMConfig, name: str, folder: str | None, host: str | None,
+                cluster: str | None, resource_pool: str | None) -> RestoreSurvey:
+        content = self.client._content
+        root = content.rootFolder
+        dcs = {o.props.get("name"): o for o in self._view(
+            root, [vim.Datacenter],
+            {"Datacenter": ("name", "vmFolder", "hostFolder", "datastore", "network")})}
+        problems: list[str] = []
+        wanted_dc = (folder.strip("/").split("/")[0] if folder else "") or config.datacenter
+        dc = dcs.get(wanted_dc) or (next(iter(dcs.values())) if len(dcs) == 1 and not folder
+                                    else None)
+        if dc is None:
+            listed = ", ".join(sorted(str(n) for n in dcs))
+            problems.append(f"no datacenter {wanted_dc!r} in vCenter {self.name!r} "
+                            f"(datacenters: {listed})")
+            return RestoreSurvey(self.name, None, {}, (), None, tuple(self._named(name)),
+                                 self._original(config), problems=tuple(problems))
+        dc_name = str(dc.props["name"])
+        dc_ref = vim.Datacenter(dc.id, self.client._stub)
+        # datastores and networks of the datacenter
+        stores = self._read_objects(list(dc.props.get("datastore") or []) or [dc_ref],
+                                    ("name", "summary.freeSpace", "summary.capacity")) \
+            if dc.props.get("datastore") else []
+        datastores = {str(s.props.get("name")): DatastoreSpace(
+            str(s.props.get("name")), int(s.props.get("summary.freeSpace") or 0),
+            int(s.props.get("summary.capacity") or 0)) for s in stores}
+        nets = self._read_objects(list(dc.props.get("network") or []), ("name",)) \
+            if dc.props.get("network") else []
+        networks = tuple(sorted({str(n.props.get("name")) for n in nets}))
+        # folder
+        folder_path = folder or config.folder or f"/{dc_name}/vm"
+        found = content.searchIndex.FindByInventoryPath(folder_path.strip("/"))
+        if found is None and folder is None:
+            folder_path = f"/{dc_name}/vm"
+            found = content.searchIndex.FindByInventoryPath(folder_path.strip("/"))
+        if not isinstance(found, vim.Folder):
+            problems.append(f"no VM folder {folder_path!r} in vCenter {self.name!r}")
+        # compute: host or cluster, and the resource pool
+        computes = self._view(dc.props["hostFolder"], [vim.ComputeResource, vim.HostSystem],
+                              {"ComputeResource": ("name", "resourcePool", "host"),
+                               "HostSystem": ("name", "parent")})
+        hosts = {str(o.props.get("name")): o for o in computes if o.kind == "HostSystem"}
+        clusters = {str(o.props.get("name")): o for o in computes
+                    if o.kind in ("ClusterComputeResource", "ComputeResource")}
+        chosen_host: RawObject | None = None
+        compute: RawObject | None = None
+        if host is not None:
+            chosen_host = hosts.get(host)
+            if chosen_host is None:
+                problems.append(f"no host {host!r} in datacenter {dc_name!r} (hosts: "
+                                f"{', '.join(sorted(hosts)) or 'none'})")
+        elif cluster is not None:
+            compute = clusters.get(cluster)
+            if compute is None or compute.kind != "ClusterComputeResource":
+                names = sorted(n for n, o in clusters.items()
+                               if o.kind == "ClusterComputeResource")
+                problems.append(f"no cluster {cluster!r} in datacenter {dc_name!r} (clusters: "
+                                f"{', '.join(names) or 'none'})")
+                compute = None
+        else:
+            chosen_host = hosts.get(config.host) or (
+                next(iter(sorted(hosts.items())))[1] if hosts else None)
+        if chosen_host is not None:
+            parent = chosen_host.props.get("parent")
+            compute = next((o for o in clusters.values() if parent is not None
+                            and o.id == parent._moId), None)
+        pool_id = pool_path = ""
+        if compute is not None:
+            pools = self._view(getattr(vim, compute.kind)(compute.id, self.client._stub),
+                               [vim.ResourcePool], {"ResourcePool": ("name",)})
+            root_pool = compute.props.get("resourcePool")
+            wanted_pool = resource_pool or config.resource_pool
+            match = [p for p in pools if p.props.get("name") == wanted_pool]
+            if match:
+                pool_id, pool_path = match[0].id, str(wanted_pool)
+            elif resource_pool is not None:
+                problems.append(f"no resource pool {resource_pool!r} in "
+                                f"{compute.props.get('name')!r} (pools: "
+                                f"{', '.join(sorted(str(p.props.get('name')) for p in pools))})")
+            elif root_pool is not None:
+                pool_id, pool_path = root_pool._moId, "Resources"
+        max_hw = self._max_hardware(compute)
+        placement = None
+        if not problems and isinstance(found, vim.Folder) and pool_id:
+            placement = Placement(
+                dc_name, "/" + folder_path.strip("/"), found._moId,
+                f"{compute.props.get('name') if compute else ''}/{pool_path}", pool_id,
+                str(chosen_host.props.get("name")) if chosen_host else "",
+                chosen_host.id if chosen_host else "")
+        return RestoreSurvey(self.name, placement, datastores, networks, max_hw,
+                             tuple(self._named(name)), self._original(config),
+                             problems=tuple(problems))
+
+    def _named(self, name: str) -> list[ExistingVM]:
+        root = self.client._content.rootFolder
+        return [vm for o in self._view(root, [vim.VirtualMachine], {"VirtualMachine": ("name",)})
+                if o.props.get("name") == name and (vm := self._existing(o.id)) is not None]
+
+    def _original(self, config: VMConfig) -> ExistingVM | None:
+        ref = self.client._content.searchIndex.FindByUuid(
+            uuid=config.instance_uuid, vmSearch=True, instanceUuid=True)
+        return None if ref is None else self._existing(ref._moId)
+
+    def _max_hardware(self, compute: RawObject | None) -> int | None:
+        if compute is None:
+            return None
+        try:
+            [obj] = self._read_objects([getattr(vim, compute.kind)(compute.id, self.client._stub)],
+                                       ("environmentBrowser",))
+            browser = obj.props.get("environmentBrowser")
+            if browser is None:
+                return None
+            found = [hardware_number(str(d.key)) for d in
+                     browser.QueryConfigOptionDescriptor() or () if d.createSupported]
+        except (vmodl.MethodFault, AttributeError) as exc:
+            log.debug("vCenter %r: hardware versions unknown: %s", self.name, exc)
+            return None
+        numbers = [n for n in found if n is not None]
+        return max(numbers) if numbers else None
+
+    def directory_exists(self, datacenter: str, datastore: str, directory: str) -> bool:
+        endpoint = self.client._endpoint
+        file = DatastoreFile(self.name, endpoint.host, endpoint.port, datacenter, datastore,
+                             directory.rstrip("/") + "/")
+        conn = self._connect(file.host, file.port)
+        try:
+            conn.request("HEAD", file.request_path, headers={"Cookie": self._cookie()})
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransientError(self.name, f"look for {file}: {exc}") from exc
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ building a VM
+
+    def import_vm(self, spec: BuildSpec, disks: Any, progress: Any,
+                  on_created: Any) -> CreatedVM:
+        """Create the VM through an NFC import lease and stream every disk into it.
+
+        `disks`: (disk name, size, blocks factory) per disk of `spec.disks`, in that order;
+        `progress(name, done, total)`; `on_created(moref)` as soon as the VM exists (the
+        caller journals it). On any failure the lease is aborted and the error raised; the
+        caller removes the VM (a real vCenter removes it itself when the lease is aborted).
+        """
+        what = f"import VM {spec.name!r}"
+        stub = self.client._stub
+        pool = vim.ResourcePool(spec.placement.pool_id, stub)
+        folder = vim.Folder(spec.placement.folder_id, stub)
+        host = vim.HostSystem(spec.placement.host_id, stub) if spec.placement.host_id else None
+        import_spec = vim.vm.VmImportSpec(configSpec=self._config_spec(spec))
+        lease = self._mutate(what, lambda: pool.ImportVApp(spec=import_spec, folder=folder,
+                                                           host=host))
+        try:
+            info = self._import_lease_ready(what, lease)
+            urls = list(getattr(info, "deviceUrl", None) or ())
+            entity = getattr(info, "entity", None)
+            if entity is None:
+                raise VCenterError(self.name, f"{what}: the lease names no VM")
+            moref = str(entity._moId)
+            on_created(moref)
+            by_target = {str(u.targetId): u for u in urls if u.disk and u.targetId}
+            in_order = [u for u in urls if u.disk]
+            total = sum(size for _, size, _ in disks)
+            sent_before = 0
+            sent: dict[str, int] = {}
+            for index, ((name, size, blocks), target) in enumerate(
+                    zip(disks, spec.disks, strict=True)):
+                base = target.file.rsplit("/", 1)[-1]
+                url = by_target.get(base) or (in_order[index] if index < len(in_order)
+                                              else None)
+                if url is None:
+                    raise VCenterError(self.name, f"{what}: the lease has no URL for {name}")
+                sent[name] = self._send_disk(what, str(url.url), name, size, blocks, progress)
+                sent_before += size
+                percent = int(100 * sent_before / total) if total else 100
+                self._lease_progress(what, lease, percent)
+        except BaseException:
+            self._end_lease(what, lease, abort=True)
+            raise
+        self._mutate(f"{what}: complete the lease", lambda: lease.HttpNfcLeaseComplete())
+        vm = self._existing(moref)
+        return CreatedVM(moref, spec.name, vm.instance_uuid if vm else spec.instance_uuid,
+                         sent)
+
+    def _import_lease_ready(self, what: str, lease: Any) -> Any:
+        """Wait for an import lease to be ready; its `info` (the VM, the device URLs)."""
+        deadline = time.monotonic() + LEASE_READY_TIMEOUT
+        delay = TASK_POLL[0]
+        while True:
+            [obj] = self.client._soap(
+                f"{what}: wait for the lease",
+                lambda: self._read_objects([lease], ("state", "error", "info")))
+            state = obj.props.get("state")
+            if state == "ready":
+                return obj.props.get("info")
+            if state == "error":
+                raise self._task_fault(what, obj.props.get("error"))
+            if state == "done" or time.monotonic() > deadline:
+                raise VCenterError(self.name, f"{what}: lease {lease._moId} is {state}, "
+                                   "not ready")
+            self.client._sleep(delay)
+            delay = min(TASK_POLL[1], delay * 2)
+
+    def _lease_progress(self, what: str, lease: Any, percent: int) -> None:
+        self.client._soap(f"{what}: report progress",
+                          lambda: lease.HttpNfcLeaseProgress(percent=percent))
+
+    def _send_disk(self, what: str, url: str, name: str, size: int, blocks: Any,
+                   progress: Any) -> int:
+        """PUT one disk as a streamOptimized VMDK (chunked); the bytes sent."""
+        endpoint = self.client._endpoint
+        parsed = urlsplit(url.replace("*", endpoint.host, 1))
+        host = endpoint.host if parsed.hostname in (None, "*") else parsed.hostname
+        port = parsed.port or endpoint.port
+        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        progress(name, 0, size)
+        stats = StreamStats()
+        body = stream_optimized(blocks(), size, stats=stats,
+                                progress=lambda done: progress(name, done, size))
+        conn = self._connect(host, port)
+        try:
+            conn.putrequest("PUT", path)
+            conn.putheader("Cookie", self._cookie())
+            conn.putheader("Content-Type", "application/x-vnd.vmware-streamVmdk")
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for piece in body:
+                if piece:
+                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            conn.send(b"0\r\n\r\n")
+            response = conn.getresponse()
+            answer = response.read()[:200].decode("utf-8", "replace").strip()
+            if response.status not in (200, 201, 204):
+                raise VCenterError(self.name, f"{what}: upload of {name} failed: HTTP "
+                                   f"{response.status} {answer}".rstrip())
+        except (OSError, http.client.HTTPException) as exc:
+            raise VCenterError(self.name, f"{what}: upload of {name} failed: {exc}") from exc
+        finally:
+            conn.close()
+        return stats.sent
+
+    def _config_spec(self, spec: BuildSpec) -> Any:
+        config: VMConfig = spec.config
+        dev = vim.vm.device
+        add, create = dev.VirtualDeviceSpec.Operation.add, dev.VirtualDeviceSpec.FileOperation
+        changes: list[Any] = []
+        keys: dict[int, int] = {}
+        for n, c in enumerate(config.controllers):
+            if c.kind == "VirtualIDEController":
+                keys[c.key] = 200 + c.bus  # every VM has its two IDE controllers
+                continue
+            device = getattr(dev, c.kind)(key=-100 - n, busNumber=c.bus)
+            if hasattr(device, "sharedBus"):
+                device.sharedBus = c.sharing
+            keys[c.key] = device.key
+            changes.append(dev.VirtualDeviceSpec(operation=add, device=device))
+        for n, d in enumerate(spec.disks):
+            backing = dev.VirtualDisk.FlatVer2BackingInfo(fileName=d.file, diskMode="persistent",
+                                                          thinProvisioned=True)
+            disk = dev.VirtualDisk(key=-1000 - n, controllerKey=keys.get(d.controller_key,
+                                                                         d.controller_key),
+                                   unitNumber=d.unit, capacityInBytes=d.capacity_bytes,
+                                   capacityInKB=(d.capacity_bytes + 1023) // 1024,
+                                   backing=backing)
+            changes.append(dev.VirtualDeviceSpec(operation=add, fileOperation=create.create,
+                                                 device=disk))
+        networks = self._networks_by_name(spec.placement.datacenter)
+        for n, nic in enumerate(config.nics):
+            network = spec.networks.get(nic.network, nic.network)
+            card = getattr(dev, nic.kind, dev.VirtualVmxnet3)(key=-2000 - n)
+            card.backing = self._nic_backing(network, networks.get(network))
+            card.connectable = dev.VirtualDevice.ConnectInfo(startConnected=True,
+                                                             allowGuestControl=True)
+            if spec.keep_macs and nic.mac:
+                card.addressType, card.macAddress = "manual", nic.mac
+            else:
+                card.addressType = "generated"
+            changes.append(dev.VirtualDeviceSpec(operation=add, device=card))
+        # the files are named after the directory (the final name), not the temporary name
+        vmx = f"[{spec.datastore}] {spec.directory}/{spec.directory}.vmx"
+        return vim.vm.ConfigSpec(
+            name=spec.name, guestId=config.guest_id, numCPUs=config.num_cpu,
+            numCoresPerSocket=config.cores_per_socket, memoryMB=config.memory_mb,
+            firmware=config.firmware, version=config.hardware_version or None,
+            annotation=config.annotation, instanceUuid=spec.instance_uuid,
+            uuid=spec.bios_uuid or None, files=vim.vm.FileInfo(vmPathName=vmx),
+            extraConfig=[vim.option.OptionValue(key=RESTORED_FROM, value=spec.restored_from)],
+            deviceChange=changes)
+
+    def _networks_by_name(self, datacenter: str) -> dict[str, Any]:
+        dc = self.client._content.searchIndex.FindByInventoryPath(datacenter)
+        if dc is None:
+            return {}
+        [obj] = self._read_objects([dc], ("network",))
+        refs = list(obj.props.get("network") or ())
+        if not refs:
+            return {}
+        named = self._read_objects(refs, ("name",))
+        by_id = {r._moId: r for r in refs}
+        return {str(o.props.get("name")): by_id[o.id] for o in named}
+
+    def _nic_backing(self, network: str, ref: Any) -> Any:
+        card = vim.vm.device.VirtualEthernetCard
+        if isinstance(ref, vim.dvs.DistributedVirtualPortgroup):
+            [pg] = self._read_objects([ref], ("key", "config.distributedVirtualSwitch"))
+            switch = pg.props.get("config.distributedVirtualSwitch")
+            [sw] = self._read_objects([switch], ("uuid",))
+            return card.DistributedVirtualPortBackingInfo(
+                port=vim.dvs.PortConnection(portgroupKey=str(pg.props.get("key")),
+                                            switchUuid=str(sw.props.get("uuid"))))
+        return card.NetworkBackingInfo(deviceName=network, network=ref)
+
+    # ------------------------------------------------------------------ one task each
+
+    def _vm_task(self, moref: str, what: str, start: Callable[[Any], Any]) -> Any:
+        ref = vim.VirtualMachine(moref, self.client._stub)
+        return self._run_task(what, lambda: start(ref))
+
+    def rename(self, moref: str, name: str) -> None:
+        self._vm_task(moref, f"rename VM {moref} to {name!r}", lambda r: r.Rename_Task(name))
+
+    def power_off_vm(self, moref: str) -> None:
+        try:
+            self._vm_task(moref, f"power off VM {moref}", lambda r: r.PowerOffVM_Task())
+        except VCenterError as exc:
+            if "InvalidPowerState" not in exc.message:
+                raise
+
+    def power_on_vm(self, moref: str) -> None:
+        try:
+            self._vm_task(moref, f"power on VM {moref}", lambda r: r.PowerOnVM_Task())
+        except VCenterError as exc:
+            if "InvalidPowerState" not in exc.message:
+                raise
+
+    def destroy(self, moref: str) -> None:
+        try:
+            self._vm_task(moref, f"remove VM {moref}", lambda r: r.Destroy_Task())
+        except VCenterError as exc:
+            if "ManagedObjectNotFound" not in exc.message:
+                raise
+
+    def delete_directory(self, datacenter: str, directory: str) -> bool:
+        """Delete `[ds] dir` (made by this restore); False when it was not there."""
+        dc = self.client._soap("find the datacenter",
+                               lambda: self.client._content.searchIndex.FindByInventoryPath(
+                                   datacenter))
+        manager = self.client._content.fileManager
+        try:
+            self._run_task(f"delete {directory}",
+                           lambda: manager.DeleteDatastoreFile_Task(name=directory,
+                                                                    datacenter=dc))
+        except VCenterError as exc:
+            if "FileNotFound" in exc.message or "NotFound" in exc.message:
+                return False
+            raise
+        return True
+
+    def revert(self, moref: str, snapshot_id: str) -> None:
+        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
+        self._run_task(f"revert VM {moref} to snapshot {snapshot_id}",
+                       lambda: snapshot.RevertToSnapshot_Task(suppressPowerOn=True))
+
+    def clone_from_snapshot(self, moref: str, snapshot_id: str, spec: BuildSpec,
+                            on_created: Any) -> CreatedVM:
+        """A full clone of VM `moref` as snapshot `snapshot_id` froze it, named `spec.name`."""
+        stub = self.client._stub
+        relocate = vim.vm.RelocateSpec(
+            datastore=self._datastore_ref(spec.placement.datacenter, spec.datastore),
+            pool=vim.ResourcePool(spec.placement.pool_id, stub),
+            host=vim.HostSystem(spec.placement.host_id, stub) if spec.placement.host_id
+            else None,
+            diskMoveType="moveAllDiskBackingsAndDisallowSharing")
+        clone = vim.vm.CloneSpec(
+            location=relocate, powerOn=False, template=False,
+            snapshot=vim.vm.Snapshot(snapshot_id, stub),
+            config=vim.vm.ConfigSpec(
+                instanceUuid=spec.instance_uuid,
+                extraConfig=[vim.option.OptionValue(key=RESTORED_FROM,
+                                                    value=spec.restored_from)]))
+        result = self._vm_task(moref, f"clone VM {moref} as {spec.name!r}",
+                               lambda r: r.CloneVM_Task(
+                                   folder=vim.Folder(spec.placement.folder_id, stub),
+                                   name=spec.name, spec=clone))
+        created = str(result._moId)
+        on_created(created)
+        vm = self._existing(created)
+        return CreatedVM(created, spec.name, vm.instance_uuid if vm else spec.instance_uuid)
+
+    def _datastore_ref(self, datacenter: str, name: str) -> Any:
+        dc = self.client._content.searchIndex.FindByInventoryPath(datacenter)
+        [obj] = self._read_objects([dc], ("datastore",))
+        refs = list(obj.props.get("datastore") or ())
+        for o in self._read_objects(refs, ("name",)) if refs else []:
+            if o.props.get("name") == name:
+                return vim.Datastore(o.id, self.client._stub)
+        raise VCenterError(self.name, f"no datastore {name!r} in datacenter {datacenter!r}")

@@ -54,6 +54,8 @@ from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan
 from reconciler.ports import ExportStore
 from reconciler.render import plan_from_json, render_text
 from reconciler.render.document import held_to_json
+from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
+from reconciler.vcenter_restore import clean_leftovers
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
     from reconciler.adapters.vsphere import VCenterPool
@@ -250,8 +252,10 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
     # The journal's records of a vCenter that could not be observed wait for a run that sees
     # it: repairing them now would mean asking that vCenter, or settling them unrepaired.
     unseen = set(state.unobserved)
-    notes = recover(
-        [a for a in db.unfinished_actions() if a.vcenter not in unseen],
+    notes = _clean_restores(db, vcenters, unseen)
+    notes += recover(
+        [a for a in db.unfinished_actions()
+         if a.vcenter not in unseen and a.kind != RESTORE_KIND],
         {name: ops for name, ops in vcenters.ops().items() if name not in unseen},
         state.vcenters,
         targets,
@@ -263,6 +267,22 @@ def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
     for note in notes:
         print(f"vmkeep: repaired: {note}", file=sys.stderr)
     return notes
+
+
+def _clean_restores(db: StateDB, vcenters: VCenterPool, unseen: set[str]) -> list[str]:
+    """What killed `vmkeep restore --vcenter` runs left: their temporary VMs and files (on
+    the vCenters this run could observe)."""
+    from reconciler.adapters.vsphere import VSphereRestore
+
+    def target(name: str) -> VSphereRestore | None:
+        if name in unseen:
+            return None  # left for a run that sees that vCenter
+        try:
+            return VSphereRestore(vcenters.operations(name).client)
+        except KeyError:
+            return None  # a vCenter no longer in the host config
+
+    return clean_leftovers(db, target, holder_is_dead)
 
 
 def _the_plan(saved: Plan | None, policy_set: PolicySet, state: ObservedState,

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         vcenters=[args.vcenter] if args.vcenter else None,
         targets=[args.target] if args.target else None,
         kinds=kinds,
+        strict=False,
     )
     chosen = filter_points(points, vm=args.vm, policy=args.policy, vcenter=args.vcenter,
                            target=args.target, kind=kind)

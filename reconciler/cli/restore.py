@@ -1,4 +1,5 @@
-"""`vmkeep restore`: write an exported restore point into a new local directory.
+"""`vmkeep restore`: a restore point back into vCenter (`restore_vcenter`) or into a new
+local directory (here).
 
     vmkeep restore (--point ID | --vm NAME|UUID [--latest | --at ISO]) --to DIR
                    [--disk NAME]... [--target NAME] [--config FILE] [-o text|json]
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import wiring
-from reconciler.cli import common
+from reconciler.cli import common, restore_vcenter
 from reconciler.cli.selection import add_point_selection, open_point_target, resolve_point
 from reconciler.errors import UsageError
 from reconciler.model import PointKind
@@ -37,23 +38,29 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
         "restore",
         parents=[common_parser],
-        help="write an exported restore point into a new directory (disks, .vmx, .nvram)",
-        description="Read a restore point back from its export target, every chunk checked "
-        "against its hash, into a new or empty directory: flat disk images with VMDK "
-        "descriptors and the VM's files, ready to upload to a datastore and register.",
+        help="bring a restore point back: into vCenter as a VM, a snapshot reverted, or "
+        "into a directory",
+        description="Bring a restore point back, every chunk checked against its hash: into "
+        "vCenter as a VM (--vcenter NAME; --revert for a snapshot in place), or into a new "
+        "or empty directory (--to DIR: flat disk images with VMDK descriptors and the VM's "
+        "files). See docs/restore.md.",
     )
     add_point_selection(parser)
     parser.add_argument("--to", metavar="DIR", type=Path,
                         help="new (or empty) directory to restore into")
     parser.add_argument("--disk", metavar="NAME", action="append", default=[],
                         help="restore only this disk (e.g. disk-2000); repeatable")
+    restore_vcenter.add_arguments(parser)
     common.add_output_argument(parser, ("text", "json"))
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    restore_vcenter.check_options(args)
+    if args.vcenter is not None:
+        return restore_vcenter.run(args)
     if args.to is None:
-        raise UsageError("say where to restore: --to DIR")
+        raise UsageError("say where to restore: --to DIR or --vcenter NAME")
     name, repo = _target_holding(args)
     text = args.output == "text"
 

@@ -13,18 +13,21 @@ selection are the pure `reconciler.points.select_point`.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import observed, wiring
-from reconciler.errors import RepositoryError, UsageError
+from reconciler.errors import RepositoryError, UsageError, VCenterError
 from reconciler.model import HostConfig, ObservedState, PointKind
 from reconciler.points import Point, PointDisk, select_point
 
 if TYPE_CHECKING:
     from reconciler.adapters.repository import Repository
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "add_point_selection",
@@ -53,6 +56,9 @@ def add_point_selection(parser: argparse.ArgumentParser, *, target: bool = True)
     if target:
         group.add_argument("--target", metavar="NAME",
                            help="look for export points only in this target")
+    group.add_argument("--kind", choices=[k.value for k in PointKind], dest="point_kind",
+                       help="only this kind of point (an id names both a snapshot and an "
+                       "export when a policy keeps both; default: the export)")
 
 
 def parse_at(text: str | None) -> datetime | None:
@@ -71,11 +77,12 @@ def resolve_point(
     kind: PointKind | None = None,
     prefer: PointKind = PointKind.EXPORT,
     config: HostConfig | None = None,
+    vcenters: Iterable[str] | None = None,
 ) -> Point:
     """The one restore point `--point`/`--vm`/`--latest`/`--at` name, among the points of
-    the host config's targets (only `--target` when given) and, unless `kind` is export, its
-    vCenters' snapshots. Bad options and unknown or ambiguous points are `UsageError`s (exit
-    1) that list the candidates."""
+    the host config's targets (only `--target` when given) and, unless `kind` is export, the
+    snapshots of its vCenters (or of `vcenters`). Bad options and unknown or ambiguous points
+    are `UsageError`s (exit 1) that list the candidates."""
     point_id, vm = getattr(args, "point", None), getattr(args, "vm", None)
     at = parse_at(getattr(args, "at", None))
     if (at is not None or getattr(args, "latest", False)) and vm is None:
@@ -83,13 +90,19 @@ def resolve_point(
     if point_id is None and vm is None:
         raise UsageError("name a restore point: --point ID, or --vm NAME|UUID (with --latest "
                          "or --at ISO); `vmkeep points` lists them")
+    asked = getattr(args, "point_kind", None)
+    if asked is not None:
+        if kind is not None and asked != kind.value:
+            raise UsageError(f"--kind {asked}: this command works on {kind.value} points only")
+        kind = PointKind(asked)
     config = config or wiring.load_host_config(getattr(args, "config", None))
     target = getattr(args, "target", None)
     if target is not None and target not in config.targets:
         listed = ", ".join(sorted(config.targets)) or "none configured"
         raise UsageError(f"no target {target!r} in {config.path} (targets: {listed})")
     kinds = {kind} if kind else {PointKind.EXPORT, PointKind.SNAPSHOT}
-    points = gather_points(config, targets=[target] if target else None, kinds=kinds)
+    points = gather_points(config, targets=[target] if target else None, kinds=kinds,
+                           vcenters=vcenters)
     return select_point(points, point_id=point_id, vm=vm, at=at, kind=kind, prefer=prefer)
 
 
@@ -99,8 +112,12 @@ def gather_points(
     vcenters: Iterable[str] | None = None,
     targets: Iterable[str] | None = None,
     kinds: Iterable[PointKind] = (PointKind.EXPORT, PointKind.SNAPSHOT),
+    strict: bool = True,
 ) -> list[Point]:
-    """Every restore point of the named vCenters and targets (default: all configured)."""
+    """Every restore point of the named vCenters and targets (default: all configured).
+
+    Not `strict`: a vCenter that cannot be read is a warning (its snapshot points are left
+    out), for listing; choosing a point needs them all."""
     wanted = set(kinds)
     points: list[Point] = []
     if PointKind.EXPORT in wanted:
@@ -108,7 +125,12 @@ def gather_points(
             points.extend(_export_points(config, name))
     if PointKind.SNAPSHOT in wanted:
         for name in sorted(config.vcenters if vcenters is None else vcenters):
-            points.extend(_snapshot_points(config, name))
+            try:
+                points.extend(_snapshot_points(config, name))
+            except VCenterError as exc:  # unreachable, refused login, bad certificate
+                if strict:
+                    raise
+                log.warning("%s; its snapshot points are not listed", exc)
     return points
 
 

@@ -112,8 +112,8 @@ def test_vmkeep_restore_writes_the_exported_disk_and_vm_files_into_a_directory(e
     extent = f'RW {len(data) // 512} VMFS "{stem}-flat.vmdk"'
     assert extent in (out / disk["descriptor"]).read_text()
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        f"{vm.name}.vmx", f"{vm.name}.nvram", "vm.json", "restore.json", f"{stem}.vmdk",
-        f"{stem}-flat.vmdk"])
+        f"{vm.name}.vmx", f"{vm.name}.nvram", "vm.json", "vm-config.json", "restore.json",
+        f"{stem}.vmdk", f"{stem}-flat.vmdk"])
 
 
 @pytest.mark.parametrize("nfc_format", ["raw", "streamOptimized"])

@@ -77,3 +77,20 @@ def test_restore_to_a_directory_finds_the_point_by_vm_name_and_time(estate):
         "vmkeep: error: no restore point of a VM named 'DC0_C0_RP0_VM9'; VMs with points: "
         f"{vm.name} ({vm.instance_uuid})")
     assert not (estate.root / "x").exists()
+
+
+def test_a_vcenter_that_cannot_be_read_is_a_warning_and_the_exports_are_still_listed(estate):
+    assert estate.apply(DAY1).code == 0
+    text = estate.config.read_text()
+    estate.config.write_text(text.replace("targets:", (
+        '  gone:\n    url: "https://127.0.0.2:9/sdk"\n    username: x\n'
+        f'    passwordEnv: VMKEEP_SIM_PASSWORD\n    caFile: "{estate.sim.ca_file}"\n'
+        "targets:"), 1))
+    run = estate.vmkeep("points", "-o", "json")
+    assert run.code == 0, run.err
+    assert "vCenter 'gone'" in run.err and "its snapshot points are not listed" in run.err
+    assert sorted(p["kind"] for p in run.json()["points"]) == ["export", "snapshot"]
+    chosen = estate.vmkeep("restore", "--vm", "DC0_C0_RP0_VM0", "--vcenter", "gone",
+                           "--plan")
+    assert chosen.code == 1 and "Traceback" not in chosen.err
+    assert chosen.err.startswith("vmkeep: error: vCenter 'gone'")

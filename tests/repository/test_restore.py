@@ -194,7 +194,7 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(
          "no restore point 'nightly/x/"),
         (["--point", point_id(1), "--disk", "disk-9", "--to", "{to}"],
          "has no disk 'disk-9' (disks: disk-2000, disk-2001)"),
-        (["--point", point_id(1)], "say where to restore: --to DIR"),
+        (["--point", point_id(1)], "say where to restore: --to DIR or --vcenter NAME"),
         (["--to", "{to}"], "name a restore point: --point ID, or --vm NAME|UUID"),
     ],
 )

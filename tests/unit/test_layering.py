@@ -13,8 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
-BASE = {"model", "errors", "ports"}
-SERVICES = {"executor", "restore", "consistency", "files"}
+BASE = {"model", "errors", "ports", "vmconfig"}
+SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore"}
 SHELL = {"cli", "controller", "wiring", "__main__"}
 ADAPTERS = "adapters"
 

@@ -14,6 +14,8 @@ const controlPrefix = "/vmkeep"
 //	GET  /vmkeep/faults               the fault configuration (simulator.FaultConfig)
 //	POST /vmkeep/faults               change it: the JSON fields given replace the current ones
 //	                                  (failRequests/dropRequests count down as requests come)
+//	GET|POST /vmkeep/restore-faults   restore faults (simulator.RestoreFaultConfig): failUploadAfter,
+//	                                  failMethod, failMethodSkip, failMethodCount
 //	GET  /vmkeep/stats                {"requests", "methods": {name: n}, "sessionsTerminated"}
 //	POST /vmkeep/stats/reset          zero the counters
 //	POST /vmkeep/sessions/terminate   end every SOAP session now: {"terminated": n}
@@ -41,6 +43,22 @@ func controlMux() *http.ServeMux {
 		default:
 			w.WriteHeader(http.StatusMethodNotAllowed)
 		}
+	})
+	mux.HandleFunc(controlPrefix+"/restore-faults", func(w http.ResponseWriter, r *http.Request) {
+		config := simulator.RestoreFaults.Config()
+		if r.Method != http.MethodGet {
+			decoder := json.NewDecoder(r.Body)
+			decoder.DisallowUnknownFields()
+			if err := decoder.Decode(&config); err != nil {
+				reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+			if err := simulator.RestoreFaults.Set(config); err != nil {
+				reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+		}
+		reply(w, http.StatusOK, simulator.RestoreFaults.Config())
 	})
 	mux.HandleFunc(controlPrefix+"/stats", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, simulator.Faults.Stats())
