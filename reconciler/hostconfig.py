@@ -19,7 +19,15 @@ from jsonschema import Draft202012Validator
 
 from reconciler import documents, durations
 from reconciler.errors import Diagnostic, InputError
-from reconciler.model import HookConfig, HostConfig, Limits, TargetConfig, VCenterConfig
+from reconciler.model import (
+    HookConfig,
+    HostConfig,
+    Hygiene,
+    Limits,
+    PolicySourceConfig,
+    TargetConfig,
+    VCenterConfig,
+)
 
 __all__ = ["SCHEMA_PATH", "parse", "schema", "validator"]
 
@@ -164,6 +172,40 @@ def _convert(
             concurrent_snapshots_per_host=limit(
                 "concurrentSnapshotsPerHost", defaults.concurrent_snapshots_per_host
             ),
+            verify_bytes_per_hour=limit("verifyBytesPerHour", defaults.verify_bytes_per_hour),
         ),
         hooks=hooks,
+        policies=_policy_source(section("policies"), base, ("policies",) in wrong),
+        hygiene=_hygiene(doc, section("hygiene"), problems, wrong),
+    )
+
+
+def _policy_source(
+    section: dict[str, Any], base: PurePath, wrong: bool
+) -> PolicySourceConfig | None:
+    """`policies: {repo, rev, path}` (Git) or `policies: {path}` (a local directory)."""
+    if wrong or not isinstance(section.get("path"), str):
+        return None
+    repo = section.get("repo") if isinstance(section.get("repo"), str) else None
+    rev = section.get("rev") if isinstance(section.get("rev"), str) else None
+    path = section["path"]
+    if repo is None:
+        return PolicySourceConfig(path=_resolve(base, path or "."))
+    if "://" not in repo and ":" not in repo.split("/", 1)[0]:
+        repo = _resolve(base, repo)  # a local repository path, relative to this file
+    return PolicySourceConfig(path="" if path in ("", ".") else path, repo=repo, rev=rev)
+
+
+def _hygiene(doc: documents.Document, section: dict[str, Any], problems: list[Diagnostic],
+             wrong: set[documents.Where]) -> Hygiene:
+    defaults = Hygiene()
+    depth = section.get("chainDepth")
+    age = section.get("snapshotMaxAge")
+    seconds = defaults.snapshot_max_age_seconds
+    if isinstance(age, str):
+        seconds = _timeout(doc, ("hygiene", "snapshotMaxAge"), age, problems, wrong) or seconds
+    return Hygiene(
+        snapshot_max_age_seconds=seconds,
+        chain_depth=depth if isinstance(depth, int) and not isinstance(depth, bool)
+        and depth >= 1 else defaults.chain_depth,
     )

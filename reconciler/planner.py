@@ -42,6 +42,7 @@ from reconciler.model import (
     Coverage,
     CoverageState,
     Duration,
+    Hygiene,
     KeepRules,
     Limits,
     ObservedState,
@@ -229,13 +230,16 @@ def plan(
     observed: ObservedState,
     now: datetime,
     limits: Limits | None = None,
+    hygiene: Hygiene | None = None,
 ) -> Plan:
-    """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written."""
+    """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written.
+    `hygiene` holds the thresholds of the snapshot hygiene findings (host config)."""
     with _collector_paused():
-        return _plan(policies, observed, now, limits or Limits())
+        return _plan(policies, observed, now, limits or Limits(), hygiene or Hygiene())
 
 
-def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: Limits) -> Plan:
+def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: Limits,
+          hygiene: Hygiene) -> Plan:
     catalog = observed_state.build_catalog(observed)
     work = _Work([], [], [], [])
     by_name = policies.by_name()
@@ -297,7 +301,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             if kinds:
                 _plan_vm(policy, vm, info, kinds, now, groups, work, handled)
 
-    work.warnings += findings.vm_findings(observed, catalog, selected, now)
+    work.warnings += findings.vm_findings(observed, catalog, selected, now, hygiene)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
     _temporaries(catalog, by_name, work)
 
