@@ -18,6 +18,7 @@ from typing import NoReturn
 from reconciler import __version__
 from reconciler.cli import (
     apply,
+    forget,
     gc,
     inventory,
     plan,
@@ -34,7 +35,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    validate, plan, apply, run, status, restore, state, inventory, verify, gc,
+    validate, plan, apply, run, status, restore, state, inventory, verify, gc, forget,
 )
 
 
