@@ -179,3 +179,32 @@ def test_headless_chromium_renders_the_coverage_grid_of_the_status_page(
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if os.environ.get("VMKEEP_UPDATE_SCREENSHOT"):
             shutil.copy(shot, REPO / "docs" / "images" / "status-page.png")
+
+
+def test_json_logs_are_one_object_a_line_with_run_vcenter_vm_action_and_point(
+    estate: Estate,
+) -> None:
+    log = io.StringIO()
+    code = Controller(run_args(estate, "--once", "--log-format", "json",
+                               "--policies", str(estate.policies)), log=log).run()
+    assert code == 0, log.getvalue()
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    actions = [line for line in lines if "action" in line]
+    assert {(a["vm"], a["action"]) for a in actions} == {
+        (vm, kind) for vm in VMS for kind in ("snapshot.create", "export.create")}
+    run_id = next(line["runId"] for line in lines if line.get("result") == "ok")
+    assert all(a["runId"] == run_id and a["vcenter"] == "sim" and a["point"].startswith("gold/")
+               for a in actions)
+    assert all("time" in line and "msg" in line for line in lines)
+
+
+def test_the_per_tick_text_output_is_a_summary_not_the_plan(
+    estate: Estate, capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = io.StringIO()
+    code = Controller(run_args(estate, "--once", "--policies", str(estate.policies)),
+                      log=log).run()
+    assert code == 0
+    assert capsys.readouterr().out == ""  # apply's plan and summary are not printed
+    assert "reconcile done: ok in" in log.getvalue()
+    assert "(4 done)" not in log.getvalue() and "(6 done)" in log.getvalue()
