@@ -11,6 +11,7 @@ of the config file (string operations only: this module does no I/O).
 from __future__ import annotations
 
 import json
+import posixpath
 from functools import cache
 from pathlib import Path, PurePath
 from typing import Any
@@ -175,25 +176,38 @@ def _convert(
             verify_bytes_per_hour=limit("verifyBytesPerHour", defaults.verify_bytes_per_hour),
         ),
         hooks=hooks,
-        policies=_policy_source(section("policies"), base, ("policies",) in wrong),
+        policies=_policy_source(doc, section("policies"), problems, ("policies",) in wrong),
         hygiene=_hygiene(doc, section("hygiene"), problems, wrong),
     )
 
 
 def _policy_source(
-    section: dict[str, Any], base: PurePath, wrong: bool
+    doc: documents.Document, section: dict[str, Any], problems: list[Diagnostic], wrong: bool
 ) -> PolicySourceConfig | None:
     """`policies: {repo, rev, path}` (Git) or `policies: {path}` (a local directory)."""
-    if wrong or not isinstance(section.get("path"), str):
-        return None
+    base = PurePath(doc.path).parent
     repo = section.get("repo") if isinstance(section.get("repo"), str) else None
     rev = section.get("rev") if isinstance(section.get("rev"), str) else None
-    path = section["path"]
+    path = section.get("path") if isinstance(section.get("path"), str) else None
+    if wrong or "policies" not in doc.data:
+        return None
+    if repo is None and rev is not None:
+        problems.append(doc.diagnostic(("policies", "rev"), "`policies.rev` needs `repo`",
+                                       "name the Git repository with `repo: URL`, or drop "
+                                       "`rev` for a local directory (`path` alone)"))
+        return None
+    if repo is None and path is None:
+        problems.append(doc.diagnostic(("policies",), "`policies` names no source",
+                                       "give `repo: URL` (with `rev` and `path`) or "
+                                       "`path: DIR` (a local directory)"))
+        return None
     if repo is None:
-        return PolicySourceConfig(path=_resolve(base, path or "."))
+        return PolicySourceConfig(path=posixpath.normpath(_resolve(base, path or ".")))
     if "://" not in repo and ":" not in repo.split("/", 1)[0]:
-        repo = _resolve(base, repo)  # a local repository path, relative to this file
-    return PolicySourceConfig(path="" if path in ("", ".") else path, repo=repo, rev=rev)
+        # a local repository path, relative to this file
+        repo = posixpath.normpath(_resolve(base, repo))
+    return PolicySourceConfig(path="" if path in (None, "", ".") else str(path), repo=repo,
+                              rev=rev)
 
 
 def _hygiene(doc: documents.Document, section: dict[str, Any], problems: list[Diagnostic],

@@ -107,21 +107,6 @@ def test_the_endpoints_serve_metrics_health_and_the_same_status_as_the_command(
     assert estate.sim.password not in log.getvalue()
 
 
-def test_the_health_check_fails_when_no_reconcile_finished_for_two_intervals(
-    estate: Estate,
-) -> None:
-    """The loop stuck in a reconcile (the injected clock runs past two intervals)."""
-    from reconciler.cli.operations import Health
-
-    verdict = Health.judge(now=1000.0, last_progress=1000.0 - 7201, interval=3600,
-                           recent=["ok"], alive=True)
-    assert not verdict.healthy and "two intervals" in verdict.reason
-    assert Health.judge(now=1000.0, last_progress=1000.0 - 7199, interval=3600,
-                        recent=["ok", "error", "error"], alive=True).healthy
-    assert not Health.judge(now=1000.0, last_progress=1000.0, interval=3600,
-                            recent=["ok"], alive=False).healthy
-
-
 class Grid(HTMLParser):
     """The coverage cells of the rendered page: vm -> policy -> state."""
 
