@@ -3,6 +3,7 @@ policy directory, SQLite journal and export target; the page in Debian's headles
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -19,8 +21,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.adapters.repository import Repository
 from reconciler.controller import Controller
 
+from ..repository.disks import flip_chunk, noise
 from .apply_world import Estate
 from .conftest import REPO, wait_until
 from .test_controller import DAY1, estate, looping, run_args
@@ -193,3 +197,48 @@ def test_the_per_tick_text_output_is_a_summary_not_the_plan(
     assert capsys.readouterr().out == ""  # apply's plan and summary are not printed
     assert "reconcile done: ok in" in log.getvalue()
     assert "(4 done)" not in log.getvalue() and "(6 done)" in log.getvalue()
+
+
+def test_scheduled_verification_in_the_controller_reports_a_damaged_point_everywhere(
+    estate: Estate,
+) -> None:
+    """`exports.verify: {every: 1d}`; the controller's clock is injected (no sleeping)."""
+    policy = estate.policies / "gold.yaml"
+    policy.write_text(policy.read_text() + "    verify: {every: 1d}\n")
+    victim = estate.vms()["DC0_C0_RP0_VM1"]
+    estate.fill_disk(victim, noise("victim disk", 1 << 20))
+    clock = [time.time()]
+    log = io.StringIO()
+    controller = Controller(run_args(estate, "--policies", str(estate.policies),
+                                     "--listen", "127.0.0.1:0"), log=log,
+                            wall=lambda: clock[0])
+    controller.ops.start()
+    try:
+        base = listening(log)
+        assert controller.reconcile("start") == 0, log.getvalue()
+        assert controller.metrics.verified_points["ok"] == 0  # not yet half a period old
+        clock[0] += 13 * 3600
+        controller.reconcile("interval")
+        assert controller.metrics.verified_points["ok"] == 3, log.getvalue()
+
+        point = next(p.id for p in estate.points() if p.vm.name == victim.name)
+        with Repository.open(estate.target, create=False) as repo:
+            disk = repo.manifest(point).disks[0].name
+            flip_chunk(repo, repo.open_disk(point, disk).ids[0])
+        clock[0] += 13 * 3600
+        controller.reconcile("interval")
+        assert controller.metrics.verified_points["damaged"] == 1, log.getvalue()
+
+        status = json.loads(get(base, "/api/status")[2])
+        assert [d["pointId"] for d in status["verification"]["damaged"]] == [point]
+        assert any("damaged" in a for a in status["attention"])
+        metrics = get(base, "/metrics")[2].decode()
+        assert ({"target": "local"}, 1.0) in samples(metrics, "vmkeep_points_damaged")
+        page = get(base, "/")[2].decode()
+        assert html.escape(point) in page.split('class="damaged"', 1)[1]
+    finally:
+        controller.ops.stop()
+    assert f"DAMAGED export point {point}" in log.getvalue()
+    checked = estate.vmkeep("status", "--check", "--now", DAY1,
+                            "--policies", str(estate.policies))
+    assert checked.code == 3 and f"DAMAGED local:{point}" in checked.out
