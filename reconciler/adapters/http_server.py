@@ -12,6 +12,7 @@ headers that keep browsers from sniffing, framing, caching or loading anything e
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class Response:
 
 
 Route = Callable[[], Response]
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class HttpServer:
@@ -91,7 +96,8 @@ class HttpServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # requests are not logged (a scraper every 15 s is noise)
 
-        self._server = ThreadingHTTPServer(address, Handler)
+        server_class = _Server6 if ":" in address[0] else ThreadingHTTPServer
+        self._server = server_class(address, Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
