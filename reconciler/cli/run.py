@@ -43,10 +43,13 @@ def seconds(text: str) -> float:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (`[::1]:9469` for IPv6; port 0 = any free port)."""
+    """`HOST:PORT` (`[::1]:9469` for IPv6; port 0 = any free port); a port alone (`9469`,
+    `:9469`) binds loopback."""
     host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    host = host.strip("[]") or ("127.0.0.1" if sep or text.isdigit() else "")
+    if not sep and text.isdigit():
+        port = text  # a port alone: loopback
+    if not host or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9469 (port 0 picks a free one)")
     return host, int(port)

@@ -3,6 +3,7 @@ families, the status page, and the host config and policy fields they read."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -11,7 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler import hostconfig, policies
+from reconciler.cli import main
 from reconciler.cli.operations import Health
+from reconciler.cli.run import parse_listen
 from reconciler.errors import InputError
 from reconciler.metrics import estate_families, exposition
 from reconciler.model import (
@@ -237,3 +240,26 @@ def test_the_verify_period_of_a_policy(verify: str, seconds: float | None,
     with pytest.raises(InputError) as caught:
         policies.parse_policies(files)
     assert error in str(caught.value) and "policies/gold.yaml:8:" in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("127.0.0.1:9469", ("127.0.0.1", 9469)),
+    ("[::1]:0", ("::1", 0)),
+    ("9469", ("127.0.0.1", 9469)),  # a port alone binds loopback
+    (":9469", ("127.0.0.1", 9469)),
+    ("x", None),
+    ("host:", None),
+    ("host:65536", None),
+])
+def test_listen_addresses(text: str, address: tuple[str, int] | None) -> None:
+    if address is None:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_listen(text)
+    else:
+        assert parse_listen(text) == address
+
+
+def test_a_bad_listen_address_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--listen", "nowhere"]) == 1
+    err = capsys.readouterr().err
+    assert "'nowhere' is not HOST:PORT" in err and "Traceback" not in err
