@@ -123,7 +123,7 @@ def status_text(status: Status) -> str:
         lines.extend(f"  {w.code}: {w.vcenter}/{w.vm.name if w.vm else '-'}: {w.message}"
                      for w in status.findings)
     v = status.verification
-    if v is not None and v.points:
+    if v is not None and (v.points or v.damaged):
         lines.append(f"Verification: {len(v.points)} export point(s) on a schedule, "
                      f"{len(v.due)} due, {len(v.overdue)} overdue, {len(v.damaged)} damaged")
         lines.extend(f"  DAMAGED {r.target}:{r.point_id}: {r.message}" for r in v.damaged)

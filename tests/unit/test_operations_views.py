@@ -29,7 +29,7 @@ from reconciler.model import (
 )
 from reconciler.ports import PolicyFile
 from reconciler.render.page import status_page
-from reconciler.render.status import status_to_json
+from reconciler.render.status import status_text, status_to_json
 from reconciler.status import summarize
 from reconciler.verify_schedule import Budget, Candidate, VerifyRecord, choose, view
 
@@ -89,6 +89,9 @@ def test_the_view_lists_damaged_points_that_still_exist_and_overdue_ones() -> No
     assert any("not verified within their exports.verify period" in a
                for a in status.attention)
     assert status_to_json(status)["verification"]["damaged"][0]["pointId"] == "gold/1"
+    text = status_text(status)
+    assert "3 export point(s) on a schedule, 2 due, 1 overdue, 1 damaged" in text
+    assert "DAMAGED nas:gold/1: disk d0: chunk 3" in text
 
 
 # ---------------------------------------------------------------- health
