@@ -26,6 +26,7 @@ from reconciler.model import CoverageState
 from reconciler.status import Status
 
 __all__ = [
+    "COVERAGE_STATES",
     "DURATION_BUCKETS",
     "HYGIENE_CODES",
     "Histogram",
@@ -70,8 +71,15 @@ def _bound(value: float) -> str:
     return str(int(value)) + ".0" if float(value).is_integer() else repr(value)
 
 
-def estate_families(status: Status) -> list[Metric]:
-    """Per VM and policy, findings and verification, from one `Status` (with its plan)."""
+#: The coverage states of `vmkeep_vm_coverage`: the plan's, and `unknown` while the last
+#: observation is stale (the reconciles after it failed).
+COVERAGE_STATES = (*(s.value for s in CoverageState), "unknown")
+
+
+def estate_families(status: Status, *, stale: bool = False) -> list[Metric]:
+    """Per VM and policy, findings and verification, from one `Status` (with its plan).
+    `stale`: the status is the last good one and the world could not be observed since:
+    every pair's coverage is `unknown` (the newest points stay: they existed)."""
     out: list[Metric] = []
     plan = status.plan
     if plan is not None:
@@ -95,9 +103,10 @@ def estate_families(status: Status) -> list[Metric]:
             "(covered, due, late, missing, unknown), 0 for the others.",
             labels=["vcenter", "vm", "policy", "state"])
         for c in sorted(plan.coverage, key=lambda c: (c.vcenter, c.vm.name, c.policy)):
-            for state in CoverageState:
-                coverage.add_metric([c.vcenter, c.vm.name, c.policy, state.value],
-                                    float(c.state is state))
+            current = "unknown" if stale else c.state.value
+            for state in COVERAGE_STATES:
+                coverage.add_metric([c.vcenter, c.vm.name, c.policy, state],
+                                    float(state == current))
         out.append(coverage)
         findings = GaugeMetricFamily(
             "vmkeep_findings", "Findings of the last observation by code (snapshot hygiene "

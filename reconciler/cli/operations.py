@@ -152,6 +152,7 @@ class Operations:
         self.last_finished = self.c.clock()
         self._summary(result, outcome, seconds)
         if result in _NO_PROGRESS:
+            self._stale()
             return
         try:
             config = wiring.load_host_config(self.args.config)
@@ -161,9 +162,17 @@ class Operations:
             self._observe(revision)
         except VmkeepError as exc:
             self.log(f"cannot observe the estate after the reconcile: {exc}")
+            self._stale()
         except Exception as exc:  # a bug here must not end the backups
             self.log(f"cannot observe the estate after the reconcile: "
                      f"{type(exc).__name__}: {exc}")
+            self._stale()
+
+    def _stale(self) -> None:
+        """The world could not be observed: coverage is `unknown` until it can again."""
+        with self._lock:
+            if self.status is not None:
+                self.c.metrics.estate = estate_families(self.status, stale=True)
 
     def _summary(self, result: str, outcome: ApplyResult | None, seconds: float) -> None:
         report = outcome.report if outcome else None

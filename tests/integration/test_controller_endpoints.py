@@ -107,6 +107,8 @@ def test_the_endpoints_serve_metrics_health_and_the_same_status_as_the_command(
         wait_until(lambda: get(base, "/healthz")[0] == 503, timeout=30)
         code, _, body = get(base, "/healthz")
         assert b"the last 3 reconciles failed" in body
+        stale = samples(get(base, "/metrics")[2].decode(), "vmkeep_vm_coverage")
+        assert {s["vm"] for s, v in stale if s["state"] == "unknown" and v == 1} == VMS
         assert get(base, "/readyz")[0] == 200  # it did observe once
     assert estate.sim.password not in log.getvalue()
 
