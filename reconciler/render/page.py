@@ -1,9 +1,10 @@
 """The controller's status page (`GET /`): plain HTML and CSS, nothing else.
 
-No script, no external asset, no form: a coverage grid (one row per VM, one column per
-policy, a cell coloured by coverage state), the last runs, the failures of the last run,
-the findings, and the export points due for verification or found damaged. Every value is
-escaped (`html.escape`, quotes included): names come from vCenter and from policy files.
+No script, no external asset, no form (a `<meta>` refresh reloads it every minute): a
+coverage grid (one row per VM, one column per policy, a cell coloured by coverage state),
+the last runs, the failures of the last run, the findings, and the export points due for
+verification or found damaged. Every value is escaped (`html.escape`, quotes included):
+names come from vCenter and from policy files.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def status_page(status: Status, *, title: str = "vmkeep", controller: Sequence[s
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="refresh" content="60">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
