@@ -113,6 +113,8 @@ class Operations:
         shown = f"[{host}]" if ":" in host else host
         self.log(f"listening on http://{shown}:{port}/ (metrics, healthz, readyz, api/status)",
                  listen=f"{shown}:{port}")
+        # also on stdout (otherwise quiet), for whoever started it on port 0 to find it
+        print(f"vmkeep run: listening on http://{shown}:{port}/", flush=True)
 
     def stop(self) -> None:
         self.loop_alive = False

@@ -9,7 +9,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -244,3 +246,25 @@ def test_scheduled_verification_in_the_controller_reports_a_damaged_point_everyw
     checked = estate.vmkeep("status", "--check", "--now", DAY1,
                             "--policies", str(estate.policies))
     assert checked.code == 3 and f"DAMAGED local:{point}" in checked.out
+
+
+def test_a_real_vmkeep_run_process_tells_its_free_port_and_serves_on_it(estate: Estate) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", "--config", str(estate.config),
+         "--policies", str(estate.policies), "--now", DAY1, "--listen", "127.0.0.1:0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "VMKEEP_SIM_PASSWORD": estate.sim.password},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"vmkeep run: listening on (http://127\.0\.0\.1:\d+)/\n", line)
+        assert match, line
+        wait_until(lambda: get(match.group(1), "/readyz")[0] == 200, timeout=120)
+        assert get(match.group(1), "/healthz")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "listening on http://127.0.0.1:" in err and estate.sim.password not in err
