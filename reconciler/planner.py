@@ -230,6 +230,7 @@ def plan(
     observed: ObservedState,
     now: datetime,
     limits: Limits | None = None,
+    *,
     hygiene: Hygiene | None = None,
 ) -> Plan:
     """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written.

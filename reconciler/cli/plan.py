@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     policy_set = _policies(common.policy_source_from_args(args), config)
     observed = _observed(args, config, now)
     result = planner.plan(policy_set, observed, now, config.limits if config else Limits(),
-                          config.hygiene if config else None)
+                          hygiene=config.hygiene if config else None)
     _render_plan(result, args.output)
     if args.out:
         write_json(plan_to_json(result), args.out)
@@ -129,8 +129,8 @@ def _run_review(args: argparse.Namespace) -> int:
     observed = _observed(args, config, now)
     limits = config.limits if config else Limits()
     hygiene = config.hygiene if config else None
-    base_plan = planner.plan(base_set, observed, now, limits, hygiene)
-    head_plan = planner.plan(head_set, observed, now, limits, hygiene)
+    base_plan = planner.plan(base_set, observed, now, limits, hygiene=hygiene)
+    head_plan = planner.plan(head_set, observed, now, limits, hygiene=hygiene)
     report = review.review(base_set, head_set, base_plan, head_plan)
     if args.output == "json":
         _emit(json.dumps(review_to_json(report), indent=2, ensure_ascii=False) + "\n")

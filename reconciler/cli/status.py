@@ -95,7 +95,7 @@ def _plan(args: argparse.Namespace, config: HostConfig, now: datetime
     source = common.policy_source_from_args(args)
     policy_set = policies.parse_policies(source.files(), config, source.revision)
     observed = load_state(args.state) if args.state else capture(config, now)
-    plan = planner.plan(policy_set, observed, now, config.limits, config.hygiene)
+    plan = planner.plan(policy_set, observed, now, config.limits, hygiene=config.hygiene)
     return plan, verification_view(config, policy_set, observed.targets, now.timestamp())
 
 
