@@ -31,6 +31,7 @@ __all__ = [
     "ObservedState",
     "Policy",
     "PolicySet",
+    "PolicySourceConfig",
     "PowerState",
     "Schedule",
     "Selector",
@@ -500,4 +501,3 @@ __all__ += [
     "RetentionDecision",
     "Severity",
 ]
-__all__ += ["PolicySourceConfig"]
