@@ -43,8 +43,10 @@ from typing import Any, TextIO
 from reconciler import policies, wiring
 from reconciler.adapters.statedb import LeaseHeldError
 from reconciler.cli import apply, common
+from reconciler.cli.operations import Operations
 from reconciler.errors import InputError, VmkeepError
 from reconciler.executor import OutcomeStatus, RunReport
+from reconciler.metrics import Histogram, textfile
 from reconciler.model import CoverageState, Plan
 
 __all__ = ["Controller", "Metrics", "covered_after"]
@@ -69,47 +71,83 @@ class Metrics:
     rejected_revision: str | None = None  # the newest revision that did not validate
     held_deletions: int | None = None  # deletions the last reconcile's budget held back
 
-    def render(self) -> str:
-        out: list[str] = []
+    #: reconcile durations (seconds) as a histogram
+    durations: Histogram = field(default_factory=Histogram)
+    #: per VM/policy, findings and verification, from the last observation (`metrics`)
+    estate: list[Any] = field(default_factory=list)
+    verified_points: Counter[str] = field(default_factory=Counter)  # result -> points
+    verified_bytes: int = 0
 
-        def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {text}")
-            out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+    def families(self) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily as Counted
+        from prometheus_client.core import GaugeMetricFamily as Gauge
 
-        results = ("ok", "failed_actions", "attention", "error", "invalid_policies", "skipped")
-        metric("vmkeep_reconciles_total", "counter", "Reconciles since the controller started, "
-               "by result.", [(f'{{result="{r}"}}', self.reconciles[r]) for r in results])
-        metric("vmkeep_actions_total", "counter", "Actions carried out since the controller "
-               "started, by kind and outcome.",
-               [(f'{{kind="{k}",status="{s}"}}', n) for (k, s), n in sorted(self.actions.items())])
+        out: list[Any] = []
+        results = ("ok", "failed_actions", "attention", "error", "invalid_policies",
+                   "skipped")
+        reconciles = Counted("vmkeep_reconciles", "Reconciles since the controller started, "
+                             "by result.", labels=["result"])
+        for r in results:
+            reconciles.add_metric([r], self.reconciles[r])
+        out.append(reconciles)
+        actions = Counted("vmkeep_actions", "Actions carried out since the controller "
+                          "started, by kind and outcome.", labels=["kind", "status"])
+        for (k, st), n in sorted(self.actions.items()):
+            actions.add_metric([k, st], n)
+        out.append(actions)
+        out.append(self.durations.family("vmkeep_reconcile_duration_seconds",
+                                         "How long reconciles took."))
         if self.last_started is not None:
-            metric("vmkeep_last_reconcile_timestamp_seconds", "gauge",
-                   "When the last reconcile started (Unix time).", [("", self.last_started)])
-            metric("vmkeep_last_reconcile_duration_seconds", "gauge",
-                   "How long the last reconcile took.", [("", self.last_seconds or 0.0)])
-            metric("vmkeep_last_reconcile_success", "gauge", "1 when the last reconcile "
-                   "completed every action, else 0.", [("", float(bool(self.last_success)))])
+            out.append(Gauge("vmkeep_last_reconcile_timestamp_seconds",
+                             "When the last reconcile started (Unix time).",
+                             value=self.last_started))
+            out.append(Gauge("vmkeep_last_reconcile_duration_seconds",
+                             "How long the last reconcile took.", value=self.last_seconds or 0.0))
+            out.append(Gauge("vmkeep_last_reconcile_success", "1 when the last reconcile "
+                             "completed every action, else 0.",
+                             value=float(bool(self.last_success))))
         if self.last_success_time is not None:
-            metric("vmkeep_last_success_timestamp_seconds", "gauge", "When the last fully "
-                   "successful reconcile started (Unix time).", [("", self.last_success_time)])
+            out.append(Gauge("vmkeep_last_success_timestamp_seconds", "When the last fully "
+                             "successful reconcile started (Unix time).",
+                             value=self.last_success_time))
         if self.policies_valid is not None:
-            metric("vmkeep_policies_valid", "gauge", "1 when the newest policy revision "
-                   "validates, 0 when it was rejected.", [("", float(self.policies_valid))])
+            out.append(Gauge("vmkeep_policies_valid", "1 when the newest policy revision "
+                             "validates, 0 when it was rejected.",
+                             value=float(self.policies_valid)))
         if self.revision:
-            metric("vmkeep_policy_revision_info", "gauge", "The policy revision applied last.",
-                   [(f'{{revision="{self.revision}"}}', 1)])
+            info = Gauge("vmkeep_policy_revision_info", "The policy revision applied last.",
+                         labels=["revision"])
+            info.add_metric([self.revision], 1)
+            out.append(info)
         if self.rejected_revision:
-            metric("vmkeep_rejected_revision_info", "gauge", "The newest policy revision that "
-                   "did not validate.", [(f'{{revision="{self.rejected_revision}"}}', 1)])
+            info = Gauge("vmkeep_rejected_revision_info", "The newest policy revision that "
+                         "did not validate.", labels=["revision"])
+            info.add_metric([self.rejected_revision], 1)
+            out.append(info)
         if self.held_deletions is not None:
-            metric("vmkeep_held_deletions", "gauge", "Deletions the last reconcile held back "
-                   "(limits.maxDeletesPerRun, --max-deletes).", [("", self.held_deletions)])
+            out.append(Gauge("vmkeep_held_deletions", "Deletions the last reconcile held "
+                             "back (limits.maxDeletesPerRun, --max-deletes).",
+                             value=float(self.held_deletions)))
         if self.coverage:
-            states = sorted(self.coverage.items())
-            metric("vmkeep_coverage", "gauge", "VM/policy pairs by coverage state after the "
-                   "last reconcile.", [(f'{{state="{s}"}}', n) for s, n in states])
-        return "\n".join(out) + "\n"
+            coverage = Gauge("vmkeep_coverage", "VM/policy pairs by coverage state after the "
+                             "last reconcile.", labels=["state"])
+            for state, n in sorted(self.coverage.items()):
+                coverage.add_metric([state], n)
+            out.append(coverage)
+        verified = Counted("vmkeep_verified_points", "Export points verified by the "
+                           "schedule since the controller started, by result.",
+                           labels=["result"])
+        for result in ("ok", "damaged"):
+            verified.add_metric([result], self.verified_points[result])
+        out.append(verified)
+        out.append(Counted("vmkeep_verified_bytes", "Bytes re-read by scheduled "
+                           "verification since the controller started.",
+                           value=self.verified_bytes))
+        return out + list(self.estate)
+
+    def render(self) -> str:
+        """The `--metrics-file` text (`/metrics` serves the same families)."""
+        return textfile(self.families())
 
     def write(self, path: Path) -> None:
         """Replace `path` atomically (a scraper never reads half a file)."""
@@ -120,11 +158,6 @@ class Metrics:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-
-def _number(value: float) -> str:
-    """A sample value exactly (`:g` would round a Unix time to 6 digits)."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def covered_after(plan: Plan, report: RunReport | None) -> list[CoverageState]:
@@ -163,11 +196,20 @@ class Controller:
         self.last_good: str | None = None  # newest Git revision that validated
         self.seen: str | None = None  # newest Git revision looked at
         self._signals = 0
+        self.ops = Operations(self)  # endpoints, health, logs, scheduled verification
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> int:
         wiring.load_host_config(self.args.config)  # a broken host config stops us at once
+        common.use_configured_source(self.args)  # no source flag: the host config's
+        self.ops.start()
+        try:
+            return self._run()
+        finally:
+            self.ops.stop()
+
+    def _run(self) -> int:
         if self.args.once:
             with self._signal_handlers():  # a stop lets this reconcile finish too
                 return self.reconcile("once")
@@ -200,12 +242,15 @@ class Controller:
         self.metrics.last_started = started
         self._say(f"reconcile ({reason})")
         code, result = 1, "error"
+        outcome: apply.ApplyResult | None = None
+        rev: str | None = None
         try:
             valid, rev = self._valid_revision()
             if not valid:
                 code, result = 1, "invalid_policies"
             else:
-                outcome = apply.reconcile(self._apply_args(rev))
+                with self.ops.quiet():  # the plan is not the controller's output
+                    outcome = apply.reconcile(self._apply_args(rev))
                 code = outcome.code
                 failed = outcome.report is not None and outcome.report.failed
                 result = "ok" if code == 0 else "failed_actions" if failed else "attention"
@@ -236,7 +281,8 @@ class Controller:
         self.metrics.last_success = result == "ok"
         if result == "ok":
             self.metrics.last_success_time = started
-        self._say(f"reconcile done: {result} in {self.metrics.last_seconds:.1f} s")
+        self.metrics.durations.observe(self.metrics.last_seconds)
+        self.ops.after_reconcile(result, outcome, self.metrics.last_seconds, rev)
         if self.args.metrics_file:
             try:
                 self.metrics.write(Path(self.args.metrics_file))
@@ -299,8 +345,7 @@ class Controller:
     # ------------------------------------------------------------------ plumbing
 
     def _say(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
-        print(f"{stamp} vmkeep run: {message}", file=self.log, flush=True)
+        self.ops.log(message)
 
     def _settle(self) -> None:
         """Wait until the policy directory has been quiet for `SETTLE_SECONDS`."""

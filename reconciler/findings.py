@@ -2,8 +2,9 @@
 
 * VMs no policy selects (`vm-unprotected`, info) and VMs several policies select
   (`vm-multiple-policies`, info);
-* hygiene: snapshots vmkeep did not make that are older than 72 hours
-  (`foreign-snapshot-old`) and snapshot chains deeper than 3 (`snapshot-chain-deep`);
+* hygiene: snapshots vmkeep did not make that are older than `hygiene.snapshotMaxAge`
+  (`foreign-snapshot-old`, default 72 hours) and snapshot chains deeper than
+  `hygiene.chainDepth` (`snapshot-chain-deep`, default 3), thresholds from the host config;
 * restore points nobody plans for, all retained: of policies that no longer exist
   (`orphan-points`), of VMs that are gone (`gone-vm-points`) and of VMs their policy no
   longer selects (`unselected-vm-points`).
@@ -15,19 +16,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from reconciler.model import VM, ObservedState, PlanWarning, PointKind, Severity
+from reconciler.model import VM, Hygiene, ObservedState, PlanWarning, PointKind, Severity
 from reconciler.observed import Catalog, CatalogPoint, snapshot_depths
 
 __all__ = ["FOREIGN_MAX_AGE", "MAX_CHAIN_DEPTH", "point_findings", "vm_findings"]
 
-FOREIGN_MAX_AGE = timedelta(hours=72)
-MAX_CHAIN_DEPTH = 3
+FOREIGN_MAX_AGE = timedelta(seconds=Hygiene().snapshot_max_age_seconds)
+MAX_CHAIN_DEPTH = Hygiene().chain_depth
 
 GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
 
 
-def _chain_depth(vm: VM) -> int:
-    if len(vm.snapshots) <= MAX_CHAIN_DEPTH:
+def _chain_depth(vm: VM, limit: int = MAX_CHAIN_DEPTH) -> int:
+    if len(vm.snapshots) <= limit:
         return len(vm.snapshots)
     return max(snapshot_depths(vm.snapshots).values())
 
@@ -37,8 +38,12 @@ def vm_findings(
     catalog: Catalog,
     selected: Mapping[tuple[str, str], list[str]],
     now: datetime,
+    hygiene: Hygiene | None = None,
 ) -> list[PlanWarning]:
     """Selection and hygiene findings; `selected` maps (vCenter, UUID) to policy names."""
+    hygiene = hygiene or Hygiene()
+    max_depth = hygiene.chain_depth
+    max_age = timedelta(seconds=hygiene.snapshot_max_age_seconds)
     found: list[PlanWarning] = []
     for vcenter, vms in sorted(observed.vcenters.items()):
         for vm in vms:
@@ -58,19 +63,19 @@ def vm_findings(
                         vcenter=vcenter, vm=vm.ref,
                     )
                 )  # fmt: skip
-            depth = _chain_depth(vm)
-            if depth > MAX_CHAIN_DEPTH:
+            depth = _chain_depth(vm, max_depth)
+            if depth > max_depth:
                 found.append(
                     PlanWarning(
                         "snapshot-chain-deep", Severity.HYGIENE,
-                        f"snapshot chain is {depth} deep (more than {MAX_CHAIN_DEPTH} slows the "
+                        f"snapshot chain is {depth} deep (more than {max_depth} slows the "
                         "VM's disks down); keep fewer snapshots or consolidate",
                         vcenter=vcenter, vm=vm.ref,
                     )
                 )  # fmt: skip
     for f in catalog.foreign:
         age = now - f.snapshot.created_at
-        if age > FOREIGN_MAX_AGE:
+        if age > max_age:
             found.append(
                 PlanWarning(
                     "foreign-snapshot-old", Severity.HYGIENE,

@@ -11,6 +11,7 @@ of the config file (string operations only: this module does no I/O).
 from __future__ import annotations
 
 import json
+import posixpath
 from functools import cache
 from pathlib import Path, PurePath
 from typing import Any
@@ -19,7 +20,15 @@ from jsonschema import Draft202012Validator
 
 from reconciler import documents, durations
 from reconciler.errors import Diagnostic, InputError
-from reconciler.model import HookConfig, HostConfig, Limits, TargetConfig, VCenterConfig
+from reconciler.model import (
+    HookConfig,
+    HostConfig,
+    Hygiene,
+    Limits,
+    PolicySourceConfig,
+    TargetConfig,
+    VCenterConfig,
+)
 
 __all__ = ["SCHEMA_PATH", "parse", "schema", "validator"]
 
@@ -165,6 +174,53 @@ def _convert(
             concurrent_snapshots_per_host=limit(
                 "concurrentSnapshotsPerHost", defaults.concurrent_snapshots_per_host
             ),
+            verify_bytes_per_hour=limit("verifyBytesPerHour", defaults.verify_bytes_per_hour),
         ),
         hooks=hooks,
+        policies=_policy_source(doc, section("policies"), problems, ("policies",) in wrong),
+        hygiene=_hygiene(doc, section("hygiene"), problems, wrong),
+    )
+
+
+def _policy_source(
+    doc: documents.Document, section: dict[str, Any], problems: list[Diagnostic], wrong: bool
+) -> PolicySourceConfig | None:
+    """`policies: {repo, rev, path}` (Git) or `policies: {path}` (a local directory)."""
+    base = PurePath(doc.path).parent
+    repo = section.get("repo") if isinstance(section.get("repo"), str) else None
+    rev = section.get("rev") if isinstance(section.get("rev"), str) else None
+    path = section.get("path") if isinstance(section.get("path"), str) else None
+    if wrong or "policies" not in doc.data:
+        return None
+    if repo is None and rev is not None:
+        problems.append(doc.diagnostic(("policies", "rev"), "`policies.rev` needs `repo`",
+                                       "name the Git repository with `repo: URL`, or drop "
+                                       "`rev` for a local directory (`path` alone)"))
+        return None
+    if repo is None and path is None:
+        problems.append(doc.diagnostic(("policies",), "`policies` names no source",
+                                       "give `repo: URL` (with `rev` and `path`) or "
+                                       "`path: DIR` (a local directory)"))
+        return None
+    if repo is None:
+        return PolicySourceConfig(path=posixpath.normpath(_resolve(base, path or ".")))
+    if "://" not in repo and ":" not in repo.split("/", 1)[0]:
+        # a local repository path, relative to this file
+        repo = posixpath.normpath(_resolve(base, repo))
+    return PolicySourceConfig(path="" if path in (None, "", ".") else str(path), repo=repo,
+                              rev=rev)
+
+
+def _hygiene(doc: documents.Document, section: dict[str, Any], problems: list[Diagnostic],
+             wrong: set[documents.Where]) -> Hygiene:
+    defaults = Hygiene()
+    depth = section.get("chainDepth")
+    age = section.get("snapshotMaxAge")
+    seconds = defaults.snapshot_max_age_seconds
+    if isinstance(age, str):
+        seconds = _timeout(doc, ("hygiene", "snapshotMaxAge"), age, problems, wrong) or seconds
+    return Hygiene(
+        snapshot_max_age_seconds=seconds,
+        chain_depth=depth if isinstance(depth, int) and not isinstance(depth, bool)
+        and depth >= 1 else defaults.chain_depth,
     )

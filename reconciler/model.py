@@ -24,12 +24,14 @@ __all__ = [
     "Fallback",
     "HookConfig",
     "HostConfig",
+    "Hygiene",
     "Inventory",
     "KeepRules",
     "Limits",
     "ObservedState",
     "Policy",
     "PolicySet",
+    "PolicySourceConfig",
     "PowerState",
     "Schedule",
     "Selector",
@@ -77,6 +79,8 @@ class Limits:
     max_deletes_per_run: int = 50
     concurrent_exports: int = 2
     concurrent_snapshots_per_host: int = 2
+    #: Scheduled verification reads at most about this many bytes per hour (10 GiB).
+    verify_bytes_per_hour: int = 10 * 2**30
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,24 @@ class HookConfig:
 
 
 @dataclass(frozen=True)
+class PolicySourceConfig:
+    """Where commands read policies when no source flag is given (host config `policies`):
+    a Git repository (`repo`, `rev`, `path` inside it) or a local directory (`path`)."""
+
+    path: str
+    repo: str | None = None
+    rev: str | None = None
+
+
+@dataclass(frozen=True)
+class Hygiene:
+    """Thresholds of the snapshot hygiene findings (host config `hygiene`)."""
+
+    snapshot_max_age_seconds: float = 72 * 3600.0
+    chain_depth: int = 3
+
+
+@dataclass(frozen=True)
 class HostConfig:
     path: str
     vcenters: Mapping[str, VCenterConfig] = field(default_factory=dict)
@@ -96,6 +118,8 @@ class HostConfig:
     state: str = "vmkeep.db"
     limits: Limits = field(default_factory=Limits)
     hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+    policies: PolicySourceConfig | None = None
+    hygiene: Hygiene = field(default_factory=Hygiene)
 
 
 # --------------------------------------------------------------------------- inventory
@@ -320,6 +344,8 @@ class SnapshotSpec:
 class ExportSpec:
     target: str
     keep: KeepRules
+    #: `exports.verify.every`: re-verify each export point at least this often (seconds).
+    verify_every_seconds: float | None = None
 
 
 @dataclass(frozen=True)

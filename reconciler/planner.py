@@ -44,6 +44,7 @@ from reconciler.model import (
     Coverage,
     CoverageState,
     Duration,
+    Hygiene,
     KeepRules,
     Limits,
     ObservedState,
@@ -235,17 +236,21 @@ def plan(
     now: datetime,
     limits: Limits | None = None,
     transports: Mapping[str, str] | None = None,
+    *,
+    hygiene: Hygiene | None = None,
 ) -> Plan:
     """Compute the plan. Pure: the same inputs give the same plan, nothing is read or written.
 
     `transports` maps vCenter names to the host config's `transport` (default "auto"): an
-    export whose disks will not go over datastore HTTP says so in its reason."""
+    export whose disks will not go over datastore HTTP says so in its reason. `hygiene`
+    holds the thresholds of the snapshot hygiene findings (host config)."""
     with _collector_paused():
-        return _plan(policies, observed, now, limits or Limits(), transports or {})
+        return _plan(policies, observed, now, limits or Limits(), transports or {},
+                     hygiene or Hygiene())
 
 
 def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: Limits,
-          transports: Mapping[str, str] | None = None) -> Plan:
+          transports: Mapping[str, str], hygiene: Hygiene) -> Plan:
     catalog = observed_state.build_catalog(observed)
     work = _Work([], [], [], [])
     by_name = policies.by_name()
@@ -311,7 +316,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             if kinds:
                 _plan_vm(policy, vm, info, kinds, now, groups, work, handled)
 
-    work.warnings += findings.vm_findings(observed, catalog, selected, now)
+    work.warnings += findings.vm_findings(observed, catalog, selected, now, hygiene)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
 
     deletions = [a for a in work.actions if a.kind.is_delete]

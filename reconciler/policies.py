@@ -287,6 +287,14 @@ class _Semantics:
                 durations.parse(text)
             except durations.DurationError as exc:
                 self.report(where, f"`{dotted(where)}`: {exc.reason}", exc.hint)
+        where = ("spec", "exports", "verify", "every")
+        text = self.value(*where)
+        if isinstance(text, str):
+            try:
+                durations.to_timedelta(durations.parse(text))
+            except durations.DurationError as exc:
+                self.report(where, f"`{dotted(where)}`: {exc.reason}",
+                            exc.hint or "e.g. 30d or 4w")
 
     def mode_fields(self) -> None:
         consistency = self.value("spec", "consistency")
@@ -345,6 +353,12 @@ def _selector(data: dict[str, Any]) -> Selector:
     )
 
 
+def _verify_every(data: Any) -> float | None:
+    if not isinstance(data, dict) or not isinstance(data.get("every"), str):
+        return None
+    return durations.to_timedelta(durations.parse(data["every"])).total_seconds()
+
+
 def _keep(data: dict[str, Any]) -> KeepRules:
     return KeepRules(
         last=data.get("last"),
@@ -401,7 +415,8 @@ def _convert(doc: Document) -> Policy:
         ),
         snapshots=SnapshotSpec(_keep(snapshots["keep"]), _duration(snapshots.get("maxAge")))
         if snapshots is not None else None,
-        exports=ExportSpec(exports["target"], _keep(exports["keep"]))
+        exports=ExportSpec(exports["target"], _keep(exports["keep"]),
+                           _verify_every(exports.get("verify")))
         if exports is not None else None,
         description=meta.get("description", ""),
         labels=dict(meta.get("labels", {})),

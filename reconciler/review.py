@@ -231,7 +231,8 @@ def _point_changes(base: Plan, head: Plan) -> list[PointChange]:
                         w.vm,
                         None,
                         "orphaned (retained)",
-                        "its policy was removed; onPolicyRemoval: retain",
+                        "its policy was removed; onPolicyRemoval: retain (after the merge, "
+                        f"`vmkeep forget --policy {w.policy} --orphaned` deletes them)",
                     )
                 )
     return changes

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.model import Coverage, CoverageState, Plan
+from reconciler.model import Coverage, CoverageState, Plan, PlanWarning, Severity
+from reconciler.verify_schedule import VerificationView
 
 __all__ = ["JournalAction", "RunRecord", "Status", "summarize"]
 
@@ -58,6 +59,15 @@ class Status:
     unfinished: tuple[JournalAction, ...]  # intent written, no outcome
     plan: Plan | None  # when policies were given: coverage, and what an apply would do now
     attention: tuple[str, ...]  # what a person should look at; empty when all is well
+    #: scheduled verification (export points of policies with `exports.verify`)
+    verification: VerificationView | None = None
+
+    @property
+    def findings(self) -> tuple[PlanWarning, ...]:
+        """The snapshot hygiene findings of the plan (thresholds from the host config)."""
+        if self.plan is None:
+            return ()
+        return tuple(w for w in self.plan.warnings if w.severity is Severity.HYGIENE)
 
     @property
     def coverage(self) -> tuple[Coverage, ...]:
@@ -78,6 +88,7 @@ def summarize(
     plan: Plan | None = None,
     *,
     keep_runs: int = 5,
+    verification: VerificationView | None = None,
 ) -> Status:
     """The status at `now`. `runs` in any order; `failures` are the failed actions of every
     run (only the newest finished run's are kept: older failures were retried since)."""
@@ -113,6 +124,13 @@ def summarize(
         for name, reason in sorted(plan.unobserved.items()):
             attention.append(f"vCenter {name!r} could not be observed ({reason}): the "
                              "coverage of its VMs is unknown")
+    if verification is not None and verification.damaged:
+        attention.append(f"{len(verification.damaged)} export point(s) damaged (found by "
+                         "scheduled verification): restore another point, the next export "
+                         "stores the damaged data again")
+    if verification is not None and verification.overdue:
+        attention.append(f"{len(verification.overdue)} export point(s) not verified within "
+                         "their exports.verify period (raise limits.verifyBytesPerHour?)")
     return Status(
         now=now,
         apply_holder=apply_holder,
@@ -121,4 +139,5 @@ def summarize(
         unfinished=tuple(unfinished),
         plan=plan,
         attention=tuple(attention),
+        verification=verification,
     )

@@ -19,6 +19,7 @@ from reconciler import __version__
 from reconciler.cli import (
     apply,
     files,
+    forget,
     gc,
     inventory,
     mount,
@@ -40,6 +41,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     validate, plan, apply, run, status, points, restore, state, inventory, verify, gc,
     files,
     mount,
+    forget,
 )
 
 

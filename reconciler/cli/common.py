@@ -2,6 +2,8 @@
 
     add_source_arguments(parser)        --policies DIR | --repo URL|PATH [--rev REV] [--path DIR]
     policy_source_from_args(args)       -> a PolicySource (directory or one Git commit)
+    use_configured_source(args)         no source flag: fill them from the host config's
+                                        `policies` (repo/rev/path or a directory)
     open_git_source(repo, rev, path)    -> a PolicySource at one revision (review: --base/--head)
     add_output_argument(parser, ...)    -o/--output FORMAT
     optional_host_config(args)          the host config if one is given or found, else None
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from reconciler import wiring
 from reconciler.adapters.policydir import PolicyDirectory
-from reconciler.errors import UsageError
+from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig
 from reconciler.ports import PolicySource
 
@@ -27,6 +29,7 @@ __all__ = [
     "open_git_source",
     "optional_host_config",
     "policy_source_from_args",
+    "use_configured_source",
 ]
 
 DEFAULT_POLICIES = "policies"
@@ -68,7 +71,10 @@ def open_git_source(repo: str, rev: str | None, path: str = "") -> PolicySource:
 def policy_source_from_args(
     args: argparse.Namespace, paths: Sequence[str] = ()
 ) -> PolicySource:
-    """The source named on the command line; positional `paths` are local files or dirs."""
+    """The source named on the command line; positional `paths` are local files or dirs.
+    Without any, the host config's `policies` (see `use_configured_source`)."""
+    if not paths:
+        use_configured_source(args)
     repo = getattr(args, "repo", None)
     rev = getattr(args, "rev", None)
     subdir = getattr(args, "path", "") or ""
@@ -95,3 +101,26 @@ def optional_host_config(args: argparse.Namespace) -> HostConfig | None:
             and not Path(wiring.DEFAULT_CONFIG).is_file():
         return None
     return wiring.load_host_config(explicit)
+
+
+def use_configured_source(args: argparse.Namespace) -> bool:
+    """When no source flag (`--policies`, `--repo`, `--rev`, `--path`) was given and the host
+    config (found as `optional_host_config` finds it) has `policies`, set the flags from it.
+    Returns whether it did; flags on the command line always win."""
+    if getattr(args, "_configured_source", False):
+        return True
+    if any(getattr(args, name, None) for name in ("policies", "repo", "rev", "path")):
+        return False
+    try:
+        config = optional_host_config(args)
+    except VmkeepError:
+        return False  # the command reports a broken host config where it reads it
+    if config is None or config.policies is None:
+        return False
+    source = config.policies
+    if source.repo:
+        args.repo, args.rev, args.path = source.repo, source.rev, source.path
+    else:
+        args.policies = source.path
+    args._configured_source = True
+    return True

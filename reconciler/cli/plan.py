@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     policy_set = _policies(common.policy_source_from_args(args), config)
     observed = _observed(args, config, now)
     result = planner.plan(policy_set, observed, now, config.limits if config else Limits(),
-                          _transports(config))
+                          _transports(config), hygiene=config.hygiene if config else None)
     _render_plan(result, args.output)
     if args.out:
         write_json(plan_to_json(result), args.out)
@@ -126,6 +126,12 @@ def _render_plan(result: Plan, output: str) -> None:
 
 
 def _run_review(args: argparse.Namespace) -> int:
+    if not args.repo and not args.policies and not args.rev and args.base and args.head \
+            and common.use_configured_source(args):
+        args.rev = None  # the host config's repository; --base and --head name revisions
+        if args.policies:
+            raise UsageError("review mode needs a Git repository: pass --repo (the host "
+                             "config's `policies` names a directory)")
     if not (args.repo and args.base and args.head):
         raise UsageError("review mode needs --repo, --base REV and --head REV")
     if args.rev or args.policies:
@@ -136,8 +142,11 @@ def _run_review(args: argparse.Namespace) -> int:
     head_set = _policies(common.open_git_source(args.repo, args.head, args.path or ""), config)
     observed = _observed(args, config, now)
     limits = config.limits if config else Limits()
-    base_plan = planner.plan(base_set, observed, now, limits, _transports(config))
-    head_plan = planner.plan(head_set, observed, now, limits, _transports(config))
+    hygiene = config.hygiene if config else None
+    base_plan = planner.plan(base_set, observed, now, limits, _transports(config),
+                             hygiene=hygiene)
+    head_plan = planner.plan(head_set, observed, now, limits, _transports(config),
+                             hygiene=hygiene)
     report = review.review(base_set, head_set, base_plan, head_plan)
     if args.output == "json":
         _emit(json.dumps(review_to_json(report), indent=2, ensure_ascii=False) + "\n")

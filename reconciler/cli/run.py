@@ -3,6 +3,7 @@
     vmkeep run [--config F] [--policies DIR | --repo R --rev BRANCH --path P]
                [--interval 1h] [--poll 1m] [--metrics-file PATH] [--once] [--now ISO]
                [--max-deletes N] [--parallel N] [-o text|json]
+               [--listen HOST:PORT] [--log-format text|json]
 
 Reconciles (plans and applies, as `vmkeep apply --auto-approve`) at start, every
 `--interval`, and whenever the policies change: a new commit on the followed branch (polled
@@ -10,7 +11,9 @@ every `--poll`) or a changed file in the policy directory. A revision whose poli
 validate is not applied; the last valid one goes on being applied. Metrics go to
 `--metrics-file` (Prometheus text format) after every reconcile. SIGTERM/SIGINT stop the
 loop after the running reconcile. `--once` reconciles once and exits with apply's code (0,
-1, or 3 when some actions failed). See `docs/controller.md`.
+1, or 3 when some actions failed). `--listen 127.0.0.1:9469` serves /metrics, /healthz,
+/readyz, /api/status and a status page at /; `--log-format json` writes JSON lines. Without
+a source flag the host config's `policies` is followed. See `docs/controller.md`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from reconciler.cli import common
 from reconciler.cli.state import parse_now
 from reconciler.errors import UsageError
 
-__all__ = ["register", "run", "seconds"]
+__all__ = ["parse_listen", "register", "run", "seconds"]
 
 _SECONDS = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,6 +41,19 @@ def seconds(text: str) -> float:
     if value < 0.1:
         raise argparse.ArgumentTypeError(f"{text!r} is too short (at least 0.1 s)")
     return value
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9469` for IPv6; port 0 = any free port); a port alone (`9469`,
+    `:9469`) binds loopback."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") or ("127.0.0.1" if sep or text.isdigit() else "")
+    if not sep and text.isdigit():
+        port = text  # a port alone: loopback
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9469 (port 0 picks a free one)")
+    return host, int(port)
 
 
 def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
@@ -66,6 +82,13 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
                         "when its plan deletes more than N restore points")
     parser.add_argument("--parallel", type=int, metavar="N",
                         help="VMs worked on at once (default: from the limits)")
+    parser.add_argument("--listen", type=parse_listen, metavar="HOST:PORT",
+                        help="serve /metrics, /healthz, /readyz, /api/status and a status "
+                        "page at / (e.g. 127.0.0.1:9469; port 0 picks a free port; "
+                        "default: off)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="the controller's log: text lines, or JSON lines with run id, "
+                        "vcenter, vm, action and point (default: text)")
     common.add_output_argument(parser, ("text", "json"))
     parser.set_defaults(func=run)
 

@@ -26,16 +26,18 @@ from typing import TYPE_CHECKING, Any
 from reconciler import planner, policies, wiring
 from reconciler.cli import common
 from reconciler.cli.apply import LEASE, holder_is_dead
+from reconciler.cli.scheduled_verify import verification_view
 from reconciler.cli.state import capture, load_state, parse_now
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig, Plan
 from reconciler.render.status import status_text, status_to_json
 from reconciler.status import JournalAction, RunRecord, Status, summarize
+from reconciler.verify_schedule import VerificationView
 
 if TYPE_CHECKING:
     from reconciler.adapters.statedb import ActionRecord
 
-__all__ = ["EXIT_ATTENTION", "register", "run"]
+__all__ = ["EXIT_ATTENTION", "collect_status", "register", "run"]
 
 EXIT_ATTENTION = 3
 
@@ -63,12 +65,7 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.runs < 0:
-        raise UsageError("--runs must be 0 or more")
-    config = wiring.load_host_config(args.config)
-    now = parse_now(args.now)
-    plan = _plan(args, config, now) if _wants_coverage(args) else None
-    status = _journal_status(config, now, plan, args.runs)
+    status = collect_status(args)
     if args.output == "json":
         sys.stdout.write(json.dumps(status_to_json(status), indent=2) + "\n")
     else:
@@ -76,28 +73,46 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_ATTENTION if args.check and status.attention else 0
 
 
+def collect_status(args: argparse.Namespace) -> Status:
+    """The status `vmkeep status` shows (also served by the controller at /api/status)."""
+    if args.runs < 0:
+        raise UsageError("--runs must be 0 or more")
+    config = wiring.load_host_config(args.config)
+    now = parse_now(args.now)
+    plan, verification = None, None
+    if _wants_coverage(args):
+        plan, verification = _plan(args, config, now)
+    return _journal_status(config, now, plan, args.runs, verification)
+
+
 def _wants_coverage(args: argparse.Namespace) -> bool:
-    return bool(args.policies or args.repo or Path(common.DEFAULT_POLICIES).is_dir())
+    return bool(common.use_configured_source(args) or args.policies or args.repo
+                or Path(common.DEFAULT_POLICIES).is_dir())
 
 
-def _plan(args: argparse.Namespace, config: HostConfig, now: datetime) -> Plan:
+def _plan(args: argparse.Namespace, config: HostConfig, now: datetime
+          ) -> tuple[Plan, VerificationView]:
     source = common.policy_source_from_args(args)
     policy_set = policies.parse_policies(source.files(), config, source.revision)
     observed = load_state(args.state) if args.state else capture(config, now)
-    return planner.plan(policy_set, observed, now, config.limits,
-                        {name: vc.transport for name, vc in config.vcenters.items()})
+    plan = planner.plan(policy_set, observed, now, config.limits,
+                        {name: vc.transport for name, vc in config.vcenters.items()},
+                        hygiene=config.hygiene)
+    return plan, verification_view(config, policy_set, observed.targets, now.timestamp())
 
 
 def _moment(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
-def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: int) -> Status:
+def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: int,
+                    verification: VerificationView | None = None) -> Status:
     """Read the state DB without creating it: a host that never applied has no journal."""
     from reconciler.adapters.statedb import ActionStatus, StateDB, holds_journal
 
     if not Path(config.state).is_file() or not holds_journal(Path(config.state)):
-        return summarize(now, (), (), (), None, plan, keep_runs=keep)
+        return summarize(now, (), (), (), None, plan, keep_runs=keep,
+                         verification=verification)
 
     try:
         with StateDB(config.state) as db:
@@ -118,7 +133,8 @@ def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: 
     if holder is not None and holder_is_dead(holder):
         holder = None  # its process was killed before the lease expired: nothing runs
     return summarize(now, runs, [_journal(a, now) for a in failed],
-                     [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep)
+                     [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep,
+                     verification=verification)
 
 
 def _journal(a: ActionRecord, now: datetime) -> JournalAction:

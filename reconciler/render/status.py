@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.model import ActionKind, CoverageState
+from reconciler.model import ActionKind, CoverageState, PlanWarning
 from reconciler.observed import format_time
 from reconciler.render.document import coverage_to_json, summary
 from reconciler.render.text import coverage_line
@@ -56,6 +57,23 @@ def status_to_json(status: Status) -> dict[str, Any]:
             **{kind.value: summary(plan)[kind.value] for kind in ActionKind},
             "blocked": plan.blocked, "blockedReason": plan.blocked_reason,
         },
+        "findings": [_finding_json(w) for w in status.findings],
+        "verification": None if status.verification is None
+        else status.verification.to_json(_iso),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return format_time(datetime.fromtimestamp(epoch, UTC))
+
+
+def _finding_json(w: PlanWarning) -> dict[str, Any]:
+    return {
+        "code": w.code,
+        "severity": w.severity.value,
+        "message": w.message,
+        "vcenter": w.vcenter,
+        "vm": None if w.vm is None else {"name": w.vm.name, "instanceUuid": w.vm.instance_uuid},
     }
 
 
@@ -100,6 +118,15 @@ def status_text(status: Status) -> str:
         creates = sum(1 for a in plan.actions if not a.kind.is_delete)
         lines.append(f"  an apply now would create {creates} and delete {plan.delete_count} "
                      "restore point(s)")
+    if status.findings:
+        lines.append("Findings (snapshot hygiene)")
+        lines.extend(f"  {w.code}: {w.vcenter}/{w.vm.name if w.vm else '-'}: {w.message}"
+                     for w in status.findings)
+    v = status.verification
+    if v is not None and (v.points or v.damaged):
+        lines.append(f"Verification: {len(v.points)} export point(s) on a schedule, "
+                     f"{len(v.due)} due, {len(v.overdue)} overdue, {len(v.damaged)} damaged")
+        lines.extend(f"  DAMAGED {r.target}:{r.point_id}: {r.message}" for r in v.damaged)
     if status.attention:
         lines.append("Needs attention")
         lines.extend(f"  - {item}" for item in status.attention)
