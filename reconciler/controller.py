@@ -12,7 +12,8 @@ repair of interrupted runs, the guards), run in this process. What the loop adds
   nothing is applied until it is valid again;
 * **errors do not end the loop**: an unreachable vCenter, a failed action or a held lease
   is logged and counted, and the next tick tries again. A vCenter that cannot be observed
-  does not stop the others: they are reconciled, its VMs are left alone (`attention`);
+  does not stop the others: they are reconciled, its VMs are left alone (`attention`;
+  `error` when no vCenter could be observed, so nothing was reconciled);
 * **the deletion budget holds deletions back, never the backups**: as in apply, the creates
   run and the held deletions are logged with how to allow them (`--max-deletes N`,
   `limits.maxDeletesPerRun`); the reconcile counts as `attention` and
@@ -254,6 +255,10 @@ class Controller:
                 code = outcome.code
                 failed = outcome.report is not None and outcome.report.failed
                 result = "ok" if code == 0 else "failed_actions" if failed else "attention"
+                if outcome.plan is not None and outcome.plan.unobserved and set(
+                        outcome.plan.unobserved) >= set(
+                        wiring.load_host_config(self.args.config).vcenters):
+                    result = "error"  # no vCenter could be observed: nothing was reconciled
                 self.metrics.revision = outcome.revision
                 if outcome.plan is not None:
                     for name, reason in sorted(outcome.plan.unobserved.items()):

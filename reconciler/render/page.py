@@ -72,7 +72,7 @@ def _grid(status: Status) -> str:
                     f"<td>{_e(name)}</td>{''.join(cells)}</tr>")
     legend = "".join(f'<span class="{s.value}">{s.value}</span>' for s in CoverageState)
     counts = status.coverage_counts()
-    summary = ", ".join(f"{counts[s.value]} {s.value}" for s in CoverageState)
+    summary = ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in CoverageState)
     return (f'<p class="legend">{legend}</p><p class="meta">{_e(summary)}</p>'
             f'<table id="coverage"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
