@@ -299,7 +299,9 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
 
     work.warnings += findings.vm_findings(observed, catalog, selected, now)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
-    _temporaries(catalog, by_name, work)
+    temporary, owned = findings.temporary_findings(observed, now)
+    work.warnings += temporary
+    _temporaries(catalog, by_name, work, owned)
 
     actions = sorted(work.actions, key=_action_order)
     deletes = sum(1 for a in actions if a.kind.is_delete)
@@ -525,8 +527,13 @@ def _incomplete(
             work.actions.append(_delete(p, policy.name, vm, reason, (planned_id,)))
 
 
-def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work) -> None:
+def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work,
+                 owned: frozenset[str]) -> None:
+    """Removal of temporaries without an installation id (older vmkeep); those with one are
+    their installation's to remove (`findings.temporary_findings`)."""
     for p in catalog.temporaries:
+        if p.snapshot_id in owned:
+            continue
         work.actions.append(
             Action(
                 ActionKind.SNAPSHOT_DELETE,

@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import observed, planner, policies, wiring
 from reconciler.adapters.hooks import SubprocessHooks
-from reconciler.adapters.statedb import ActionStatus, LeaseHeldError, StateDB
+from reconciler.adapters.statedb import LeaseHeldError, StateDB
 from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
 from reconciler.cli.state import capture, parse_now
 from reconciler.errors import BlockedError, StalePlanError, UsageError
-from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute, recover
+from reconciler.executor import ActionRunner, OutcomeStatus, RunReport, execute
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
+from reconciler.recovery import recover_journaled
 from reconciler.render import plan_from_json, render_text
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
@@ -118,7 +119,7 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         )
         now = parse_now(args.now)
         state = capture(config, now)
-        notes = _recover(db, vcenters, state, targets)
+        notes = _recover(db, holder, run_id, vcenters, state, targets)
         if notes:
             state = capture(config, now)
         limits = config.limits if args.max_deletes is None else replace(
@@ -144,6 +145,7 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
             sleep=time.sleep,
             policy_revision=policy_set.revision,
             progress=display,
+            installation=db.installation_id(),
         )
         hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
         report = execute(plan, runner, config.limits, parallel=args.parallel, hosts=hosts)
@@ -199,21 +201,10 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
     return targets
 
 
-def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
-             targets: dict[str, ExportStore]) -> list[str]:
-    notes = recover(
-        db.unfinished_actions(),
-        vcenters.ops(),
-        state.vcenters,
-        targets,
-        lambda action_id, note: db.record_outcome(action_id, ActionStatus.RECONCILED,
-                                                  time.time(), note),
-        db.failed_with_vm_shut_down(),
-        lambda action_id: db.update_details(action_id, {"poweredOffByUs": False}),
-    )
-    for note in notes:
-        print(f"vmkeep: repaired: {note}", file=sys.stderr)
-    return notes
+def _recover(db: StateDB, holder: str, run_id: str, vcenters: VCenterPool,
+             state: ObservedState, targets: dict[str, ExportStore]) -> list[str]:
+    return recover_journaled(db, holder, run_id, vcenters.ops(), state, targets, time.time,
+                             lambda note: print(f"vmkeep: repaired: {note}", file=sys.stderr))
 
 
 def _the_plan(args: argparse.Namespace, policy_set: PolicySet, state: ObservedState,
@@ -330,6 +321,8 @@ def _summary(report: RunReport, output: str) -> None:
     print(f"\nApply {report.run_id}: " + ", ".join(
         f"{counts.get(s, 0)} {s}" for s in (OutcomeStatus.DONE, OutcomeStatus.NOOP,
                                             OutcomeStatus.FAILED, OutcomeStatus.SKIPPED)))
+    for note in report.recovered:
+        print(f"  repaired: {note}")
     for outcome in report.outcomes:
         if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.SKIPPED):
             a = outcome.action

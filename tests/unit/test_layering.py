@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
 BASE = {"model", "errors", "ports"}
-SERVICES = {"executor", "restore", "consistency"}
+SERVICES = {"executor", "restore", "consistency", "recovery"}
 SHELL = {"cli", "controller", "wiring", "__main__"}
 ADAPTERS = "adapters"
 

@@ -1,0 +1,304 @@
+"""Crash recovery: repair what an interrupted run of *this installation* left, and only that.
+
+`vmkeep apply` runs it under the applier lease, before planning (`recover_journaled`):
+
+1. **Tasks still running.** For every action the journal holds without an outcome (intent
+   written, the run killed), vCenter's recent tasks on its VM are waited for: a snapshot whose
+   creation the killed run started may still be on its way, and observing before it lands
+   would miss it (then the plan takes a second snapshot for the same slot). VMs are re-read
+   after the wait.
+2. **Power.** A VM vmkeep shut down (journaled before the shutdown) and found not on is
+   powered on; so is one whose guest finished a shutdown after its action gave up waiting.
+3. **Temporary export snapshots** carry the id of the installation that made them
+   (`markers`). Only this installation's are removed (none is in use: the lease is held), after
+   waiting for tasks still running on the VM. Another installation's are left alone and
+   reported: that installation's own next run removes them. A temporary whose marker predates
+   installation ids (no id) is removed only when this installation's journal worked on its
+   restore point (then it is ours); otherwise it is reported like another's.
+4. **Partial exports** in this installation's targets are discarded.
+
+Each repair is one line ("powered VM 'db' back on …"); `recover_journaled` journals them
+with the recovery (and its error, when it failed), settles the interrupted runs, and marks
+their actions reconciled. A recovery that fails part-way raises `RecoveryError` after trying
+every repair; the next apply tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from reconciler.errors import VmkeepError
+from reconciler.markers import MarkerKind, parse_marker
+from reconciler.model import VM, ObservedState, PowerState
+from reconciler.ports import ExportStore, VCenterOps
+
+__all__ = [
+    "RecoveryError",
+    "RecoveryJournal",
+    "UnfinishedAction",
+    "foreign_temporaries",
+    "recover",
+    "recover_journaled",
+]
+
+log = logging.getLogger(__name__)
+
+
+class RecoveryError(VmkeepError):
+    """Some repairs failed (each named); the others were made."""
+
+
+class UnfinishedAction(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def vm_uuid(self) -> str: ...
+
+    @property
+    def vcenter(self) -> str: ...
+
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+
+
+def recover(
+    unfinished: Iterable[UnfinishedAction],
+    vcenters: Mapping[str, VCenterOps],
+    inventories: Mapping[str, Iterable[VM]],
+    targets: Mapping[str, ExportStore],
+    mark_reconciled: Callable[[int, str], None],
+    shut_down: Iterable[UnfinishedAction] = (),
+    mark_powered_on: Callable[[int], None] = lambda _: None,
+    *,
+    installation: str = "",
+    knows_point: Callable[[str], bool] = lambda _: False,
+    left_alone: Callable[[str], None] = lambda _: None,
+) -> list[str]:
+    """Repair what interrupted runs of installation `installation` left; one line per repair.
+
+    `unfinished`: actions without an outcome (their runs were killed); `shut_down`: failed
+    actions whose VM vmkeep asked to shut down and never saw back on (settled with
+    `mark_powered_on`). `knows_point(point_id)`: whether this installation's journal worked
+    on the point (for markers without an installation id). `left_alone` hears about every
+    temporary snapshot that is not this installation's. Raises `RecoveryError` after trying
+    every repair when some failed.
+    """
+    notes: list[str] = []
+    failures: list[str] = []
+    fresh: dict[tuple[str, str], VM | None] = {}  # VMs re-read after their tasks ended
+
+    def attempt(what: str, repair: Callable[[], None]) -> bool:
+        try:
+            repair()
+            return True
+        except VmkeepError as exc:
+            failures.append(f"{what}: {exc}")
+            return False
+
+    def settled_vm(name: str, vc: VCenterOps, uuid: str) -> VM | None:
+        """The VM once no task runs on it (waited for once per recovery)."""
+        if (name, uuid) not in fresh:
+            vm = vc.find_vm(uuid)
+            if vm is not None:
+                for task in vc.wait_for_tasks(vm):
+                    notes.append(f"waited for {task} on VM {vm.name!r} ({name}), still "
+                                 "running from an interrupted run")
+                vm = vc.find_vm(uuid)
+            fresh[(name, uuid)] = vm
+        return fresh[(name, uuid)]
+
+    for record in unfinished:
+        vc = vcenters.get(record.vcenter)
+
+        def repair_one(record: UnfinishedAction = record, vc: VCenterOps | None = vc) -> None:
+            if vc is not None:
+                vm = settled_vm(record.vcenter, vc, record.vm_uuid)
+                if (vm is not None and record.details.get("poweredOffByUs")
+                        and vm.power_state is not PowerState.ON):
+                    vc.power_on(vm)
+                    fresh.pop((record.vcenter, record.vm_uuid), None)
+                    notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut it "
+                                 "down)")
+            mark_reconciled(record.id, "reconciled after an interrupted run")
+
+        attempt(f"action {record.id} of an interrupted run", repair_one)
+    for record in shut_down:
+        vc = vcenters.get(record.vcenter)
+        if vc is None:
+            continue
+
+        def power_one(record: UnfinishedAction = record, vc: VCenterOps = vc) -> None:
+            vm = settled_vm(record.vcenter, vc, record.vm_uuid)
+            if vm is not None and vm.power_state is PowerState.OFF:
+                vc.power_on(vm)
+                fresh.pop((record.vcenter, record.vm_uuid), None)
+                notes.append(f"powered VM {vm.name!r} back on (its guest finished a shutdown "
+                             "vmkeep had asked for after the action gave up waiting)")
+            mark_powered_on(record.id)
+
+        attempt(f"power state of VM {record.vm_uuid}", power_one)
+    for name, vc in sorted(vcenters.items()):
+        for seen in inventories.get(name, ()):
+            key = (name, seen.instance_uuid)
+            vm = fresh.get(key, seen)
+            if vm is None or not _temporaries(vm):
+                continue
+
+            def clean(vm: VM = vm, name: str = name, vc: VCenterOps = vc) -> None:
+                ours = [s for s in _temporaries(vm) if _is_ours(s, installation, knows_point,
+                                                                left_alone, vm, name)]
+                if not ours:
+                    return
+                current = settled_vm(name, vc, vm.instance_uuid)  # a removal may be running
+                present = {s.id for s in current.snapshots} if current is not None else set()
+                for snap in ours:
+                    if current is not None and snap.id in present:
+                        vc.remove_snapshot(current, snap.id)
+                        notes.append(f"removed leftover export snapshot {snap.id} of VM "
+                                     f"{vm.name!r} ({name})")
+
+            attempt(f"temporary snapshots of VM {vm.name!r} ({name})", clean)
+    for tname, store in sorted(targets.items()):
+        for partial in store.partials():
+
+            def discard(store: ExportStore = store, pid: str = partial.id,
+                        tname: str = tname) -> None:
+                store.discard_partial(pid)
+                notes.append(f"discarded partial export {pid} in target {tname!r}")
+
+            attempt(f"partial export {partial.id} in target {tname!r}", discard)
+    if failures:
+        raise RecoveryError(
+            "recovery of an interrupted run failed (the next apply tries again): "
+            + "; ".join(failures) + (f" (repaired meanwhile: {'; '.join(notes)})" if notes
+                                     else "")
+        )
+    return notes
+
+
+def _temporaries(vm: VM) -> list[Any]:
+    found = []
+    for snap in vm.snapshots:
+        marker = parse_marker(snap.name, snap.description)
+        if marker is not None and marker.kind is MarkerKind.EXPORT_TEMP:
+            found.append(snap)
+    return found
+
+
+def _is_ours(snap: Any, installation: str, knows_point: Callable[[str], bool],
+             left_alone: Callable[[str], None], vm: VM, vcenter: str) -> bool:
+    marker = parse_marker(snap.name, snap.description)
+    assert marker is not None
+    if marker.installation is not None and marker.installation == installation:
+        return True
+    if marker.installation is None and knows_point(marker.point_id):
+        return True
+    left_alone(_foreign_note(snap.id, vm.name, vcenter, marker.installation))
+    return False
+
+
+def _foreign_note(snapshot_id: str, vm: str, vcenter: str, installation: str | None) -> str:
+    owner = (f"installation {installation}" if installation
+             else "an unknown installation (a marker without an installation id)")
+    return (f"temporary export snapshot {snapshot_id} of VM {vm!r} ({vcenter}) belongs to "
+            f"{owner}: left alone; that installation's next apply removes it")
+
+
+def foreign_temporaries(state: ObservedState, installation: str | None,
+                        knows_point: Callable[[str], bool] = lambda _: False) -> list[str]:
+    """One line per temporary export snapshot in `state` that is not `installation`'s."""
+    found: list[str] = []
+    for vcenter, vms in sorted(state.vcenters.items()):
+        for vm in vms:
+            for snap in _temporaries(vm):
+                _is_ours(snap, installation or "", knows_point, found.append, vm, vcenter)
+    return found
+
+
+class RecoveryJournal(Protocol):
+    """What `recover_journaled` needs of the state DB (see adapters.statedb)."""
+
+    def unfinished_actions(self) -> Sequence[UnfinishedAction]: ...
+
+    def failed_with_vm_shut_down(self) -> Sequence[UnfinishedAction]: ...
+
+    def record_outcome(self, action_id: int, status: str, now: float,
+                       error: str | None = None) -> None: ...
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
+
+    def installation_id(self) -> str: ...
+
+    def knows_point(self, point_id: str) -> bool: ...
+
+    def interrupted_runs(self) -> list[str]: ...
+
+    def action_counts(self, run_id: str) -> dict[str, int]: ...
+
+    def settle_interrupted_run(self, run_id: str, repaired_by: str) -> None: ...
+
+    def begin_recovery(self, holder: str, now: float) -> int: ...
+
+    def record_repair(self, recovery_id: int, note: str, now: float) -> None: ...
+
+    def end_recovery(self, recovery_id: int, now: float, error: str | None = None) -> None: ...
+
+
+def recover_journaled(
+    journal: RecoveryJournal,
+    holder: str,
+    run_id: str,
+    vcenters: Mapping[str, VCenterOps],
+    state: ObservedState,
+    targets: Mapping[str, ExportStore],
+    clock: Callable[[], float],
+    say: Callable[[str], None] = lambda _: None,
+) -> list[str]:
+    """`recover` with its journal: the repairs (each also given to `say`, and journaled),
+    the interrupted runs settled, a failure journaled before it is raised."""
+    recovery = journal.begin_recovery(holder, clock())
+    interrupted = journal.interrupted_runs()
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        journal.record_repair(recovery, text, clock())
+        say(text)
+        notes.append(text)
+
+    try:
+        for run in interrupted:
+            counts = journal.action_counts(run)
+            open_actions = counts.get("started", 0)
+            if open_actions:
+                note(f"run {run} was interrupted: {open_actions} action(s) without an outcome "
+                     "checked for what they left")
+            else:
+                note(f"run {run} was interrupted; no action of it was left without an outcome")
+        repairs = recover(
+            journal.unfinished_actions(),
+            vcenters,
+            state.vcenters,
+            targets,
+            lambda action_id, text: journal.record_outcome(action_id, "reconciled", clock(),
+                                                           text),
+            journal.failed_with_vm_shut_down(),
+            lambda action_id: journal.update_details(action_id, {"poweredOffByUs": False}),
+            installation=journal.installation_id(),
+            knows_point=journal.knows_point,
+            left_alone=lambda text: log.warning("%s", text),
+        )
+        for text in repairs:
+            note(text)
+        for run in interrupted:
+            journal.settle_interrupted_run(run, run_id)
+    except VmkeepError as exc:
+        journal.end_recovery(recovery, clock(), str(exc))
+        raise
+    except Exception as exc:  # a bug: journaled so that status shows it, then surfaced
+        journal.end_recovery(recovery, clock(), f"{type(exc).__name__}: {exc}")
+        raise
+    journal.end_recovery(recovery, clock())
+    return notes
