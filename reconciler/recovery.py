@@ -38,9 +38,9 @@ __all__ = [
     "RecoveryError",
     "RecoveryJournal",
     "UnfinishedAction",
-    "foreign_temporaries",
     "recover",
     "recover_journaled",
+    "temporaries",
 ]
 
 log = logging.getLogger(__name__)
@@ -188,15 +188,23 @@ def _temporaries(vm: VM) -> list[Any]:
     return found
 
 
+def _owned(snap: Any, installation: str, knows_point: Callable[[str], bool]) -> bool:
+    """Whether a temporary snapshot is this installation's: its marker names it, or has no
+    installation id (older vmkeep) and the journal worked on its point."""
+    marker = parse_marker(snap.name, snap.description)
+    if marker is None:
+        return False
+    if marker.installation is not None:
+        return bool(installation) and marker.installation == installation
+    return knows_point(marker.point_id)
+
+
 def _is_ours(snap: Any, installation: str, knows_point: Callable[[str], bool],
              left_alone: Callable[[str], None], vm: VM, vcenter: str) -> bool:
+    if _owned(snap, installation, knows_point):
+        return True
     marker = parse_marker(snap.name, snap.description)
-    assert marker is not None
-    if marker.installation is not None and marker.installation == installation:
-        return True
-    if marker.installation is None and knows_point(marker.point_id):
-        return True
-    left_alone(_foreign_note(snap.id, vm.name, vcenter, marker.installation))
+    left_alone(_foreign_note(snap.id, vm.name, vcenter, marker.installation if marker else None))
     return False
 
 
@@ -207,15 +215,23 @@ def _foreign_note(snapshot_id: str, vm: str, vcenter: str, installation: str | N
             f"{owner}: left alone; that installation's next apply removes it")
 
 
-def foreign_temporaries(state: ObservedState, installation: str | None,
-                        knows_point: Callable[[str], bool] = lambda _: False) -> list[str]:
-    """One line per temporary export snapshot in `state` that is not `installation`'s."""
-    found: list[str] = []
+def temporaries(state: ObservedState, installation: str | None,
+                knows_point: Callable[[str], bool] = lambda _: False,
+                ) -> tuple[list[str], list[str]]:
+    """The temporary export snapshots in `state`, one line each: (this installation's, which
+    its next apply removes; the others', which it never touches)."""
+    ours: list[str] = []
+    others: list[str] = []
     for vcenter, vms in sorted(state.vcenters.items()):
         for vm in vms:
             for snap in _temporaries(vm):
-                _is_ours(snap, installation or "", knows_point, found.append, vm, vcenter)
-    return found
+                if _owned(snap, installation or "", knows_point):
+                    ours.append(f"temporary export snapshot {snap.id} of VM {vm.name!r} "
+                                f"({vcenter}) is left; the next apply removes it")
+                else:
+                    _is_ours(snap, installation or "", knows_point, others.append, vm,
+                             vcenter)
+    return ours, others
 
 
 class RecoveryJournal(Protocol):
