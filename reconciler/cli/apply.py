@@ -9,9 +9,11 @@ policy revision, the observed state's digest or the actions it implies changed s
 made. Exit codes: 0 all done (or nothing to do), 1 error before any action (nothing changed),
 3 some actions failed (the summary lists them).
 
-One applier per state DB at a time (a lease with holder and expiry). Before planning, the
-journal's unfinished actions of earlier runs are reconciled: VMs vmkeep powered off are
-powered on, leftover export snapshots removed, partial exports discarded.
+One applier per state DB at a time (a lease with holder and expiry). Before planning, what
+interrupted runs of this installation left is repaired (`reconciler.recovery`): tasks they
+left running are waited for, VMs vmkeep powered off are powered on, this installation's
+leftover export snapshots removed, partial exports discarded; each repair is printed and
+journaled.
 """
 
 from __future__ import annotations

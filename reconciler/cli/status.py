@@ -8,8 +8,9 @@ outcome counts, the failed actions of the newest finished run, and actions whose
 before their outcome (the next apply repairs them). With policies (`--policies`, `--repo`, or
 a `./policies` directory) and the observed state (live, or `--state FILE`): every VM's
 coverage and what an apply would do now. Exit 0; with `--check`, 3 when anything needs
-attention (failures in the last run, interrupted actions, late or missing coverage, a
-blocked plan), for monitoring; 1 on errors.
+attention (failures in the last run, a failed or interrupted recovery, an interrupted run not
+repaired yet, pending repairs, late or missing coverage, a blocked plan), for monitoring; 1 on
+errors.
 """
 
 from __future__ import annotations
