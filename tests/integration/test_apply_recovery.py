@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.statedb import StateDB
 from reconciler.markers import MarkerKind, parse_marker
 from reconciler.model import VM
 
@@ -134,3 +135,24 @@ def test_another_installations_temporary_snapshot_is_reported_and_never_touched(
     assert mine.code == 0, mine.out + mine.err
     assert temporaries(a.vms()["DC0_C0_RP0_VM0"]) == []
     assert json.loads(a.plan(DAY1).out)["actions"] == []
+
+
+def test_status_check_names_a_failed_recovery_until_an_apply_recovers(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    # Issue 9 A: every apply died in recovery while `status --check` said "All well.".
+    estate = KillEstate(start_vcsim(vms=1), tmp_path)
+    estate.set_shape(mode="crash")
+    with StateDB(estate.root / "state.db") as db:
+        recovery = db.begin_recovery("host/1/run-x", 10.0)
+        db.end_recovery(recovery, 11.0, "AttributeError: 'NoneType' object has no attribute "
+                        "'InvokeMethod'")
+    failed = status(estate)
+    assert failed.code == 3
+    assert any("the last recovery (host/1/run-x) failed: AttributeError" in item
+               for item in failed.json()["attention"])
+
+    assert estate.apply(DAY1).code == 0
+    recovered = status(estate)
+    assert recovered.code == 0, recovered.out
+    assert recovered.json()["recovery"]["error"] is None
