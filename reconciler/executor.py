@@ -181,6 +181,8 @@ class ActionRunner:
         try:
             for attempt in range(1, self.attempts + 1):
                 try:
+                    if attempt > 1:  # the failed try's request may still be carried out
+                        self._wait_for_tasks(action)
                     # A try that shut the VM down may have failed to power it back on: do
                     # that first, or this try would take the VM for one that was off.
                     self._power_back_on(action, action_id)
@@ -195,6 +197,14 @@ class ActionRunner:
             with contextlib.suppress(VmkeepError):  # the action's own error stays in front
                 self._power_back_on(action, action_id)
             raise
+
+    def _wait_for_tasks(self, action: Action) -> None:
+        """Wait for the VM's running tasks: a request whose answer was lost (a snapshot
+        being created) lands before the retry re-reads the VM, so it is not done twice."""
+        vc = self.vcenters[action.vcenter]
+        vm = vc.find_vm(action.vm.instance_uuid)
+        if vm is not None:
+            vc.wait_for_tasks(vm)
 
     def _power_back_on(self, action: Action, action_id: int) -> None:
         """Power on the VM of an action that shut it down and did not see it back on.

@@ -222,3 +222,28 @@ def test_a_plan_reports_temporaries_with_an_installation_instead_of_deleting_the
     assert owned == {"snap-new"}
     [warning] = warnings
     assert warning.code == "temporary-snapshot" and "installation inst-b" in warning.message
+
+
+def test_a_retry_waits_for_the_task_whose_answer_was_lost_and_takes_no_second_snapshot(
+    tmp_path: Path,
+) -> None:
+    # The first CreateSnapshot's answer is lost while vCenter still runs the task: the retry
+    # must not re-read the VM before the snapshot lands.
+    from reconciler.errors import TransientError
+
+    w = world(tmp_path)
+    state = w.vc.add("web")
+    names: list[str] = []
+
+    def slow(vm, name, description, *, memory, quiesce):
+        names.append(name)
+        snapshot = marked("snap-late", "gold", "uuid-web", MarkerKind.POINT)
+        w.vc.in_flight["uuid-web"] = [("CreateSnapshot_Task",
+                                       lambda: state.snapshots.append(snapshot))]
+        raise TransientError("sim", "connection reset")
+
+    w.vc.create_snapshot = slow  # type: ignore[method-assign]
+    outcome = w.runner.run(w.action(ActionKind.SNAPSHOT_CREATE, "web"))
+    assert outcome.status == OutcomeStatus.NOOP
+    assert names == ["vmkeep:gold:20261125T010000Z"]
+    assert [s.id for s in state.snapshots] == ["snap-late"]
