@@ -130,7 +130,7 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         _show(plan, args.output)
         _guard(plan, limits.max_deletes_per_run)
         if not plan.actions:
-            _say("No changes: reality already matches the policies.", args.output)
+            _say("No changes: reality already matches the policies.", args.output, notes)
             return ApplyResult(0, policy_set.revision, plan)
         _confirm(args, plan)
         display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
@@ -284,11 +284,14 @@ def _show(plan: Plan, output: str) -> None:
         sys.stdout.flush()
 
 
-def _say(message: str, output: str) -> None:
+def _say(message: str, output: str, repaired: list[str] | None = None) -> None:
     if output == "json":
-        print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message}))
+        print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message,
+                          "repaired": list(repaired or [])}))
     else:
         print(message)
+        for note in repaired or ():
+            print(f"  repaired: {note}")
 
 
 def _summary(report: RunReport, output: str) -> None:
