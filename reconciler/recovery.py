@@ -141,9 +141,12 @@ def recover(
 
         attempt(f"power state of VM {record.vm_uuid}", power_one)
     for name, vc in sorted(vcenters.items()):
-        for seen in inventories.get(name, ()):
-            key = (name, seen.instance_uuid)
-            vm = fresh.get(key, seen)
+        seen = {vm.instance_uuid: vm for vm in inventories.get(name, ())}
+        for (vcenter, uuid), again in fresh.items():  # re-read, and perhaps not in inventory
+            if vcenter == name and again is not None:
+                seen[uuid] = again
+        for uuid in sorted(seen):
+            vm = fresh.get((name, uuid), seen[uuid])
             if vm is None or not _temporaries(vm):
                 continue
 
