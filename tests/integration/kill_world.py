@@ -140,17 +140,22 @@ class KillEstate(Estate):
         self.sim.reset_stats()
         return lambda: self.sim.stats()["methods"].get(method, 0) > 0
 
-    def journaled(self, sql: str) -> Callable[[], bool]:
-        """A read-only query of the apply's journal returns a row."""
+    def journaled(self, where: str) -> Callable[[], bool]:
+        """An action journaled from now on matches `where` (SQL on the actions table), read
+        from the apply's journal read-only."""
         path = self.root / "state.db"
 
-        def check() -> bool:
+        def query(sql: str) -> tuple[object, ...] | None:
             if not path.exists():
-                return False
+                return None
             try:
                 with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-                    return conn.execute(sql).fetchone() is not None
+                    row = conn.execute(sql).fetchone()
+                    return tuple(row) if row is not None else None
             except sqlite3.Error:
-                return False  # not set up yet
+                return None  # not set up yet
 
-        return check
+        last = query("SELECT coalesce(max(id), 0) FROM actions")
+        after = int(str(last[0])) if last else 0
+        return lambda: query(f"SELECT 1 FROM actions WHERE id > {after} AND ({where})") \
+            is not None
