@@ -79,12 +79,13 @@ def recover(
 ) -> list[str]:
     """Repair what interrupted runs of installation `installation` left; one line per repair.
 
-    `unfinished`: actions without an outcome (their runs were killed); `shut_down`: failed
-    actions whose VM vmkeep asked to shut down and never saw back on (settled with
-    `mark_powered_on`). `knows_point(point_id)`: whether this installation's journal worked
-    on the point (for markers without an installation id). `left_alone` hears about every
-    temporary snapshot that is not this installation's. Raises `RecoveryError` after trying
-    every repair when some failed.
+    `unfinished`: actions without an outcome (their runs were killed); `shut_down`: failed or
+    reconciled actions whose VM vmkeep asked to shut down and never saw back on (settled with
+    `mark_powered_on`; an unfinished one whose VM is found on keeps its intent for the next
+    run: its guest may still be going down). `knows_point(point_id)`: whether this
+    installation's journal worked on the point (for markers without an installation id).
+    `left_alone` hears about every temporary snapshot that is not this installation's.
+    Raises `RecoveryError` after trying every repair when some failed.
     """
     notes: list[str] = []
     failures: list[str] = []
@@ -116,12 +117,16 @@ def recover(
         def repair_one(record: UnfinishedAction = record, vc: VCenterOps | None = vc) -> None:
             if vc is not None:
                 vm = settled_vm(record.vcenter, vc, record.vm_uuid)
-                if (vm is not None and record.details.get("poweredOffByUs")
-                        and vm.power_state is not PowerState.ON):
-                    vc.power_on(vm)
-                    fresh.pop((record.vcenter, record.vm_uuid), None)
-                    notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut it "
-                                 "down)")
+                if record.details.get("poweredOffByUs"):
+                    if vm is not None and vm.power_state is not PowerState.ON:
+                        vc.power_on(vm)
+                        fresh.pop((record.vcenter, record.vm_uuid), None)
+                        notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut "
+                                     "it down)")
+                    if vm is None or vm.power_state is not PowerState.ON:
+                        mark_powered_on(record.id)
+                    # A VM found on keeps the intent: a guest shutdown the killed run asked
+                    # for may still complete; the next run looks again (as `shut_down`).
             mark_reconciled(record.id, "reconciled after an interrupted run")
 
         attempt(f"action {record.id} of an interrupted run", repair_one)

@@ -378,12 +378,12 @@ class StateDB:
         return [_record(r) for r in rows]
 
     def failed_with_vm_shut_down(self) -> list[ActionRecord]:
-        """Failed actions whose VM vmkeep asked to shut down and never saw back on (a guest
-        shutdown that timed out may complete later), oldest first."""
+        """Failed (or, killed, reconciled) actions whose VM vmkeep asked to shut down and
+        never saw back on (a guest shutdown may complete later), oldest first."""
         rows = self._query(
-            "SELECT * FROM actions WHERE status=? AND "
+            "SELECT * FROM actions WHERE status IN (?, ?) AND "
             "json_extract(details, '$.poweredOffByUs') = 1 ORDER BY id",
-            (ActionStatus.FAILED,),
+            (ActionStatus.FAILED, ActionStatus.RECONCILED),
         )
         return [_record(r) for r in rows]
 

@@ -247,3 +247,46 @@ def test_a_retry_waits_for_the_task_whose_answer_was_lost_and_takes_no_second_sn
     assert outcome.status == OutcomeStatus.NOOP
     assert names == ["vmkeep:gold:20261125T010000Z"]
     assert [s.id for s in state.snapshots] == ["snap-late"]
+
+
+def test_a_vm_still_on_after_a_killed_shutdown_is_checked_again_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    # The killed run asked the guest to shut down; at recovery it is still on (going down).
+    vc, db = FakeVCenter(), StateDB(tmp_path / "state.db")
+    state = vc.add("db")
+    db.start_run("run-1", "test", 0.0)
+    aid = db.record_intent("run-1", kind="snapshot.create", point_id="p", vm_uuid="uuid-db",
+                           vm_name="db", vcenter="sim", now=1.0)
+    db.update_details(aid, {"poweredOffByUs": True})
+
+    def again() -> list[str]:
+        return recover(
+            db.unfinished_actions(), {"sim": vc}, {"sim": [vc.vm(state)]}, {},
+            lambda i, note: db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
+            db.failed_with_vm_shut_down(),
+            lambda i: db.update_details(i, {"poweredOffByUs": False}),
+            installation="inst-a",
+        )
+
+    assert again() == []
+    assert [a.id for a in db.failed_with_vm_shut_down()] == [aid]  # the intent is kept
+    state.power = PowerState.OFF  # the guest finished going down
+    assert again() == ["powered VM 'db' back on (its guest finished a shutdown vmkeep had "
+                       "asked for after the action gave up waiting)"]
+    assert state.power is PowerState.ON and db.failed_with_vm_shut_down() == []
+
+
+def test_a_vm_powered_back_on_by_recovery_settles_its_intent(tmp_path: Path) -> None:
+    vc, db = FakeVCenter(), StateDB(tmp_path / "state.db")
+    state = vc.add("db", power=PowerState.OFF)
+    db.start_run("run-1", "test", 0.0)
+    aid = db.record_intent("run-1", kind="snapshot.create", point_id="p", vm_uuid="uuid-db",
+                           vm_name="db", vcenter="sim", now=1.0)
+    db.update_details(aid, {"poweredOffByUs": True})
+    recover(db.unfinished_actions(), {"sim": vc}, {"sim": [vc.vm(state)]}, {},
+            lambda i, note: db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
+            db.failed_with_vm_shut_down(),
+            lambda i: db.update_details(i, {"poweredOffByUs": False}))
+    assert state.power is PowerState.ON
+    assert db.failed_with_vm_shut_down() == []
