@@ -26,7 +26,7 @@ every repair; the next apply tries again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler.errors import VmkeepError
@@ -76,6 +76,7 @@ def recover(
     installation: str = "",
     knows_point: Callable[[str], bool] = lambda _: False,
     left_alone: Callable[[str], None] = lambda _: None,
+    unobserved: Collection[str] = (),
 ) -> list[str]:
     """Repair what interrupted runs of installation `installation` left; one line per repair.
 
@@ -85,7 +86,9 @@ def recover(
     run: its guest may still be going down). `knows_point(point_id)`: whether this
     installation's journal worked on the point (for markers without an installation id).
     `left_alone` hears about every temporary snapshot that is not this installation's.
-    Raises `RecoveryError` after trying every repair when some failed.
+    `unobserved`: vCenters that could not be read now; what concerns them is left for a later
+    run (not marked reconciled, not a failure). Raises `RecoveryError` after trying every
+    repair when some failed.
     """
     notes: list[str] = []
     failures: list[str] = []
@@ -112,6 +115,8 @@ def recover(
         return fresh[(name, uuid)]
 
     for record in unfinished:
+        if record.vcenter in unobserved:
+            continue  # repaired once that vCenter answers again
         vc = vcenters.get(record.vcenter)
 
         def repair_one(record: UnfinishedAction = record, vc: VCenterOps | None = vc) -> None:
@@ -132,7 +137,7 @@ def recover(
         attempt(f"action {record.id} of an interrupted run", repair_one)
     for record in shut_down:
         vc = vcenters.get(record.vcenter)
-        if vc is None:
+        if vc is None or record.vcenter in unobserved:
             continue
 
         def power_one(record: UnfinishedAction = record, vc: VCenterOps = vc) -> None:
@@ -146,6 +151,8 @@ def recover(
 
         attempt(f"power state of VM {record.vm_uuid}", power_one)
     for name, vc in sorted(vcenters.items()):
+        if name in unobserved:
+            continue
         seen = {vm.instance_uuid: vm for vm in inventories.get(name, ())}
         for (vcenter, uuid), again in fresh.items():  # re-read, and perhaps not in inventory
             if vcenter == name and again is not None:
@@ -313,11 +320,13 @@ def recover_journaled(
             installation=journal.installation_id(),
             knows_point=journal.knows_point,
             left_alone=lambda text: log.warning("%s", text),
+            unobserved={name for name in vcenters if name not in state.vcenters},
         )
         for text in repairs:
             note(text)
         for run in interrupted:
-            journal.settle_interrupted_run(run, run_id)
+            if not journal.action_counts(run).get("started"):  # else: a vCenter was down
+                journal.settle_interrupted_run(run, run_id)
     except VmkeepError as exc:
         journal.end_recovery(recovery, clock(), str(exc))
         raise

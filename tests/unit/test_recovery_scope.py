@@ -290,3 +290,18 @@ def test_a_vm_powered_back_on_by_recovery_settles_its_intent(tmp_path: Path) -> 
             lambda i: db.update_details(i, {"poweredOffByUs": False}))
     assert state.power is PowerState.ON
     assert db.failed_with_vm_shut_down() == []
+
+
+def test_what_concerns_a_vcenter_that_cannot_be_read_now_waits_for_a_later_run(
+    tmp_path: Path,
+) -> None:
+    vc, db = FakeVCenter(), StateDB(tmp_path / "state.db")
+    vc.add("app")
+    db.start_run("killed", "host/1/killed", 0.0)
+    db.record_intent("killed", kind="export.create", point_id="p", vm_uuid=UUID,
+                     vm_name="app", vcenter="sim", now=1.0)
+    observed = ObservedState(captured_at=T0, vcenters={}, targets={})  # "sim" not read
+    recover_journaled(db, "host/2/next", "next", {"sim": vc}, observed, {}, lambda: 5.0)
+    assert [a.vm_name for a in db.unfinished_actions()] == ["app"]
+    assert db.interrupted_runs() == ["killed"]
+    assert ("wait_for_tasks", "app") not in vc.calls
