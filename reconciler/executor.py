@@ -10,8 +10,10 @@ Order per VM: snapshot.create, export.create, then deletions. A group's deletion
 when the VM's creations in this run succeeded, so the last good point is never pruned after
 a failed backup.
 
-`recover` reconciles what an earlier, crashed run left: the VM it powered off is powered on,
-its temporary export snapshots are removed, partial exports are discarded.
+`recover` (in `reconciler.recovery`, re-exported here) reconciles what an earlier, crashed
+run of this installation left: the VM it powered off is powered on, its temporary export
+snapshots are removed, partial exports are discarded. The temporary snapshots an export
+takes carry the runner's `installation` id in their marker; the executor removes only those.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from reconciler.model import (
     Snapshot,
 )
 from reconciler.ports import DiskStream, ExportStore, HookRunner, VCenterOps
+from reconciler.recovery import recover
 
 __all__ = [
     "ActionOutcome",
@@ -178,6 +181,8 @@ class ActionRunner:
     #: Tries per action when it fails with a `TransientError` (each try re-reads reality).
     attempts: int = 3
     retry_delay: float = 2.0
+    #: This installation's id (the state DB's), written into temporary snapshot markers.
+    installation: str = ""
     #: Actions whose VM vmkeep shut down and has not seen back on yet.
     _powered_off: set[int] = field(default_factory=set, init=False, repr=False)
 
@@ -216,6 +221,8 @@ class ActionRunner:
         try:
             for attempt in range(1, self.attempts + 1):
                 try:
+                    if attempt > 1:  # the failed try's request may still be carried out
+                        self._wait_for_tasks(action)
                     # A try that shut the VM down may have failed to power it back on: do
                     # that first, or this try would take the VM for one that was off.
                     self._power_back_on(action, action_id)
@@ -230,6 +237,14 @@ class ActionRunner:
             with contextlib.suppress(VmkeepError):  # the action's own error stays in front
                 self._power_back_on(action, action_id)
             raise
+
+    def _wait_for_tasks(self, action: Action) -> None:
+        """Wait for the VM's running tasks: a request whose answer was lost (a snapshot
+        being created) lands before the retry re-reads the VM, so it is not done twice."""
+        vc = self.vcenters[action.vcenter]
+        vm = vc.find_vm(action.vm.instance_uuid)
+        if vm is not None:
+            vc.wait_for_tasks(vm)
 
     def _power_back_on(self, action: Action, action_id: int) -> None:
         """Power on the VM of an action that shut it down and did not see it back on.
@@ -271,7 +286,9 @@ class ActionRunner:
             raise VmkeepError(f"policy {action.policy!r} is not in this revision") from None
 
     def _marker(self, action: Action, kind: MarkerKind, consistency: str) -> SnapshotRequest:
-        marker = Marker(action.policy, action.point_id, action.slot.astimezone(UTC), kind)
+        marker = Marker(action.policy, action.point_id, action.slot.astimezone(UTC), kind,
+                        installation=(self.installation or None)
+                        if kind is MarkerKind.EXPORT_TEMP else None)
 
         def describe(achieved: str) -> str:
             base = json.loads(format_description(marker))
@@ -386,7 +403,8 @@ class ActionRunner:
     def _remove_temporary(self, vc: VCenterOps, vm: VM, action: Action) -> VM:
         """Remove this point's temporary export snapshot when one is left (none is in use:
         the applier lease is held and this is the action that takes it); the VM as now."""
-        leftover = _marked_snapshot(vm, action.point_id, MarkerKind.EXPORT_TEMP)
+        leftover = _marked_snapshot(vm, action.point_id, MarkerKind.EXPORT_TEMP,
+                                    self.installation)
         if leftover is None:
             return vm
         vc.remove_snapshot(vm, leftover.id)
@@ -481,6 +499,13 @@ class ActionRunner:
                 f"refusing to delete snapshot {snap.id} ({snap.name!r}) of VM {vm.name!r}: "
                 "it does not carry vmkeep's marker for this restore point"
             )
+        if (marker.kind is MarkerKind.EXPORT_TEMP and marker.installation is not None
+                and marker.installation != self.installation):
+            raise VmkeepError(
+                f"refusing to delete snapshot {snap.id} ({snap.name!r}) of VM {vm.name!r}: "
+                f"it is a temporary snapshot of installation {marker.installation}, which "
+                "removes it itself"
+            )
         vc.remove_snapshot(vm, snap.id)
         return ActionOutcome(action, OutcomeStatus.DONE, f"removed snapshot {snap.id}")
 
@@ -572,96 +597,17 @@ def _order(action: Action) -> tuple[int, str]:
     return ranks[action.kind], action.point_id
 
 
-# ---------------------------------------------------------------------- recovery
-
-
-class UnfinishedAction(Protocol):
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def vm_uuid(self) -> str: ...
-
-    @property
-    def vcenter(self) -> str: ...
-
-    @property
-    def details(self) -> Mapping[str, Any]: ...
-
-
-def recover(
-    unfinished: Iterable[UnfinishedAction],
-    vcenters: Mapping[str, VCenterOps],
-    inventories: Mapping[str, Iterable[VM]],
-    targets: Mapping[str, ExportStore],
-    mark_reconciled: Callable[[int, str], None],
-    shut_down: Iterable[UnfinishedAction] = (),
-    mark_powered_on: Callable[[int], None] = lambda _: None,
-) -> list[str]:
-    """Repair what crashed runs left; returns one line per repair (empty when clean).
-
-    `shut_down`: failed actions whose VM vmkeep asked to shut down and never saw back on
-    (a guest shutdown that timed out may have completed since): a VM found off is powered
-    on; either way the intent is then settled with `mark_powered_on`.
-
-    Runs under the applier lease, so no other export is in flight: every temporary export
-    snapshot found now is a leftover, whether or not the journal got to record it.
-    """
-    notes: list[str] = []
-    for record in unfinished:
-        vc = vcenters.get(record.vcenter)
-        if vc is not None:  # first: a held lease blocks the VM's power operations
-            notes.extend(_abort_left_lease(record, vc))
-        if vc is not None and record.details.get("poweredOffByUs"):
-            vm = vc.find_vm(record.vm_uuid)
-            if vm is not None and vm.power_state is not PowerState.ON:
-                vc.power_on(vm)
-                notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut it down)")
-        mark_reconciled(record.id, "reconciled after an interrupted run")
-    for record in shut_down:
-        vc = vcenters.get(record.vcenter)
-        if vc is None:
-            continue
-        vm = vc.find_vm(record.vm_uuid)
-        if vm is not None and vm.power_state is PowerState.OFF:
-            vc.power_on(vm)
-            notes.append(f"powered VM {vm.name!r} back on (its guest finished a shutdown "
-                         "vmkeep had asked for after the action gave up waiting)")
-        mark_powered_on(record.id)
-    for name, vc in sorted(vcenters.items()):
-        for vm in inventories.get(name, ()):
-            for snap in vm.snapshots:
-                marker = parse_marker(snap.name, snap.description)
-                if marker is not None and marker.kind is MarkerKind.EXPORT_TEMP:
-                    vc.remove_snapshot(vm, snap.id)
-                    notes.append(
-                        f"removed leftover export snapshot {snap.id} of VM {vm.name!r} ({name})"
-                    )
-    for tname, store in sorted(targets.items()):
-        for partial in store.partials():
-            store.discard_partial(partial.id)
-            notes.append(f"discarded partial export {partial.id} in target {tname!r}")
-    return notes
-
-
-def _abort_left_lease(record: UnfinishedAction, vc: VCenterOps) -> list[str]:
-    """Abort the NFC export lease an interrupted export was reading from (the journal's
-    `nfcLease`), if it has not ended by itself."""
-    lease = record.details.get("nfcLease")
-    if not lease:
-        return []
-    if vc.abort_lease(str(lease)):
-        return [f"aborted NFC export lease {lease} a crashed run left ({vc.name})"]
-    return []
-
-
 # ---------------------------------------------------------------------- helpers
 
 
-def _marked_snapshot(vm: VM, point_id: str, kind: MarkerKind) -> Snapshot | None:
+def _marked_snapshot(vm: VM, point_id: str, kind: MarkerKind,
+                     installation: str | None = None) -> Snapshot | None:
+    """The VM's snapshot with vmkeep's marker of `kind` for the point; with `installation`,
+    only one that installation made."""
     for snap in vm.snapshots:
         marker = parse_marker(snap.name, snap.description)
-        if marker is not None and marker.point_id == point_id and marker.kind is kind:
+        if marker is not None and marker.point_id == point_id and marker.kind is kind and (
+                installation is None or (marker.installation or "") == installation):
             return snap
     return None
 

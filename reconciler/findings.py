@@ -7,7 +7,12 @@
   `hygiene.chainDepth` (`snapshot-chain-deep`, default 3), thresholds from the host config;
 * restore points nobody plans for, all retained: of policies that no longer exist
   (`orphan-points`), of VMs that are gone (`gone-vm-points`) and of VMs their policy no
-  longer selects (`unselected-vm-points`).
+  longer selects (`unselected-vm-points`);
+* temporary export snapshots whose marker names the installation that made them
+  (`temporary-snapshot`, warning): an export running now, or one an interrupted run left.
+  Only that installation removes it (its next apply's recovery); a plan never deletes it.
+  Temporaries without an installation id (made before ids existed) are planned for removal
+  as before.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
+from reconciler.markers import MarkerKind, parse_marker
 from reconciler.model import VM, Hygiene, ObservedState, PlanWarning, PointKind, Severity
 from reconciler.observed import Catalog, CatalogPoint, snapshot_depths
 
-__all__ = ["FOREIGN_MAX_AGE", "MAX_CHAIN_DEPTH", "point_findings", "vm_findings"]
+__all__ = [
+    "FOREIGN_MAX_AGE", "MAX_CHAIN_DEPTH", "point_findings", "temporary_findings", "vm_findings",
+]
 
 FOREIGN_MAX_AGE = timedelta(seconds=Hygiene().snapshot_max_age_seconds)
 MAX_CHAIN_DEPTH = Hygiene().chain_depth
@@ -129,3 +137,33 @@ def point_findings(
                         point_ids=ids)
         )  # fmt: skip
     return found
+
+
+def temporary_findings(
+    observed: ObservedState, now: datetime
+) -> tuple[list[PlanWarning], frozenset[str]]:
+    """A `temporary-snapshot` warning per temporary export snapshot that names its
+    installation, and those snapshots' ids (the plan leaves them to their installation)."""
+    found: list[PlanWarning] = []
+    owned: set[str] = set()
+    for vcenter, vms in sorted(observed.vcenters.items()):
+        for vm in vms:
+            for snap in vm.snapshots:
+                marker = parse_marker(snap.name, snap.description)
+                if (marker is None or marker.kind is not MarkerKind.EXPORT_TEMP
+                        or marker.installation is None):
+                    continue
+                owned.add(snap.id)
+                minutes = max(0, int((now - snap.created_at).total_seconds() // 60))
+                found.append(
+                    PlanWarning(
+                        "temporary-snapshot", Severity.WARNING,
+                        f"temporary export snapshot {snap.id} of installation "
+                        f"{marker.installation} ({minutes} min old): an export running now or "
+                        "one an interrupted run left; only that installation removes it (its "
+                        "next apply), a plan never does",
+                        vcenter=vcenter, vm=vm.ref, policy=marker.policy,
+                        point_ids=(marker.point_id,),
+                    )
+                )  # fmt: skip
+    return found, frozenset(owned)

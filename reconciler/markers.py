@@ -11,6 +11,11 @@ vmkeep only ever touches snapshots it made. It recognises them by a marker in tw
 
   `kind` is ``point`` for a snapshot restore point and ``export-temp`` for the temporary
   snapshot an export reads from (removed after the export; a leftover one is cleaned up).
+  A temporary snapshot's marker also names the **installation** that made it
+  (``"installation": "<id>"``, the random id kept in that installation's state DB): crash
+  recovery removes only its own installation's temporaries and reports the others'.
+  Markers written before the field existed have no installation (`Marker.installation` is
+  None) and still parse; see `reconciler.recovery` for what recovery does with them.
 
 A snapshot is vmkeep's only when the name has the prefix *and* the description parses as a
 marker of a known format version whose point id names that policy and slot. Anything else is
@@ -56,6 +61,8 @@ class Marker:
     slot: datetime
     kind: MarkerKind
     format_version: int = FORMAT_VERSION
+    #: The installation that made the snapshot (temporaries); None in older markers.
+    installation: str | None = None
 
     @property
     def instance_uuid(self) -> str:
@@ -90,17 +97,16 @@ def format_name(marker: Marker) -> str:
 
 
 def format_description(marker: Marker) -> str:
-    return json.dumps(
-        {
-            "vmkeep": marker.format_version,
-            "policy": marker.policy,
-            "pointId": marker.point_id,
-            "slot": marker.slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "kind": marker.kind.value,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    body: dict[str, object] = {
+        "vmkeep": marker.format_version,
+        "policy": marker.policy,
+        "pointId": marker.point_id,
+        "slot": marker.slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kind": marker.kind.value,
+    }
+    if marker.installation:
+        body["installation"] = marker.installation
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 @lru_cache(maxsize=65536)
@@ -190,8 +196,11 @@ def parse_marker(name: str, description: str, instance_uuid: str = "") -> Marker
     parsed = _slot_of(slot_text)
     if kind is None or parsed is None:
         return None
+    installation = data.get("installation")
+    if installation is not None and not (type(installation) is str and installation):
+        return None
     slot, compact = parsed
     parts = pid.split("/")
     if len(parts) != 3 or parts[0] != policy or not parts[1] or parts[2] != compact:
         return None
-    return Marker(policy=policy, point_id=pid, slot=slot, kind=kind)
+    return Marker(policy=policy, point_id=pid, slot=slot, kind=kind, installation=installation)

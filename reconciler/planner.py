@@ -318,6 +318,8 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
 
     work.warnings += findings.vm_findings(observed, catalog, selected, now, hygiene)
     work.warnings += findings.point_findings(groups, handled, by_name, observed)
+    temporary, owned = findings.temporary_findings(observed, now)
+    work.warnings += temporary
 
     deletions = [a for a in work.actions if a.kind.is_delete]
     limit = limits.max_deletes_per_run
@@ -325,7 +327,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     if len(deletions) > limit:
         held = sorted(deletions, key=_action_order)
         work.actions = [a for a in work.actions if not a.kind.is_delete]
-    _temporaries(catalog, by_name, work)
+    _temporaries(catalog, by_name, work, owned)  # never held back
     _explain_transports(work, observed, transports or {})
     actions = sorted(work.actions, key=_action_order)
     deletes = sum(1 for a in actions if a.kind.is_delete)
@@ -635,8 +637,13 @@ def _incomplete(
             work.actions.append(_delete(p, policy.name, vm, reason, (planned_id,)))
 
 
-def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work) -> None:
+def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work,
+                 owned: frozenset[str]) -> None:
+    """Removal of temporaries without an installation id (older vmkeep); those with one are
+    their installation's to remove (`findings.temporary_findings`)."""
     for p in catalog.temporaries:
+        if p.snapshot_id in owned:
+            continue
         work.actions.append(
             Action(
                 ActionKind.SNAPSHOT_DELETE,

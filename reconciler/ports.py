@@ -128,6 +128,11 @@ class VCenterOps(Protocol):
         """The VM's small files worth keeping with an export (.vmx, .nvram)."""
         ...
 
+    def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
+        """Wait until no vCenter task on the VM is queued or running (one an interrupted run
+        started may still be: a snapshot being created); the names of the tasks waited for."""
+        ...
+
 
 class ExportWriter(Protocol):
     def add_disk(

@@ -16,7 +16,7 @@ from datetime import datetime
 from reconciler.model import Coverage, CoverageState, Plan, PlanWarning, Severity
 from reconciler.verify_schedule import VerificationView
 
-__all__ = ["JournalAction", "RunRecord", "Status", "summarize"]
+__all__ = ["JournalAction", "RecoveryInfo", "RunRecord", "Status", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,26 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None  # None: still running, or killed
     policy_revision: str | None
-    counts: Mapping[str, int] = field(default_factory=dict)  # outcome status -> actions
+    #: outcome status -> actions; a killed run's from the journal ("interrupted": actions
+    #: that had no outcome when it was killed)
+    counts: Mapping[str, int] = field(default_factory=dict)
+    #: The apply whose recovery checked what this (killed) run left; None otherwise.
+    repaired_by: str | None = None
 
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0)
+
+
+@dataclass(frozen=True)
+class RecoveryInfo:
+    """The newest recovery: the repairs an apply made before planning."""
+
+    holder: str
+    started_at: datetime
+    finished_at: datetime | None  # None: running now, or killed
+    error: str | None  # why it failed
+    repairs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,11 @@ class Status:
         if self.plan is None:
             return ()
         return tuple(w for w in self.plan.warnings if w.severity is Severity.HYGIENE)
+    recovery: RecoveryInfo | None = None  # the newest recovery
+    #: repairs the next apply will make (a VM that may be off, a temporary snapshot left)
+    pending_repairs: tuple[str, ...] = ()
+    #: other installations' temporary snapshots seen (reported, never touched)
+    others: tuple[str, ...] = ()
 
     @property
     def coverage(self) -> tuple[Coverage, ...]:
@@ -89,9 +109,14 @@ def summarize(
     *,
     keep_runs: int = 5,
     verification: VerificationView | None = None,
+    recovery: RecoveryInfo | None = None,
+    pending_repairs: Sequence[str] = (),
+    others: Sequence[str] = (),
 ) -> Status:
     """The status at `now`. `runs` in any order; `failures` are the failed actions of every
-    run (only the newest finished run's are kept: older failures were retried since)."""
+    run (only the newest finished run's are kept: older failures were retried since).
+    `recovery`: the newest recovery; `pending_repairs`: what the next apply will repair
+    (beyond unfinished actions); `others`: other installations' temporaries seen."""
     ordered = sorted(runs, key=lambda r: (r.started_at, r.run_id), reverse=True)
     last_finished = next((r for r in ordered if r.finished_at is not None), None)
     last_failures = tuple(
@@ -103,11 +128,26 @@ def summarize(
             f"the last finished run ({last_finished.run_id}) had {last_finished.failed} "
             "failed action(s)"
         )
-    if unfinished and apply_holder is None:
+    running = apply_holder is not None
+    if recovery is not None and recovery.error:
+        attention.append(f"the last recovery ({recovery.holder}) failed: {recovery.error}")
+    elif recovery is not None and recovery.finished_at is None and recovery.holder != apply_holder:
+        attention.append(f"the last recovery ({recovery.holder}) was interrupted; the next apply "
+                         "repeats it")
+    if unfinished and not running:
+        ids = ", ".join(sorted({a.run_id for a in unfinished}))
         attention.append(
-            f"{len(unfinished)} action(s) of an interrupted run have no outcome; the next "
-            "apply checks what they left behind and repairs it"
+            f"{len(unfinished)} action(s) of an interrupted run ({ids}) have no outcome; the "
+            "next apply checks what they left behind and repairs it"
         )
+    open_runs = {a.run_id for a in unfinished}
+    for r in ordered:
+        if (r.finished_at is None and r.repaired_by is None and r.holder != apply_holder
+                and r.run_id not in open_runs):
+            attention.append(f"run {r.run_id} was interrupted (its process is gone); the next "
+                             "apply settles it")
+    if pending_repairs and not running:
+        attention.extend(f"repair pending: {item}" for item in pending_repairs)
     if plan is not None:
         counts = Counter(c.state for c in plan.coverage)
         if counts[CoverageState.LATE]:
@@ -140,4 +180,7 @@ def summarize(
         plan=plan,
         attention=tuple(attention),
         verification=verification,
+        recovery=recovery,
+        pending_repairs=tuple(pending_repairs),
+        others=tuple(others),
     )

@@ -5,12 +5,23 @@ snapshot markers and manifests. What only the journal knows is *intent*: which a
 started and whether it finished, so that the next run can reconcile what a crash left
 (a marked snapshot, a partial export, a VM it powered off).
 
-Tables (schema version in `PRAGMA user_version`):
+Tables (schema version in `PRAGMA user_version`; version 1 files are upgraded in place,
+and read as they are by `StateDB(read_only=True)`):
 
-    runs     (run_id, holder, started_at, finished_at, policy_revision, summary)
-    actions  (id, run_id, kind, point_id, vm_uuid, vm_name, vcenter, details JSON,
-              started_at, finished_at, status, error)
-    leases   (name, holder, acquired_at, expires_at)
+    runs       (run_id, holder, started_at, finished_at, policy_revision, summary,
+                repaired_by)
+    actions    (id, run_id, kind, point_id, vm_uuid, vm_name, vcenter, details JSON,
+                started_at, finished_at, status, error)
+    leases     (name, holder, acquired_at, expires_at)
+    meta       (key, value)                    -- "installation": this installation's id
+    recoveries (id, holder, started_at, finished_at, error)
+    repairs    (id, recovery_id, at, note)
+
+The **installation id** is a random id created once, with the file: the markers of the
+temporary snapshots this installation makes carry it, so crash recovery touches only its own.
+A **recovery** is the repair an apply does before planning; each repair it made is a row of
+`repairs`, a recovery that failed keeps its error, one that was killed has no finish.
+A killed run keeps `finished_at` NULL; the recovery that settled it sets `repaired_by`.
 
 Every time comes in from the caller (seconds since the epoch); this module never reads
 the clock.
@@ -19,6 +30,7 @@ the clock.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -34,11 +46,14 @@ __all__ = [
     "ActionRecord",
     "ActionStatus",
     "LeaseHeldError",
+    "RecoveryRecord",
     "StateDB",
     "holds_journal",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: How many recoveries that found nothing to do are kept (the newest ones).
+KEEP_EMPTY_RECOVERIES = 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at      REAL NOT NULL,
     finished_at     REAL,
     policy_revision TEXT,
-    summary         TEXT
+    summary         TEXT,
+    repaired_by     TEXT
 );
 CREATE TABLE IF NOT EXISTS actions (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,6 +86,27 @@ CREATE TABLE IF NOT EXISTS leases (
     holder      TEXT NOT NULL,
     acquired_at REAL NOT NULL,
     expires_at  REAL NOT NULL
+);
+"""
+
+#: Added by schema version 2 (a version 1 file also gets `runs.repaired_by`).
+_SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recoveries (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    holder      TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    error       TEXT
+);
+CREATE TABLE IF NOT EXISTS repairs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recovery_id INTEGER NOT NULL REFERENCES recoveries(id),
+    at          REAL NOT NULL,
+    note        TEXT NOT NULL
 );
 """
 
@@ -111,6 +148,18 @@ class ActionRecord:
     error: str | None
 
 
+@dataclass(frozen=True)
+class RecoveryRecord:
+    """One recovery (the repairs an apply made before planning)."""
+
+    id: int
+    holder: str
+    started_at: float
+    finished_at: float | None  # None: running now, or killed
+    error: str | None  # why it failed; None when it did not
+    repairs: tuple[str, ...]
+
+
 def holds_journal(path: Path) -> bool:
     """Whether the existing file `path` holds vmkeep's journal, found out read-only (an
     empty file holds none yet); any other file raises `VmkeepError` before a `StateDB`
@@ -123,7 +172,7 @@ def holds_journal(path: Path) -> bool:
         raise VmkeepError(f"cannot read the state DB {path}: {exc}") from None
     if version == 0 and tables == 0:
         return False
-    if version != SCHEMA_VERSION:
+    if not 1 <= version <= SCHEMA_VERSION:
         raise VmkeepError(f"{path} is not a vmkeep state DB this vmkeep reads (schema version "
                           f"{version}, expected {SCHEMA_VERSION}); check `state` in the host "
                           "config, or upgrade vmkeep")
@@ -131,16 +180,26 @@ def holds_journal(path: Path) -> bool:
 
 
 class StateDB:
-    """A connection to the state file; create it (and its directory) on first use."""
+    """A connection to the state file; create it (and its directory) on first use.
 
-    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+    `read_only`: open an existing journal without writing to it (no set-up, no upgrade):
+    what `vmkeep status` reads; the writing methods then fail."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 10.0,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()  # one connection, shared by the executor's threads
+        if read_only:
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
         self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()  # one connection, shared by the executor's threads
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -180,9 +239,38 @@ class StateDB:
                 f"vmkeep understands ({SCHEMA_VERSION}); upgrade vmkeep"
             )
         if version < SCHEMA_VERSION:
-            # Every statement is idempotent (IF NOT EXISTS), so two processes racing here agree.
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            with self._transaction() as conn:  # two processes racing here: one upgrades
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    for statement in f"{_SCHEMA}{_SCHEMA_2}".split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+                    if "repaired_by" not in columns:  # a version 1 file
+                        conn.execute("ALTER TABLE runs ADD COLUMN repaired_by TEXT")
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _has_table(self, name: str) -> bool:
+        """Whether the file has the table (a version 1 file read read-only lacks newer ones)."""
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                (name,)))
+
+    # ------------------------------------------------------------------ installation
+
+    def installation_id(self) -> str:
+        """This installation's id: random, created once with the journal, never changed."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('installation', ?)",
+                         (secrets.token_hex(8),))
+            row = conn.execute("SELECT value FROM meta WHERE key='installation'").fetchone()
+        return str(row["value"])
+
+    def installation(self) -> str | None:
+        """The installation id if one was created (read-only use)."""
+        if not self._has_table("meta"):
+            return None
+        rows = self._query("SELECT value FROM meta WHERE key='installation'")
+        return str(rows[0]["value"]) if rows else None
 
     # ------------------------------------------------------------------ lease
 
@@ -290,14 +378,71 @@ class StateDB:
         return [_record(r) for r in rows]
 
     def failed_with_vm_shut_down(self) -> list[ActionRecord]:
-        """Failed actions whose VM vmkeep asked to shut down and never saw back on (a guest
-        shutdown that timed out may complete later), oldest first."""
+        """Failed (or, killed, reconciled) actions whose VM vmkeep asked to shut down and
+        never saw back on (a guest shutdown may complete later), oldest first."""
         rows = self._query(
-            "SELECT * FROM actions WHERE status=? AND "
+            "SELECT * FROM actions WHERE status IN (?, ?) AND "
             "json_extract(details, '$.poweredOffByUs') = 1 ORDER BY id",
-            (ActionStatus.FAILED,),
+            (ActionStatus.FAILED, ActionStatus.RECONCILED),
         )
         return [_record(r) for r in rows]
+
+    def knows_point(self, point_id: str) -> bool:
+        """Whether any run of this installation worked on the restore point."""
+        return bool(self._query("SELECT 1 FROM actions WHERE point_id=? LIMIT 1", (point_id,)))
+
+    def action_counts(self, run_id: str) -> dict[str, int]:
+        """A run's actions by journal status (what a killed run really did)."""
+        rows = self._query("SELECT status, count(*) AS n FROM actions WHERE run_id=? "
+                           "GROUP BY status", (run_id,))
+        return {str(r["status"]): int(r["n"]) for r in rows}
+
+    # ------------------------------------------------------------------ recoveries
+
+    def begin_recovery(self, holder: str, now: float) -> int:
+        with self._transaction() as conn:
+            cur = conn.execute("INSERT INTO recoveries(holder, started_at) VALUES(?, ?)",
+                               (holder, now))
+            return int(cur.lastrowid or 0)
+
+    def record_repair(self, recovery_id: int, note: str, now: float) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO repairs(recovery_id, at, note) VALUES(?,?,?)",
+                         (recovery_id, now, note))
+
+    def end_recovery(self, recovery_id: int, now: float, error: str | None = None) -> None:
+        """Close a recovery; old ones that found nothing to do are dropped."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE recoveries SET finished_at=?, error=? WHERE id=?",
+                         (now, error, recovery_id))
+            conn.execute(
+                "DELETE FROM recoveries WHERE id < ? AND error IS NULL AND finished_at IS NOT "
+                "NULL AND NOT EXISTS (SELECT 1 FROM repairs WHERE recovery_id=recoveries.id)",
+                (recovery_id - KEEP_EMPTY_RECOVERIES,),
+            )
+
+    def last_recovery(self) -> RecoveryRecord | None:
+        if not self._has_table("recoveries"):
+            return None
+        rows = self._query("SELECT * FROM recoveries ORDER BY id DESC LIMIT 1")
+        if not rows:
+            return None
+        r = rows[0]
+        notes = self._query("SELECT note FROM repairs WHERE recovery_id=? ORDER BY id",
+                            (r["id"],))
+        return RecoveryRecord(int(r["id"]), str(r["holder"]), float(r["started_at"]),
+                              r["finished_at"], r["error"], tuple(n["note"] for n in notes))
+
+    def interrupted_runs(self) -> list[str]:
+        """Runs that never finished and no recovery settled yet, oldest first."""
+        rows = self._query("SELECT run_id FROM runs WHERE finished_at IS NULL AND "
+                           "repaired_by IS NULL ORDER BY started_at")
+        return [str(r["run_id"]) for r in rows]
+
+    def settle_interrupted_run(self, run_id: str, repaired_by: str) -> None:
+        """Note that a recovery checked what the killed run `run_id` left."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE runs SET repaired_by=? WHERE run_id=?", (repaired_by, run_id))
 
     def actions(self, run_id: str | None = None) -> list[ActionRecord]:
         if run_id is None:

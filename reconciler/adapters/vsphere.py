@@ -14,6 +14,8 @@ How it talks:
   transient failures (connection refused/reset, server disconnects, HTTP 502/503/504,
   timeouts) with bounded exponential backoff (`retry`). Only idempotent reads go through
   it for now; a mutating call added later must not be retried after its request was sent.
+  Managed object references are built through `VSphereClient.ref`/`stub`/`content`, which
+  open the session when none is open: every operation works as the first call on a client.
 * **Errors** come out as `AuthenticationError` (naming the vCenter and user, never the
   password), `CertificateError` (with what the server presented and what to set),
   `TransientError` (after the retries) or `VCenterError`.
@@ -175,6 +177,30 @@ class VSphereClient:
     @property
     def name(self) -> str:
         return self.config.name
+
+    # ------------------------------------------------------------------ session
+
+    @property
+    def stub(self) -> Any:
+        """The SOAP stub of a live session: the session is opened (logged in, with retries)
+        when none is, so a reference built from it works as the first call on a fresh
+        client. Build references inside the operation given to `_soap`/`_mutate`, so a
+        retry after a new login uses the current stub."""
+        if self._stub is None or not self._logged_in:
+            self._soap("log in", lambda: None)
+        return self._stub
+
+    @property
+    def content(self) -> Any:
+        """The ServiceContent of a live session (opened on first use, like `stub`)."""
+        if self._stub is None or not self._logged_in:
+            self._soap("log in", lambda: None)
+        return self._content
+
+    def ref(self, kind: Any, moref: str) -> Any:
+        """A managed object reference on the live session's stub, e.g.
+        ``ref(vim.vm.Snapshot, "snapshot-12")``."""
+        return kind(moref, self.stub)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -520,7 +546,7 @@ class VSphereOperations:
         c = self.client
 
         def read() -> VM | None:
-            ref = c._content.searchIndex.FindByUuid(
+            ref = c.content.searchIndex.FindByUuid(
                 uuid=instance_uuid, vmSearch=True, instanceUuid=True
             )
             if ref is None:
@@ -530,7 +556,7 @@ class VSphereOperations:
                                     or objects[0].props.get("parentVApp"))
             host = objects[0].props.get("runtime.host")
             hosts = self._read_objects([host], HOST_PROPERTIES) if host is not None else []
-            fields = c._content.customFieldsManager.field if c._content.customFieldsManager \
+            fields = c.content.customFieldsManager.field if c.content.customFieldsManager \
                 else []
             inventory, _ = build_inventory(self.name, [*objects, *chain, *hosts], fields, None)
             return inventory.vms[0] if inventory.vms else None
@@ -543,7 +569,7 @@ class VSphereOperations:
             objectSet=[PC.ObjectSpec(obj=r, skip=False) for r in refs],
             propSet=[PC.PropertySpec(type=kind, pathSet=list(paths), all=False)],
         )
-        result = self.client._content.propertyCollector.RetrievePropertiesEx(
+        result = self.client.content.propertyCollector.RetrievePropertiesEx(
             specSet=[spec], options=PC.RetrieveOptions()
         )
         objects: list[RawObject] = []
@@ -556,7 +582,7 @@ class VSphereOperations:
                                          {p.name: p.val for p in content.propSet or ()}))
             if not result.token:
                 break
-            result = self.client._content.propertyCollector.ContinueRetrievePropertiesEx(
+            result = self.client.content.propertyCollector.ContinueRetrievePropertiesEx(
                 token=result.token
             )
         return objects
@@ -587,7 +613,10 @@ class VSphereOperations:
         return self.client._soap(f"find the datacenter of VM {vm.name!r}", read)
 
     def _vm_ref(self, vm: VM) -> Any:
-        return vim.VirtualMachine(vm.moref, self.client._stub)
+        return self.client.ref(vim.VirtualMachine, vm.moref)
+
+    def _snapshot_ref(self, snapshot_id: str) -> Any:
+        return self.client.ref(vim.vm.Snapshot, snapshot_id)
 
     # ------------------------------------------------------------------ mutations
 
@@ -627,6 +656,55 @@ class VSphereOperations:
             self.client._sleep(delay)
             delay = min(TASK_POLL[1], delay * 2)
 
+    def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
+        """Wait until no task on the VM is queued or running (vCenter's recent tasks: e.g. a
+        snapshot whose creation an interrupted run started); the names of those waited for."""
+        waited: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        delay = TASK_POLL[0]
+        while True:
+            running = self.client._soap(f"read the tasks of VM {vm.name!r}",
+                                        lambda: self._running_tasks(vm))
+            waited.update(running)
+            if not running:
+                return tuple(waited[key] for key in sorted(waited))
+            if time.monotonic() > deadline:
+                raise VCenterError(self.name, f"VM {vm.name!r}: task(s) "
+                                   f"{', '.join(sorted(running.values()))} still running after "
+                                   f"{timeout:.0f} s")
+            self.client._sleep(delay)
+            delay = min(TASK_POLL[1], delay * 2)
+
+    def _running_tasks(self, vm: VM) -> dict[str, str]:
+        """Task id -> name of the VM's queued or running tasks, from TaskManager.recentTask."""
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(
+                obj=self.client.content.taskManager, skip=True,
+                selectSet=[PC.TraversalSpec(name="recent", type=vim.TaskManager,
+                                            path="recentTask", skip=False)],
+            )],
+            propSet=[PC.PropertySpec(type=vim.Task, all=False,
+                                     pathSet=["info.entity", "info.state", "info.name"])],
+            reportMissingObjectsInResults=True,
+        )
+        collector = self.client.content.propertyCollector
+        result = collector.RetrievePropertiesEx(specSet=[spec], options=PC.RetrieveOptions())
+        running: dict[str, str] = {}
+        while result is not None:
+            for content in result.objects:
+                for missing in content.missingSet or ():
+                    if isinstance(missing.fault, vim.fault.NotAuthenticated):
+                        raise _SessionLost("properties missing: the session ended")
+                props = {p.name: p.val for p in content.propSet or ()}
+                entity = props.get("info.entity")
+                if (getattr(entity, "_moId", None) == vm.moref
+                        and str(props.get("info.state")) in ("queued", "running")):
+                    running[content.obj._moId] = str(props.get("info.name") or "task")
+            if not result.token:
+                break
+            result = collector.ContinueRetrievePropertiesEx(token=result.token)
+        return running
+
     def _task_fault(self, what: str, fault: Any) -> VCenterError:
         name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "unknown fault"
         message = getattr(fault, "msg", "") or getattr(fault, "localizedMessage", "") or ""
@@ -648,11 +726,11 @@ class VSphereOperations:
         return str(result._moId)
 
     def remove_snapshot(self, vm: VM, snapshot_id: str) -> None:
-        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
         try:
             self._run_task(
                 f"remove snapshot {snapshot_id} of VM {vm.name!r}",
-                lambda: snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
+                lambda: self._snapshot_ref(snapshot_id).RemoveSnapshot_Task(
+                    removeChildren=False, consolidate=True),
             )
         except VCenterError as exc:
             if "ManagedObjectNotFound" not in exc.message:
@@ -687,10 +765,10 @@ class VSphereOperations:
     # ------------------------------------------------------------------ disks
 
     def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
-        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
         [obj] = self.client._soap(
             f"read the disks of snapshot {snapshot_id}",
-            lambda: self._read_objects([snapshot], ("config.hardware.device",)),
+            lambda: self._read_objects([self._snapshot_ref(snapshot_id)],
+                                       ("config.hardware.device",)),
         )
         return disks_of(obj.props.get("config.hardware.device"))
 
@@ -704,8 +782,7 @@ class VSphereOperations:
         return self.client._connection(host, port)
 
     def _cookie(self) -> str:
-        self.client._soap("log in", lambda: None)
-        return str(self.client._stub.cookie)
+        return str(self.client.stub.cookie)
 
     def open_disk(self, vm: VM, snapshot_id: str, disk: Disk,
                   on_lease: Callable[[str], None] | None = None) -> DiskStream:
@@ -882,7 +959,7 @@ class VSphereOperations:
         self, vm: VM, snapshot_id: str, disk: Disk, since_change_id: str
     ) -> list[tuple[int, int]] | None:
         ref = self._vm_ref(vm)
-        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
+        snapshot = self._snapshot_ref(snapshot_id)
         extents: list[tuple[int, int]] = []
         offset = 0
         while offset < disk.capacity_bytes:

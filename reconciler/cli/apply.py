@@ -13,9 +13,11 @@ made. Exit codes: 0 all done (or nothing to do), 1 error before any action (noth
 Every input (host config, flags, `--now`, policies, the plan file, vCenter passwords) is
 checked before anything is opened, created, locked or asked of vCenter.
 
-One applier per state DB at a time (a lease with holder and expiry). Before planning, the
-journal's unfinished actions of earlier runs are reconciled: VMs vmkeep powered off are
-powered on, leftover export snapshots removed, partial exports discarded.
+One applier per state DB at a time (a lease with holder and expiry). Before planning, what
+interrupted runs of this installation left is repaired (`reconciler.recovery`): tasks they
+left running are waited for, VMs vmkeep powered off are powered on, this installation's
+leftover export snapshots removed, partial exports discarded; each repair is printed and
+journaled.
 """
 
 from __future__ import annotations
@@ -37,21 +39,15 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import observed, planner, policies, wiring
 from reconciler.adapters.hooks import SubprocessHooks
-from reconciler.adapters.statedb import ActionStatus, LeaseHeldError, StateDB
+from reconciler.adapters.statedb import LeaseHeldError, StateDB
 from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
 from reconciler.cli.state import capture, parse_now
 from reconciler.errors import BlockedError, StalePlanError, UsageError
-from reconciler.executor import (
-    ActionRunner,
-    DiskExport,
-    OutcomeStatus,
-    RunReport,
-    execute,
-    recover,
-)
+from reconciler.executor import ActionRunner, DiskExport, OutcomeStatus, RunReport, execute
 from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore
+from reconciler.recovery import recover_journaled
 from reconciler.render import plan_from_json, render_text
 from reconciler.render.document import held_to_json
 from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
@@ -162,7 +158,7 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         vcenters = stack.enter_context(VCenterPool(config.vcenters, given.passwords))
         targets = _open_targets(config, stack)
         state = capture(config, now)
-        notes = _recover(db, vcenters, state, targets)
+        notes = _recover(db, holder, run_id, vcenters, state, targets)
         if notes:
             state = capture(config, now)
         transports = {name: vc.transport for name, vc in config.vcenters.items()}
@@ -172,11 +168,13 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         if not plan.actions:
             if plan.held:
                 _say("Nothing to apply: every change is a deletion held back.", args.output,
-                     plan)
+                     plan, notes)
             elif plan.unobserved:
-                _say("No changes for the vCenters that could be observed.", args.output, plan)
+                _say("No changes for the vCenters that could be observed.", args.output, plan,
+                     notes)
             else:
-                _say("No changes: reality already matches the policies.", args.output)
+                _say("No changes: reality already matches the policies.", args.output,
+                     repaired=notes)
             code = EXIT_PARTIAL if plan.held or plan.unobserved else 0
             return ApplyResult(code, policy_set.revision, plan)
         _confirm(args, plan)
@@ -194,6 +192,7 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
             sleep=time.sleep,
             policy_revision=policy_set.revision,
             progress=display,
+            installation=db.installation_id(),
         )
         hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
         report = execute(plan, runner, config.limits, parallel=args.parallel, hosts=hosts)
@@ -247,26 +246,18 @@ def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore
     return targets
 
 
-def _recover(db: StateDB, vcenters: VCenterPool, state: ObservedState,
-             targets: dict[str, ExportStore]) -> list[str]:
+def _recover(db: StateDB, holder: str, run_id: str, vcenters: VCenterPool,
+             state: ObservedState, targets: dict[str, ExportStore]) -> list[str]:
     # The journal's records of a vCenter that could not be observed wait for a run that sees
     # it: repairing them now would mean asking that vCenter, or settling them unrepaired.
-    unseen = set(state.unobserved)
-    notes = _clean_restores(db, vcenters, unseen)
-    notes += recover(
-        [a for a in db.unfinished_actions()
-         if a.vcenter not in unseen and a.kind != RESTORE_KIND],
-        {name: ops for name, ops in vcenters.ops().items() if name not in unseen},
-        state.vcenters,
-        targets,
-        lambda action_id, note: db.record_outcome(action_id, ActionStatus.RECONCILED,
-                                                  time.time(), note),
-        [a for a in db.failed_with_vm_shut_down() if a.vcenter not in unseen],
-        lambda action_id: db.update_details(action_id, {"poweredOffByUs": False}),
-    )
-    for note in notes:
+    def say(note: str) -> None:
         print(f"vmkeep: repaired: {note}", file=sys.stderr)
-    return notes
+
+    notes = _clean_restores(db, vcenters, set(state.unobserved))
+    for note in notes:
+        say(note)
+    return notes + recover_journaled(db, holder, run_id, vcenters.ops(), state, targets,
+                                     time.time, say, other_kinds={RESTORE_KIND})
 
 
 def _clean_restores(db: StateDB, vcenters: VCenterPool, unseen: set[str]) -> list[str]:
@@ -363,12 +354,15 @@ def _held_json(plan: Plan | None) -> dict[str, Any]:
     return {**held_to_json(plan), "unobservedVcenters": dict(sorted(plan.unobserved.items()))}
 
 
-def _say(message: str, output: str, plan: Plan | None = None) -> None:
+def _say(message: str, output: str, plan: Plan | None = None,
+         repaired: list[str] | None = None) -> None:
     if output == "json":
         print(json.dumps({"runId": None, "outcomes": [], "summary": {}, "message": message,
-                          **_held_json(plan)}))
+                          "repaired": list(repaired or []), **_held_json(plan)}))
     else:
         print(message)
+        for note in repaired or ():
+            print(f"  repaired: {note}")
         _print_held(plan)
 
 
@@ -433,6 +427,8 @@ def _summary(report: RunReport, output: str, plan: Plan | None = None) -> None:
     print(f"\nApply {report.run_id}: " + ", ".join(
         f"{counts.get(s, 0)} {s}" for s in (OutcomeStatus.DONE, OutcomeStatus.NOOP,
                                             OutcomeStatus.FAILED, OutcomeStatus.SKIPPED)))
+    for note in report.recovered:
+        print(f"  repaired: {note}")
     for outcome in report.outcomes:
         if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.SKIPPED):
             a = outcome.action

@@ -8,8 +8,9 @@ outcome counts, the failed actions of the newest finished run, and actions whose
 before their outcome (the next apply repairs them). With policies (`--policies`, `--repo`, or
 a `./policies` directory) and the observed state (live, or `--state FILE`): every VM's
 coverage and what an apply would do now. Exit 0; with `--check`, 3 when anything needs
-attention (failures in the last run, interrupted actions, late or missing coverage, a
-blocked plan), for monitoring; 1 on errors.
+attention (failures in the last run, a failed or interrupted recovery, an interrupted run not
+repaired yet, pending repairs, late or missing coverage, a blocked plan), for monitoring; 1 on
+errors.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,13 +31,14 @@ from reconciler.cli.apply import LEASE, holder_is_dead
 from reconciler.cli.scheduled_verify import verification_view
 from reconciler.cli.state import capture, load_state, parse_now
 from reconciler.errors import UsageError, VmkeepError
-from reconciler.model import HostConfig, Plan
+from reconciler.model import HostConfig, ObservedState, Plan
+from reconciler.recovery import temporaries
 from reconciler.render.status import status_text, status_to_json
-from reconciler.status import JournalAction, RunRecord, Status, summarize
+from reconciler.status import JournalAction, RecoveryInfo, RunRecord, Status, summarize
 from reconciler.verify_schedule import VerificationView
 
 if TYPE_CHECKING:
-    from reconciler.adapters.statedb import ActionRecord
+    from reconciler.adapters.statedb import ActionRecord, StateDB
 
 __all__ = ["EXIT_ATTENTION", "collect_status", "register", "run"]
 
@@ -79,10 +82,10 @@ def collect_status(args: argparse.Namespace) -> Status:
         raise UsageError("--runs must be 0 or more")
     config = wiring.load_host_config(args.config)
     now = parse_now(args.now)
-    plan, verification = None, None
+    plan, verification, state = None, None, None
     if _wants_coverage(args):
-        plan, verification = _plan(args, config, now)
-    return _journal_status(config, now, plan, args.runs, verification)
+        plan, verification, state = _plan(args, config, now)
+    return _journal_status(config, now, plan, args.runs, verification, state)
 
 
 def _wants_coverage(args: argparse.Namespace) -> bool:
@@ -91,14 +94,15 @@ def _wants_coverage(args: argparse.Namespace) -> bool:
 
 
 def _plan(args: argparse.Namespace, config: HostConfig, now: datetime
-          ) -> tuple[Plan, VerificationView]:
+          ) -> tuple[Plan, VerificationView, ObservedState]:
     source = common.policy_source_from_args(args)
     policy_set = policies.parse_policies(source.files(), config, source.revision)
     observed = load_state(args.state) if args.state else capture(config, now)
     plan = planner.plan(policy_set, observed, now, config.limits,
                         {name: vc.transport for name, vc in config.vcenters.items()},
                         hygiene=config.hygiene)
-    return plan, verification_view(config, policy_set, observed.targets, now.timestamp())
+    return (plan, verification_view(config, policy_set, observed.targets, now.timestamp()),
+            observed)
 
 
 def _moment(epoch: float | None) -> datetime | None:
@@ -106,35 +110,61 @@ def _moment(epoch: float | None) -> datetime | None:
 
 
 def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: int,
-                    verification: VerificationView | None = None) -> Status:
-    """Read the state DB without creating it: a host that never applied has no journal."""
+                    verification: VerificationView | None = None,
+                    state: ObservedState | None = None) -> Status:
+    """Read the state DB without creating or changing it: a host that never applied has no
+    journal."""
     from reconciler.adapters.statedb import ActionStatus, StateDB, holds_journal
 
     if not Path(config.state).is_file() or not holds_journal(Path(config.state)):
+        others = temporaries(state, None)[1] if state is not None else []
         return summarize(now, (), (), (), None, plan, keep_runs=keep,
-                         verification=verification)
+                         verification=verification, others=others)
 
     try:
-        with StateDB(config.state) as db:
-            runs = [
-                RunRecord(r["run_id"], r["holder"], _moment(r["started_at"]) or now,
-                          _moment(r["finished_at"]), r["policy_revision"],
-                          {str(k): int(v) for k, v in (r["summary"] or {}).items()})
-                for r in db.runs()
-            ]
+        with StateDB(config.state, read_only=True) as db:
+            holder = db.lease_holder(LEASE, time.time())
+            if holder is not None and holder_is_dead(holder):
+                holder = None  # its process was killed before the lease expired: nothing runs
+            runs = [_run(db, r, now) for r in db.runs()]
             finished = [r for r in runs if r.finished_at is not None]
             newest = max(finished, key=lambda r: (r.started_at, r.run_id)) if finished else None
             failed = [a for a in db.actions(newest.run_id) if a.status == ActionStatus.FAILED] \
                 if newest else []
             unfinished = db.unfinished_actions()
-            holder = db.lease_holder(LEASE, time.time())
+            shut_down = db.failed_with_vm_shut_down()
+            last = db.last_recovery()
+            installation = db.installation()
+            ours, others = (temporaries(state, installation, db.knows_point)
+                            if state is not None else ([], []))
     except sqlite3.Error as exc:
         raise VmkeepError(f"cannot read the state DB {config.state}: {exc}") from None
-    if holder is not None and holder_is_dead(holder):
-        holder = None  # its process was killed before the lease expired: nothing runs
+    pending = [f"VM {a.vm_name!r} ({a.vcenter}) may be off: vmkeep shut it down and its guest "
+               "may have finished the shutdown after the action gave up; the next apply powers "
+               "it on if it is" for a in shut_down]
+    pending += ours
+    recovery = None if last is None else RecoveryInfo(
+        last.holder, _moment(last.started_at) or now, _moment(last.finished_at), last.error,
+        last.repairs)
     return summarize(now, runs, [_journal(a, now) for a in failed],
                      [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep,
-                     verification=verification)
+                     verification=verification,
+                     recovery=recovery, pending_repairs=pending, others=others)
+
+
+def _run(db: StateDB, r: Mapping[str, Any], now: datetime) -> RunRecord:
+    """A run as status shows it; a run that never finished gets its counts from the journal
+    (actions it left without an outcome count as "interrupted")."""
+    if r["finished_at"] is not None:
+        counts = {str(k): int(v) for k, v in (r["summary"] or {}).items()}
+    else:
+        counts = {}
+        for status, n in db.action_counts(r["run_id"]).items():
+            key = "interrupted" if status in ("started", "reconciled") else status
+            counts[key] = counts.get(key, 0) + n
+    return RunRecord(r["run_id"], r["holder"], _moment(r["started_at"]) or now,
+                     _moment(r["finished_at"]), r["policy_revision"], counts,
+                     r.get("repaired_by"))
 
 
 def _journal(a: ActionRecord, now: datetime) -> JournalAction:

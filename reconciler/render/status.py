@@ -9,12 +9,12 @@ from reconciler.model import ActionKind, CoverageState, PlanWarning
 from reconciler.observed import format_time
 from reconciler.render.document import coverage_to_json, summary
 from reconciler.render.text import coverage_line
-from reconciler.status import JournalAction, RunRecord, Status
+from reconciler.status import JournalAction, RecoveryInfo, RunRecord, Status
 
 __all__ = ["status_text", "status_to_json"]
 
 
-def _run_json(r: RunRecord) -> dict[str, Any]:
+def _run_json(r: RunRecord, apply_holder: str | None) -> dict[str, Any]:
     return {
         "runId": r.run_id,
         "holder": r.holder,
@@ -22,6 +22,20 @@ def _run_json(r: RunRecord) -> dict[str, Any]:
         "finishedAt": format_time(r.finished_at) if r.finished_at else None,
         "policyRevision": r.policy_revision,
         "counts": dict(r.counts),
+        "interrupted": r.finished_at is None and r.holder != apply_holder,
+        "repairedBy": r.repaired_by,
+    }
+
+
+def _recovery_json(r: RecoveryInfo | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "holder": r.holder,
+        "startedAt": format_time(r.started_at),
+        "finishedAt": format_time(r.finished_at) if r.finished_at else None,
+        "error": r.error,
+        "repairs": list(r.repairs),
     }
 
 
@@ -45,7 +59,10 @@ def status_to_json(status: Status) -> dict[str, Any]:
         "ok": not status.attention,
         "attention": list(status.attention),
         "apply": {"running": status.apply_holder is not None, "holder": status.apply_holder},
-        "runs": [_run_json(r) for r in status.runs],
+        "runs": [_run_json(r, status.apply_holder) for r in status.runs],
+        "recovery": _recovery_json(status.recovery),
+        "pendingRepairs": list(status.pending_repairs),
+        "othersTemporaries": list(status.others),
         "lastRunFailures": [_action_json(a) for a in status.failures],
         "unfinished": [_action_json(a) for a in status.unfinished],
         "coverage": None if plan is None else {
@@ -77,9 +94,9 @@ def _finding_json(w: PlanWarning) -> dict[str, Any]:
     }
 
 
-def _duration(r: RunRecord) -> str:
+def _duration(r: RunRecord, apply_holder: str | None) -> str:
     if r.finished_at is None:
-        return "not finished"
+        return "running" if r.holder == apply_holder else "interrupted"
     seconds = int((r.finished_at - r.started_at).total_seconds())
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
@@ -95,8 +112,9 @@ def status_text(status: Status) -> str:
         for r in status.runs:
             counts = ", ".join(f"{n} {k}" for k, n in sorted(r.counts.items())) or "no actions"
             started = format_time(r.started_at.replace(microsecond=0))
-            lines.append(f"  {r.run_id}  {started}  {_duration(r):<12} {counts}  "
-                         f"revision {(r.policy_revision or '-')[:12]}")
+            lines.append(f"  {r.run_id}  {started}  {_duration(r, status.apply_holder):<12} "
+                         f"{counts}  revision {(r.policy_revision or '-')[:12]}"
+                         + (f"  (repaired by {r.repaired_by})" if r.repaired_by else ""))
     if status.failures:
         lines.append("Failed in the last finished run")
         for a in status.failures:
@@ -106,6 +124,19 @@ def status_text(status: Status) -> str:
         for a in status.unfinished:
             lines.append(f"  {a.kind} {a.vcenter}/{a.vm_name} {a.point_id} "
                          f"(run {a.run_id}, {format_time(a.started_at)})")
+    recovery = status.recovery
+    if recovery is not None and (recovery.repairs or recovery.error):
+        lines.append(f"Last recovery ({recovery.holder}, "
+                     f"{format_time(recovery.started_at.replace(microsecond=0))})")
+        lines.extend(f"  repaired: {note}" for note in recovery.repairs)
+        if recovery.error:
+            lines.append(f"  failed: {recovery.error}")
+    if status.pending_repairs:
+        lines.append("Repairs pending (the next apply makes them)")
+        lines.extend(f"  {item}" for item in status.pending_repairs)
+    if status.others:
+        lines.append("Other installations' temporary snapshots (never touched by this one)")
+        lines.extend(f"  {item}" for item in status.others)
     plan = status.plan
     if plan is not None:
         by_state = status.coverage_counts()

@@ -18,6 +18,8 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,14 +31,22 @@ from reconciler.adapters.repository import Repository
 from reconciler.markers import MarkerKind, parse_marker
 
 from .apply_world import Estate
-from .conftest import StartVcsim, wait_until
-from .test_apply_kill import spawn_apply
+from .conftest import REPO, StartVcsim, wait_until
 
 pytestmark = pytest.mark.vcsim
 
 TRIALS = int(os.environ.get("VMKEEP_NFC_KILL_TRIALS", "8"))
 START = datetime(2026, 1, 1, 1, 30)
 MiB = 1 << 20
+
+
+def spawn_apply(estate: Estate, now: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "VMKEEP_SIM_PASSWORD": estate.sim.password}
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--config", str(estate.config),
+         "--policies", str(estate.policies), "--now", now, "--auto-approve"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
 
 
 def ready_leases(estate: Estate) -> list[dict[str, Any]]:
@@ -75,6 +85,9 @@ def test_apply_killed_during_nfc_exports_is_repaired_by_the_next_run(
     held_at_kill = 0
     for trial in range(1, TRIALS + 1):
         day = (START + timedelta(days=trial)).isoformat() + "Z"
+        # even trials: downloads paced (2 s a disk) so the kill lands while a lease is held on
+        # any machine; odd trials at full speed
+        estate.sim.faults(nfcBytesPerSecond=0 if trial % 2 else 4 * MiB)
         proc = spawn_apply(estate, day)
         if trial % 2:
             time.sleep(rng.uniform(0.0, span))
@@ -84,6 +97,7 @@ def test_apply_killed_during_nfc_exports_is_repaired_by_the_next_run(
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(60)
+        estate.sim.faults(nfcBytesPerSecond=0)
         held_at_kill += bool(ready_leases(estate))
         repair = estate.apply(day)
         assert repair.code == 0, f"trial {trial}: {repair.out}\n{repair.err}"

@@ -141,8 +141,15 @@ def test_an_export_in_another_thread_waits_for_a_gc_of_this_process(
 ) -> None:
     repo = paused_gc.repo
     repo.lock_timeout = 10
-    began = threading.Event()
+    began, waiting = threading.Event(), threading.Event()
     data = noise("during gc", 30 * CHUNK)
+    real_wait = repo._gc_done.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        waiting.set()  # the writer found the GC running and waits for it
+        return real_wait(timeout)
+
+    repo._gc_done.wait = wait  # type: ignore[method-assign]
 
     def write() -> None:
         with repo.begin_point(point_id(2), "nightly", VM, SLOT) as w:
@@ -152,7 +159,12 @@ def test_an_export_in_another_thread_waits_for_a_gc_of_this_process(
 
     writer = threading.Thread(target=write)
     writer.start()
-    assert not began.wait(0.5)  # the shared lock did not let it slip into the GC
+    # Either the writer waits for the GC, or (a broken lock) it slips through: whichever
+    # comes first decides; the GC stays paused meanwhile, so the outcome is not timing.
+    deadline = time.monotonic() + 30
+    while not (waiting.is_set() or began.is_set()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting.is_set() and not began.is_set()
     paused_gc.resume()
     writer.join(10)
     assert began.is_set()

@@ -68,6 +68,8 @@ class FakeVCenter:
         self.fail_snapshot_for: set[str] = set()
         self.fail_quiesce = False
         self.fail_read = False
+        #: Tasks still running per VM (uuid): (name, what it does when it completes).
+        self.in_flight: dict[str, list[tuple[str, Callable[[], None]]]] = {}
         self._next = 1
 
     def add(self, name: str, **kw: Any) -> FakeVMState:
@@ -150,6 +152,13 @@ class FakeVCenter:
 
     def vm_files(self, vm: VM) -> Mapping[str, bytes]:
         return {f"{vm.name}.vmx": b'displayName = "x"\n'}
+
+    def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
+        self.calls.append(("wait_for_tasks", vm.name))
+        tasks = self.in_flight.pop(vm.instance_uuid, [])
+        for _, complete in tasks:
+            complete()
+        return tuple(name for name, _ in tasks)
 
 
 class FakeWriter:

@@ -75,8 +75,8 @@ def world(tmp_path: Path, **consistency: object) -> World:
 
 
 def marked(sid: str, policy: str, uuid: str, kind: MarkerKind = MarkerKind.POINT,
-           slot=T0) -> Snapshot:
-    marker = Marker(policy, point_id(policy, uuid, slot), slot, kind)
+           slot=T0, installation: str | None = None) -> Snapshot:
+    marker = Marker(policy, point_id(policy, uuid, slot), slot, kind, installation=installation)
     return Snapshot(sid, format_name(marker), format_description(marker), slot, False)
 
 
@@ -326,7 +326,8 @@ def test_export_deletions_are_followed_by_garbage_collection(tmp_path):
 def test_recovery_powers_on_what_a_crashed_run_shut_down_and_removes_its_leftovers(tmp_path):
     w = world(tmp_path)
     state = w.vc.add("app", power=PowerState.OFF)
-    state.snapshots.append(marked("snapshot-7", "gold", "uuid-app", MarkerKind.EXPORT_TEMP))
+    state.snapshots.append(marked("snapshot-7", "gold", "uuid-app", MarkerKind.EXPORT_TEMP,
+                                  installation="inst-a"))
     state.snapshots.append(marked("snapshot-8", "gold", "uuid-app", MarkerKind.POINT))
     w.store.partial.add("gold/uuid-app/20261125T010000Z")
     aid = w.db.record_intent("run-1", kind="export.create", point_id="p", vm_uuid="uuid-app",
@@ -338,6 +339,7 @@ def test_recovery_powers_on_what_a_crashed_run_shut_down_and_removes_its_leftove
         {"sim": [w.vc.vm(state)]},
         {"local": w.store},
         lambda i, note: w.db.record_outcome(i, "reconciled", 2.0, note),
+        installation="inst-a",
     )
     assert state.power is PowerState.ON
     assert [s.id for s in state.snapshots] == ["snapshot-8"]

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
 BASE = {"model", "errors", "ports", "vmconfig"}
-SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore"}
+SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore", "recovery"}
 SHELL = {"cli", "controller", "wiring", "__main__"}
 ADAPTERS = "adapters"
 

@@ -49,8 +49,8 @@ def plan(*states: CoverageState, blocked: str = "") -> Plan:
         ([run(1), run(2, failed=2)], [action("run-2", "failed")], [], None, None,
          ["the last finished run (run-2) had 2 failed action(s)"]),
         ([run(1), run(2, finished=False)], [], [action("run-2", "started")], None, None,
-         ["1 action(s) of an interrupted run have no outcome; the next apply checks what "
-          "they left behind and repairs it"]),
+         ["1 action(s) of an interrupted run (run-2) have no outcome; the next apply checks "
+          "what they left behind and repairs it"]),
         ([run(1), run(2, finished=False)], [], [action("run-2", "started")], "host/2/run-2",
          None, []),
         ([], [], [], None, plan(CoverageState.LATE, CoverageState.MISSING, CoverageState.LATE),

@@ -1,0 +1,358 @@
+"""Crash recovery: repair what an interrupted run of *this installation* left, and only that.
+
+`vmkeep apply` runs it under the applier lease, before planning (`recover_journaled`):
+
+1. **NFC export leases.** A lease an interrupted export was reading from (journaled as
+   `nfcLease`) is aborted first: a held lease blocks the VM's power operations.
+2. **Tasks still running.** For every action the journal holds without an outcome (intent
+   written, the run killed), vCenter's recent tasks on its VM are waited for: a snapshot whose
+   creation the killed run started may still be on its way, and observing before it lands
+   would miss it (then the plan takes a second snapshot for the same slot). VMs are re-read
+   after the wait.
+3. **Power.** A VM vmkeep shut down (journaled before the shutdown) and found not on is
+   powered on; so is one whose guest finished a shutdown after its action gave up waiting.
+4. **Temporary export snapshots** carry the id of the installation that made them
+   (`markers`). Only this installation's are removed (none is in use: the lease is held), after
+   waiting for tasks still running on the VM. Another installation's are left alone and
+   reported: that installation's own next run removes them. A temporary whose marker predates
+   installation ids (no id) is removed only when this installation's journal worked on its
+   restore point (then it is ours); otherwise it is reported like another's.
+5. **Partial exports** in this installation's targets are discarded.
+
+Each repair is one line ("powered VM 'db' back on …"); `recover_journaled` journals them
+with the recovery (and its error, when it failed), settles the interrupted runs, and marks
+their actions reconciled. A recovery that fails part-way raises `RecoveryError` after trying
+every repair; the next apply tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from reconciler.errors import VmkeepError
+from reconciler.markers import MarkerKind, parse_marker
+from reconciler.model import VM, ObservedState, PowerState
+from reconciler.ports import ExportStore, VCenterOps
+
+__all__ = [
+    "RecoveryError",
+    "RecoveryJournal",
+    "UnfinishedAction",
+    "recover",
+    "recover_journaled",
+    "temporaries",
+]
+
+log = logging.getLogger(__name__)
+
+
+class RecoveryError(VmkeepError):
+    """Some repairs failed (each named); the others were made."""
+
+
+class UnfinishedAction(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def vm_uuid(self) -> str: ...
+
+    @property
+    def vcenter(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+
+
+def recover(
+    unfinished: Iterable[UnfinishedAction],
+    vcenters: Mapping[str, VCenterOps],
+    inventories: Mapping[str, Iterable[VM]],
+    targets: Mapping[str, ExportStore],
+    mark_reconciled: Callable[[int, str], None],
+    shut_down: Iterable[UnfinishedAction] = (),
+    mark_powered_on: Callable[[int], None] = lambda _: None,
+    *,
+    installation: str = "",
+    knows_point: Callable[[str], bool] = lambda _: False,
+    left_alone: Callable[[str], None] = lambda _: None,
+    unobserved: Collection[str] = (),
+) -> list[str]:
+    """Repair what interrupted runs of installation `installation` left; one line per repair.
+
+    `unfinished`: actions without an outcome (their runs were killed); `shut_down`: failed or
+    reconciled actions whose VM vmkeep asked to shut down and never saw back on (settled with
+    `mark_powered_on`; an unfinished one whose VM is found on keeps its intent for the next
+    run: its guest may still be going down). `knows_point(point_id)`: whether this
+    installation's journal worked on the point (for markers without an installation id).
+    `left_alone` hears about every temporary snapshot that is not this installation's.
+    `unobserved`: vCenters that could not be read now; what concerns them is left for a later
+    run (not marked reconciled, not a failure). Raises `RecoveryError` after trying every
+    repair when some failed.
+    """
+    notes: list[str] = []
+    failures: list[str] = []
+    fresh: dict[tuple[str, str], VM | None] = {}  # VMs re-read after their tasks ended
+
+    def attempt(what: str, repair: Callable[[], None]) -> bool:
+        try:
+            repair()
+            return True
+        except VmkeepError as exc:
+            failures.append(f"{what}: {exc}")
+            return False
+
+    def settled_vm(name: str, vc: VCenterOps, uuid: str) -> VM | None:
+        """The VM once no task runs on it (waited for once per recovery)."""
+        if (name, uuid) not in fresh:
+            vm = vc.find_vm(uuid)
+            if vm is not None:
+                for task in vc.wait_for_tasks(vm):
+                    notes.append(f"waited for {task} on VM {vm.name!r} ({name}), still "
+                                 "running from an interrupted run")
+                vm = vc.find_vm(uuid)
+            fresh[(name, uuid)] = vm
+        return fresh[(name, uuid)]
+
+    for record in unfinished:
+        if record.vcenter in unobserved:
+            continue  # repaired once that vCenter answers again
+        vc = vcenters.get(record.vcenter)
+
+        def repair_one(record: UnfinishedAction = record, vc: VCenterOps | None = vc) -> None:
+            if vc is not None:
+                notes.extend(_abort_left_lease(record, vc))  # first: it blocks power ops
+                vm = settled_vm(record.vcenter, vc, record.vm_uuid)
+                if record.details.get("poweredOffByUs"):
+                    if vm is not None and vm.power_state is not PowerState.ON:
+                        vc.power_on(vm)
+                        fresh.pop((record.vcenter, record.vm_uuid), None)
+                        notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut "
+                                     "it down)")
+                    if vm is None or vm.power_state is not PowerState.ON:
+                        mark_powered_on(record.id)
+                    # A VM found on keeps the intent: a guest shutdown the killed run asked
+                    # for may still complete; the next run looks again (as `shut_down`).
+            mark_reconciled(record.id, "reconciled after an interrupted run")
+
+        attempt(f"action {record.id} of an interrupted run", repair_one)
+    for record in shut_down:
+        vc = vcenters.get(record.vcenter)
+        if vc is None or record.vcenter in unobserved:
+            continue
+
+        def power_one(record: UnfinishedAction = record, vc: VCenterOps = vc) -> None:
+            vm = settled_vm(record.vcenter, vc, record.vm_uuid)
+            if vm is not None and vm.power_state is PowerState.OFF:
+                vc.power_on(vm)
+                fresh.pop((record.vcenter, record.vm_uuid), None)
+                notes.append(f"powered VM {vm.name!r} back on (its guest finished a shutdown "
+                             "vmkeep had asked for after the action gave up waiting)")
+            mark_powered_on(record.id)
+
+        attempt(f"power state of VM {record.vm_uuid}", power_one)
+    for name, vc in sorted(vcenters.items()):
+        if name in unobserved:
+            continue
+        seen = {vm.instance_uuid: vm for vm in inventories.get(name, ())}
+        for (vcenter, uuid), again in fresh.items():  # re-read, and perhaps not in inventory
+            if vcenter == name and again is not None:
+                seen[uuid] = again
+        for uuid in sorted(seen):
+            vm = fresh.get((name, uuid), seen[uuid])
+            if vm is None or not _temporaries(vm):
+                continue
+
+            def clean(vm: VM = vm, name: str = name, vc: VCenterOps = vc) -> None:
+                ours = [s for s in _temporaries(vm) if _is_ours(s, installation, knows_point,
+                                                                left_alone, vm, name)]
+                if not ours:
+                    return
+                current = settled_vm(name, vc, vm.instance_uuid)  # a removal may be running
+                present = {s.id for s in current.snapshots} if current is not None else set()
+                for snap in ours:
+                    if current is not None and snap.id in present:
+                        vc.remove_snapshot(current, snap.id)
+                        notes.append(f"removed leftover export snapshot {snap.id} of VM "
+                                     f"{vm.name!r} ({name})")
+
+            attempt(f"temporary snapshots of VM {vm.name!r} ({name})", clean)
+    for tname, store in sorted(targets.items()):
+        for partial in store.partials():
+
+            def discard(store: ExportStore = store, pid: str = partial.id,
+                        tname: str = tname) -> None:
+                store.discard_partial(pid)
+                notes.append(f"discarded partial export {pid} in target {tname!r}")
+
+            attempt(f"partial export {partial.id} in target {tname!r}", discard)
+    if failures:
+        raise RecoveryError(
+            "recovery of an interrupted run failed (the next apply tries again): "
+            + "; ".join(failures) + (f" (repaired meanwhile: {'; '.join(notes)})" if notes
+                                     else "")
+        )
+    return notes
+
+
+def _abort_left_lease(record: UnfinishedAction, vc: VCenterOps) -> list[str]:
+    """Abort the NFC export lease an interrupted export was reading from (the journal's
+    `nfcLease`), if it has not ended by itself."""
+    lease = record.details.get("nfcLease")
+    if not lease:
+        return []
+    if vc.abort_lease(str(lease)):
+        return [f"aborted NFC export lease {lease} a crashed run left ({vc.name})"]
+    return []
+
+
+def _temporaries(vm: VM) -> list[Any]:
+    found = []
+    for snap in vm.snapshots:
+        marker = parse_marker(snap.name, snap.description)
+        if marker is not None and marker.kind is MarkerKind.EXPORT_TEMP:
+            found.append(snap)
+    return found
+
+
+def _owned(snap: Any, installation: str, knows_point: Callable[[str], bool]) -> bool:
+    """Whether a temporary snapshot is this installation's: its marker names it, or has no
+    installation id (older vmkeep) and the journal worked on its point."""
+    marker = parse_marker(snap.name, snap.description)
+    if marker is None:
+        return False
+    if marker.installation is not None:
+        return bool(installation) and marker.installation == installation
+    return knows_point(marker.point_id)
+
+
+def _is_ours(snap: Any, installation: str, knows_point: Callable[[str], bool],
+             left_alone: Callable[[str], None], vm: VM, vcenter: str) -> bool:
+    if _owned(snap, installation, knows_point):
+        return True
+    marker = parse_marker(snap.name, snap.description)
+    left_alone(_foreign_note(snap.id, vm.name, vcenter, marker.installation if marker else None))
+    return False
+
+
+def _foreign_note(snapshot_id: str, vm: str, vcenter: str, installation: str | None) -> str:
+    owner = (f"installation {installation}" if installation
+             else "an unknown installation (a marker without an installation id)")
+    return (f"temporary export snapshot {snapshot_id} of VM {vm!r} ({vcenter}) belongs to "
+            f"{owner}: left alone; that installation's next apply removes it")
+
+
+def temporaries(state: ObservedState, installation: str | None,
+                knows_point: Callable[[str], bool] = lambda _: False,
+                ) -> tuple[list[str], list[str]]:
+    """The temporary export snapshots in `state`, one line each: (this installation's, which
+    its next apply removes; the others', which it never touches)."""
+    ours: list[str] = []
+    others: list[str] = []
+    for vcenter, vms in sorted(state.vcenters.items()):
+        for vm in vms:
+            for snap in _temporaries(vm):
+                if _owned(snap, installation or "", knows_point):
+                    ours.append(f"temporary export snapshot {snap.id} of VM {vm.name!r} "
+                                f"({vcenter}) is left; the next apply removes it")
+                else:
+                    _is_ours(snap, installation or "", knows_point, others.append, vm,
+                             vcenter)
+    return ours, others
+
+
+class RecoveryJournal(Protocol):
+    """What `recover_journaled` needs of the state DB (see adapters.statedb)."""
+
+    def unfinished_actions(self) -> Sequence[UnfinishedAction]: ...
+
+    def failed_with_vm_shut_down(self) -> Sequence[UnfinishedAction]: ...
+
+    def record_outcome(self, action_id: int, status: str, now: float,
+                       error: str | None = None) -> None: ...
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
+
+    def installation_id(self) -> str: ...
+
+    def knows_point(self, point_id: str) -> bool: ...
+
+    def interrupted_runs(self) -> list[str]: ...
+
+    def action_counts(self, run_id: str) -> dict[str, int]: ...
+
+    def settle_interrupted_run(self, run_id: str, repaired_by: str) -> None: ...
+
+    def begin_recovery(self, holder: str, now: float) -> int: ...
+
+    def record_repair(self, recovery_id: int, note: str, now: float) -> None: ...
+
+    def end_recovery(self, recovery_id: int, now: float, error: str | None = None) -> None: ...
+
+
+def recover_journaled(
+    journal: RecoveryJournal,
+    holder: str,
+    run_id: str,
+    vcenters: Mapping[str, VCenterOps],
+    state: ObservedState,
+    targets: Mapping[str, ExportStore],
+    clock: Callable[[], float],
+    say: Callable[[str], None] = lambda _: None,
+    *,
+    other_kinds: Collection[str] = (),
+) -> list[str]:
+    """`recover` with its journal: the repairs (each also given to `say`, and journaled),
+    the interrupted runs settled, a failure journaled before it is raised. Journal rows of
+    `other_kinds` (e.g. a restore's, cleaned up by its own service) are left alone."""
+    recovery = journal.begin_recovery(holder, clock())
+    interrupted = journal.interrupted_runs()
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        journal.record_repair(recovery, text, clock())
+        say(text)
+        notes.append(text)
+
+    try:
+        for run in interrupted:
+            counts = journal.action_counts(run)
+            open_actions = counts.get("started", 0)
+            if open_actions:
+                note(f"run {run} was interrupted: {open_actions} action(s) without an outcome "
+                     "checked for what they left")
+            else:
+                note(f"run {run} was interrupted; no action of it was left without an outcome")
+        repairs = recover(
+            [a for a in journal.unfinished_actions() if a.kind not in other_kinds],
+            vcenters,
+            state.vcenters,
+            targets,
+            lambda action_id, text: journal.record_outcome(action_id, "reconciled", clock(),
+                                                           text),
+            journal.failed_with_vm_shut_down(),
+            lambda action_id: journal.update_details(action_id, {"poweredOffByUs": False}),
+            installation=journal.installation_id(),
+            knows_point=journal.knows_point,
+            left_alone=lambda text: log.warning("%s", text),
+            unobserved={*state.unobserved,
+                        *(name for name in vcenters if name not in state.vcenters)},
+        )
+        for text in repairs:
+            note(text)
+        for run in interrupted:
+            if not journal.action_counts(run).get("started"):  # else: a vCenter was down
+                journal.settle_interrupted_run(run, run_id)
+    except VmkeepError as exc:
+        journal.end_recovery(recovery, clock(), str(exc))
+        raise
+    except Exception as exc:  # a bug: journaled so that status shows it, then surfaced
+        journal.end_recovery(recovery, clock(), f"{type(exc).__name__}: {exc}")
+        raise
+    journal.end_recovery(recovery, clock())
+    return notes
