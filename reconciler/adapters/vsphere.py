@@ -875,7 +875,7 @@ class VSphereOperations:
         def start() -> Any:  # the stub exists once the session does
             if transport.method == "ExportVm":
                 return self._vm_ref(vm).ExportVm()
-            return vim.vm.Snapshot(snapshot_id, self.client._stub).ExportSnapshot()
+            return vim.vm.Snapshot(snapshot_id, self.client.stub).ExportSnapshot()
 
         lease = self._mutate(what, start)
         if on_lease is not None:
@@ -946,7 +946,7 @@ class VSphereOperations:
         (completed, aborted, timed out) or is gone."""
         try:
             self._mutate(f"abort the NFC lease {lease_id} a crashed run left",
-                         lambda: vim.HttpNfcLease(lease_id, self.client._stub)
+                         lambda: self.client.ref(vim.HttpNfcLease, lease_id)
                          .HttpNfcLeaseAbort())
         except VCenterError as exc:
             if any(f in exc.message for f in ("ManagedObjectNotFound", "InvalidState",
@@ -1157,7 +1157,7 @@ class VSphereRestore(VSphereOperations):
             elif isinstance(backing,
                             vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
                 key = backing.port.portgroupKey
-                pg = vim.dvs.DistributedVirtualPortgroup(key, self.client._stub)
+                pg = vim.dvs.DistributedVirtualPortgroup(key, self.client.stub)
                 try:
                     [obj] = self._read_objects([pg], ("name",))
                     names[int(d.key)] = str(obj.props.get("name") or key)
@@ -1169,7 +1169,7 @@ class VSphereRestore(VSphereOperations):
 
     def _view(self, container: Any, kinds: list[Any], paths: dict[str, tuple[str, ...]]
               ) -> list[RawObject]:
-        content = self.client._content
+        content = self.client.content
         view = content.viewManager.CreateContainerView(container=container, type=kinds,
                                                        recursive=True)
         try:
@@ -1190,7 +1190,7 @@ class VSphereRestore(VSphereOperations):
 
     def vms_named(self, name: str) -> list[ExistingVM]:
         def read() -> list[ExistingVM]:
-            root = self.client._content.rootFolder
+            root = self.client.content.rootFolder
             named = [o for o in self._view(root, [vim.VirtualMachine],
                                            {"VirtualMachine": ("name",)})
                      if o.props.get("name") == name]
@@ -1203,7 +1203,7 @@ class VSphereRestore(VSphereOperations):
 
     def find_by_uuid(self, instance_uuid: str) -> ExistingVM | None:
         def read() -> ExistingVM | None:
-            ref = self.client._content.searchIndex.FindByUuid(
+            ref = self.client.content.searchIndex.FindByUuid(
                 uuid=instance_uuid, vmSearch=True, instanceUuid=True)
             return None if ref is None else self._existing(ref._moId)
 
@@ -1212,7 +1212,7 @@ class VSphereRestore(VSphereOperations):
     def _existing(self, moref: str) -> ExistingVM | None:
         try:
             [obj] = self._read_objects(
-                [vim.VirtualMachine(moref, self.client._stub)],
+                [vim.VirtualMachine(moref, self.client.stub)],
                 ("name", "config.instanceUuid", "runtime.powerState", "config.extraConfig",
                  "config.version"))
         except vmodl.fault.ManagedObjectNotFound:
@@ -1233,7 +1233,7 @@ class VSphereRestore(VSphereOperations):
 
     def _survey(self, config: VMConfig, name: str, folder: str | None, host: str | None,
                 cluster: str | None, resource_pool: str | None) -> RestoreSurvey:
-        content = self.client._content
+        content = self.client.content
         root = content.rootFolder
         dcs = {o.props.get("name"): o for o in self._view(
             root, [vim.Datacenter],
@@ -1249,7 +1249,7 @@ class VSphereRestore(VSphereOperations):
             return RestoreSurvey(self.name, None, {}, (), None, tuple(self._named(name)),
                                  self._original(config), problems=tuple(problems))
         dc_name = str(dc.props["name"])
-        dc_ref = vim.Datacenter(dc.id, self.client._stub)
+        dc_ref = vim.Datacenter(dc.id, self.client.stub)
         # datastores and networks of the datacenter
         stores = self._read_objects(list(dc.props.get("datastore") or []) or [dc_ref],
                                     ("name", "summary.freeSpace", "summary.capacity")) \
@@ -1299,7 +1299,7 @@ class VSphereRestore(VSphereOperations):
                             and o.id == parent._moId), None)
         pool_id = pool_path = ""
         if compute is not None:
-            pools = self._view(getattr(vim, compute.kind)(compute.id, self.client._stub),
+            pools = self._view(getattr(vim, compute.kind)(compute.id, self.client.stub),
                                [vim.ResourcePool], {"ResourcePool": ("name",)})
             root_pool = compute.props.get("resourcePool")
             wanted_pool = resource_pool or config.resource_pool
@@ -1325,12 +1325,12 @@ class VSphereRestore(VSphereOperations):
                              problems=tuple(problems))
 
     def _named(self, name: str) -> list[ExistingVM]:
-        root = self.client._content.rootFolder
+        root = self.client.content.rootFolder
         return [vm for o in self._view(root, [vim.VirtualMachine], {"VirtualMachine": ("name",)})
                 if o.props.get("name") == name and (vm := self._existing(o.id)) is not None]
 
     def _original(self, config: VMConfig) -> ExistingVM | None:
-        ref = self.client._content.searchIndex.FindByUuid(
+        ref = self.client.content.searchIndex.FindByUuid(
             uuid=config.instance_uuid, vmSearch=True, instanceUuid=True)
         return None if ref is None else self._existing(ref._moId)
 
@@ -1338,7 +1338,7 @@ class VSphereRestore(VSphereOperations):
         if compute is None:
             return None
         try:
-            [obj] = self._read_objects([getattr(vim, compute.kind)(compute.id, self.client._stub)],
+            [obj] = self._read_objects([getattr(vim, compute.kind)(compute.id, self.client.stub)],
                                        ("environmentBrowser",))
             browser = obj.props.get("environmentBrowser")
             if browser is None:
@@ -1378,7 +1378,7 @@ class VSphereRestore(VSphereOperations):
         caller removes the VM (a real vCenter removes it itself when the lease is aborted).
         """
         what = f"import VM {spec.name!r}"
-        stub = self.client._stub
+        stub = self.client.stub
         pool = vim.ResourcePool(spec.placement.pool_id, stub)
         folder = vim.Folder(spec.placement.folder_id, stub)
         host = vim.HostSystem(spec.placement.host_id, stub) if spec.placement.host_id else None
@@ -1523,7 +1523,7 @@ class VSphereRestore(VSphereOperations):
             deviceChange=changes)
 
     def _networks_by_name(self, datacenter: str) -> dict[str, Any]:
-        dc = self.client._content.searchIndex.FindByInventoryPath(datacenter)
+        dc = self.client.content.searchIndex.FindByInventoryPath(datacenter)
         if dc is None:
             return {}
         [obj] = self._read_objects([dc], ("network",))
@@ -1548,7 +1548,7 @@ class VSphereRestore(VSphereOperations):
     # ------------------------------------------------------------------ one task each
 
     def _vm_task(self, moref: str, what: str, start: Callable[[Any], Any]) -> Any:
-        ref = vim.VirtualMachine(moref, self.client._stub)
+        ref = vim.VirtualMachine(moref, self.client.stub)
         return self._run_task(what, lambda: start(ref))
 
     def rename(self, moref: str, name: str) -> None:
@@ -1578,9 +1578,9 @@ class VSphereRestore(VSphereOperations):
     def delete_directory(self, datacenter: str, directory: str) -> bool:
         """Delete `[ds] dir` (made by this restore); False when it was not there."""
         dc = self.client._soap("find the datacenter",
-                               lambda: self.client._content.searchIndex.FindByInventoryPath(
+                               lambda: self.client.content.searchIndex.FindByInventoryPath(
                                    datacenter))
-        manager = self.client._content.fileManager
+        manager = self.client.content.fileManager
         try:
             self._run_task(f"delete {directory}",
                            lambda: manager.DeleteDatastoreFile_Task(name=directory,
@@ -1592,14 +1592,14 @@ class VSphereRestore(VSphereOperations):
         return True
 
     def revert(self, moref: str, snapshot_id: str) -> None:
-        snapshot = vim.vm.Snapshot(snapshot_id, self.client._stub)
+        snapshot = vim.vm.Snapshot(snapshot_id, self.client.stub)
         self._run_task(f"revert VM {moref} to snapshot {snapshot_id}",
                        lambda: snapshot.RevertToSnapshot_Task(suppressPowerOn=True))
 
     def clone_from_snapshot(self, moref: str, snapshot_id: str, spec: BuildSpec,
                             on_created: Any) -> CreatedVM:
         """A full clone of VM `moref` as snapshot `snapshot_id` froze it, named `spec.name`."""
-        stub = self.client._stub
+        stub = self.client.stub
         relocate = vim.vm.RelocateSpec(
             datastore=self._datastore_ref(spec.placement.datacenter, spec.datastore),
             pool=vim.ResourcePool(spec.placement.pool_id, stub),
@@ -1623,10 +1623,10 @@ class VSphereRestore(VSphereOperations):
         return CreatedVM(created, spec.name, vm.instance_uuid if vm else spec.instance_uuid)
 
     def _datastore_ref(self, datacenter: str, name: str) -> Any:
-        dc = self.client._content.searchIndex.FindByInventoryPath(datacenter)
+        dc = self.client.content.searchIndex.FindByInventoryPath(datacenter)
         [obj] = self._read_objects([dc], ("datastore",))
         refs = list(obj.props.get("datastore") or ())
         for o in self._read_objects(refs, ("name",)) if refs else []:
             if o.props.get("name") == name:
-                return vim.Datastore(o.id, self.client._stub)
+                return vim.Datastore(o.id, self.client.stub)
         raise VCenterError(self.name, f"no datastore {name!r} in datacenter {datacenter!r}")

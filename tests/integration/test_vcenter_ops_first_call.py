@@ -118,6 +118,24 @@ def check_wait_for_tasks(sim: Simulator, ops: VSphereOperations, vm: VM) -> None
     assert ops.wait_for_tasks(vm, timeout=30) == ()
 
 
+def check_abort_lease(sim: Simulator, ops: VSphereOperations, vm: VM) -> None:
+    sid = a_snapshot(sim, vm)
+    admin = sim.vm(vm.name)
+
+    def tree(nodes: Any) -> Iterator[Any]:
+        for node in nodes or ():
+            yield node.snapshot
+            yield from tree(node.childSnapshotList)
+
+    snapshot = next(s for s in tree(admin.snapshot.rootSnapshotList) if s._moId == sid)
+    lease = snapshot.ExportSnapshot()
+    assert str(lease.state) == "ready"
+    assert ops.abort_lease(lease._moId) is True
+    [seen] = [x for x in sim.control("leases") if x["lease"] == lease._moId]
+    assert seen["ended"] == "aborted"
+    assert ops.abort_lease(lease._moId) is False  # already ended
+
+
 CHECKS: dict[str, Callable[[Simulator, VSphereOperations, VM], None]] = {
     "find_vm": check_find_vm,
     "create_snapshot": check_create_snapshot,
@@ -127,6 +145,7 @@ CHECKS: dict[str, Callable[[Simulator, VSphereOperations, VM], None]] = {
     "power_on": check_power_on,
     "snapshot_disks": check_snapshot_disks,
     "open_disk": check_open_disk,
+    "abort_lease": check_abort_lease,
     "changed_extents": check_changed_extents,
     "vm_files": check_vm_files,
     "wait_for_tasks": check_wait_for_tasks,
