@@ -40,7 +40,9 @@ __all__ = [
     "Where",
     "did_you_mean",
     "dotted",
+    "key_text",
     "load",
+    "looks_like_a_name",
     "schema_diagnostics",
 ]
 
@@ -133,6 +135,26 @@ def did_you_mean(word: str, choices: Iterable[str], *, listing: bool = True) -> 
     if listing and options and len(options) <= 12:
         return "expected one of: " + ", ".join(options)
     return ""
+
+
+#: A mapping key is repeated in messages only when it reads as a name, as every key vmkeep
+#: knows does: at most 40 characters, starting with a letter, and either lowercase letters,
+#: digits and `-` (`prod-vc2`, like vCenter and hook names) or letters and `_` only
+#: (`maxDeletesPerRun`). Anything else (upper case with digits, spaces, punctuation, longer
+#: text) looks like a value typed as a key (a password pasted with a colon, say) and is not
+#: repeated; the message gives its line and column instead.
+_NAME_LIKE = re.compile(r"[a-z][a-z0-9-]{0,39}|[A-Za-z][A-Za-z_]{0,39}")
+
+
+def looks_like_a_name(key: str) -> bool:
+    """Whether a mapping key may be repeated in a message (see `_NAME_LIKE`)."""
+    return _NAME_LIKE.fullmatch(key) is not None
+
+
+def key_text(key: str) -> str:
+    """How a message names a key: "key `name`", or a note when it looks like a value."""
+    return f"key `{key}`" if looks_like_a_name(key) else \
+        "key (not repeated: it looks like a value, perhaps a secret)"
 
 
 def kind_name(value: object) -> str:
@@ -318,7 +340,8 @@ class _Composer:
             first_line = self.keys.get((*top.where, name), (0, 0))[0]
             self.diagnostics.append(Diagnostic(
                 self.path, line, column,
-                f"duplicate key `{name}`" + (f" in `{dotted(top.where)}`" if top.where else ""),
+                f"duplicate {key_text(name)}" + (f" in `{dotted(top.where)}`" if top.where
+                                                  else ""),
                 f"first given on line {first_line}; keep only one",
             ))
         top.key = (name, (line, column), duplicate)
@@ -636,7 +659,11 @@ def _describe(
             if key in forbidden:
                 message, hint = forbidden[key]
             else:
-                message = f"unknown key `{key}`" + (f" in {name}" if where else "")
+                if looks_like_a_name(key):
+                    message = f"unknown key `{key}`" + (f" in {name}" if where else "")
+                else:
+                    message = "unknown key" + (f" in {name}" if where else "") + \
+                        " (not repeated: it looks like a value, perhaps a secret)"
                 hint = did_you_mean(key, known)
             out.append(doc.diagnostic((*where, key), message, hint, key=True))
         return out
@@ -666,8 +693,8 @@ def _describe(
         what = schema.get("title", "value")
         if "propertyNames" in error.schema_path and isinstance(value, str):
             wrong.add((*where, value))
-            return [doc.diagnostic((*where, value), f"key `{value}` in {name} is not a valid "
-                                   f"{what}", about, key=True)]
+            return [doc.diagnostic((*where, value), f"{key_text(value)} in {name} is not a "
+                                   f"valid {what}", about, key=True)]
         shown = f"`{value}` " if echo and isinstance(value, str) and len(value) < 80 else ""
         return [doc.diagnostic(where, f"{name}: {shown}is not a valid {what}", about)]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):

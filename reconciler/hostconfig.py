@@ -19,7 +19,14 @@ from jsonschema import Draft202012Validator
 
 from reconciler import documents, durations
 from reconciler.errors import Diagnostic, InputError
-from reconciler.model import HookConfig, HostConfig, Limits, TargetConfig, VCenterConfig
+from reconciler.model import (
+    HOOK_PASSTHROUGH,
+    HookConfig,
+    HostConfig,
+    Limits,
+    TargetConfig,
+    VCenterConfig,
+)
 
 __all__ = ["SCHEMA_PATH", "parse", "schema", "validator"]
 
@@ -73,6 +80,23 @@ def parse(data: bytes, path: str) -> HostConfig:
     return config
 
 
+def _check_url(doc: documents.Document, name: str, url: object,
+               problems: list[Diagnostic], wrong: set[documents.Where]) -> None:
+    """A URL with user info (`https://user:password@host`) is refused: the password would be
+    in the file, and in every message that shows the URL."""
+    where = ("vcenters", name, "url")
+    if where in wrong or not isinstance(url, str):
+        return
+    authority = url.partition("://")[2].partition("/")[0]
+    if "@" in authority:
+        problems.append(doc.diagnostic(
+            where,
+            f"`vcenters.{name}.url` must not contain a user name or password (`user:...@`)",
+            "give the user in `username` and the password through `passwordEnv` or "
+            "`passwordFile`",
+        ))
+
+
 def _resolve(base: PurePath, value: str) -> str:
     candidate = PurePath(value)
     return str(candidate if candidate.is_absolute() else base / candidate)
@@ -108,6 +132,13 @@ def _convert(
 
     vcenters = {}
     for name, vc in entries("vcenters"):
+        _check_url(doc, name, vc.get("url"), problems, wrong)
+        if vc.get("passwordEnv") in HOOK_PASSTHROUGH:
+            problems.append(doc.diagnostic(
+                ("vcenters", name, "passwordEnv"),
+                f"`vcenters.{name}.passwordEnv` names a variable every hook gets",
+                "use a variable of its own, e.g. VMKEEP_VC_PASSWORD",
+            ))
         vcenters[name] = VCenterConfig(
             name=name,
             url=str(vc.get("url", "")),
@@ -118,6 +149,7 @@ def _convert(
             thumbprint=vc.get("thumbprint"),
             insecure=vc.get("insecure") is True,
         )
+    secret_names = {vc.password_env for vc in vcenters.values() if vc.password_env}
     targets = {}
     for name, target in entries("targets"):
         chunk = target.get("chunkSize")
@@ -139,11 +171,24 @@ def _convert(
         command = [str(arg) for arg in hook.get("command", []) if isinstance(arg, str)]
         if command and "/" in command[0]:
             command[0] = _resolve(base, command[0])
+        env = hook.get("env")
+        env = env if isinstance(env, dict) and ("hooks", name, "env") not in wrong else {}
+        for key in env:
+            if key in secret_names:
+                problems.append(doc.diagnostic(
+                    ("hooks", name, "env", key),
+                    f"`hooks.{name}.env` must not set `{key}`: it holds a vCenter password "
+                    "(`passwordEnv`)",
+                    "hooks never get vCenter passwords; give the hook its own credentials",
+                    key=True,
+                ))
         hooks[name] = HookConfig(
             name=name,
             command=tuple(command),
             timeout_seconds=_timeout(doc, ("hooks", name, "timeout"), hook.get("timeout"),
                                      problems, wrong),
+            env={k: v for k, v in env.items() if isinstance(v, str)
+                 and ("hooks", name, "env", k) not in wrong},
         )
     defaults = Limits()
     limits = section("limits")

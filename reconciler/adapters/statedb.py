@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import VmkeepError, mask
 
 __all__ = [
     "ActionRecord",
@@ -279,7 +279,7 @@ class StateDB:
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE actions SET status=?, finished_at=?, error=? WHERE id=?",
-                (status, now, error, action_id),
+                (status, now, None if error is None else mask(error), action_id),
             )
 
     def unfinished_actions(self) -> list[ActionRecord]:

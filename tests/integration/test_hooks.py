@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.hooks import SubprocessHooks
-from reconciler.errors import HookError
+from reconciler.errors import MASK, HookError, register_secret
 from reconciler.model import HookConfig
 
 
@@ -25,6 +26,35 @@ def test_a_hook_sees_the_vmkeep_variables(tmp_path: Path) -> None:
     script = f"import os; open({str(out)!r}, 'w').write(os.environ['VMKEEP_VM_NAME'])"
     hooks(record=([sys.executable, "-c", script], 10)).run("record", {"VMKEEP_VM_NAME": "db-1"})
     assert out.read_text() == "db-1"
+
+
+def test_a_hook_gets_only_path_lang_tz_its_own_env_and_the_vmkeep_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VMKEEP_PROD_PASSWORD", "pw-in-the-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another-secret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    out = tmp_path / "env.json"
+    script = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    runner = SubprocessHooks({"dump": HookConfig(
+        "dump", (sys.executable, "-c", script), 10, env={"PGHOST": "db1"})})
+
+    runner.run("dump", {"VMKEEP_PHASE": "pre", "VMKEEP_VM_NAME": "db-1"})
+
+    seen = json.loads(out.read_text())
+    seen.pop("LC_CTYPE", None)  # Python's C-locale coercion may add it in the child itself
+    assert seen == {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "TZ": "Europe/Berlin",
+                    "PGHOST": "db1", "VMKEEP_PHASE": "pre", "VMKEEP_VM_NAME": "db-1"}
+
+
+def test_a_secret_a_failing_hook_prints_is_masked_in_the_error() -> None:
+    register_secret("pw-printed-by-a-hook")
+    script = "import sys; print('login failed with pw-printed-by-a-hook'); sys.exit(1)"
+    with pytest.raises(HookError) as caught:
+        hooks(leak=([sys.executable, "-c", script], 10)).run("leak", {})
+    assert "pw-printed-by-a-hook" not in str(caught.value)
+    assert f"login failed with {MASK}" in str(caught.value)
 
 
 def test_a_failing_hook_reports_its_status_and_output() -> None:
