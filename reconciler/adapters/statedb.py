@@ -130,21 +130,52 @@ def holds_journal(path: Path) -> bool:
     return True
 
 
+def _open_failure(path: Path, exc: sqlite3.Error) -> str:
+    """One line saying why the state DB at `path` could not be opened, and what to do."""
+    text = str(exc)
+    if "not a database" in text:
+        return (f"{str(path)!r} is not a vmkeep state DB (not an SQLite file); check `state` in "
+                "the host config")
+    if "full" in text:
+        return (f"cannot set up the state DB {str(path)!r}: its file system is full; free some "
+                "space there")
+    if "readonly" in text or "read-only" in text:
+        return (f"cannot write the state DB {str(path)!r}: it (or its directory) is read-only; "
+                "check `state` in the host config and the permissions")
+    return f"cannot open the state DB {str(path)!r}: {text}; check `state` in the host config"
+
+
 class StateDB:
     """A connection to the state file; create it (and its directory) on first use."""
 
     def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()  # one connection, shared by the executor's threads
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            if self.path.is_dir():
+                raise VmkeepError(f"the state DB {str(self.path)!r} is a directory; set "
+                                  "`state` in the host config to a file path")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except OSError as exc:
+            raise VmkeepError(f"cannot open the state DB {str(self.path)!r}: "
+                              f"{exc.strerror or exc}; check `state` in the host config") \
+                from None
+        except sqlite3.Error as exc:
+            raise VmkeepError(_open_failure(self.path, exc)) from None
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise VmkeepError(_open_failure(self.path, exc)) from None
+            raise
 
     # ------------------------------------------------------------------ plumbing
 

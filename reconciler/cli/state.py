@@ -22,6 +22,7 @@ from typing import Any
 from reconciler import observed, wiring
 from reconciler.errors import UsageError
 from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
+from reconciler.render.document import EARLIEST, LATEST, supported_time
 
 __all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
 
@@ -47,15 +48,20 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def parse_now(text: str | None) -> datetime:
-    """`--now ISO` (an offset is required; `Z` is fine), or the clock."""
+    """`--now ISO` (an offset is required; `Z` is fine, years `EARLIEST`..`LATEST`), or the
+    clock."""
     if text is None:
         return datetime.now(UTC)
     try:
-        return observed.parse_time(text.replace("z", "Z"))
-    except ValueError:
+        moment = observed.parse_time(text.replace("z", "Z"))
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or not supported_time(moment):
         raise UsageError(
-            f"--now {text!r} is not an ISO 8601 time with an offset, e.g. 2026-11-25T01:00:00Z"
+            f"--now {text!r} is not an ISO 8601 time with an offset between "
+            f"{EARLIEST.year} and {LATEST.year - 1}, e.g. 2026-11-25T01:00:00Z"
         ) from None
+    return moment
 
 
 def _target_points(target: TargetConfig) -> list[ExportPoint]:
@@ -109,6 +115,9 @@ def load_state(path: str) -> ObservedState:
         raise UsageError(f"cannot read state file {path!r}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"state file {path!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"state file {path!r} is not a vmkeep state: nested too deeply") \
+            from None
     return observed.state_from_json(data, path)
 
 
