@@ -70,6 +70,7 @@ def parse(data: bytes, path: str) -> HostConfig:
         problems.append(extra.diagnostic((), "the host config must be a single YAML document",
                                          "remove the `---` and merge the documents"))
     doc = loaded.documents[0]
+    problems.extend(_nul_characters(doc))
     found, wrong = documents.schema_diagnostics(
         doc, validator(), echo_values=False, forbidden_keys=_FORBIDDEN
     )
@@ -78,6 +79,26 @@ def parse(data: bytes, path: str) -> HostConfig:
     if problems:
         raise InputError(problems)
     return config
+
+
+def _nul_characters(doc: documents.Document) -> list[Diagnostic]:
+    """Every string holding a NUL character (`"\\0"` in YAML): no path, name or command can
+    hold one, and the operating system would refuse it later, less clearly."""
+    found: list[Diagnostic] = []
+    stack: list[tuple[documents.Where, Any]] = [((), doc.data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*where, k), v) for k, v in value.items())
+            found.extend(doc.diagnostic((*where, k), "a key contains a NUL character",
+                                        "remove the `\\0`", key=True)
+                         for k in value if "\x00" in k)
+        elif isinstance(value, list):
+            stack.extend(((*where, i), v) for i, v in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            found.append(doc.diagnostic(where, f"`{documents.dotted(where)}` contains a NUL "
+                                        "character", "remove the `\\0`"))
+    return found
 
 
 def _check_url(doc: documents.Document, name: str, url: object,

@@ -106,6 +106,8 @@ def _configure_logging(verbosity: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
+        if any("\x00" in arg for arg in argv or ()):  # no shell can pass one; a caller could
+            raise UsageError("an argument contains a NUL character")
         args = parser.parse_args(argv)
     except UsageError as exc:
         _error(f"vmkeep: error: {exc}")

@@ -201,3 +201,12 @@ def test_a_duplicate_key_that_looks_like_a_value_is_not_repeated() -> None:
     found = problems(b"hooks: {}\n'Pa55 word!': 1\n'Pa55 word!': 2\n")
     assert any(":3:1: duplicate key (not repeated" in p for p in found), found
     assert not any("Pa55" in p for p in found)
+
+
+def test_a_nul_character_in_any_value_is_refused_at_its_location() -> None:
+    found = problems(b'targets:\n  nas: {type: directory, path: "/mnt/a\\0b"}\nstate: "s\\0"\n')
+    assert found == [
+        "/etc/vmkeep/vmkeep.yaml:2:32: `targets.nas.path` contains a NUL character (remove the "
+        "`\\0`)",
+        "/etc/vmkeep/vmkeep.yaml:3:8: `state` contains a NUL character (remove the `\\0`)",
+    ]
