@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -201,6 +202,8 @@ def mutate_json(draw: st.DrawFn, document: Any) -> Any:
     """`document` with one value somewhere in it replaced by a random one."""
     leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), JUNK, TIMES,
                      st.just([]), st.just({}), st.just([[[[[]]]]]))
+    if isinstance(document, str) and re.match(r"\d{4}-\d\d-\d\dT", document):
+        return draw(st.one_of(TIMES, TIMES, leaf))  # a time: most likely another time
     if not isinstance(document, dict | list) or not document or draw(st.integers(0, 3)) == 0:
         return draw(leaf)
     copy: Any = dict(document) if isinstance(document, dict) else list(document)

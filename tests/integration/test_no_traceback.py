@@ -78,6 +78,18 @@ def test_a_now_at_the_ends_of_the_calendar_is_one_clear_error(
                     "between 1970 and 8999, e.g. 2026-11-25T01:00:00Z")
 
 
+def test_a_state_file_captured_at_the_ends_of_the_calendar_is_one_clear_error(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = json.loads((world / "state.json").read_text())
+    state["capturedAt"] = "0001-01-01T00:00:00+14:00"
+    (world / "state.json").write_text(json.dumps(state))
+    assert main(["plan", "--state", "state.json", "--now", "2026-11-25T02:00:00Z"]) == 1
+    assert one_line_error(capsys.readouterr().err) == (
+        "state.json:1:1: $.capturedAt: not an ISO 8601 time with offset: "
+        "'0001-01-01T00:00:00+14:00' (write the file with `vmkeep state export`)")
+
+
 def test_a_state_path_naming_a_directory_or_a_non_sqlite_file_is_one_clear_error(
     world: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
