@@ -122,18 +122,30 @@ def load_state(path: str) -> ObservedState:
 
 
 def write_json(document: Any, path: str | None) -> None:
-    """Write JSON to stdout, or atomically to a file (temp file + rename)."""
+    """Write JSON to stdout, or atomically to a file (temp file + rename). Something that is
+    not a regular file (`/dev/null`, a FIFO) is written into, never replaced: a rename over
+    /dev/null, as root, would turn it into a file."""
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if path is None or path == "-":
         sys.stdout.write(text)
         return
     target = Path(path)
     try:
+        if target.exists() and not target.is_file() and not target.is_dir():
+            with open(target, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            return
+    except OSError as exc:
+        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
+    tmp = ""
+    try:
         fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)
     except OSError as exc:
+        if tmp:  # a full disk or a directory in the way: leave no temporary file behind
+            Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
 
 

@@ -144,15 +144,15 @@ def ext4(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(directory: Path) -> None:
-    """Write until the file system says it is full."""
-    with open(directory / "filler", "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\xaa" * (64 << 10))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+    """Write until the file system says it is full, down to its last block."""
+    with open(directory / "filler", "wb", buffering=0) as handle:
+        for size in (64 << 10, 4096, 1):
+            try:
+                while True:
+                    handle.write(b"\xaa" * size)
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
 
 
 def test_a_state_db_on_a_full_file_system_is_one_clear_error(
@@ -290,3 +290,61 @@ def test_the_installed_command_reports_bad_input_without_a_traceback(world: Path
                               check=False, cwd=world)
         assert done.returncode == 1
         assert one_line_error(done.stderr).startswith("vmkeep: error: --now ")
+
+
+# --------------------------------------------------------------------------- output files
+
+
+def test_plan_out_into_something_not_a_regular_file_writes_into_it_and_never_replaces_it(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out /dev/null` as root used to rename a temporary file over /dev/null. A FIFO
+    stands in for the device here (a regression must not break the machine's /dev/null)."""
+    fifo = world / "plan.fifo"
+    os.mkfifo(fifo)
+    # Our end, open for reading and writing: opening the other end never blocks, and the
+    # plan (a few KB) fits in the pipe's buffer.
+    ours = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        code = main(["plan", "--state", "state.json", "--now", "2026-11-25T02:00:00Z",
+                     "--out", str(fifo)])
+        try:
+            received = os.read(ours, 1 << 20)
+        except BlockingIOError:
+            received = b""
+    finally:
+        os.close(ours)
+    assert code in (0, 2), capsys.readouterr().err
+    assert fifo.is_fifo()
+    assert json.loads(received)["formatVersion"] == 1
+    assert not list(world.glob(".plan.fifo.*"))
+
+
+def test_a_plan_that_cannot_be_written_leaves_no_temporary_file(
+    world: Path, ext4: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(ext4)
+    assert main(["plan", "--state", "state.json", "--now", "2026-11-25T02:00:00Z",
+                 "--out", str(ext4 / "plan.json")]) == 1
+    assert one_line_error(capsys.readouterr().err) == (
+        f"vmkeep: error: cannot write '{ext4}/plan.json': No space left on device")
+    assert sorted(p.name for p in ext4.iterdir()) == ["filler", "lost+found"]
+
+
+def test_run_metrics_into_something_not_a_regular_file_never_replace_it(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = world / "metrics.fifo"
+    os.mkfifo(fifo)
+    ours = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        main(["run", "--once", "--now", "2026-11-25T02:00:00Z", "--metrics-file", str(fifo)])
+        try:
+            received = os.read(ours, 1 << 20)
+        except BlockingIOError:
+            received = b""
+    finally:
+        os.close(ours)
+    assert "Traceback" not in capsys.readouterr().err
+    assert fifo.is_fifo()
+    assert b"# TYPE vmkeep_" in received
