@@ -137,18 +137,26 @@ def did_you_mean(word: str, choices: Iterable[str], *, listing: bool = True) -> 
     return ""
 
 
-#: A mapping key is repeated in messages only when it reads as a name, as every key vmkeep
-#: knows does: at most 40 characters, starting with a letter, and either lowercase letters,
-#: digits and `-` (`prod-vc2`, like vCenter and hook names) or letters and `_` only
-#: (`maxDeletesPerRun`). Anything else (upper case with digits, spaces, punctuation, longer
-#: text) looks like a value typed as a key (a password pasted with a colon, say) and is not
-#: repeated; the message gives its line and column instead.
-_NAME_LIKE = re.compile(r"[a-z][a-z0-9-]{0,39}|[A-Za-z][A-Za-z_]{0,39}")
+#: A key is repeated in messages only when it reads as a word or a name: at most 40
+#: characters, and for an unknown key camelCase, snake_case or kebab-case letters
+#: (`maxDeletesPerRun`, `password_env`, `ca-file`: every key vmkeep knows looks like that).
+#: A name that is wrong (duplicate, invalid) may also be lowercase with digits (`prod-vc2`)
+#: or letters of any case (`Prod`). Anything else
+#: (digits in an unknown key, a leading capital, spaces, punctuation, longer text) looks like
+#: a value typed as a key (a password pasted with a colon, say) and is not repeated: the
+#: message gives its line and column instead.
+_WORD_LIKE = re.compile(r"[a-z]+(?:[A-Z][a-z]+)*|[a-z]+(?:[-_][a-z]+)*")
+_NAME_LIKE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*|[A-Za-z][A-Za-z_-]*")
+_MAX_SHOWN = 40
 
 
-def looks_like_a_name(key: str) -> bool:
-    """Whether a mapping key may be repeated in a message (see `_NAME_LIKE`)."""
-    return _NAME_LIKE.fullmatch(key) is not None
+def looks_like_a_name(key: str, *, digits: bool = True) -> bool:
+    """Whether a mapping key may be repeated in a message (see `_WORD_LIKE`): with
+    `digits=False` (unknown keys) only words, else also lowercase names with digits."""
+    if len(key) > _MAX_SHOWN:
+        return False
+    return _WORD_LIKE.fullmatch(key) is not None or (
+        digits and _NAME_LIKE.fullmatch(key) is not None)
 
 
 def key_text(key: str) -> str:
@@ -659,7 +667,7 @@ def _describe(
             if key in forbidden:
                 message, hint = forbidden[key]
             else:
-                if looks_like_a_name(key):
+                if looks_like_a_name(key, digits=False):
                     message = f"unknown key `{key}`" + (f" in {name}" if where else "")
                 else:
                     message = "unknown key" + (f" in {name}" if where else "") + \

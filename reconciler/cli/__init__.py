@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"vmkeep: error: {_describe_os_error(exc)}")
         return 1
     except Exception as exc:
-        return _report_bug(exc, verbosity)
+        return _report_bug(exc, verbosity, sys.argv[1:] if argv is None else list(argv))
     return code
 
 
@@ -165,20 +165,20 @@ def crash_directory() -> Path:
     return Path(base) / "vmkeep"
 
 
-def _report_bug(exc: Exception, verbosity: int) -> int:
+def _report_bug(exc: Exception, verbosity: int, argv: list[str]) -> int:
     """An exception no command expected is a bug: one line naming it and the file holding
     its traceback (masked like every message); the traceback itself only with -v."""
     details = mask("".join(traceback.format_exception(exc)))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"crash-{stamp}-{os.getpid()}.log"
-    header = f"vmkeep {__version__}, argv {sys.argv!r}\n"
+    header = mask(f"vmkeep {__version__}, arguments {argv!r}\n")
     saved: str
     try:
         directory = crash_directory()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(header + details, encoding="utf-8")
         saved = str(directory / name)
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
         try:
             fd, saved = tempfile.mkstemp(prefix="vmkeep-crash-", suffix=".log")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -178,7 +178,8 @@ def test_a_password_variable_may_not_be_one_every_hook_gets() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["Zq9-SECRET!", "correct horse battery", "S3cr3tPassw0rd", "a" * 41, "p@ss", "x:y"],
+    ["Zq9-SECRET!", "correct horse battery", "S3cr3tPassw0rd", "a" * 41, "p@ss", "x:y",
+     "hunter2", "password123", "XkQzPwLm"],
 )
 def test_a_key_that_looks_like_a_value_is_not_repeated(key: str) -> None:
     text = f"vcenters:\n  prod:\n    url: https://vc\n    username: a\n    passwordEnv: A\n" \
@@ -190,11 +191,17 @@ def test_a_key_that_looks_like_a_value_is_not_repeated(key: str) -> None:
                                "(not repeated: it looks like a value, perhaps a secret)")
 
 
-@pytest.mark.parametrize("key", ["usernme", "password_env", "ca-file", "vc2"])
+@pytest.mark.parametrize("key", ["usernme", "password_env", "ca-file", "caFil"])
 def test_a_key_that_reads_as_a_name_is_repeated_with_a_suggestion(key: str) -> None:
     found = problems(f"vcenters:\n  prod: {{url: 'https://vc', username: a, passwordEnv: A, "
                      f"{key}: 1}}\n".encode())
     assert len(found) == 1 and f"unknown key `{key}`" in found[0], found
+
+
+def test_a_duplicate_name_with_digits_is_repeated() -> None:
+    found = problems(b"vcenters:\n  vc2: {url: 'https://a', username: a, passwordEnv: A}\n"
+                     b"  vc2: {url: 'https://b', username: b, passwordEnv: B}\n")
+    assert any(":3:3: duplicate key `vc2` in `vcenters`" in p for p in found), found
 
 
 def test_a_duplicate_key_that_looks_like_a_value_is_not_repeated() -> None:
