@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("vmkeep: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `vmkeep plan | head`: the reader is gone, nothing to tell it
+        _silence_stdout()
         return 1
     except (OSError, sqlite3.Error) as exc:
         # The machine said no (disk full, read-only, permissions) where no command expected
@@ -144,6 +145,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not complain about the
+    closed pipe a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (tests, embedding)
+        pass
 
 
 def _error(text: str) -> None:
