@@ -50,6 +50,7 @@ __all__ = [
     "UsageError",
     "VCenterError",
     "VmkeepError",
+    "forget_secrets",
     "mask",
     "register_secret",
 ]
@@ -70,6 +71,12 @@ def register_secret(value: str) -> None:
     fresh = {f for f in forms if len(f) >= MIN_SECRET_LENGTH} - set(_secrets)
     if fresh:  # longest first, so a secret containing another is masked whole
         _secrets = tuple(sorted({*_secrets, *fresh}, key=lambda s: (-len(s), s)))
+
+
+def forget_secrets() -> None:
+    """Forget every registered secret (for tests, each of which configures its own)."""
+    global _secrets
+    _secrets = ()
 
 
 def _percent_encoded(value: str) -> str:
