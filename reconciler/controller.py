@@ -151,7 +151,11 @@ class Metrics:
         return textfile(self.families())
 
     def write(self, path: Path) -> None:
-        """Replace `path` atomically (a scraper never reads half a file)."""
+        """Replace `path` atomically (a scraper never reads half a file); something that is
+        not a regular file (`/dev/null`, a FIFO) is written into, never replaced."""
+        if path.exists() and not path.is_file() and not path.is_dir():
+            path.write_text(self.render(), encoding="utf-8")
+            return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(self.render(), encoding="utf-8")

@@ -40,7 +40,9 @@ __all__ = [
     "Where",
     "did_you_mean",
     "dotted",
+    "key_text",
     "load",
+    "looks_like_a_name",
     "schema_diagnostics",
 ]
 
@@ -133,6 +135,34 @@ def did_you_mean(word: str, choices: Iterable[str], *, listing: bool = True) -> 
     if listing and options and len(options) <= 12:
         return "expected one of: " + ", ".join(options)
     return ""
+
+
+#: A key is repeated in messages only when it reads as a word or a name: at most 40
+#: characters, and for an unknown key camelCase, snake_case or kebab-case letters
+#: (`maxDeletesPerRun`, `password_env`, `ca-file`: every key vmkeep knows looks like that).
+#: A name that is wrong (duplicate, invalid) may also be lowercase with digits (`prod-vc2`)
+#: or letters of any case (`Prod`). Anything else
+#: (digits in an unknown key, a leading capital, spaces, punctuation, longer text) looks like
+#: a value typed as a key (a password pasted with a colon, say) and is not repeated: the
+#: message gives its line and column instead.
+_WORD_LIKE = re.compile(r"[a-z]+(?:[A-Z][a-z]+)*|[a-z]+(?:[-_][a-z]+)*")
+_NAME_LIKE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*|[A-Za-z][A-Za-z_-]*")
+_MAX_SHOWN = 40
+
+
+def looks_like_a_name(key: str, *, digits: bool = True) -> bool:
+    """Whether a mapping key may be repeated in a message (see `_WORD_LIKE`): with
+    `digits=False` (unknown keys) only words, else also lowercase names with digits."""
+    if len(key) > _MAX_SHOWN:
+        return False
+    return _WORD_LIKE.fullmatch(key) is not None or (
+        digits and _NAME_LIKE.fullmatch(key) is not None)
+
+
+def key_text(key: str) -> str:
+    """How a message names a key: "key `name`", or a note when it looks like a value."""
+    return f"key `{key}`" if looks_like_a_name(key) else \
+        "key (not repeated: it looks like a value, perhaps a secret)"
 
 
 def kind_name(value: object) -> str:
@@ -318,7 +348,8 @@ class _Composer:
             first_line = self.keys.get((*top.where, name), (0, 0))[0]
             self.diagnostics.append(Diagnostic(
                 self.path, line, column,
-                f"duplicate key `{name}`" + (f" in `{dotted(top.where)}`" if top.where else ""),
+                f"duplicate {key_text(name)}" + (f" in `{dotted(top.where)}`" if top.where
+                                                  else ""),
                 f"first given on line {first_line}; keep only one",
             ))
         top.key = (name, (line, column), duplicate)
@@ -636,7 +667,11 @@ def _describe(
             if key in forbidden:
                 message, hint = forbidden[key]
             else:
-                message = f"unknown key `{key}`" + (f" in {name}" if where else "")
+                if looks_like_a_name(key, digits=False):
+                    message = f"unknown key `{key}`" + (f" in {name}" if where else "")
+                else:
+                    message = "unknown key" + (f" in {name}" if where else "") + \
+                        " (not repeated: it looks like a value, perhaps a secret)"
                 hint = did_you_mean(key, known)
             out.append(doc.diagnostic((*where, key), message, hint, key=True))
         return out
@@ -666,8 +701,8 @@ def _describe(
         what = schema.get("title", "value")
         if "propertyNames" in error.schema_path and isinstance(value, str):
             wrong.add((*where, value))
-            return [doc.diagnostic((*where, value), f"key `{value}` in {name} is not a valid "
-                                   f"{what}", about, key=True)]
+            return [doc.diagnostic((*where, value), f"{key_text(value)} in {name} is not a "
+                                   f"valid {what}", about, key=True)]
         shown = f"`{value}` " if echo and isinstance(value, str) and len(value) < 80 else ""
         return [doc.diagnostic(where, f"{name}: {shown}is not a valid {what}", about)]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):

@@ -19,6 +19,12 @@ The tree is shallow on purpose; catch the class that says what you can do about 
 
 `Diagnostic` is one located problem in an input file; `InputError` carries all of them, so
 one run reports every error of every file.
+
+Secrets: `register_secret(value)` is called wherever a configured secret is read (a vCenter
+password from its variable or file); `mask(text)` replaces every registered value (and its
+URL-encoded form) with `MASK`. It is the one masking mechanism: every `VmkeepError` message
+goes through it, and so do the CLI's error and log lines, hook output and the journal's error
+texts, so a secret that a hook or a fault echoes is never printed or stored.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
     "AuthenticationError",
     "BlockedError",
     "CertificateError",
@@ -42,7 +50,50 @@ __all__ = [
     "UsageError",
     "VCenterError",
     "VmkeepError",
+    "forget_secrets",
+    "mask",
+    "register_secret",
 ]
+
+#: What a secret is replaced with wherever it would be printed or stored.
+MASK = "***"
+#: Shorter values are not masked (masking every "ab" would garble all output; such a
+#: password protects nothing anyway).
+MIN_SECRET_LENGTH = 4
+
+_secrets: tuple[str, ...] = ()
+
+
+def register_secret(value: str) -> None:
+    """Remember a configured secret so that `mask` hides it from now on (process-wide)."""
+    global _secrets
+    forms = {value, value.strip(), _percent_encoded(value)}
+    fresh = {f for f in forms if len(f) >= MIN_SECRET_LENGTH} - set(_secrets)
+    if fresh:  # longest first, so a secret containing another is masked whole
+        _secrets = tuple(sorted({*_secrets, *fresh}, key=lambda s: (-len(s), s)))
+
+
+def forget_secrets() -> None:
+    """Forget every registered secret (for tests, each of which configures its own)."""
+    global _secrets
+    _secrets = ()
+
+
+def _percent_encoded(value: str) -> str:
+    """The value as it would appear in a URL (RFC 3986 percent-encoding)."""
+    return "".join(
+        c if c.isascii() and (c.isalnum() or c in "-._~") else
+        "".join(f"%{byte:02X}" for byte in c.encode("utf-8"))
+        for c in value
+    )
+
+
+def mask(text: str) -> str:
+    """`text` with every registered secret replaced by `MASK`."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 class VmkeepError(Exception):
@@ -51,6 +102,7 @@ class VmkeepError(Exception):
     exit_code: int = 1
 
     def __init__(self, message: str) -> None:
+        message = mask(message)
         super().__init__(message)
         self.message = message
 

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from reconciler import documents, durations
 from reconciler.errors import Diagnostic, InputError
 from reconciler.model import (
+    HOOK_PASSTHROUGH,
     HookConfig,
     HostConfig,
     Hygiene,
@@ -72,6 +73,7 @@ def parse(data: bytes, path: str) -> HostConfig:
         problems.append(extra.diagnostic((), "the host config must be a single YAML document",
                                          "remove the `---` and merge the documents"))
     doc = loaded.documents[0]
+    problems.extend(_nul_characters(doc))
     found, wrong = documents.schema_diagnostics(
         doc, validator(), echo_values=False, forbidden_keys=_FORBIDDEN
     )
@@ -80,6 +82,43 @@ def parse(data: bytes, path: str) -> HostConfig:
     if problems:
         raise InputError(problems)
     return config
+
+
+def _nul_characters(doc: documents.Document) -> list[Diagnostic]:
+    """Every string holding a NUL character (`"\\0"` in YAML): no path, name or command can
+    hold one, and the operating system would refuse it later, less clearly."""
+    found: list[Diagnostic] = []
+    stack: list[tuple[documents.Where, Any]] = [((), doc.data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*where, k), v) for k, v in value.items())
+            found.extend(doc.diagnostic((*where, k), "a key contains a NUL character",
+                                        "remove the `\\0`", key=True)
+                         for k in value if "\x00" in k)
+        elif isinstance(value, list):
+            stack.extend(((*where, i), v) for i, v in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            found.append(doc.diagnostic(where, f"`{documents.dotted(where)}` contains a NUL "
+                                        "character", "remove the `\\0`"))
+    return found
+
+
+def _check_url(doc: documents.Document, name: str, url: object,
+               problems: list[Diagnostic], wrong: set[documents.Where]) -> None:
+    """A URL with user info (`https://user:password@host`) is refused: the password would be
+    in the file, and in every message that shows the URL."""
+    where = ("vcenters", name, "url")
+    if where in wrong or not isinstance(url, str):
+        return
+    authority = url.partition("://")[2].partition("/")[0]
+    if "@" in authority:
+        problems.append(doc.diagnostic(
+            where,
+            f"`vcenters.{name}.url` must not contain a user name or password (`user:...@`)",
+            "give the user in `username` and the password through `passwordEnv` or "
+            "`passwordFile`",
+        ))
 
 
 def _resolve(base: PurePath, value: str) -> str:
@@ -117,6 +156,13 @@ def _convert(
 
     vcenters = {}
     for name, vc in entries("vcenters"):
+        _check_url(doc, name, vc.get("url"), problems, wrong)
+        if vc.get("passwordEnv") in HOOK_PASSTHROUGH:
+            problems.append(doc.diagnostic(
+                ("vcenters", name, "passwordEnv"),
+                f"`vcenters.{name}.passwordEnv` names a variable every hook gets",
+                "use a variable of its own, e.g. VMKEEP_VC_PASSWORD",
+            ))
         vcenters[name] = VCenterConfig(
             name=name,
             url=str(vc.get("url", "")),
@@ -128,6 +174,7 @@ def _convert(
             insecure=vc.get("insecure") is True,
             transport=str(vc.get("transport") or "auto"),
         )
+    secret_names = {vc.password_env for vc in vcenters.values() if vc.password_env}
     targets = {}
     for name, target in entries("targets"):
         chunk = target.get("chunkSize")
@@ -149,11 +196,24 @@ def _convert(
         command = [str(arg) for arg in hook.get("command", []) if isinstance(arg, str)]
         if command and "/" in command[0]:
             command[0] = _resolve(base, command[0])
+        env = hook.get("env")
+        env = env if isinstance(env, dict) and ("hooks", name, "env") not in wrong else {}
+        for key in env:
+            if key in secret_names:
+                problems.append(doc.diagnostic(
+                    ("hooks", name, "env", key),
+                    f"`hooks.{name}.env` must not set `{key}`: it holds a vCenter password "
+                    "(`passwordEnv`)",
+                    "hooks never get vCenter passwords; give the hook its own credentials",
+                    key=True,
+                ))
         hooks[name] = HookConfig(
             name=name,
             command=tuple(command),
             timeout_seconds=_timeout(doc, ("hooks", name, "timeout"), hook.get("timeout"),
                                      problems, wrong),
+            env={k: v for k, v in env.items() if isinstance(v, str)
+                 and ("hooks", name, "env", k) not in wrong},
         )
     defaults = Limits()
     limits = section("limits")

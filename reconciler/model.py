@@ -14,6 +14,7 @@ from datetime import datetime, time
 from typing import NamedTuple
 
 __all__ = [
+    "HOOK_PASSTHROUGH",
     "VM",
     "Consistency",
     "ConsistencyMode",
@@ -83,13 +84,22 @@ class Limits:
     verify_bytes_per_hour: int = 10 * 2**30
 
 
+#: Variables of vmkeep's own environment every hook gets; nothing else is passed on.
+HOOK_PASSTHROUGH = ("PATH", "LANG", "TZ")
+
+
 @dataclass(frozen=True)
 class HookConfig:
-    """A host-side command a policy may reference by name (argv, never a shell string)."""
+    """A host-side command a policy may reference by name (argv, never a shell string).
+
+    Its environment is minimal: `HOOK_PASSTHROUGH` from vmkeep's own, then `env`, then the
+    `VMKEEP_*` variables describing the VM and phase."""
 
     name: str
     command: tuple[str, ...]
     timeout_seconds: float = 300.0
+    #: Variables the host config sets for this hook (`env:`), besides the minimal ones.
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

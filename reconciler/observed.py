@@ -236,7 +236,7 @@ class _Reader:
         text = self.get(obj, key, where, str)
         try:
             return parse_time(text)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: e.g. year 1 at +14:00
             raise self.fail(
                 f"{where}.{key}", f"not an ISO 8601 time with offset: {text!r}"
             ) from None

@@ -6,10 +6,11 @@ This is the shell: it touches the environment and the file system so the core do
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler import hostconfig
-from reconciler.errors import UsageError, VmkeepError
+from reconciler.errors import UsageError, VmkeepError, register_secret
 from reconciler.model import HostConfig, VCenterConfig
 
 __all__ = ["config_path", "load_host_config", "resolve_password"]
@@ -39,12 +40,22 @@ def load_host_config(explicit: str | None) -> HostConfig:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read host config {str(path)!r}: {exc.strerror}") from None
-    return hostconfig.parse(data, str(path))
+    config = hostconfig.parse(data, str(path))
+    for vc in config.vcenters.values():  # masked from here on, even before any login
+        if vc.password_env and os.environ.get(vc.password_env):
+            register_secret(os.environ[vc.password_env])
+    return config
 
 
 def resolve_password(vc: VCenterConfig, environ: dict[str, str] | None = None) -> str:
-    """Read a vCenter password from the environment or a file. Errors never show the value."""
-    env = os.environ if environ is None else environ
+    """Read a vCenter password from the environment or a file. Errors never show the value,
+    and from now on no message, hook output or journal text does (`errors.mask`)."""
+    password = _read_password(vc, os.environ if environ is None else environ)
+    register_secret(password)
+    return password
+
+
+def _read_password(vc: VCenterConfig, env: Mapping[str, str]) -> str:
     if vc.password_env:
         value = env.get(vc.password_env)
         if value is None:
@@ -56,6 +67,11 @@ def resolve_password(vc: VCenterConfig, environ: dict[str, str] | None = None) -
     if vc.password_file:
         try:
             return Path(vc.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise VmkeepError(
+                f"vCenter {vc.name!r}: password file {vc.password_file!r} is not UTF-8 text "
+                f"(byte {exc.start + 1}); write the password as UTF-8"
+            ) from None
         except OSError as exc:
             raise VmkeepError(
                 f"vCenter {vc.name!r}: cannot read password file {vc.password_file!r}: "

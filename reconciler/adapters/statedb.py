@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import VmkeepError, mask
 
 __all__ = [
     "ActionRecord",
@@ -179,6 +179,21 @@ def holds_journal(path: Path) -> bool:
     return True
 
 
+def _open_failure(path: Path, exc: sqlite3.Error) -> str:
+    """One line saying why the state DB at `path` could not be opened, and what to do."""
+    text = str(exc)
+    if "not a database" in text:
+        return (f"{str(path)!r} is not a vmkeep state DB (not an SQLite file); check `state` in "
+                "the host config")
+    if "full" in text:
+        return (f"cannot set up the state DB {str(path)!r}: its file system is full; free some "
+                "space there")
+    if "readonly" in text or "read-only" in text:
+        return (f"cannot write the state DB {str(path)!r}: it (or its directory) is read-only; "
+                "check `state` in the host config and the permissions")
+    return f"cannot open the state DB {str(path)!r}: {text}; check `state` in the host config"
+
+
 class StateDB:
     """A connection to the state file; create it (and its directory) on first use.
 
@@ -189,21 +204,37 @@ class StateDB:
                  read_only: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()  # one connection, shared by the executor's threads
-        if read_only:
-            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                         timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
+        try:
+            if self.path.is_dir():
+                raise VmkeepError(f"the state DB {str(self.path)!r} is a directory; set "
+                                  "`state` in the host config to a file path")
+            if read_only:
+                self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro",
+                                             uri=True, timeout=timeout, isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.row_factory = sqlite3.Row
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except OSError as exc:
+            raise VmkeepError(f"cannot open the state DB {str(self.path)!r}: "
+                              f"{exc.strerror or exc}; check `state` in the host config") \
+                from None
+        except sqlite3.Error as exc:
+            raise VmkeepError(_open_failure(self.path, exc)) from None
+        try:
             self._conn.row_factory = sqlite3.Row
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise VmkeepError(_open_failure(self.path, exc)) from None
+            raise
 
     # ------------------------------------------------------------------ plumbing
 
@@ -367,7 +398,7 @@ class StateDB:
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE actions SET status=?, finished_at=?, error=? WHERE id=?",
-                (status, now, error, action_id),
+                (status, now, None if error is None else mask(error), action_id),
             )
 
     def unfinished_actions(self) -> list[ActionRecord]:

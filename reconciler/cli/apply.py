@@ -311,6 +311,8 @@ def _load_plan(path: str) -> Plan:
         raise UsageError(f"cannot read plan {path!r}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"plan {path!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"plan {path!r} is not a vmkeep plan: nested too deeply") from None
     return plan_from_json(data, path)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from reconciler import observed, wiring
 from reconciler.errors import UsageError, VCenterError
 from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
+from reconciler.render.document import EARLIEST, LATEST, supported_time
 
 __all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
 
@@ -49,15 +50,20 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def parse_now(text: str | None) -> datetime:
-    """`--now ISO` (an offset is required; `Z` is fine), or the clock."""
+    """`--now ISO` (an offset is required; `Z` is fine, years `EARLIEST`..`LATEST`), or the
+    clock."""
     if text is None:
         return datetime.now(UTC)
     try:
-        return observed.parse_time(text.replace("z", "Z"))
-    except ValueError:
+        moment = observed.parse_time(text.replace("z", "Z"))
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or not supported_time(moment):
         raise UsageError(
-            f"--now {text!r} is not an ISO 8601 time with an offset, e.g. 2026-11-25T01:00:00Z"
+            f"--now {text!r} is not an ISO 8601 time with an offset between "
+            f"{EARLIEST.year} and {LATEST.year - 1}, e.g. 2026-11-25T01:00:00Z"
         ) from None
+    return moment
 
 
 def _target_points(target: TargetConfig) -> list[ExportPoint]:
@@ -129,22 +135,37 @@ def load_state(path: str) -> ObservedState:
         raise UsageError(f"cannot read state file {path!r}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"state file {path!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"state file {path!r} is not a vmkeep state: nested too deeply") \
+            from None
     return observed.state_from_json(data, path)
 
 
 def write_json(document: Any, path: str | None) -> None:
-    """Write JSON to stdout, or atomically to a file (temp file + rename)."""
+    """Write JSON to stdout, or atomically to a file (temp file + rename). Something that is
+    not a regular file (`/dev/null`, a FIFO) is written into, never replaced: a rename over
+    /dev/null, as root, would turn it into a file."""
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if path is None or path == "-":
         sys.stdout.write(text)
         return
     target = Path(path)
     try:
+        if target.exists() and not target.is_file() and not target.is_dir():
+            with open(target, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            return
+    except OSError as exc:
+        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
+    tmp = ""
+    try:
         fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)
     except OSError as exc:
+        if tmp:  # a full disk or a directory in the way: leave no temporary file behind
+            Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
 
 

@@ -7,6 +7,7 @@ Markdown views are rendered from the same `Plan` value.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.errors import Diagnostic, InputError
@@ -25,8 +26,8 @@ from reconciler.model import (
 from reconciler.observed import format_time, parse_time
 
 __all__ = [
-    "FORMAT_VERSION", "coverage_to_json", "held_to_json", "plan_from_json", "plan_to_json",
-    "summary",
+    "EARLIEST", "FORMAT_VERSION", "LATEST", "coverage_to_json", "held_to_json", "plan_from_json",
+    "plan_to_json", "summary", "supported_time",
 ]
 
 FORMAT_VERSION = 1
@@ -131,6 +132,32 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     }
 
 
+#: The times vmkeep works with (`--now`, a saved plan's `now` and slots): from `EARLIEST` up
+#: to, not including, `LATEST`. Far enough from the ends of `datetime` (years 1 and 9999)
+#: that schedules, retention buckets and time zones never run over them.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def supported_time(moment: datetime) -> bool:
+    """Whether `moment` (aware) lies in [EARLIEST, LATEST)."""
+    return EARLIEST <= moment < LATEST
+
+
+def _time(text: Any, what: str) -> datetime:
+    """A time of a saved plan; raises ValueError when it is not one vmkeep works with."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not a time")
+    try:
+        moment = parse_time(text)
+    except OverflowError:
+        moment = None
+    if moment is None or not supported_time(moment):
+        raise ValueError(f"{what} {text!r} is outside the years {EARLIEST.year} to "
+                         f"{LATEST.year - 1}")
+    return moment
+
+
 def _ref(data: dict[str, Any]) -> VMRef:
     return VMRef(data["name"], data["instanceUuid"])
 
@@ -142,7 +169,7 @@ def _action_from(a: Any) -> Action:
         vcenter=a["vcenter"],
         vm=_ref(a["vm"]),
         point_id=a["pointId"],
-        slot=parse_time(a["slot"]),
+        slot=_time(a["slot"], "slot"),
         reason=a["reason"],
         target=a.get("target"),
         snapshot_id=a.get("snapshotId"),
@@ -159,7 +186,7 @@ def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
             format_version=data["formatVersion"],
             policy_revision=data["policyRevision"],
             observed_digest=data["observedDigest"],
-            now=parse_time(data["now"]),
+            now=_time(data["now"], "now"),
             actions=tuple(_action_from(a) for a in data["actions"]),
             coverage=tuple(
                 Coverage(
@@ -167,9 +194,9 @@ def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
                     vcenter=c["vcenter"],
                     vm=_ref(c["vm"]),
                     state=CoverageState(c["state"]),
-                    slot=parse_time(c["slot"]),
+                    slot=_time(c["slot"], "slot"),
                     threshold_seconds=c["thresholdSeconds"],
-                    last_slot=parse_time(c["lastSlot"]) if c["lastSlot"] else None,
+                    last_slot=_time(c["lastSlot"], "lastSlot") if c["lastSlot"] else None,
                     note=c["note"],
                 )
                 for c in data["coverage"]
@@ -192,7 +219,7 @@ def plan_from_json(data: Any, source: str = "<plan>") -> Plan:
                     kind=PointKind(d["kind"]),
                     policy=d["policy"],
                     vm=_ref(d["vm"]),
-                    slot=parse_time(d["slot"]),
+                    slot=_time(d["slot"], "slot"),
                     keep=d["keep"],
                     reasons=tuple(d["reasons"]),
                 )

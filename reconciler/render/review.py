@@ -1,4 +1,8 @@
-"""The review-mode report (`vmkeep plan --base REV --head REV`) as text, JSON and Markdown."""
+"""The review-mode report (`vmkeep plan --base REV --head REV`) as text, JSON and Markdown.
+
+The Markdown is made inert as `render.markdown` describes: policy fields (a description is
+whatever the pull request says), VM names and guard messages are escaped or fenced.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from reconciler.model import VMRef
 from reconciler.observed import format_time
 from reconciler.render.document import plan_to_json
-from reconciler.render.markdown import LIMIT, Section, assemble
+from reconciler.render.markdown import LIMIT, Section, assemble, code, text
 from reconciler.review import Review
 
 __all__ = ["GUARDS_IN_HEAD", "review_markdown", "review_text", "review_to_json"]
@@ -125,12 +129,12 @@ def review_markdown(r: Review, limit: int = LIMIT) -> str:
     head = [
         "### vmkeep plan review",
         "",
-        f"`{_short(r.base_revision)}` → `{_short(r.head_revision)}` · now "
-        f"`{format_time(r.head.now)}` · observed `{r.head.observed_digest[:19]}`",
+        f"{code(_short(r.base_revision))} → {code(_short(r.head_revision))} · now "
+        f"{code(format_time(r.head.now))} · observed {code(r.head.observed_digest[:19])}",
         "",
     ]
     for violation in r.guard_violations[:GUARDS_IN_HEAD]:
-        head += [f"> :no_entry: **Guard:** {violation}", ""]
+        head += [f"> :no_entry: **Guard:** {text(violation)}", ""]
     more = len(r.guard_violations) - GUARDS_IN_HEAD
     if more > 0:
         head += [f"> :no_entry: … and {more:,} more guard violations, listed below.", ""]
@@ -145,7 +149,7 @@ def review_markdown(r: Review, limit: int = LIMIT) -> str:
     sections = [
         Section(
             f"Guard violations ({len(r.guard_violations)})",
-            [f"- {v}" for v in r.guard_violations] if more > 0 else [],
+            [f"- {text(v)}" for v in r.guard_violations] if more > 0 else [],
             open=True,
         ),
         Section(f"Policies ({len(r.policies)})", _policy_lines(r), fenced="diff", open=True),

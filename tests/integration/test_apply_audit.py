@@ -23,13 +23,15 @@ from .conftest import StartVcsim
 DAY1 = "2026-11-25T01:30:00Z"
 
 # A hook that starts a daemon of its own (as `ssh` with ControlPersist does) and exits 0 at
-# once: the daemon inherits the hook's output and lives on until `release` appears (at most
-# 30 s, so that a failing run of this test ends).
+# once: the daemon inherits the hook's output and lives on until `release` appears, which the
+# test writes only after `run` returned. Were `run` to wait for the end of the output, it
+# would wait until the hook's timeout (60 s) and fail with a HookError; the daemon itself
+# gives up after 120 s, so that such a failing run ends.
 DAEMONIZING_HOOK = textwrap.dedent("""\
     import subprocess, sys
     daemon = (
         "import os, sys, time\\n"
-        "for _ in range(300):\\n"
+        "for _ in range(1200):\\n"
         "    if os.path.exists(sys.argv[1]): break\\n"
         "    time.sleep(0.1)\\n"
     )
@@ -41,7 +43,7 @@ DAEMONIZING_HOOK = textwrap.dedent("""\
 def test_a_hook_that_exits_at_once_but_leaves_a_daemon_succeeds(tmp_path: Path) -> None:
     release = tmp_path / "release"
     hooks = SubprocessHooks({"freeze": HookConfig(
-        "freeze", (sys.executable, "-c", DAEMONIZING_HOOK, str(release)), 1.0)})
+        "freeze", (sys.executable, "-c", DAEMONIZING_HOOK, str(release)), 60.0)})
     try:
         hooks.run("freeze", {"VMKEEP_PHASE": "pre"})  # exit status 0: no HookError
     finally:

@@ -134,3 +134,86 @@ def test_any_mutation_of_a_config_gives_a_config_or_located_errors_without_secre
     except InputError as exc:
         assert exc.diagnostics
         assert "Zq9-SECRET" not in str(exc)
+
+
+# --------------------------------------------------------------------------- secrets (issue 9 C)
+
+
+def test_a_vcenter_url_with_user_and_password_is_refused_without_repeating_them() -> None:
+    found = problems(b"vcenters:\n  prod:\n    url: https://admin:Hunter2-PW@vc.example.com/sdk\n"
+                     b"    username: admin\n    passwordEnv: VC_PW\n")
+    assert found == [
+        "/etc/vmkeep/vmkeep.yaml:3:10: `vcenters.prod.url` must not contain a user name or "
+        "password (`user:...@`) (give the user in `username` and the password through "
+        "`passwordEnv` or `passwordFile`)"
+    ]
+
+
+def test_a_vcenter_url_with_a_user_name_only_is_refused_too() -> None:
+    found = problems(b"vcenters:\n  prod: {url: 'https://admin@vc', username: a, "
+                     b"passwordEnv: VC_PW}\n")
+    assert len(found) == 1 and "must not contain a user name" in found[0]
+
+
+def test_a_hook_may_set_variables_of_its_own() -> None:
+    config = hostconfig.parse(
+        b"hooks:\n  dump: {command: [/bin/dump], env: {PGHOST: db1, PGUSER: backup}}\n", "c.yaml")
+    assert config.hooks["dump"].env == {"PGHOST": "db1", "PGUSER": "backup"}
+
+
+def test_a_hook_may_not_be_given_a_vcenter_password_variable() -> None:
+    found = problems(b"vcenters:\n  prod: {url: 'https://vc', username: a, passwordEnv: VC_PW}\n"
+                     b"hooks:\n  dump:\n    command: [/bin/dump]\n    env: {VC_PW: x}\n")
+    assert found == [
+        "/etc/vmkeep/vmkeep.yaml:6:11: `hooks.dump.env` must not set `VC_PW`: it holds a "
+        "vCenter password (`passwordEnv`) (hooks never get vCenter passwords; give the hook its "
+        "own credentials)"
+    ]
+
+
+def test_a_password_variable_may_not_be_one_every_hook_gets() -> None:
+    found = problems(b"vcenters:\n  prod: {url: 'https://vc', username: a, passwordEnv: PATH}\n")
+    assert len(found) == 1 and "names a variable every hook gets" in found[0]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["Zq9-SECRET!", "correct horse battery", "S3cr3tPassw0rd", "a" * 41, "p@ss", "x:y",
+     "hunter2", "password123", "XkQzPwLm"],
+)
+def test_a_key_that_looks_like_a_value_is_not_repeated(key: str) -> None:
+    text = f"vcenters:\n  prod:\n    url: https://vc\n    username: a\n    passwordEnv: A\n" \
+           f"    {key!r}: 1\n".encode()
+    found = problems(text)
+    assert len(found) == 1, found
+    assert key not in found[0]
+    assert found[0].startswith("/etc/vmkeep/vmkeep.yaml:6:5: unknown key in `vcenters.prod` "
+                               "(not repeated: it looks like a value, perhaps a secret)")
+
+
+@pytest.mark.parametrize("key", ["usernme", "password_env", "ca-file", "caFil"])
+def test_a_key_that_reads_as_a_name_is_repeated_with_a_suggestion(key: str) -> None:
+    found = problems(f"vcenters:\n  prod: {{url: 'https://vc', username: a, passwordEnv: A, "
+                     f"{key}: 1}}\n".encode())
+    assert len(found) == 1 and f"unknown key `{key}`" in found[0], found
+
+
+def test_a_duplicate_name_with_digits_is_repeated() -> None:
+    found = problems(b"vcenters:\n  vc2: {url: 'https://a', username: a, passwordEnv: A}\n"
+                     b"  vc2: {url: 'https://b', username: b, passwordEnv: B}\n")
+    assert any(":3:3: duplicate key `vc2` in `vcenters`" in p for p in found), found
+
+
+def test_a_duplicate_key_that_looks_like_a_value_is_not_repeated() -> None:
+    found = problems(b"hooks: {}\n'Pa55 word!': 1\n'Pa55 word!': 2\n")
+    assert any(":3:1: duplicate key (not repeated" in p for p in found), found
+    assert not any("Pa55" in p for p in found)
+
+
+def test_a_nul_character_in_any_value_is_refused_at_its_location() -> None:
+    found = problems(b'targets:\n  nas: {type: directory, path: "/mnt/a\\0b"}\nstate: "s\\0"\n')
+    assert found == [
+        "/etc/vmkeep/vmkeep.yaml:2:32: `targets.nas.path` contains a NUL character (remove the "
+        "`\\0`)",
+        "/etc/vmkeep/vmkeep.yaml:3:8: `state` contains a NUL character (remove the `\\0`)",
+    ]

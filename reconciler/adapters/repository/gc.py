@@ -23,6 +23,7 @@ copy is the one used, so the old pack becomes pure garbage for the next run.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -76,6 +77,12 @@ def live_chunks(repo: Repository) -> tuple[int, set[bytes]]:
                 f"{exc}; gc cannot tell what it references, so it deleted nothing "
                 "(restore the manifest from a copy, or delete the point)"
             ) from None
+        except OSError as exc:  # e.g. a directory where a manifest should be
+            raise RepositoryError(
+                f"cannot read the restore point manifest {str(path)!r} ({exc.strerror or exc}); "
+                "gc cannot tell what it references, so it deleted nothing (move away what is "
+                "not a manifest there)"
+            ) from None
         count += 1
         for record in manifest.disks:
             live.update(bytes.fromhex(t) for t in record.tables)
@@ -100,11 +107,28 @@ def _live_entries(summary: PackSummary, index: ChunkIndex, live: set[bytes]) -> 
 def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
     """Run one GC under the writer lock. Call it through `Repository.gc`, which also keeps
     this process's own exports out (the lock is shared within a process)."""
-    repo.lock.acquire("gc", repo.lock_timeout)
+    try:
+        repo.lock.acquire("gc", repo.lock_timeout)
+    except OSError as exc:
+        raise _unwritable(repo, exc) from None
     try:
         return _collect(repo, grace.total_seconds())
+    except OSError as exc:
+        raise _unwritable(repo, exc) from None
     finally:
         repo.lock.release()
+
+
+def _unwritable(repo: Repository, exc: OSError) -> RepositoryError:
+    """One message for a file system that refused what GC had to do (read-only, full,
+    permissions): every step is safe to interrupt, so nothing is left half done."""
+    where = f": {exc.filename!r}" if exc.filename else ""
+    hint = "gc needs to write there: mount it read-write" if exc.errno in (
+        errno.EROFS, errno.EACCES, errno.EPERM) else "fix that and run gc again"
+    return RepositoryError(
+        f"repository {str(repo.root)!r}: gc stopped: {exc.strerror or exc}{where}; {hint} "
+        "(what gc did so far is complete: every step is safe to interrupt)"
+    )
 
 
 def _collect(repo: Repository, grace: float) -> GcReport:

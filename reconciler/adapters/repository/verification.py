@@ -159,6 +159,10 @@ def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
         except CorruptionError as exc:
             pid = unquote_id(path.stem)
             damaged[pid] = PointDamage(pid, message=str(exc))
+        except OSError as exc:  # a directory or an unreadable file where a manifest belongs
+            pid = unquote_id(path.stem)
+            damaged[pid] = PointDamage(
+                pid, message=f"cannot read its manifest {str(path)!r}: {exc.strerror or exc}")
 
     # 1. chunk tables (needed to know the data chunks)
     tables: dict[tuple[str, str], list[bytes]] = {}
