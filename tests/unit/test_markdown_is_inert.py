@@ -55,11 +55,13 @@ def hostile_plan(word: str) -> Plan:
         PolicySet((policy("gold", snapshot_keep=KeepRules(last=2)),), "f" * 40),
         state([web, vm("other")]), NOW, Limits(max_deletes_per_run=1),
     )
-    assert made.actions and made.blocked
+    assert made.actions and made.held  # deletions over the budget: held back, listed
     warning = PlanWarning("fault", Severity.WARNING, word, "vc", made.actions[0].vm, word, ())
     return replace(
         made,
+        blocked=True,
         blocked_reason=word,
+        unobserved={word: word},
         warnings=(*made.warnings, warning),
         coverage=tuple(replace(c, note=word, policy=word) for c in made.coverage),
         retention=tuple(d._replace(reasons=(word,)) for d in made.retention),
