@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import observed, wiring
+from reconciler.cli.state import parse_moment
 from reconciler.errors import RepositoryError, UsageError, VCenterError
 from reconciler.model import HostConfig, ObservedState, PointKind
 from reconciler.points import Point, PointDisk, select_point
@@ -62,13 +63,7 @@ def add_point_selection(parser: argparse.ArgumentParser, *, target: bool = True)
 
 
 def parse_at(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return observed.parse_time(text.strip().replace("z", "Z"))
-    except ValueError:
-        raise UsageError(f"--at {text!r} is not an ISO 8601 time with an offset, "
-                         "e.g. 2026-11-25T12:00:00Z") from None
+    return None if text is None else parse_moment(text, "--at")
 
 
 def resolve_point(
@@ -165,7 +160,7 @@ def _time(value: object) -> datetime | None:
         return None
     try:
         return observed.parse_time(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # a manifest's metadata is outside input too
         return None
 
 

@@ -52,15 +52,19 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 def parse_now(text: str | None) -> datetime:
     """`--now ISO` (an offset is required; `Z` is fine, years `EARLIEST`..`LATEST`), or the
     clock."""
-    if text is None:
-        return datetime.now(UTC)
+    return datetime.now(UTC) if text is None else parse_moment(text, "--now")
+
+
+def parse_moment(text: str, flag: str) -> datetime:
+    """The time a flag such as `--now` or `--at` names: ISO 8601 with an offset (`Z` is fine),
+    years `EARLIEST`..`LATEST`; anything else is a one-line usage error."""
     try:
-        moment = observed.parse_time(text.replace("z", "Z"))
+        moment = observed.parse_time(text.strip().replace("z", "Z"))
     except (ValueError, OverflowError):
         moment = None
     if moment is None or not supported_time(moment):
         raise UsageError(
-            f"--now {text!r} is not an ISO 8601 time with an offset between "
+            f"{flag} {text!r} is not an ISO 8601 time with an offset between "
             f"{EARLIEST.year} and {LATEST.year - 1}, e.g. 2026-11-25T01:00:00Z"
         ) from None
     return moment
