@@ -74,6 +74,6 @@ def test_a_bad_now_is_named_in_one_line(estate: Estate) -> None:
     run = garbage_now(estate)
     assert run.code == 1
     assert run.err.strip().splitlines() == [
-        "vmkeep: error: --now 'garbage' is not an ISO 8601 time with an offset, "
-        "e.g. 2026-11-25T01:00:00Z"
+        "vmkeep: error: --now 'garbage' is not an ISO 8601 time with an offset between "
+        "1970 and 8999, e.g. 2026-11-25T01:00:00Z"
     ]
