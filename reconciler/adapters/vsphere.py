@@ -20,6 +20,9 @@ How it talks:
 * **The inventory** is one paged PropertyCollector read over a ContainerView
   (RetrievePropertiesEx, then ContinueRetrievePropertiesEx per page) asking only for the
   properties `vsphere_inventory` lists; conversion to model values happens there, purely.
+  Pages are read from their SOAP bytes by `vsphere_fast` (7-8x faster than pyVmomi's
+  deserialiser at 10,000 VMs), the next page asked for while one is parsed; requests and
+  faults still go through pyVmomi. `fast_inventory=False` reads pages with pyVmomi.
   Tags come from the REST tagging API (`vsphere_tags`) when the vCenter serves it.
 * **Disk data** of a snapshot is read over the datastore HTTP interface (`datastore`,
   resumable Range reads) while the VM runs, and through an NFC export lease (`ExportVm`,
