@@ -35,6 +35,7 @@ A client is meant for one thread at a time; use one client per worker thread.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import io
 import logging
@@ -66,7 +67,13 @@ from reconciler.adapters.nfc import (
     open_disk_download,
 )
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
-from reconciler.adapters.vsphere_fast import Missing, Page, parse_page, token_of
+from reconciler.adapters.vsphere_fast import (
+    Missing,
+    Page,
+    collector_paused,
+    parse_page,
+    token_of,
+)
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
     HOST_PROPERTIES,
@@ -182,9 +189,11 @@ class VSphereClient:
 
     def inventory(self) -> Inventory:
         """Every VM with disks, snapshot tree, attributes and (where available) tags."""
-        objects, fields = self._soap("read the inventory", self._read_inventory)
-        tags = self._read_tags()
-        inventory, skipped = build_inventory(self.name, objects, fields, tags)
+        # The fast reader pauses the cyclic collector (pyVmomi's reader is left as it was).
+        with collector_paused() if self.fast_inventory else contextlib.nullcontext():
+            objects, fields = self._soap("read the inventory", self._read_inventory)
+            tags = self._read_tags()
+            inventory, skipped = build_inventory(self.name, objects, fields, tags)
         for reason in skipped:
             log.warning("vCenter %r: VM left out of the inventory: %s", self.name, reason)
         return inventory
