@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -114,6 +115,12 @@ def simulator(vms: int, latency: int) -> Iterator[tuple[dict[str, Any], float]]:
         finally:
             subprocess.run([sys.executable, str(VCSIM), "stop", "--state-dir", state],
                            check=True, capture_output=True)
+
+
+def machine_reference() -> str:
+    """This machine's speed right now: best of 3 `sum(range(10**7))` (docs/benchmarks.md)."""
+    best = min(timeit.repeat("sum(range(10**7))", number=1, repeat=3))
+    return f"reference: sum(range(10**7)) {best * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}"
 
 
 def child(url: str, ca_file: str, password: str, reader: str) -> None:
@@ -295,6 +302,7 @@ def main() -> int:
         print(text, file=sys.stderr, flush=True)
 
     results = []
+    print(machine_reference(), flush=True)
     for vms in args.vms or [1000, 5000, 10000]:
         r = bench(vms, args.repeat, args.sample, args.latency, log)
         runs = ", ".join(f"{t:.2f}" for t in r.vmkeep_runs)
@@ -309,6 +317,7 @@ def main() -> int:
             flush=True,
         )
         results.append(r)
+    print(machine_reference())
     print(f"\nSOAP latency added by the simulator: {args.latency} ms per call\n")
     print(markdown(results))
     print(f"\n(load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())})")

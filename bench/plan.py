@@ -32,6 +32,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import timeit
 import uuid
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
@@ -206,6 +207,12 @@ def run_command(tree: Path, work: Path, out: Path) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
+def machine_reference() -> str:
+    """This machine's speed right now: best of 3 `sum(range(10**7))` (docs/benchmarks.md)."""
+    best = min(timeit.repeat("sum(range(10**7))", number=1, repeat=3))
+    return f"reference: sum(range(10**7)) {best * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}"
+
+
 def whole(args: argparse.Namespace, policy_set: PolicySet) -> None:
     import orjson
 
@@ -226,6 +233,7 @@ def whole(args: argparse.Namespace, policy_set: PolicySet) -> None:
               f"{size / 2**20:.0f} MiB; baseline {rev[:10]}", flush=True)
         trees = {"baseline": baseline_tree(rev, work / "baseline"), "this tree": ROOT}
         runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in trees}
+        print(machine_reference(), flush=True)
         for _ in range(args.repeat):
             for name, tree in trees.items():  # in turns: a drift hits both alike
                 runs[name].append(run_command(tree, work, work / f"{name}.json"))
@@ -241,6 +249,7 @@ def whole(args: argparse.Namespace, policy_set: PolicySet) -> None:
             print(f"{name:>9}: best {walls[0]:.2f} s (range {walls[0]:.2f}-{walls[-1]:.2f}), "
                   f"CPU {min(r[1] for r in rs):.2f} s, peak RSS "
                   f"{max(r[2] for r in rs) / 1024:.0f} MiB")
+        print(machine_reference())
         print(f"speed-up (best baseline / best this tree): "
               f"{best['baseline'] / best['this tree']:.2f}x")
         if not same:
