@@ -21,7 +21,7 @@ from typing import Any
 
 from reconciler import planner, policies, review
 from reconciler.cli import common
-from reconciler.cli.state import capture, load_state, parse_now, write_json
+from reconciler.cli.state import capture, load_state, parse_now, write_json, write_stdout
 from reconciler.collector import collector_paused
 from reconciler.errors import UsageError
 from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
@@ -81,9 +81,7 @@ def _emit(text: str) -> None:
 
 
 def _emit_json(document: Any) -> None:
-    sys.stdout.flush()
-    sys.stdout.buffer.write(json_bytes(document))
-    sys.stdout.buffer.flush()
+    write_stdout(json_bytes(document))
 
 
 def _colour() -> bool:

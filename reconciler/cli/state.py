@@ -25,7 +25,7 @@ from reconciler.errors import UsageError
 from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
 from reconciler.render.json_text import json_bytes
 
-__all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
+__all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json", "write_stdout"]
 
 
 def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
@@ -114,13 +114,24 @@ def load_state(path: str) -> ObservedState:
     return observed.state_from_json(data, path)
 
 
+def write_stdout(data: bytes) -> None:
+    """UTF-8 bytes to standard output (as text where stdout has no byte buffer, e.g. a test's
+    StringIO)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
 def write_json(document: Any, path: str | None) -> None:
     """Write JSON to stdout, or atomically to a file (temp file + rename)."""
     text = json_bytes(document)  # orjson: the same text as json.dumps(indent=2), 10x faster
     if path is None or path == "-":
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text)
-        sys.stdout.buffer.flush()
+        write_stdout(text)
         return
     target = Path(path)
     try:
