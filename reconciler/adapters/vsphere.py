@@ -281,7 +281,12 @@ class VSphereClient:
                             ahead = pool.submit(
                                 self._fetch_page, collector, "ContinueRetrievePropertiesEx",
                                 [token])
-                        page = parse_page(body)
+                        try:
+                            page = parse_page(body)
+                        except ElementTree.ParseError as exc:
+                            raise VCenterError(
+                                self.name, f"read the inventory: an answer is not well-formed "
+                                f"XML ({exc})") from None
                         body = None
                     if page is None:
                         break
