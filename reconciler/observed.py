@@ -237,7 +237,7 @@ class _Reader:
         text = self.get(obj, key, where, str)
         try:
             return _parse_time_cached(text)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: e.g. year 1 at +14:00
             raise self.fail(
                 f"{where}.{key}", f"not an ISO 8601 time with offset: {text!r}"
             ) from None
@@ -262,7 +262,7 @@ def _snapshots_fast(items: Any) -> tuple[Snapshot, ...] | None:
             return None
         try:
             moment = time(created)
-        except ValueError:
+        except (ValueError, OverflowError):  # the careful reader names it
             return None
         out.append(Snapshot(sid, name, description, moment, quiesced, parent))
     return tuple(out)
@@ -351,7 +351,7 @@ def _point_from(r: _Reader, target: str, data: Any, where: str) -> ExportPoint:
                 try:
                     slot_time, created_time = _parse_time_cached(slot), \
                         _parse_time_cached(created)
-                except ValueError:
+                except (ValueError, OverflowError):  # the careful reader names it
                     pass
                 else:
                     return ExportPoint(pid, policy, VMRef(name, uuid), slot_time, created_time,

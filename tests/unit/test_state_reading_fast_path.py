@@ -13,7 +13,7 @@ from reconciler.errors import InputError
 
 #: Values of the right type and of wrong ones: each field is drawn from all of them.
 TIMES = st.sampled_from(["2026-11-25T01:00:00Z", "2026-11-25T02:00:00.5+01:00"])
-BAD_TIMES = st.sampled_from(["yesterday", "2026-11-25T01:00:00"])
+BAD_TIMES = st.sampled_from(["yesterday", "2026-11-25T01:00:00", "0001-01-01T00:00:00+14:00"])
 ANY = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**40), st.text(max_size=5), TIMES,
                 BAD_TIMES, st.just([]), st.just({}))
 
