@@ -9,7 +9,11 @@ For each size it starts a simulator with `scripts/vcsim start` (1 datacenter, 1 
 
 * **vmkeep**: `VSphereClient.inventory()` — a fresh connection, login, one paged
   PropertyCollector read (1,000 objects a page) and the REST tag read — best of `--repeat`;
-  HTTP requests are counted at the http.client layer.
+  HTTP requests are counted at the http.client layer. Each read runs in a fresh process
+  (`--child`), so its peak RSS is its own, and the two readers take turns:
+  **fast** (the default: pages parsed from their SOAP bytes by `vsphere_fast`) and
+  **pyvmomi** (`fast_inventory=False`: pyVmomi's deserialiser, the reader before it); the
+  two inventories must be equal. The ratio is pyvmomi's best over fast's best.
 * **naive**: what a hand-written pyVmomi script does: list the VMs of a ContainerView, then
   read each VM's properties through pyVmomi's lazy accessors (name, config, runtime,
   runtime.host.name, guest, customValue, snapshot, and parent names up to the datacenter
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -58,6 +63,10 @@ class Result:
     vmkeep_s: float
     vmkeep_runs: list[float]
     vmkeep_requests: int
+    vmkeep_rss_mib: float
+    pyvmomi_s: float
+    pyvmomi_runs: list[float]
+    pyvmomi_rss_mib: float
     naive_sample: int
     naive_list_s: float
     naive_per_vm_ms: float
@@ -108,18 +117,50 @@ def simulator(vms: int, latency: int) -> Iterator[tuple[dict[str, Any], float]]:
                            check=True, capture_output=True)
 
 
-def measure_vmkeep(info: dict[str, Any], repeat: int) -> tuple[list[float], int, int]:
-    config = VCenterConfig(name="bench", url=info["url"], username=info["username"],
-                           ca_file=info["caFile"])
-    runs, requests, count = [], 0, 0
+def machine_reference() -> str:
+    """This machine's speed right now: best of 3 `sum(range(10**7))` (docs/benchmarks.md)."""
+    best = min(timeit.repeat("sum(range(10**7))", number=1, repeat=3))
+    return f"reference: sum(range(10**7)) {best * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}"
+
+
+def child(url: str, ca_file: str, password: str, reader: str) -> None:
+    """One inventory read in this process; prints seconds, requests, VMs, peak RSS, digest."""
+    import hashlib
+    import resource
+
+    import orjson
+
+    from reconciler.observed import canonical_json
+
+    config = VCenterConfig(name="bench", url=url, username="bench", ca_file=ca_file)
+    with RequestCounter() as counter:
+        started = time.perf_counter()
+        with VSphereClient(config, password, fast_inventory=reader == "fast") as client:
+            inventory = client.inventory()
+        seconds = time.perf_counter() - started
+    print(orjson.dumps({
+        "seconds": seconds, "requests": counter.count, "vms": len(inventory.vms),
+        "rssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "digest": hashlib.sha256(canonical_json(inventory.vms)).hexdigest(),
+    }).decode())
+
+
+def measure_vmkeep(info: dict[str, Any], repeat: int, log: Callable[[str], None]
+                   ) -> dict[str, list[dict[str, Any]]]:
+    """`repeat` reads by each reader, in turns, each in a fresh process."""
+    runs: dict[str, list[dict[str, Any]]] = {"fast": [], "pyvmomi": []}
     for _ in range(repeat):
-        with RequestCounter() as counter:
-            started = time.perf_counter()
-            with VSphereClient(config, info["password"]) as client:
-                count = len(client.inventory().vms)
-            runs.append(time.perf_counter() - started)
-        requests = counter.count
-    return runs, requests, count
+        for reader in runs:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", reader, info["url"], info["caFile"],
+                 info["password"]], check=True, capture_output=True, text=True).stdout
+            runs[reader].append(json.loads(out))
+            r = runs[reader][-1]
+            log(f"  {reader:>7}: {r['seconds']:6.2f} s, {r['requests']} requests, "
+                f"peak RSS {r['rssMiB']:.0f} MiB")
+    digests = {r["digest"] for rs in runs.values() for r in rs}
+    assert len(digests) == 1, "the readers' inventories differ"
+    return runs
 
 
 def naive_connect(info: dict[str, Any]) -> Any:
@@ -182,15 +223,24 @@ def bench(
 ) -> Result:
     with simulator(vms, latency) as (info, start_s):
         log(f"{vms} VMs: simulator ready in {start_s:.1f} s")
-        runs, requests, count = measure_vmkeep(info, repeat)
-        assert count == vms, (count, vms)
-        listed, per_vm_ms, per_vm_requests = measure_naive(info, min(sample, vms))
+        runs = measure_vmkeep(info, repeat, log)
+        assert {r["vms"] for rs in runs.values() for r in rs} == {vms}
+        if sample:
+            listed, per_vm_ms, per_vm_requests = measure_naive(info, min(sample, vms))
+        else:
+            listed, per_vm_ms, per_vm_requests = 0.0, 0.0, 0.0
+    fast = [r["seconds"] for r in runs["fast"]]
+    slow = [r["seconds"] for r in runs["pyvmomi"]]
     return Result(
         vms=vms,
         start_s=start_s,
-        vmkeep_s=min(runs),
-        vmkeep_runs=runs,
-        vmkeep_requests=requests,
+        vmkeep_s=min(fast),
+        vmkeep_runs=fast,
+        vmkeep_requests=runs["fast"][-1]["requests"],
+        vmkeep_rss_mib=max(r["rssMiB"] for r in runs["fast"]),
+        pyvmomi_s=min(slow),
+        pyvmomi_runs=slow,
+        pyvmomi_rss_mib=max(r["rssMiB"] for r in runs["pyvmomi"]),
         naive_sample=min(sample, vms),
         naive_list_s=listed,
         naive_per_vm_ms=per_vm_ms,
@@ -199,15 +249,32 @@ def bench(
     )
 
 
+def span(runs: list[float]) -> str:
+    return f"{min(runs):.2f}–{max(runs):.2f}" if len(runs) > 1 else f"{runs[0]:.2f}"
+
+
 def markdown(results: list[Result]) -> str:
     lines = [
-        "| VMs | simulator start | vmkeep inventory (best) | HTTP requests | naive, measured "
-        "per VM | naive, extrapolated | naive / vmkeep |",
+        "| VMs | simulator start | fast reader (best; range) | pyVmomi reader (best; range) | "
+        "pyVmomi / fast | peak RSS fast / pyVmomi | HTTP requests |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.vms:,} | {r.start_s:.1f} s | {r.vmkeep_s:.2f} s | {r.vmkeep_requests} | "
+            f"| {r.vms:,} | {r.start_s:.1f} s | {r.vmkeep_s:.2f} s ({span(r.vmkeep_runs)}) | "
+            f"{r.pyvmomi_s:.2f} s ({span(r.pyvmomi_runs)}) | **{r.pyvmomi_s / r.vmkeep_s:.1f}×** | "
+            f"{r.vmkeep_rss_mib:.0f} / {r.pyvmomi_rss_mib:.0f} MiB | {r.vmkeep_requests} |"
+        )
+    lines += [
+        "",
+        "| VMs | naive, measured per VM | naive, extrapolated | naive / fast |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        if not r.naive_sample:
+            continue
+        lines.append(
+            f"| {r.vms:,} | "
             f"{r.naive_per_vm_ms:.1f} ms ({r.naive_requests_per_vm:.0f} requests, "
             f"{r.naive_sample} VMs) | {r.naive_extrapolated_s:.0f} s | {r.ratio:.0f}× |"
         )
@@ -223,23 +290,34 @@ def main() -> int:
     parser.add_argument("--latency", type=int, default=0, metavar="MS",
                         help="the simulator delays every SOAP call by MS ms")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--child", nargs=4, metavar=("READER", "URL", "CA", "PASSWORD"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        reader, url, ca_file, password = args.child
+        child(url, ca_file, password, reader)
+        return 0
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
     results = []
+    print(machine_reference(), flush=True)
     for vms in args.vms or [1000, 5000, 10000]:
         r = bench(vms, args.repeat, args.sample, args.latency, log)
         runs = ", ".join(f"{t:.2f}" for t in r.vmkeep_runs)
         print(
-            f"{r.vms:>6} VMs: vmkeep {r.vmkeep_s:6.2f} s (runs {runs}; median "
+            f"{r.vms:>6} VMs: fast {r.vmkeep_s:6.2f} s (runs {runs}; median "
             f"{statistics.median(r.vmkeep_runs):.2f} s; {r.vmkeep_requests} HTTP requests)  "
+            f"pyvmomi {r.pyvmomi_s:6.2f} s ({span(r.pyvmomi_runs)})  "
+            f"ratio {r.pyvmomi_s / r.vmkeep_s:.1f}x  "
+            f"RSS {r.vmkeep_rss_mib:.0f}/{r.pyvmomi_rss_mib:.0f} MiB  "
             f"naive {r.naive_per_vm_ms:.1f} ms/VM x {r.vms} = {r.naive_extrapolated_s:.0f} s "
             f"(measured on {r.naive_sample} VMs, extrapolated)  ratio {r.ratio:.0f}x",
             flush=True,
         )
         results.append(r)
+    print(machine_reference())
     print(f"\nSOAP latency added by the simulator: {args.latency} ms per call\n")
     print(markdown(results))
     print(f"\n(load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())})")

@@ -10,18 +10,45 @@ slot, so the plan holds the nightly creates and the deletions they make due (a n
 night). Prints the best of `repeat` wall-clock and CPU timings for the full estate and for
 a tenth of it, and their ratio (the bar: <= 3 s for 10,000 VMs, ratio <= 12); the two
 sizes are planned in turns, so a drift in the machine's speed does not skew the ratio.
+
+    .venv/bin/python bench/plan.py --whole [--vms 10000] [--repeat 3] [--baseline REV]
+
+`--whole` times the whole command instead, as a user runs it: the estate is written as
+`state.json` (what `vmkeep state export` writes) and the policies as YAML files, then
+`python -m reconciler plan --state state.json --policies DIR --now ... -o json` runs as a
+separate process, its output going to a file (wall time, user+sys CPU and peak RSS from
+`wait4`). The same command of the baseline revision (default: where this branch left
+`main`, exported with `git archive`) runs in turns with this tree's, in the same run, and
+both outputs must be byte-identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+import timeit
 import uuid
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
+from pathlib import Path
 
-from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
-from reconciler.model import (
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reconciler.markers import (  # noqa: E402
+    Marker,
+    MarkerKind,
+    format_description,
+    format_name,
+    point_id,
+)
+from reconciler.model import (  # noqa: E402
     VM,
     Duration,
     ExportPoint,
@@ -37,7 +64,8 @@ from reconciler.model import (
     Snapshot,
     SnapshotSpec,
 )
-from reconciler.planner import plan
+from reconciler.observed import state_to_json  # noqa: E402
+from reconciler.planner import plan  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ZONES = ("Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo")
@@ -137,13 +165,112 @@ def best_of(
     return [(min(r[0] for r in rs), min(r[1] for r in rs), rs[-1][2]) for rs in runs]
 
 
+def policy_yaml(policy: Policy) -> str:
+    """The YAML file of one bench policy (the same values as `policies`)."""
+    assert policy.snapshots is not None and policy.exports is not None
+    snap, exp = policy.snapshots.keep, policy.exports.keep
+    return (
+        "apiVersion: vmkeep/v1\nkind: BackupPolicy\n"
+        f"metadata:\n  name: {policy.name}\n"
+        f"spec:\n  vcenter: {policy.vcenter}\n"
+        f"  selector:\n    include:\n      names: [\"{policy.include.names[0]}\"]\n"
+        f"  schedule:\n    cron: \"{policy.schedule.cron}\"\n"
+        f"    timezone: {policy.schedule.timezone}\n"
+        f"  snapshots:\n    keep: {{last: {snap.last}, daily: {snap.daily}}}\n    maxAge: 20d\n"
+        f"  exports:\n    target: {policy.exports.target}\n"
+        f"    keep: {{weekly: {exp.weekly}, monthly: {exp.monthly}, yearly: {exp.yearly}}}\n"
+    )
+
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The `reconciler` package of revision `rev`, exported into `into`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "reconciler", "schemas"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def run_command(tree: Path, work: Path, out: Path) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and peak RSS (KiB) of one `plan` process."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    argv = [sys.executable, "-m", "reconciler", "plan", "--state", str(work / "state.json"),
+            "--policies", str(work / "policies"), "--now", NOW.isoformat(), "-o", "json"]
+    with out.open("wb") as sink:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=sink, env=env, cwd=tree)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0, 2):
+        raise SystemExit(f"{tree}: plan exited {process.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def machine_reference() -> str:
+    """This machine's speed right now: best of 3 `sum(range(10**7))` (docs/benchmarks.md)."""
+    best = min(timeit.repeat("sum(range(10**7))", number=1, repeat=3))
+    return f"reference: sum(range(10**7)) {best * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}"
+
+
+def whole(args: argparse.Namespace, policy_set: PolicySet) -> None:
+    import orjson
+
+    rev = args.baseline or subprocess.run(
+        ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="vmkeep-bench-plan-") as tmp:
+        work = Path(tmp)
+        (work / "policies").mkdir()
+        for policy in policy_set.policies:
+            (work / "policies" / f"{policy.name}.yaml").write_text(policy_yaml(policy))
+        started = time.perf_counter()
+        state = estate(args.vms, args.points, policy_set)
+        (work / "state.json").write_bytes(orjson.dumps(state_to_json(state)))
+        del state
+        size = (work / "state.json").stat().st_size
+        print(f"estate written in {time.perf_counter() - started:.1f} s: state.json "
+              f"{size / 2**20:.0f} MiB; baseline {rev[:10]}", flush=True)
+        trees = {"baseline": baseline_tree(rev, work / "baseline"), "this tree": ROOT}
+        runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in trees}
+        print(machine_reference(), flush=True)
+        for _ in range(args.repeat):
+            for name, tree in trees.items():  # in turns: a drift hits both alike
+                runs[name].append(run_command(tree, work, work / f"{name}.json"))
+                wall, cpu, rss = runs[name][-1]
+                print(f"  {name:>9}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, "
+                      f"{rss / 1024:6.0f} MiB peak RSS", flush=True)
+        same = (work / "baseline.json").read_bytes() == (work / "this tree.json").read_bytes()
+        out_size = (work / "this tree.json").stat().st_size
+        print(f"plan JSON {out_size / 2**20:.0f} MiB; outputs byte-identical: {same}")
+        best = {name: min(r[0] for r in rs) for name, rs in runs.items()}
+        for name, rs in runs.items():
+            walls = sorted(r[0] for r in rs)
+            print(f"{name:>9}: best {walls[0]:.2f} s (range {walls[0]:.2f}-{walls[-1]:.2f}), "
+                  f"CPU {min(r[1] for r in rs):.2f} s, peak RSS "
+                  f"{max(r[2] for r in rs) / 1024:.0f} MiB")
+        print(machine_reference())
+        print(f"speed-up (best baseline / best this tree): "
+              f"{best['baseline'] / best['this tree']:.2f}x")
+        if not same:
+            raise SystemExit("the outputs differ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--points", type=int, default=30)
     parser.add_argument("--policies", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--whole", action="store_true",
+                        help="time the whole `vmkeep plan` command, JSON in and out")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="with --whole: the revision to compare with (default: merge-base "
+                        "with main)")
     args = parser.parse_args()
+    if args.whole:
+        whole(args, policies(args.policies))
+        return
     policy_set = policies(args.policies)
     small_n = max(1, args.vms // 10)
     small = estate(small_n, args.points, policy_set)

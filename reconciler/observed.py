@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from reconciler.collector import collector_paused
 from reconciler.errors import Diagnostic, InputError
 from reconciler.markers import MarkerKind, parse_marker, parse_point
 from reconciler.model import (
@@ -65,6 +66,10 @@ def parse_time(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset")
     return moment.astimezone(UTC)
+
+
+#: Reading a state parses the same slot times again and again (every VM of a policy).
+_parse_time_cached = lru_cache(maxsize=65536)(parse_time)
 
 
 # --------------------------------------------------------------------------- to JSON
@@ -235,19 +240,54 @@ class _Reader:
     def time(self, obj: Any, key: str, where: str) -> datetime:
         text = self.get(obj, key, where, str)
         try:
-            return parse_time(text)
+            return _parse_time_cached(text)
         except (ValueError, OverflowError):  # OverflowError: e.g. year 1 at +14:00
             raise self.fail(
                 f"{where}.{key}", f"not an ISO 8601 time with offset: {text!r}"
             ) from None
 
 
+def _snapshots_fast(items: Any) -> tuple[Snapshot, ...] | None:
+    """Well-formed snapshot entries without per-field checks; None when any entry is not
+    exactly well-formed (the careful reader then finds and names the problem)."""
+    if type(items) is not list:
+        return None
+    out = []
+    time = _parse_time_cached
+    for s in items:
+        if type(s) is not dict:
+            return None
+        sid, name, created = s.get("id"), s.get("name"), s.get("createdAt")
+        description = s.get("description", "")
+        quiesced, parent = s.get("quiesced", False), s.get("parentId")
+        if (type(sid) is not str or type(name) is not str or type(created) is not str
+                or type(description) is not str or type(quiesced) is not bool
+                or not (parent is None or type(parent) is str)):
+            return None
+        try:
+            moment = time(created)
+        except (ValueError, OverflowError):  # the careful reader names it
+            return None
+        out.append(Snapshot(sid, name, description, moment, quiesced, parent))
+    return tuple(out)
+
+
 def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
+    if type(data) is dict:
+        fast = _snapshots_fast(data.get("snapshots", []))
+        if fast is not None:
+            return _vm_checked(r, vcenter, {**data, "snapshots": []}, where, fast)
+    return _vm_checked(r, vcenter, data, where, None)
+
+
+def _vm_checked(
+    r: _Reader, vcenter: str, data: Any, where: str, read: tuple[Snapshot, ...] | None
+) -> VM:
     try:
         power = PowerState(r.get(data, "powerState", where, str, "poweredOn"))
     except ValueError:
         raise r.fail(f"{where}.powerState", "expected poweredOn, poweredOff or suspended") from None
-    snaps = []
+    snaps: list[Snapshot] = list(read or ())
     for i, s in enumerate(r.get(data, "snapshots", where, list, [])):
         sw = f"{where}.snapshots[{i}]"
         parent = r.get(s, "parentId", sw, (str, type(None)), None)
@@ -301,6 +341,30 @@ def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
 
 
 def _point_from(r: _Reader, target: str, data: Any, where: str) -> ExportPoint:
+    if type(data) is dict:  # the fast way for a well-formed point; else the careful one
+        vm = data.get("vm")
+        if type(vm) is dict:
+            pid, policy, name, uuid = data.get("id"), data.get("policy"), vm.get("name"), \
+                vm.get("instanceUuid")
+            slot, created, complete = data.get("slot"), data.get("createdAt"), \
+                data.get("complete")
+            consistency, size = data.get("consistency", ""), data.get("sizeBytes", 0)
+            if (type(pid) is str and type(policy) is str and type(name) is str
+                    and type(uuid) is str and type(slot) is str and type(created) is str
+                    and type(complete) is bool and type(consistency) is str
+                    and type(size) is int):
+                try:
+                    slot_time, created_time = _parse_time_cached(slot), \
+                        _parse_time_cached(created)
+                except (ValueError, OverflowError):  # the careful reader names it
+                    pass
+                else:
+                    return ExportPoint(pid, policy, VMRef(name, uuid), slot_time, created_time,
+                                       complete, target, consistency, size)
+    return _point_checked(r, target, data, where)
+
+
+def _point_checked(r: _Reader, target: str, data: Any, where: str) -> ExportPoint:
     vm = r.get(data, "vm", where, dict)
     return ExportPoint(
         id=r.get(data, "id", where, str),
@@ -319,6 +383,11 @@ def _point_from(r: _Reader, target: str, data: Any, where: str) -> ExportPoint:
 
 def state_from_json(data: Any, source: str = "<state>") -> ObservedState:
     """Convert parsed JSON to an ObservedState; problems become an `InputError` naming `source`."""
+    with collector_paused():
+        return _state_from_json(data, source)
+
+
+def _state_from_json(data: Any, source: str) -> ObservedState:
     r = _Reader(source)
     version = r.get(data, "formatVersion", "$", int)
     if version != FORMAT_VERSION:

@@ -22,6 +22,9 @@ How it talks:
 * **The inventory** is one paged PropertyCollector read over a ContainerView
   (RetrievePropertiesEx, then ContinueRetrievePropertiesEx per page) asking only for the
   properties `vsphere_inventory` lists; conversion to model values happens there, purely.
+  Pages are read from their SOAP bytes by `vsphere_fast` (7-8x faster than pyVmomi's
+  deserialiser at 10,000 VMs), the next page asked for while one is parsed; requests and
+  faults still go through pyVmomi. `fast_inventory=False` reads pages with pyVmomi.
   Tags come from the REST tagging API (`vsphere_tags`) when the vCenter serves it.
 * **Disk data** of a snapshot is read per disk by the transport `model.choose_transport`
   picks: over the datastore HTTP interface (`datastore`, resumable Range reads) where the
@@ -36,7 +39,10 @@ A client is meant for one thread at a time; use one client per worker thread.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import http.client
+import io
 import logging
 import socket
 import ssl
@@ -49,6 +55,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pyVmomi import SoapStubAdapter, vim, vmodl
+from pyVmomi.SoapAdapter import SoapResponseDeserializer
 from pyVmomi.VmomiSupport import GetServiceVersions, versionIdMap
 
 from reconciler.adapters.datastore import (
@@ -69,6 +76,13 @@ from reconciler.adapters.nfc import (
 )
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
+from reconciler.adapters.vsphere_fast import (
+    Missing,
+    Page,
+    collector_paused,
+    parse_page,
+    token_of,
+)
 from reconciler.adapters.vsphere_inventory import (
     CONTAINER_PROPERTIES,
     DATASTORE_PROPERTIES,
@@ -156,6 +170,7 @@ class VSphereClient:
         page_size: int = 1000,
         tags: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        fast_inventory: bool = True,
     ) -> None:
         self.config = config
         self._password = password
@@ -170,6 +185,8 @@ class VSphereClient:
         self._page_size = page_size
         self._tags = tags
         self._sleep = sleep
+        #: Read inventory pages from their SOAP bytes (`vsphere_fast`), not through pyVmomi.
+        self.fast_inventory = fast_inventory
         self._stub: Any = None
         self._content: Any = None
         self._logged_in = False
@@ -232,9 +249,11 @@ class VSphereClient:
 
     def inventory(self) -> Inventory:
         """Every VM with disks, snapshot tree, attributes and (where available) tags."""
-        objects, fields = self._soap("read the inventory", self._read_inventory)
-        tags = self._read_tags()
-        inventory, skipped = build_inventory(self.name, objects, fields, tags)
+        # The fast reader pauses the cyclic collector (pyVmomi's reader is left as it was).
+        with collector_paused() if self.fast_inventory else contextlib.nullcontext():
+            objects, fields = self._soap("read the inventory", self._read_inventory)
+            tags = self._read_tags()
+            inventory, skipped = build_inventory(self.name, objects, fields, tags)
         for reason in skipped:
             log.warning("vCenter %r: VM left out of the inventory: %s", self.name, reason)
         return inventory
@@ -298,53 +317,133 @@ class VSphereClient:
         )
 
     def _retrieve(self, spec: Any, view: Any) -> tuple[list[RawObject], list[Any]]:
-        """One RetrievePropertiesEx and its continuation pages."""
+        """One RetrievePropertiesEx and its continuation pages.
+
+        The fast reader asks for the next page before it parses the current one (the token
+        comes first in an answer), so the vCenter prepares a page while this one is parsed.
+        """
         collector = self._content.propertyCollector
         objects: list[RawObject] = []
         fields: list[Any] = []
-        result = collector.RetrievePropertiesEx(
-            specSet=[spec], options=PC.RetrieveOptions(maxObjects=self._page_size)
-        )
+        first = [[spec], PC.RetrieveOptions(maxObjects=self._page_size)]
         token = None
-        try:
-            while result is not None:
-                token = result.token
-                for content in result.objects:
-                    obj = self._raw_object(content, view)
-                    if obj.kind == "CustomFieldsManager":
-                        fields = list(obj.props.get("field") or [])
+        ahead: concurrent.futures.Future[bytes] | None = None
+        body: bytes | None = None
+        page: Page | None = None
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                if self.fast_inventory:
+                    body = self._fetch_page(collector, "RetrievePropertiesEx", first)
+                else:
+                    page = self._pyvmomi_page(collector, "RetrievePropertiesEx", first)
+                while True:
+                    if body is not None:
+                        token = token_of(body)
+                        if token:
+                            ahead = pool.submit(
+                                self._fetch_page, collector, "ContinueRetrievePropertiesEx",
+                                [token])
+                        try:
+                            page = parse_page(body)
+                        except ElementTree.ParseError as exc:
+                            raise VCenterError(
+                                self.name, f"read the inventory: an answer is not well-formed "
+                                f"XML ({exc})") from None
+                        body = None
+                    if page is None:
+                        break
+                    token = page.token
+                    for missing in page.missing:
+                        self._check_missing(missing, view._moId)
+                    for obj in page.objects:
+                        if obj.kind == "CustomFieldsManager":
+                            fields = list(obj.props.get("field") or [])
+                        else:
+                            objects.append(obj)
+                    if not token:
+                        break
+                    more = "ContinueRetrievePropertiesEx"
+                    if ahead is not None:
+                        body, ahead = ahead.result(), None
+                    elif self.fast_inventory:
+                        body = self._fetch_page(collector, more, [token])
                     else:
-                        objects.append(obj)
-                if not token:
-                    break
-                result = collector.ContinueRetrievePropertiesEx(token=token)
-            token = None
-        except _SessionLost:
-            token = None  # the token died with the session
-            raise
-        finally:
-            if token:  # stopped half-way for another reason than a lost session
-                try:
-                    collector.CancelRetrievePropertiesEx(token=token)
-                except Exception as exc:
-                    log.debug("vCenter %r: CancelRetrievePropertiesEx failed: %s", self.name, exc)
+                        page = self._pyvmomi_page(collector, more, [token])
+                token = None
+            except _SessionLost:
+                token = None  # the token died with the session
+                raise
+            finally:
+                if ahead is not None:  # a page asked for ahead: its token is the live one
+                    token = None
+                    try:
+                        token = token_of(ahead.result())
+                    except Exception as exc:
+                        log.debug("vCenter %r: page read ahead failed: %s", self.name, exc)
+                if token:  # stopped half-way for another reason than a lost session
+                    try:
+                        collector.CancelRetrievePropertiesEx(token=token)
+                    except Exception as exc:
+                        log.debug("vCenter %r: CancelRetrievePropertiesEx failed: %s",
+                                  self.name, exc)
         return objects, fields
 
-    def _raw_object(self, content: Any, view: Any) -> RawObject:
-        obj = content.obj
-        for missing in content.missingSet or ():
-            if isinstance(missing.fault, vim.fault.NotAuthenticated):
-                # An expired session: no exception, every property reported missing.
-                raise _SessionLost(f"{obj._moId}: {missing.path} not readable without a session")
-            if obj._moId == view._moId:
-                raise _SessionLost(f"the ContainerView is gone: {type(missing.fault).__name__}")
-            log.warning(
-                "vCenter %r: %s %s: property %s not read: %s",
-                self.name, obj._wsdlName, obj._moId, missing.path,
-                type(missing.fault).__name__,
+    def _pyvmomi_page(self, collector: Any, method: str, args: list[Any]) -> Page | None:
+        """A page as pyVmomi reads it (the reference the fast reader is tested against)."""
+        result = getattr(collector, method)(*args)
+        if result is None:
+            return None
+        page = Page(token=result.token)
+        for content in result.objects:
+            obj = content.obj
+            page.objects.append(
+                RawObject(obj._wsdlName, obj._moId, {p.name: p.val for p in content.propSet or ()})
             )
-        props = {p.name: p.val for p in content.propSet or ()}
-        return RawObject(obj._wsdlName, obj._moId, props)
+            page.missing.extend(
+                Missing(obj._wsdlName, obj._moId, m.path, type(m.fault).__name__.rsplit(".", 1)[-1])
+                for m in content.missingSet or ()
+            )
+        return page
+
+    def _fetch_page(self, collector: Any, method: str, args: list[Any]) -> bytes:
+        """The SOAP answer's bytes, for `vsphere_fast`; faults still come through pyVmomi."""
+        stub = self._stub
+        info = collector._GetMethodInfo(method)
+        request = stub.SerializeRequest(collector, info, args)
+        headers = {
+            "Cookie": stub.cookie,
+            "SOAPAction": stub.versionId,
+            "Content-Type": "text/xml; charset=UTF-8",
+        }
+        conn = stub.GetConnection()
+        try:
+            conn.request("POST", stub.path, request, headers)
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            stub.DropConnections()
+            raise
+        if response.status == 200:
+            stub.ReturnConnection(conn)
+            return bytes(body)
+        if response.status == 500:
+            stub.ReturnConnection(conn)
+            fault = SoapResponseDeserializer(stub).Deserialize(io.BytesIO(body), info.result)
+            raise fault
+        conn.close()
+        raise http.client.HTTPException(f"{response.status} {response.reason}")
+
+    def _check_missing(self, missing: Missing, view_id: str) -> None:
+        if missing.fault == "NotAuthenticated":
+            # An expired session: no exception, every property reported missing.
+            raise _SessionLost(f"{missing.id}: {missing.path} not readable without a session")
+        if missing.id == view_id:
+            raise _SessionLost(f"the ContainerView is gone: {missing.fault}")
+        log.warning(
+            "vCenter %r: %s %s: property %s not read: %s",
+            self.name, missing.kind, missing.id, missing.path, missing.fault,
+        )
 
     def _read_tags(self) -> dict[str, tuple[str, ...]] | None:
         """VM tags, or None when the tagging API is not served, refused or keeps failing."""

@@ -16,7 +16,6 @@ When the deletions exceed `limits.maxDeletesPerRun` they are held back: listed a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from datetime import datetime
@@ -24,11 +23,13 @@ from typing import Any
 
 from reconciler import planner, policies, review
 from reconciler.cli import common
-from reconciler.cli.state import capture, load_state, parse_now, write_json
+from reconciler.cli.state import capture, load_state, parse_now, write_json, write_stdout
+from reconciler.collector import collector_paused
 from reconciler.errors import UsageError
 from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import PolicySource
 from reconciler.render import plan_to_json, render_markdown, render_text
+from reconciler.render.json_text import json_bytes
 from reconciler.render.review import review_markdown, review_text, review_to_json
 
 __all__ = ["register", "run"]
@@ -82,6 +83,10 @@ def _emit(text: str) -> None:
     sys.stdout.flush()
 
 
+def _emit_json(document: Any) -> None:
+    write_stdout(json_bytes(document))
+
+
 def _colour() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
@@ -97,6 +102,13 @@ def _exit_code(args: argparse.Namespace, changes: bool, plan: Plan | None = None
 
 
 def run(args: argparse.Namespace) -> int:
+    # One pause for the whole command: read, plan and write each pause the collector, and
+    # resuming it in between costs a pass over the heap each time (0.7 s at 10,000 VMs).
+    with collector_paused():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.base or args.head:
         return _run_review(args)
     now = parse_now(args.now)
@@ -118,7 +130,7 @@ def _transports(config: HostConfig | None) -> dict[str, str]:
 
 def _render_plan(result: Plan, output: str) -> None:
     if output == "json":
-        _emit(json.dumps(plan_to_json(result), indent=2, ensure_ascii=False) + "\n")
+        _emit_json(plan_to_json(result))
     elif output == "markdown":
         _emit(render_markdown(result))
     else:
@@ -149,7 +161,7 @@ def _run_review(args: argparse.Namespace) -> int:
                              hygiene=hygiene)
     report = review.review(base_set, head_set, base_plan, head_plan)
     if args.output == "json":
-        _emit(json.dumps(review_to_json(report), indent=2, ensure_ascii=False) + "\n")
+        _emit_json(review_to_json(report))
     elif args.output == "markdown":
         _emit(review_markdown(report))
     else:

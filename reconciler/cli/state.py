@@ -13,7 +13,6 @@ with the reason, the others are written as usual, and the exit code is 3.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -21,12 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from reconciler import observed, wiring
 from reconciler.errors import UsageError, VCenterError
 from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
 from reconciler.render.document import EARLIEST, LATEST, supported_time
+from reconciler.render.json_text import json_bytes
 
-__all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
+__all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json", "write_stdout"]
 
 
 def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
@@ -134,7 +136,7 @@ def _reason(exc: VCenterError) -> str:
 def load_state(path: str) -> ObservedState:
     """Read `--state FILE`; unreadable or malformed files are clear errors."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = orjson.loads(Path(path).read_bytes())
     except OSError as exc:
         raise UsageError(f"cannot read state file {path!r}: {exc.strerror}") from None
     except ValueError as exc:
@@ -145,18 +147,31 @@ def load_state(path: str) -> ObservedState:
     return observed.state_from_json(data, path)
 
 
+def write_stdout(data: bytes) -> None:
+    """UTF-8 bytes to standard output (as text where stdout has no byte buffer, e.g. a test's
+    StringIO)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
 def write_json(document: Any, path: str | None) -> None:
     """Write JSON to stdout, or atomically to a file (temp file + rename). Something that is
     not a regular file (`/dev/null`, a FIFO) is written into, never replaced: a rename over
     /dev/null, as root, would turn it into a file."""
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json_bytes(document)  # orjson: the same text as json.dumps(indent=2), 10x faster
     if path is None or path == "-":
-        sys.stdout.write(text)
+        write_stdout(text)
         return
     target = Path(path)
     try:
         if target.exists() and not target.is_file() and not target.is_dir():
-            with open(target, "w", encoding="utf-8") as stream:
+            with open(target, "wb") as stream:
                 stream.write(text)
             return
     except OSError as exc:
@@ -164,7 +179,7 @@ def write_json(document: Any, path: str | None) -> None:
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(text)
         os.replace(tmp, target)
     except OSError as exc:

@@ -1,5 +1,8 @@
 """The plan as JSON (`schemas/plan.schema.json`): `plan_to_json` and back, `plan_from_json`.
 
+Enum values are read as `_value_` in the loops over every action, coverage line and retention
+decision: `.value` is a Python-level property, a tenth of the rendering time at 10,000 VMs.
+
 The JSON document is the plan artifact (`vmkeep plan --out plan.json`); the text and
 Markdown views are rendered from the same `Plan` value.
 """
@@ -10,6 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.collector import collector_paused
 from reconciler.errors import Diagnostic, InputError
 from reconciler.model import (
     Action,
@@ -40,8 +44,8 @@ def _vm(ref: VMRef) -> dict[str, str]:
 def summary(plan: Plan) -> dict[str, int]:
     """Action counts by kind (every kind present, zero included) and coverage counts
     (`unknown` only when a vCenter could not be observed)."""
-    kinds = Counter(a.kind.value for a in plan.actions)
-    states = Counter(c.state.value for c in plan.coverage)
+    kinds = Counter(a.kind._value_ for a in plan.actions)
+    states = Counter(c.state._value_ for c in plan.coverage)
     counts = {kind.value: kinds.get(kind.value, 0) for kind in ActionKind}
     counts.update({state.value: states.get(state.value, 0) for state in CoverageState
                    if state is not CoverageState.UNKNOWN or states.get(state.value)})
@@ -50,7 +54,7 @@ def summary(plan: Plan) -> dict[str, int]:
 
 def _action(a: Action) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "kind": a.kind.value,
+        "kind": a.kind._value_,
         "policy": a.policy,
         "vcenter": a.vcenter,
         "vm": _vm(a.vm),
@@ -72,7 +76,7 @@ def coverage_to_json(c: Coverage) -> dict[str, Any]:
         "policy": c.policy,
         "vcenter": c.vcenter,
         "vm": _vm(c.vm),
-        "state": c.state.value,
+        "state": c.state._value_,
         "slot": format_time(c.slot),
         "thresholdSeconds": c.threshold_seconds,
         "lastSlot": format_time(c.last_slot) if c.last_slot else None,
@@ -92,6 +96,11 @@ def held_to_json(plan: Plan) -> dict[str, Any]:
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
+    with collector_paused():  # ~1.5 M acyclic dicts and lists at 10,000 VMs
+        return _plan_to_json(plan)
+
+
+def _plan_to_json(plan: Plan) -> dict[str, Any]:
     return {
         "formatVersion": plan.format_version,
         "policyRevision": plan.policy_revision,
@@ -120,7 +129,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "retention": [
             {
                 "pointId": d.point_id,
-                "kind": d.kind.value,
+                "kind": d.kind._value_,
                 "policy": d.policy,
                 "vm": _vm(d.vm),
                 "slot": format_time(d.slot),

@@ -1,0 +1,88 @@
+"""Reading a state file: the fast path for well-formed entries reads what the careful reader
+reads, and anything not exactly well-formed falls through to it (same values, same errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler import observed
+from reconciler.errors import InputError
+
+#: Values of the right type and of wrong ones: each field is drawn from all of them.
+TIMES = st.sampled_from(["2026-11-25T01:00:00Z", "2026-11-25T02:00:00.5+01:00"])
+BAD_TIMES = st.sampled_from(["yesterday", "2026-11-25T01:00:00", "0001-01-01T00:00:00+14:00"])
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**40), st.text(max_size=5), TIMES,
+                BAD_TIMES, st.just([]), st.just({}))
+
+
+def field_values(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return good
+
+
+@st.composite
+def spoiled(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> Any:
+    """A valid entry, or one with one field (or a nested one) replaced by any value."""
+    data = draw(valid)
+    keys = sorted(data)
+    where = draw(st.one_of(st.none(), st.sampled_from(keys)))
+    if where is not None:
+        target = data[where]
+        if isinstance(target, dict) and target and draw(st.booleans()):
+            target[draw(st.sampled_from(sorted(target)))] = draw(ANY)
+        elif isinstance(target, list) and target and draw(st.booleans()):
+            item = target[draw(st.integers(0, len(target) - 1))]
+            if isinstance(item, dict) and item:
+                item[draw(st.sampled_from(sorted(item)))] = draw(ANY)
+        else:
+            data[where] = draw(ANY)
+    return data
+
+
+POINT = st.fixed_dictionaries(
+    {
+        "id": field_values(st.text(max_size=8)),
+        "policy": field_values(st.text(max_size=8)),
+        "vm": st.fixed_dictionaries({"name": st.text(max_size=5),
+                                     "instanceUuid": st.text(max_size=5)}),
+        "slot": field_values(TIMES),
+        "createdAt": field_values(TIMES),
+        "complete": field_values(st.booleans()),
+    },
+    optional={"consistency": field_values(st.text(max_size=5)),
+              "sizeBytes": field_values(st.integers(0, 2**40)), "extra": ANY},
+)
+SNAPSHOT = st.fixed_dictionaries(
+    {"id": field_values(st.text(max_size=5)), "name": field_values(st.text(max_size=5)),
+     "createdAt": field_values(TIMES)},
+    optional={"description": field_values(st.text(max_size=5)),
+              "quiesced": field_values(st.booleans()),
+              "parentId": field_values(st.one_of(st.none(), st.text(max_size=5)))},
+)
+VM = st.fixed_dictionaries(
+    {"name": field_values(st.text(max_size=5)), "instanceUuid": field_values(st.text(max_size=5)),
+     "snapshots": st.lists(SNAPSHOT, max_size=3)},
+)
+
+
+def outcome(read: Any, *args: Any) -> Any:
+    try:
+        return read(observed._Reader("state.json"), *args)
+    except InputError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(spoiled(POINT))
+def test_a_point_reads_the_same_by_the_fast_path_and_the_careful_reader(data: Any) -> None:
+    assert outcome(observed._point_from, "nas", data, "$.p") == outcome(
+        observed._point_checked, "nas", data, "$.p")
+
+
+@settings(max_examples=300, deadline=None)
+@given(spoiled(VM))
+def test_a_vm_reads_the_same_by_the_fast_path_and_the_careful_reader(data: Any) -> None:
+    assert outcome(observed._vm_from, "vc1", data, "$.v") == outcome(
+        observed._vm_checked, "vc1", data, "$.v", None)
