@@ -82,6 +82,9 @@ def collect_status(args: argparse.Namespace) -> Status:
         raise UsageError("--runs must be 0 or more")
     config = wiring.load_host_config(args.config)
     now = parse_now(args.now)
+    if Path(config.state).is_dir():  # checked before vCenter is asked anything
+        raise VmkeepError(f"the state DB {config.state!r} is a directory; set `state` in the "
+                          "host config to a file path")
     plan, verification, state = None, None, None
     if _wants_coverage(args):
         plan, verification, state = _plan(args, config, now)

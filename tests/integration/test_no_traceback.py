@@ -98,6 +98,10 @@ def test_a_state_path_naming_a_directory_or_a_non_sqlite_file_is_one_clear_error
     assert one_line_error(capsys.readouterr().err) == (
         "vmkeep: error: the state DB 'state.db' is a directory; set `state` in the "
         "host config to a file path")
+    assert main(["status", "--now", "2026-11-25T02:00:00Z"]) == 1  # not "no run recorded"
+    assert one_line_error(capsys.readouterr().err) == (
+        "vmkeep: error: the state DB 'state.db' is a directory; set `state` in the "
+        "host config to a file path")
     (world / "state.db").rmdir()
     (world / "state.db").write_text("these are my notes, not a database\n" * 100)
     assert main(["apply", "--auto-approve", "--now", "2026-11-25T02:00:00Z"]) == 1
