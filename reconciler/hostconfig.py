@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from reconciler import documents, durations
+from reconciler import documents, durations, engine_config
 from reconciler.errors import Diagnostic, InputError
 from reconciler.model import HookConfig, HostConfig, Limits, TargetConfig, VCenterConfig
 
@@ -153,6 +153,7 @@ def _convert(
         return value if isinstance(value, int) and not isinstance(value, bool) else default
 
     state = data.get("state")
+    engine, proxies = engine_config.convert(doc, problems, wrong)
     return HostConfig(
         path=doc.path,
         vcenters=vcenters,
@@ -166,4 +167,6 @@ def _convert(
             ),
         ),
         hooks=hooks,
+        engine=engine,
+        proxies=proxies,
     )
