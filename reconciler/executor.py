@@ -138,6 +138,8 @@ class ActionRunner:
     #: Tries per action when it fails with a `TransientError` (each try re-reads reality).
     attempts: int = 3
     retry_delay: float = 2.0
+    #: The proxy (worker identity) running the action, recorded in export manifests.
+    proxy: str | None = None
     #: Actions whose VM vmkeep shut down and has not seen back on yet.
     _powered_off: set[int] = field(default_factory=set, init=False, repr=False)
 
@@ -347,6 +349,7 @@ class ActionRunner:
         writer = store.begin_point(
             action.point_id, action.policy, vm.ref, action.slot,
             changeIds=change_ids, snapshotId=snapshot_id, vcenter=action.vcenter,
+            **({"proxy": self.proxy} if self.proxy else {}),
         )
         read = stored = 0
         try:

@@ -30,6 +30,7 @@ from reconciler.cli import (
     status,
     validate,
     verify,
+    worker,
 )
 from reconciler.errors import UsageError, VmkeepError
 
@@ -40,6 +41,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     validate, plan, apply, run, status, points, restore, state, inventory, verify, gc,
     files,
     mount,
+    worker,
 )
 
 

@@ -104,6 +104,9 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
     config = wiring.load_host_config(args.config)
     if args.max_deletes is not None and args.max_deletes < 0:
         raise UsageError("--max-deletes must be 0 or more")
+    if config.engine is not None:  # the scaled tier: docs/scale-out.md
+        from reconciler.engine.submit import engine_apply
+        return ApplyResult(engine_apply(args, config))
     run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
     with ExitStack() as stack:

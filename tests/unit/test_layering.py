@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
 BASE = {"model", "errors", "ports"}
 SERVICES = {"executor", "restore", "consistency", "files"}
-SHELL = {"cli", "controller", "wiring", "__main__"}
+SHELL = {"cli", "controller", "wiring", "__main__", "engine"}
 ADAPTERS = "adapters"
 
 #: Third-party or standard modules that mean I/O, the clock or the network; the pure core and

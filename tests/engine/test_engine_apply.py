@@ -1,0 +1,70 @@
+"""`vmkeep apply` on the Temporal engine: a workflow per vCenter plans, proxies (`vmkeep
+worker` processes) carry out the actions, the points name the proxy that wrote them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.repository import Repository
+from tests.engine.engine_world import EngineEstate, engine_estate
+from tests.engine.temporal_server import TemporalServer
+
+pytestmark = [pytest.mark.vcsim, pytest.mark.temporal]
+
+DAY1 = "2026-11-25T01:00:00Z"
+MiB = 1024 * 1024
+_queues = itertools.count()
+
+
+@pytest.fixture
+def estate(start_vcsim, temporal: TemporalServer, tmp_path: Path) -> Iterator[EngineEstate]:
+    queue = f"q{next(_queues)}-{os.getpid()}"  # each test its own queues on the shared server
+    with engine_estate(start_vcsim(vms=int(os.environ.get("VMKEEP_ENGINE_VMS", "6"))),
+                       tmp_path, temporal, queue) as world:
+        yield world
+
+
+def proxies_of(estate: EngineEstate) -> dict[str, str]:
+    with Repository.open(estate.target, create=False) as repo:
+        return {p.id: str(repo.manifest(p.id).metadata.get("proxy")) for p in repo.points()}
+
+
+def test_three_workers_export_every_vm_byte_exact_spread_over_proxies_and_plan_is_empty(
+        estate: EngineEstate) -> None:
+    vms = estate.vms()
+    data = {}
+    for name, vm in sorted(vms.items()):
+        estate.grow_disk(vm, 2 * MiB)
+        data[name] = os.urandom(MiB) + bytes(MiB)
+        estate.fill_disk(vm, data[name])
+    for n in range(3):
+        estate.start_worker(f"proxy-{n}", "--slots", "2")
+    run = estate.apply(DAY1)
+    assert run.code == 0, run.out + run.err
+    points = estate.points()
+    assert sorted(p.vm.name for p in points) == sorted(vms)
+    for point in points:
+        vm = vms[point.vm.name]
+        disk = f"disk-{vm.disks[0].key}"
+        assert estate.read_point_disk(point.id, disk) == data[point.vm.name]
+    assert len(set(proxies_of(estate).values())) >= 2, proxies_of(estate)
+    plan = estate.plan(DAY1)
+    assert plan.code == 0 and plan.json()["actions"] == [], plan.out
+
+
+def test_apply_with_an_engine_refuses_a_saved_plan_and_asks_for_auto_approve(
+        estate: EngineEstate, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps({}))
+    run = estate.vmkeep("apply", str(saved), "--policies", str(estate.policies),
+                        "--auto-approve")
+    assert run.code == 1 and "saved plan cannot be applied through the engine" in run.err
+    run = estate.vmkeep("apply", "--policies", str(estate.policies), "--now", DAY1)
+    assert run.code == 1 and "--auto-approve" in run.err
+    assert estate.points() == []
