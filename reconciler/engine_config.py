@@ -61,11 +61,18 @@ def _engine(doc: documents.Document, section: Any, base: PurePath,
         server_name = raw_tls.get("serverName")
         tls = EngineTLS(path("caFile"), path("certFile"), path("keyFile"),
                         server_name if isinstance(server_name, str) else None)
+    def number(key: str, default: int) -> int:
+        value = section.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) \
+            and value >= 1 else default
+
     return EngineConfig(
         address=text("address", ""),
         namespace=text("namespace", "default"),
         task_queue=text("taskQueue", DEFAULT_QUEUE),
         tls=tls,
+        heartbeat_seconds=number("heartbeatSeconds", 60),
+        attempts=number("attempts", 5),
     )
 
 

@@ -97,6 +97,8 @@ class EngineConfig:
     task_queue: str = "vmkeep"
     tls: EngineTLS | None = None
     type: str = "temporal"
+    heartbeat_seconds: int = 60
+    attempts: int = 5
 
 
 @dataclass(frozen=True)

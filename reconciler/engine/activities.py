@@ -16,8 +16,10 @@ already exists, so a late zombie changes nothing.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -37,10 +39,15 @@ from reconciler.engine.codec import (
 )
 from reconciler.executor import ActionRunner, Progress
 from reconciler.markers import MarkerKind, parse_marker
-from reconciler.model import HostConfig, Policy
+from reconciler.model import ActionKind, HostConfig, Policy
 from reconciler.observed import parse_time
 
 __all__ = ["EngineJournal", "WorkerActivities"]
+
+
+def _tick(stop: threading.Event, interval: float, beat: Any) -> None:
+    while not stop.wait(interval):
+        beat()
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +156,26 @@ class WorkerActivities:
         action = action_from_json(request["action"])
         info = activity.info()
         journal = EngineJournal()
-        last = [0.0]
+        state: dict[str, Any] = {"phase": "start", "disk": "", "done": 0, "total": 0,
+                                 "attempt": info.attempt, "proxy": self.identity}
+        previous = info.heartbeat_details[0] if info.heartbeat_details else None
+
+        def beat() -> None:
+            activity.heartbeat(dict(state, details=dict(journal.details)))
 
         def progress(p: Progress) -> None:
-            now = time.monotonic()
-            if p.phase == "bytes" and now - last[0] < 0.2 and p.done < p.total:
-                return
-            last[0] = now
-            activity.heartbeat({"phase": p.phase, "disk": p.disk, "done": p.done,
-                                "total": p.total, "details": dict(journal.details),
-                                "attempt": info.attempt, "proxy": self.identity})
+            state.update(phase=p.phase, disk=p.disk, done=p.done, total=p.total)
+            beat()
+
+        # heartbeats also while a step reports nothing (a quiesced snapshot, a hook)
+        stop = threading.Event()
+        interval = max(0.2, (info.heartbeat_timeout.total_seconds()
+                             if info.heartbeat_timeout else 30.0) / 3)
+        context = contextvars.copy_context()
+        ticker = threading.Thread(
+            target=lambda: context.run(_tick, stop, interval, beat),
+            name="vmkeep-heartbeat", daemon=True)
+        ticker.start()
 
         runner = ActionRunner(
             run_id=request["runId"],
@@ -172,9 +189,24 @@ class WorkerActivities:
             policy_revision=request.get("revision"),
             progress=progress,
             proxy=self.identity,
+            # a retry after the engine lost the try (its proxy died or stopped answering)
+            resume=info.attempt > 1 and action.kind is ActionKind.EXPORT_CREATE,
         )
-        outcome = runner.run(action)
-        return outcome_to_json(outcome, self.identity)
+        try:
+            outcome = runner.run(action)
+        finally:
+            stop.set()
+            ticker.join()
+        print(f"vmkeep: {self.identity}: {action.kind.value} {action.point_id} (attempt "
+              f"{info.attempt}): {outcome.status} {outcome.message}".rstrip(),
+              file=sys.stderr, flush=True)
+        result = outcome_to_json(outcome, self.identity)
+        result["attempt"] = info.attempt
+        if isinstance(previous, dict):
+            result["resumedFrom"] = {"proxy": previous.get("proxy"),
+                                     "disk": previous.get("disk"),
+                                     "done": previous.get("done")}
+        return result
 
     @activity.defn(name="vmkeep.compensate")
     def compensate(self, request: dict[str, Any]) -> list[str]:

@@ -52,6 +52,8 @@ def reconcile_request(config: HostConfig, vcenter: str, run_id: str, files: list
         "defaultSlots": max(1, config.limits.concurrent_exports),
         "hostSlots": config.limits.concurrent_snapshots_per_host,
         "maxDeletes": max_deletes,
+        "heartbeatSeconds": config.engine.heartbeat_seconds,
+        "attempts": config.engine.attempts,
     }
     request.update(extra)
     return request

@@ -19,10 +19,11 @@ from tests.integration.conftest import Simulator
 
 class EngineEstate(Estate):
     def __init__(self, sim: Simulator, root: Path, server: TemporalServer, queue: str,
-                 proxies: str = "") -> None:
+                 proxies: str = "", heartbeat_seconds: int = 60) -> None:
         self.server = server
         self.queue = queue
         self.proxies_yaml = proxies
+        self.heartbeat_seconds = heartbeat_seconds
         self.workers: list[subprocess.Popen[bytes]] = []
         super().__init__(sim, root)
 
@@ -30,11 +31,14 @@ class EngineEstate(Estate):
         super().write_config(max_deletes)
         with self.config.open("a") as f:
             f.write(f"engine: {{type: temporal, address: \"{self.server.address}\", "
-                    f"namespace: {self.server.namespace}, taskQueue: {self.queue}}}\n")
+                    f"namespace: {self.server.namespace}, taskQueue: {self.queue}, "
+                    f"heartbeatSeconds: {self.heartbeat_seconds}}}\n")
             f.write(self.proxies_yaml)
 
-    def start_worker(self, identity: str, *extra: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, VMKEEP_SIM_PASSWORD=self.sim.password)
+    def start_worker(self, identity: str, *extra: str,
+                     checkpoint_mib: int = 8) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, VMKEEP_SIM_PASSWORD=self.sim.password,
+                   VMKEEP_CHECKPOINT_MIB=str(checkpoint_mib))
         log = (self.root / f"worker-{identity}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "worker", "--config", str(self.config),
@@ -49,6 +53,14 @@ class EngineEstate(Estate):
             time.sleep(0.1)
         self.workers.append(process)
         return process
+
+    def start_apply(self, now: str) -> subprocess.Popen[str]:
+        """`vmkeep apply -o json` in its own process (so a test can act while it runs)."""
+        env = dict(os.environ, VMKEEP_SIM_PASSWORD=self.sim.password)
+        return subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--config", str(self.config),
+             "--policies", str(self.policies), "--now", now, "--auto-approve", "-o", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def worker_log(self, identity: str) -> bytes:
         path = self.root / f"worker-{identity}.log"
@@ -74,8 +86,8 @@ def with_signal(process: subprocess.Popen[bytes], signum: int) -> None:
 
 @contextmanager
 def engine_estate(sim: Simulator, root: Path, server: TemporalServer, queue: str,
-                  proxies: str = "") -> Iterator[EngineEstate]:
-    estate = EngineEstate(sim, root, server, queue, proxies)
+                  proxies: str = "", heartbeat_seconds: int = 60) -> Iterator[EngineEstate]:
+    estate = EngineEstate(sim, root, server, queue, proxies, heartbeat_seconds)
     try:
         yield estate
     finally:

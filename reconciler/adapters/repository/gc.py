@@ -174,6 +174,9 @@ def _collect(repo: Repository, grace: float) -> GcReport:
         marker.with_name(marker.name[: -len(".json")] + ".ckpt").unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
         partials += 1
+    for orphan in layout.partial.glob("*.ckpt"):  # a session that lost its marker
+        if orphan.with_name(orphan.name[: -len(".ckpt")] + ".json") not in live_partials:
+            orphan.unlink(missing_ok=True)
     temporary = 0
     for entry in os.scandir(layout.tmp):
         if young(entry.path):

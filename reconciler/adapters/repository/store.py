@@ -452,7 +452,12 @@ class Repository:
             return self.clock().isoformat()
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Record a writer session's progress; touching the marker says it is alive."""
+        """Record a writer session's progress; touching the marker says it is alive. A
+        session whose point another writer committed meanwhile stops here."""
+        if self.layout.point(checkpoint.point_id).exists():
+            raise PointExistsError(
+                f"restore point {checkpoint.point_id!r} was committed by another writer "
+                "meanwhile; this copy was dropped")
         atomic_write(self._checkpoint_path(checkpoint.point_id), checkpoint.to_json(),
                      self.layout.tmp)
         with contextlib.suppress(FileNotFoundError):
