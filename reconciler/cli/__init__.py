@@ -34,7 +34,7 @@ from reconciler.cli import (
 )
 from reconciler.errors import UsageError, VmkeepError
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "entry", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
@@ -117,3 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vmkeep: interrupted", file=sys.stderr)
         return 130
     return code
+
+
+def entry() -> NoReturn:
+    """The `vmkeep` console script and `python -m reconciler`: `main`, then exit."""
+    code = main()
+    engine = sys.modules.get("reconciler.engine.connection")
+    if engine is not None:
+        engine.leave_process(code)
+    sys.exit(code)

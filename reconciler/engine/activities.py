@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import CancelledError
 
 from reconciler import engine_config, planner, policies
 from reconciler.adapters.hooks import SubprocessHooks
@@ -197,6 +198,12 @@ class WorkerActivities:
         finally:
             stop.set()
             ticker.join()
+        if activity.is_cancelled():
+            # the runner recorded the cancellation as a failure; the engine must see it as
+            # what it is (the export is aborted and its temporary snapshot removed by now)
+            print(f"vmkeep: {self.identity}: {action.kind.value} {action.point_id} (attempt "
+                  f"{info.attempt}): cancelled", file=sys.stderr, flush=True)
+            raise CancelledError("the reconcile was cancelled")
         print(f"vmkeep: {self.identity}: {action.kind.value} {action.point_id} (attempt "
               f"{info.attempt}): {outcome.status} {outcome.message}".rstrip(),
               file=sys.stderr, flush=True)

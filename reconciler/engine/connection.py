@@ -9,7 +9,25 @@ from temporalio.client import Client, TLSConfig
 from reconciler.errors import VmkeepError
 from reconciler.model import EngineConfig
 
-__all__ = ["EngineUnavailableError", "connect"]
+__all__ = ["EngineUnavailableError", "connect", "leave_process"]
+
+#: Set once this process has made a Temporal client.
+_used = False
+
+
+def leave_process(code: int) -> None:
+    """End a command-line process that used the engine without interpreter finalization:
+    the SDK's Rust threads can abort a finalizing interpreter ("PyGILState_Release ...
+    finalizing", temporalio/sdk-python#300), which would turn any exit code into SIGABRT.
+    Does nothing when the engine was not used."""
+    if not _used:
+        return
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class EngineUnavailableError(VmkeepError):
@@ -26,6 +44,8 @@ def _read(path: str | None, what: str) -> bytes | None:
 
 
 async def connect(engine: EngineConfig) -> Client:
+    global _used
+    _used = True
     tls: TLSConfig | bool = False
     if engine.tls is not None:
         tls = TLSConfig(

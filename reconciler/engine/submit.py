@@ -28,13 +28,25 @@ from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig
 from reconciler.observed import format_time
 
-__all__ = ["EXIT_PARTIAL", "ReconcileRunning", "engine_apply", "reconcile_request"]
+__all__ = [
+    "EXIT_PARTIAL",
+    "ReconcileCancelled",
+    "ReconcileRunning",
+    "engine_apply",
+    "reconcile_request",
+]
 
 EXIT_PARTIAL = 3
 
 
 class ReconcileRunning(VmkeepError):
     """Another controller's reconcile of the vCenter is running (its workflow ID is taken)."""
+
+
+class ReconcileCancelled(VmkeepError):
+    """Apply was interrupted and cancelled its reconciles (exit 130, as an interrupt)."""
+
+    exit_code = 130
 
 
 def reconcile_request(config: HostConfig, vcenter: str, run_id: str, files: list[Any],
@@ -116,23 +128,32 @@ async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
               f"{len(handles)} vCenter(s) to {config.engine.address}", flush=True)
     seen: set[str] = set()
     results: list[dict[str, Any]] = []
+    cancelled = False
     for handle in handles:
         waiting = asyncio.ensure_future(handle.result())
         while not waiting.done():
             done, _ = await asyncio.wait({waiting}, timeout=1.0)
-            if stop.is_set():
+            if stop.is_set() and not cancelled:
+                cancelled = True
+                print("vmkeep: cancelling: running exports stop at their next heartbeat",
+                      file=sys.stderr, flush=True)
                 for other in handles:
                     await other.cancel()
-                stop.clear()
             if not done and output == "text":
                 await _print_progress(handle, seen)
         try:
             results.append(waiting.result())
         except WorkflowFailureError as exc:
+            if cancelled:
+                continue
             cause = exc.cause
             text = f"{type(cause).__name__}: {cause}" if cause else str(exc)
             raise VmkeepError(f"reconcile {handle.id} ended without finishing: {text}") \
                 from None
+    if cancelled:
+        raise ReconcileCancelled(
+            "reconcile cancelled: exports in flight were stopped and their temporary "
+            "snapshots removed; the next run starts them again")
     return results
 
 

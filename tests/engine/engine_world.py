@@ -19,7 +19,8 @@ from tests.integration.conftest import Simulator
 
 class EngineEstate(Estate):
     def __init__(self, sim: Simulator, root: Path, server: TemporalServer, queue: str,
-                 proxies: str = "", heartbeat_seconds: int = 60) -> None:
+                 proxies: str = "", heartbeat_seconds: int = 60, hooks: str = "{}") -> None:
+        self.hooks_yaml = hooks
         self.server = server
         self.queue = queue
         self.proxies_yaml = proxies
@@ -29,6 +30,8 @@ class EngineEstate(Estate):
 
     def write_config(self, max_deletes: int) -> None:
         super().write_config(max_deletes)
+        text = self.config.read_text().replace("hooks: {}", f"hooks: {self.hooks_yaml}")
+        self.config.write_text(text)
         with self.config.open("a") as f:
             f.write(f"engine: {{type: temporal, address: \"{self.server.address}\", "
                     f"namespace: {self.server.namespace}, taskQueue: {self.queue}, "
@@ -86,8 +89,9 @@ def with_signal(process: subprocess.Popen[bytes], signum: int) -> None:
 
 @contextmanager
 def engine_estate(sim: Simulator, root: Path, server: TemporalServer, queue: str,
-                  proxies: str = "", heartbeat_seconds: int = 60) -> Iterator[EngineEstate]:
-    estate = EngineEstate(sim, root, server, queue, proxies, heartbeat_seconds)
+                  proxies: str = "", heartbeat_seconds: int = 60,
+                  hooks: str = "{}") -> Iterator[EngineEstate]:
+    estate = EngineEstate(sim, root, server, queue, proxies, heartbeat_seconds, hooks)
     try:
         yield estate
     finally:

@@ -142,3 +142,45 @@ def test_a_stopped_worker_past_its_heartbeat_timeout_has_its_late_result_discard
     assert estate.read_point_disk(point.id, f"disk-{vm.disks[0].key}") == data
     assert temporary_snapshots(estate) == []
     assert list((estate.target / "partial").iterdir()) == []
+
+
+def test_two_controllers_for_one_vcenter_run_one_reconcile_at_a_time(
+        estate: EngineEstate) -> None:
+    estate.start_worker("proxy-0", "--slots", "1")
+    estate.sim.faults(taskDelayMs=6000, taskDelayMatch="RemoveSnapshot")
+    first = estate.start_apply(day(0))
+    deadline = time.monotonic() + 60
+    while not (estate.target / "points").is_dir() or not estate.points():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)  # the first reconcile committed, its snapshot removal is slow
+    second = estate.start_apply(day(0))
+    out, err = second.communicate(timeout=120)
+    assert first.poll() is None, "the first reconcile ended before the second was refused"
+    assert second.returncode == 1, out + err
+    assert "a reconcile of vCenter 'sim' is already running" in err
+    assert len(err.strip().splitlines()) == 1
+    finished(first)
+    assert len(estate.points()) == 1
+
+
+def test_cancelling_a_run_stops_its_export_and_removes_the_temporary_snapshot(
+        tmp_path: Path, start_vcsim, temporal: TemporalServer) -> None:
+    queue = f"cancel{next(_queues)}-{os.getpid()}"
+    hooks = '{settle: {command: [/bin/sleep, "20"], timeout: 1m}}'
+    with engine_estate(start_vcsim(vms=1), tmp_path, temporal, queue,
+                       heartbeat_seconds=HEARTBEAT, hooks=hooks) as estate:
+        (estate.policies / "gold.yaml").write_text(EXPORTS_ONLY.replace(
+            "consistency: {mode: crash}", "consistency: {mode: crash, hooks: {post: [settle]}}"))
+        estate.start_worker("proxy-0", "--slots", "1")
+        apply = estate.start_apply(day(0))
+        deadline = time.monotonic() + 60
+        while not temporary_snapshots(estate):  # taken; the export waits for its post hook
+            assert time.monotonic() < deadline and apply.poll() is None
+            time.sleep(0.1)
+        apply.send_signal(signal.SIGINT)
+        out, err = apply.communicate(timeout=120)
+        assert apply.returncode == 130, out + err
+        assert "reconcile cancelled" in err
+        assert b"cancelled" in estate.worker_log("proxy-0")
+        assert estate.points() == []
+        assert temporary_snapshots(estate) == []
