@@ -106,7 +106,8 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
         raise UsageError("--max-deletes must be 0 or more")
     if config.engine is not None:  # the scaled tier: docs/scale-out.md
         from reconciler.engine.submit import engine_apply
-        return ApplyResult(engine_apply(args, config))
+        done = engine_apply(args, config)
+        return ApplyResult(done.code, done.revision, None, done.report)
     run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
     with ExitStack() as stack:

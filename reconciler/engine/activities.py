@@ -239,10 +239,12 @@ class WorkerActivities:
     @activity.defn(name="vmkeep.gc")
     def gc(self, target: str) -> dict[str, Any]:
         report = self._targets[target].gc()
-        return {"target": target, "report": str(report), "proxy": self.identity}
+        body = report.to_json() if hasattr(report, "to_json") else {}
+        return {"target": target, "report": body, "proxy": self.identity}
 
     @activity.defn(name="vmkeep.verify")
     def verify(self, target: str) -> dict[str, Any]:
         report = self._targets[target].verify()
-        return {"target": target, "clean": not getattr(report, "damaged", ()),
-                "report": str(report), "proxy": self.identity}
+        damaged = [str(d) for d in getattr(report, "damaged", ())]
+        return {"target": target, "clean": bool(getattr(report, "ok", not damaged)),
+                "damaged": damaged, "proxy": self.identity}

@@ -17,19 +17,22 @@ import json
 import signal
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from reconciler import policies
 from reconciler.cli import common
 from reconciler.cli.state import parse_now
-from reconciler.engine.codec import files_to_json
+from reconciler.engine.codec import action_from_json, files_to_json
 from reconciler.errors import UsageError, VmkeepError
+from reconciler.executor import ActionOutcome, RunReport
 from reconciler.model import HostConfig
 from reconciler.observed import format_time
 
 __all__ = [
     "EXIT_PARTIAL",
+    "EngineRun",
     "ReconcileCancelled",
     "ReconcileRunning",
     "engine_apply",
@@ -71,7 +74,7 @@ def reconcile_request(config: HostConfig, vcenter: str, run_id: str, files: list
     return request
 
 
-def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> int:
+def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> EngineRun:
     """Submit and follow; the exit code of apply (0, 1 before any action, 3 some failed)."""
     if getattr(args, "plan_file", None):
         raise UsageError("a saved plan cannot be applied through the engine: the reconcile "
@@ -93,7 +96,40 @@ def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> 
     outcomes = [o for r in results for o in r["outcomes"]]
     failed = [o for o in outcomes if o["status"] == "failed"]
     _summary(run_id, results, outcomes, args.output)
-    return EXIT_PARTIAL if failed else 0
+    report = RunReport(run_id, tuple(
+        ActionOutcome(action_from_json(o["action"]), o["status"], o.get("message", ""),
+                      o.get("consistency", ""), int(o.get("bytesRead", 0)),
+                      int(o.get("bytesStored", 0)), float(o.get("seconds", 0.0)))
+        for o in outcomes))
+    return EngineRun(EXIT_PARTIAL if failed else 0, policy_set.revision, report)
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What apply on the engine did: its exit code, the revision and the outcomes."""
+
+    code: int
+    revision: str | None
+    report: RunReport
+
+
+async def _start_maintenance(client: Any, config: HostConfig, targets: set[str]) -> None:
+    """GC then verify of each target whose points this run deleted, as the target's one
+    maintenance workflow (left to run on the engine; one already running is enough)."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from reconciler.engine.workflows import MaintenanceWorkflow, maintenance_id
+
+    assert config.engine is not None
+    for target in sorted(targets):
+        try:
+            await client.start_workflow(
+                MaintenanceWorkflow.run,
+                {"target": target, "defaultQueue": config.engine.task_queue,
+                 "attempts": config.engine.attempts},
+                id=maintenance_id(target), task_queue=config.engine.task_queue)
+        except WorkflowAlreadyStartedError:
+            continue
 
 
 async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
@@ -150,6 +186,10 @@ async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
             text = f"{type(cause).__name__}: {cause}" if cause else str(exc)
             raise VmkeepError(f"reconcile {handle.id} ended without finishing: {text}") \
                 from None
+    deleted = {o["action"].get("target") for r in results for o in r["outcomes"]
+               if o["action"]["kind"] == "export.delete" and o["status"] == "done"}
+    if deleted - {None}:
+        await _start_maintenance(client, config, {t for t in deleted if t})
     if cancelled:
         raise ReconcileCancelled(
             "reconcile cancelled: exports in flight were stopped and their temporary "

@@ -3,6 +3,7 @@ worker` processes) carry out the actions, the points name the proxy that wrote t
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -68,3 +69,35 @@ def test_apply_with_an_engine_refuses_a_saved_plan_and_asks_for_auto_approve(
     run = estate.vmkeep("apply", "--policies", str(estate.policies), "--now", DAY1)
     assert run.code == 1 and "--auto-approve" in run.err
     assert estate.points() == []
+
+
+def test_deleted_exports_are_collected_by_the_targets_maintenance_workflow(
+        start_vcsim, temporal: TemporalServer, tmp_path: Path) -> None:
+    from temporalio.client import Client
+
+    from reconciler.engine.workflows import maintenance_id
+
+    queue = f"maint{next(_queues)}-{os.getpid()}"
+    with engine_estate(start_vcsim(vms=1), tmp_path, temporal, queue) as estate:
+        estate.set_policy(snapshots=1, daily=1)
+        estate.start_worker("proxy-0")
+        [vm] = estate.vms().values()
+        estate.grow_disk(vm, 2 * MiB)
+        estate.fill_disk(vm, os.urandom(2 * MiB))
+        assert estate.apply(DAY1).code == 0
+        estate.fill_disk(vm, os.urandom(2 * MiB))  # day 2 shares nothing with day 1
+        run = estate.apply("2026-11-26T01:00:00Z", "-o", "json")
+        assert run.code == 0, run.err
+        assert any(o["action"]["kind"] == "export.delete" and o["status"] == "done"
+                   for o in run.json()["outcomes"])
+
+        async def maintenance() -> dict:
+            client = await Client.connect(temporal.address, namespace=temporal.namespace)
+            result: dict = await client.get_workflow_handle(maintenance_id("local")).result()
+            return result
+
+        result = asyncio.run(maintenance())
+        assert result["target"] == "local" and result["verify"]["clean"], result
+        assert result["gc"]["report"]["bytes_freed"] > 0, result
+        [point] = estate.points()
+        assert point.slot.day == 26
