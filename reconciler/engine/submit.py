@@ -92,8 +92,14 @@ def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> 
     requests = [reconcile_request(config, name, run_id, files_to_json(files),
                                   policy_set.revision, now, max_deletes, **extra)
                 for name in sorted(config.vcenters)]
-    results = asyncio.run(_submit_and_follow(config, requests, args.output))
+    journal = _Journal(config, run_id, policy_set.revision)
+    try:
+        results = asyncio.run(_submit_and_follow(config, requests, args.output))
+    except ReconcileRunning:
+        journal.forget()  # nothing of this apply ran
+        raise
     outcomes = [o for r in results for o in r["outcomes"]]
+    journal.finish(outcomes)
     failed = [o for o in outcomes if o["status"] == "failed"]
     _summary(run_id, results, outcomes, args.output)
     report = RunReport(run_id, tuple(
@@ -102,6 +108,48 @@ def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> 
                       int(o.get("bytesStored", 0)), float(o.get("seconds", 0.0)))
         for o in outcomes))
     return EngineRun(EXIT_PARTIAL if failed else 0, policy_set.revision, report)
+
+
+class _Journal:
+    """The controller host's state DB records each engine run and its outcomes as the
+    workflows reported them, so `vmkeep status` shows runs, failures and interrupted runs in
+    the scaled tier too (the engine's history stays the full record; the state DB is the
+    local summary `status` already reads, and needs no engine to read)."""
+
+    def __init__(self, config: HostConfig, run_id: str, revision: str | None) -> None:
+        import os
+        import socket
+        import time
+
+        from reconciler.adapters.statedb import StateDB
+
+        self._time = time.time
+        self.run_id = run_id
+        self.db = StateDB(config.state)
+        self.db.start_run(run_id, f"{socket.gethostname()}/{os.getpid()}/{run_id}",
+                          time.time(), revision)
+
+    def forget(self) -> None:
+        self.db.finish_run(self.run_id, self._time(), {"notSubmitted": 1})
+        self.db.close()
+
+    def finish(self, outcomes: list[dict[str, Any]]) -> None:
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+            if o["status"] == "skipped":
+                continue
+            a = o["action"]
+            action_id = self.db.record_intent(
+                self.run_id, kind=a["kind"], point_id=a["pointId"],
+                vm_uuid=a["vm"]["instanceUuid"], vm_name=a["vm"]["name"],
+                vcenter=a["vcenter"], now=self._time(),
+                details={"target": a.get("target"), "proxy": o.get("proxy"),
+                         "attempt": o.get("attempt")})
+            self.db.record_outcome(action_id, o["status"], self._time(),
+                                   o.get("message") if o["status"] == "failed" else None)
+        self.db.finish_run(self.run_id, self._time(), counts)
+        self.db.close()
 
 
 @dataclass(frozen=True)

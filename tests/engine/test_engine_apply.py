@@ -57,6 +57,12 @@ def test_three_workers_export_every_vm_byte_exact_spread_over_proxies_and_plan_i
     assert len(set(proxies_of(estate).values())) >= 2, proxies_of(estate)
     plan = estate.plan(DAY1)
     assert plan.code == 0 and plan.json()["actions"] == [], plan.out
+    status = estate.vmkeep("status", "--policies", str(estate.policies), "--now", DAY1,
+                           "-o", "json")
+    assert status.code == 0, status.err
+    [last, *_] = status.json()["runs"]  # the engine's run, journaled on the controller host
+    assert last["finishedAt"] and last["counts"] == {"done": 2 * len(vms)}, last
+    assert status.json()["unfinished"] == []
 
 
 def test_apply_with_an_engine_refuses_a_saved_plan_and_asks_for_auto_approve(
