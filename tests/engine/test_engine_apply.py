@@ -26,7 +26,7 @@ _queues = itertools.count()
 @pytest.fixture
 def estate(start_vcsim, temporal: TemporalServer, tmp_path: Path) -> Iterator[EngineEstate]:
     queue = f"q{next(_queues)}-{os.getpid()}"  # each test its own queues on the shared server
-    with engine_estate(start_vcsim(vms=int(os.environ.get("VMKEEP_ENGINE_VMS", "6"))),
+    with engine_estate(start_vcsim(vms=int(os.environ.get("VMKEEP_ENGINE_VMS", "20"))),
                        tmp_path, temporal, queue) as world:
         yield world
 
@@ -41,8 +41,8 @@ def test_three_workers_export_every_vm_byte_exact_spread_over_proxies_and_plan_i
     vms = estate.vms()
     data = {}
     for name, vm in sorted(vms.items()):
-        estate.grow_disk(vm, 2 * MiB)
-        data[name] = os.urandom(MiB) + bytes(MiB)
+        estate.grow_disk(vm, MiB)
+        data[name] = os.urandom(MiB // 2) + bytes(MiB // 2)
         estate.fill_disk(vm, data[name])
     for n in range(3):
         estate.start_worker(f"proxy-{n}", "--slots", "2")
@@ -107,3 +107,25 @@ def test_deleted_exports_are_collected_by_the_targets_maintenance_workflow(
         assert result["gc"]["report"]["bytes_freed"] > 0, result
         [point] = estate.points()
         assert point.slot.day == 26
+
+
+def test_a_vm_claimed_by_a_proxy_is_exported_by_that_proxys_workers_only(
+        start_vcsim, temporal: TemporalServer, tmp_path: Path) -> None:
+    queue = f"route{next(_queues)}-{os.getpid()}"
+    sim = start_vcsim(vms=4)
+    with engine_estate(sim, tmp_path, temporal, queue) as probe:
+        hosts = sorted({vm.host for vm in probe.vms().values()})
+    assert len(hosts) >= 2, hosts
+    proxies = f"proxies: {{site-a: {{hosts: [{hosts[0]}], slots: 1}}}}\n"
+    with engine_estate(sim, tmp_path / "routed", temporal, queue, proxies) as estate:
+        estate.start_worker("default-0")
+        estate.start_worker("site-a-0", "--queue", "site-a")
+        run = estate.apply(DAY1)
+        assert run.code == 0, run.out + run.err
+        by_host = {vm.name: vm.host for vm in estate.vms().values()}
+        with Repository.open(estate.target, create=False) as repo:
+            written = {p.vm.name: repo.manifest(p.id).metadata.get("proxy")
+                       for p in repo.points()}
+        assert sorted(written) == sorted(by_host)
+        for name, proxy in written.items():
+            assert (proxy == "site-a-0") == (by_host[name] == hosts[0]), (name, written)
