@@ -97,6 +97,14 @@ def _proxies(doc: documents.Document, section: Any, default: str,
             if ("proxies", queue, key) in wrong or not isinstance(values, list):
                 values = []
             lists[key] = tuple(str(v) for v in values if isinstance(v, str))
+            if key == "clusters" and lists[key]:
+                # the inventory does not carry a VM's cluster yet: refuse rather than
+                # accept a claim that would route nothing
+                problems.append(doc.diagnostic(
+                    ("proxies", queue, key),
+                    f"`proxies.{queue}.clusters`: routing by cluster is not supported yet",
+                    "list the cluster's ESXi hosts under `hosts` instead",
+                ))
             for index, value in enumerate(lists[key]):
                 other = claimed.setdefault((key, value), queue)
                 if other != queue:

@@ -35,14 +35,14 @@ engine:
   tls: {caFile: certs/ca.pem, certFile: certs/me.pem, keyFile: /k/me.key}
 proxies:
   site-a: {hosts: [esx1, esx2], datastores: [ds-a], slots: 4}
-  site-b: {clusters: [c2]}
+  site-b: {datastores: [ds-b]}
 """, PATH)
     assert config.engine == EngineConfig(
         "temporal.example.com:7233", "backup", "vmkeep",
         EngineTLS("/etc/vmkeep/certs/ca.pem", "/etc/vmkeep/certs/me.pem", "/k/me.key"))
     assert config.proxies == {
         "site-a": ProxyConfig("site-a", (), ("esx1", "esx2"), ("ds-a",), 4),
-        "site-b": ProxyConfig("site-b", ("c2",), (), (), 2),
+        "site-b": ProxyConfig("site-b", (), (), ("ds-b",), 2),
     }
 
 
@@ -58,10 +58,12 @@ proxies:
     (b"proxies:\n  vmkeep: {hosts: [esx1]}\n",
      "vmkeep.yaml:4:11: `proxies.vmkeep`: 'vmkeep' is the default task queue"),
     (b"proxies:\n  a: {slots: 0}\n", "vmkeep.yaml:4:"),
+    (b"proxies:\n  a: {clusters: [c1]}\n",
+     "vmkeep.yaml:4:17: `proxies.a.clusters`: routing by cluster is not supported yet"),
     (b"proxies:\n  Site_A: {}\n", "vmkeep.yaml:4:"),
 ], ids=["address missing", "unknown engine type", "address without port",
         "cert without key", "host claimed twice", "proxy named like the default queue",
-        "zero slots", "bad queue name"])
+        "zero slots", "clusters not supported yet", "bad queue name"])
 def test_engine_and_proxy_problems_are_reported_at_their_location(text: bytes,
                                                                  expected: str) -> None:
     found = problems(BASE + text)
