@@ -281,8 +281,12 @@ class Controller:
             code, result = 0, "skipped"
             self._say(f"skipped: {exc}")
         except VmkeepError as exc:
-            code = exc.exit_code
-            self._say(f"error: {exc}")
+            if type(exc).__name__ == "ReconcileRunning":  # engine: another controller's run
+                code, result = 0, "skipped"
+                self._say(f"skipped: {exc}")
+            else:
+                code = exc.exit_code
+                self._say(f"error: {exc}")
         except Exception:  # a bug must not end the backups: log it, try again next tick
             self._say("unexpected error:\n" + traceback.format_exc().rstrip())
         self.metrics.reconciles[result] += 1

@@ -183,6 +183,11 @@ class ActionRunner:
     retry_delay: float = 2.0
     #: This installation's id (the state DB's), written into temporary snapshot markers.
     installation: str = ""
+    #: The proxy (worker identity) running the action, recorded in export manifests.
+    proxy: str | None = None
+    #: A retry of an export cut off elsewhere (engine): continue from its temporary snapshot
+    #: and the repository's checkpoint of the point instead of starting over.
+    resume: bool = False
     #: Actions whose VM vmkeep shut down and has not seen back on yet.
     _powered_off: set[int] = field(default_factory=set, init=False, repr=False)
 
@@ -352,7 +357,10 @@ class ActionRunner:
             return ActionOutcome(action, OutcomeStatus.NOOP, "export exists")
         vc, vm = self._vm(action)
         policy = self._policy(action)
-        vm = self._remove_temporary(vc, vm, action)  # left by an earlier try of this action
+        kept = _marked_snapshot(vm, action.point_id, MarkerKind.EXPORT_TEMP,
+                                self.installation) if self.resume else None
+        if kept is None:
+            vm = self._remove_temporary(vc, vm, action)  # left by an earlier try of this action
         shared = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
         note = ""
         if shared is not None:
@@ -362,6 +370,9 @@ class ActionRunner:
                 note = (f"read from the slot's snapshot point {shared.id}, taken {consistency} "
                         f"(the policy asks for {asked})")
             self._note_consistency(action_id, consistency, note)
+        elif kept is not None:  # the cut-off try's snapshot: its checkpoint is of this one
+            snapshot_id, consistency, temporary = kept.id, _consistency_of(kept), True
+            self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
         else:
             try:
                 taken = self._snapshot(vc, vm, policy, action, action_id,
@@ -378,8 +389,15 @@ class ActionRunner:
             self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
         transfer_started = self.clock()
         try:
-            read, stored, exported = self._copy(vc, vm, store, action, snapshot_id,
-                                                consistency, action_id)
+            try:
+                read, stored, exported = self._copy(vc, vm, store, action, snapshot_id,
+                                                    consistency, action_id)
+            except VmkeepError:
+                if not any(p.id == action.point_id and p.complete for p in store.points()):
+                    raise
+                # another try of this action (cut off, then back) committed it meanwhile
+                return ActionOutcome(action, OutcomeStatus.NOOP, "export committed by "
+                                     "another try of this action", consistency)
             transfer_seconds = self.clock() - transfer_started
         finally:
             if temporary:
@@ -426,6 +444,8 @@ class ActionRunner:
         writer = store.begin_point(
             action.point_id, action.policy, vm.ref, action.slot,
             changeIds=change_ids, snapshotId=snapshot_id, vcenter=action.vcenter,
+            **({"proxy": self.proxy} if self.proxy else {}),
+            **({"resume": True} if self.resume else {}),
         )
         read = stored = 0
         exported: list[DiskExport] = []

@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from reconciler import documents, durations
+from reconciler import documents, durations, engine_config
 from reconciler.errors import Diagnostic, InputError
 from reconciler.model import (
     HOOK_PASSTHROUGH,
@@ -223,6 +223,7 @@ def _convert(
         return value if isinstance(value, int) and not isinstance(value, bool) else default
 
     state = data.get("state")
+    engine, proxies = engine_config.convert(doc, problems, wrong)
     return HostConfig(
         path=doc.path,
         vcenters=vcenters,
@@ -237,6 +238,8 @@ def _convert(
             verify_bytes_per_hour=limit("verifyBytesPerHour", defaults.verify_bytes_per_hour),
         ),
         hooks=hooks,
+        engine=engine,
+        proxies=proxies,
         policies=_policy_source(doc, section("policies"), problems, ("policies",) in wrong),
         hygiene=_hygiene(doc, section("hygiene"), problems, wrong),
     )

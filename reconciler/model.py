@@ -44,6 +44,7 @@ __all__ = [
     "VMRef",
     "Window",
 ]
+__all__ += ["EngineConfig", "EngineTLS", "ProxyConfig"]
 
 
 # --------------------------------------------------------------------------- host config
@@ -89,6 +90,40 @@ HOOK_PASSTHROUGH = ("PATH", "LANG", "TZ")
 
 
 @dataclass(frozen=True)
+class EngineTLS:
+    """TLS to the engine's frontend (always verified); files are absolute paths."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """`engine:` in the host config: where the Temporal frontend is."""
+
+    address: str
+    namespace: str = "default"
+    task_queue: str = "vmkeep"
+    tls: EngineTLS | None = None
+    type: str = "temporal"
+    heartbeat_seconds: int = 60
+    attempts: int = 5
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """One entry of `proxies:`: the VMs a task queue serves and its estate-wide slots."""
+
+    queue: str
+    clusters: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    datastores: tuple[str, ...] = ()
+    slots: int = 2
+
+
+@dataclass(frozen=True)
 class HookConfig:
     """A host-side command a policy may reference by name (argv, never a shell string).
 
@@ -130,6 +165,9 @@ class HostConfig:
     hooks: Mapping[str, HookConfig] = field(default_factory=dict)
     policies: PolicySourceConfig | None = None
     hygiene: Hygiene = field(default_factory=Hygiene)
+    #: The scaled tier (docs/scale-out.md); None: everything in one process.
+    engine: EngineConfig | None = None
+    proxies: Mapping[str, ProxyConfig] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- inventory

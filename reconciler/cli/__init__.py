@@ -44,10 +44,11 @@ from reconciler.cli import (
     status,
     validate,
     verify,
+    worker,
 )
 from reconciler.errors import InputError, UsageError, VmkeepError, mask
 
-__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "crash_directory", "main"]
+__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "crash_directory", "entry", "main"]
 
 #: Command modules, in the order `vmkeep --help` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
@@ -55,6 +56,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     files,
     mount,
     forget,
+    worker,
 )
 
 
@@ -216,3 +218,12 @@ def _report_bug(exc: Exception, verbosity: int, argv: list[str]) -> int:
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else "(no message)"
     return line if len(line) <= 200 else line[:200] + "…"
+
+
+def entry() -> NoReturn:
+    """The `vmkeep` console script and `python -m reconciler`: `main`, then exit."""
+    code = main()
+    engine = sys.modules.get("reconciler.engine.connection")
+    if engine is not None:
+        engine.leave_process(code)
+    sys.exit(code)

@@ -148,6 +148,10 @@ def reconcile(args: argparse.Namespace) -> ApplyResult:
 
     given = _inputs(args)  # first: bad input changes nothing
     config, policy_set, now, limits = given.config, given.policy_set, given.now, given.limits
+    if config.engine is not None:  # the scaled tier: docs/scale-out.md
+        from reconciler.engine.submit import engine_apply
+        done = engine_apply(args, config)
+        return ApplyResult(done.code, done.revision, None, done.report)
     run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
     with ExitStack() as stack:

@@ -34,7 +34,7 @@ def test_help_lists_every_command_that_exists() -> None:
     names = [module.__name__.rsplit(".", 1)[-1] for module in COMMANDS]
     assert set(names) == {
         "validate", "plan", "apply", "run", "points", "restore", "status", "state", "inventory",
-        "verify", "gc", "files", "mount", "forget",
+        "verify", "gc", "files", "mount", "forget", "worker",
     }
     for name in names:
         assert f"    {name}" in done.stdout, name

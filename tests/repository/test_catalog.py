@@ -133,16 +133,17 @@ def _hold_lock(path: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_a_second_writer_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+def test_a_second_writer_shares_the_repository_while_gc_is_refused_naming_the_writer(
+        tmp_path: Path) -> None:
     open_repo(tmp_path)
     proc = _hold_lock(tmp_path)
     try:
         repo = open_repo(tmp_path, lock_timeout=0.2)
+        export(repo, point_id(1), {"d0": b"written beside another writer"})
         with pytest.raises(RepositoryLockedError, match=f"pid {proc.pid} on .*export"):
-            repo.begin_point(point_id(1), "nightly", VM, SLOT)
-        with pytest.raises(RepositoryLockedError):
             repo.gc()
-        assert repo.points() == []  # readers need no lock
+        assert [p.id for p in repo.points()] == [point_id(1)]
+        assert read_disk(repo, point_id(1), "d0") == b"written beside another writer"
     finally:
         proc.kill()
         proc.wait()
@@ -227,7 +228,7 @@ def test_a_source_that_fails_mid_disk_aborts_the_export_and_frees_the_lock(
     export(repo, point_id(1), {"d0": b"second try"})
 
 
-def test_a_waiting_writer_gets_the_lock_when_the_holder_finishes(tmp_path: Path) -> None:
+def test_a_waiting_gc_gets_the_lock_when_the_last_writer_finishes(tmp_path: Path) -> None:
     open_repo(tmp_path)
     proc = _hold_lock(tmp_path)
     waiter = open_repo(tmp_path, lock_timeout=30.0)
@@ -235,7 +236,7 @@ def test_a_waiting_writer_gets_the_lock_when_the_holder_finishes(tmp_path: Path)
 
     threading.Timer(0.5, proc.kill).start()
     try:
-        export(waiter, point_id(1), {"d0": b"waited"})
+        report = waiter.gc()
     finally:
         proc.wait()
-    assert read_disk(waiter, point_id(1), "d0") == b"waited"
+    assert report.partials_removed == 1

@@ -23,13 +23,14 @@ Event = tuple[str, Path]
 
 
 class Recorder:
-    """Wraps os.mkdir, os.fsync and os.replace (all threads) and logs what they touch."""
+    """Wraps os.mkdir, os.fsync, os.replace and os.link (all threads) and logs what they
+    touch; a link is logged as a "replace": both put a finished file in its place."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        mkdir, fsync, replace = os.mkdir, os.fsync, os.replace
+        mkdir, fsync, replace, link = os.mkdir, os.fsync, os.replace, os.link
 
         def logged_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
             mkdir(path, *args, **kwargs)
@@ -43,6 +44,11 @@ class Recorder:
             replace(src, dst, *args, **kwargs)
             self.events.append(("replace", Path(dst).resolve()))
 
+        def logged_link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            link(src, dst, *args, **kwargs)
+            self.events.append(("replace", Path(dst).resolve()))
+
+        monkeypatch.setattr(os, "link", logged_link)
         monkeypatch.setattr(os, "mkdir", logged_mkdir)
         monkeypatch.setattr(os, "fsync", logged_fsync)
         monkeypatch.setattr(os, "replace", logged_replace)
@@ -55,7 +61,7 @@ class Recorder:
         return -1
 
     def commits(self, layout: Layout) -> list[int]:
-        """Positions of manifest renames into `points/`."""
+        """Positions of manifest renames (or links) into `points/`."""
         points = layout.points.resolve()
         return [i for i, (k, p) in enumerate(self.events) if k == "replace" and p.parent == points]
 

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
 BASE = {"model", "errors", "ports", "vmconfig"}
 SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore", "recovery"}
-SHELL = {"cli", "controller", "wiring", "__main__"}
+SHELL = {"cli", "controller", "wiring", "__main__", "engine"}
 ADAPTERS = "adapters"
 
 #: Third-party or standard modules that mean I/O, the clock or the network; the pure core and

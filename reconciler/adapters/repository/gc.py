@@ -1,11 +1,16 @@
 """Garbage collection: mark what committed manifests reference, sweep the rest.
 
-GC holds the writer lock for its whole run, so no export can be in flight (in this process
-or any other) while it decides what is garbage: everything not reachable from a committed
-manifest — data of aborted or crashed exports, chunks of deleted points, stale copies —
-is garbage at that moment. `grace` is an extra guard for files younger than it (packs and
-temporary files are left alone), for repositories shared over a file system whose locks
-cannot be trusted.
+GC holds the repository lock exclusively for its whole run (writers share it), so no export
+can be in flight (in this process or any other) while it decides what is garbage:
+everything not reachable from a committed manifest — data of aborted or crashed exports,
+chunks of deleted points, stale copies — is garbage at that moment, with one exception: a
+writer session that was cut off (its proxy died) and will be resumed by a retry. Its
+partial marker is touched at every checkpoint; while it was touched within the
+repository's `writer_lease`, the writer counts as live, and GC spares every pack sealed
+since the oldest live writer started (grace by the oldest live writer, as Kopia and Proxmox
+Backup Server do) and keeps its marker and checkpoint. `grace` is an extra guard for files
+younger than it (packs and temporary files are left alone), for repositories shared over a
+file system whose locks cannot be trusted.
 
 Packs are rewritten for two reasons: mostly garbage (live bytes under `REWRITE_BELOW` of
 the pack), or small (under `SMALL_BELOW` of the target pack size: every export ends with one
@@ -24,10 +29,12 @@ copy is the one used, so the old pack becomes pure garbage for the next run.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.errors import CorruptionError, RepositoryError
@@ -108,7 +115,7 @@ def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
     """Run one GC under the writer lock. Call it through `Repository.gc`, which also keeps
     this process's own exports out (the lock is shared within a process)."""
     try:
-        repo.lock.acquire("gc", repo.lock_timeout)
+        repo.lock.acquire("gc", repo.lock_timeout, shared=False)
     except OSError as exc:
         raise _unwritable(repo, exc) from None
     try:
@@ -137,11 +144,21 @@ def _collect(repo: Repository, grace: float) -> GcReport:
     index = repo.refresh_index(repair=True)
     points, live = live_chunks(repo)
 
+    live_partials, oldest_live = _live_writers(repo, now)
+
     def young(path: str | os.PathLike[str]) -> bool:
         try:
             return now - os.stat(path).st_mtime < grace
         except FileNotFoundError:
             return True
+
+    def spared(path: str | os.PathLike[str]) -> bool:
+        """Young, or sealed since the oldest live writer started."""
+        try:
+            mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            return True
+        return now - mtime < grace or (oldest_live is not None and mtime >= oldest_live)
 
     packs_before = len(index.packs)
     doomed: list[PackSummary] = []
@@ -150,7 +167,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
     bytes_before = 0
     for summary in repo.pack_summaries():
         bytes_before += summary.size
-        if young(layout.pack(summary.pack)):
+        if spared(layout.pack(summary.pack)):
             continue
         keep = _live_entries(summary, index, live)
         live_bytes = sum(ENTRY.size + loc.stored for _, loc in keep)
@@ -176,8 +193,14 @@ def _collect(repo: Repository, grace: float) -> GcReport:
 
     partials = 0
     for marker in layout.partial.glob("*.json"):
+        if marker in live_partials:
+            continue
+        marker.with_name(marker.name[: -len(".json")] + ".ckpt").unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
         partials += 1
+    for orphan in layout.partial.glob("*.ckpt"):  # a session that lost its marker
+        if orphan.with_name(orphan.name[: -len(".ckpt")] + ".json") not in live_partials:
+            orphan.unlink(missing_ok=True)
     temporary = 0
     for entry in os.scandir(layout.tmp):
         if young(entry.path):
@@ -197,6 +220,29 @@ def _collect(repo: Repository, grace: float) -> GcReport:
         partials_removed=partials,
         temporary_removed=temporary,
     )
+
+
+def _live_writers(repo: Repository, now: float) -> tuple[set[Path], float | None]:
+    """Partial markers touched within the writer lease, and when the oldest of them started
+    (a checkpointed session that a retry may resume)."""
+    live: set[Path] = set()
+    oldest: float | None = None
+    for marker in repo.layout.partial.glob("*.json"):
+        checkpoint = marker.with_name(marker.name[: -len(".json")] + ".ckpt")
+        try:
+            touched = os.stat(marker).st_mtime
+        except FileNotFoundError:
+            continue
+        if not checkpoint.exists() or now - touched >= repo.writer_lease:
+            continue
+        try:
+            started = datetime.fromisoformat(
+                json.loads(marker.read_bytes())["startedAt"]).timestamp()
+        except (OSError, ValueError, KeyError, TypeError):
+            started = 0.0  # unknown: spare everything rather than guess
+        live.add(marker)
+        oldest = started if oldest is None else min(oldest, started)
+    return live, oldest
 
 
 def _copy_live(repo: Repository, index: ChunkIndex, packs: list[Entries]) -> int:

@@ -1,15 +1,20 @@
-"""The writer lock: one writing process per repository, readers need no lock.
+"""The repository lock: writers share it, GC excludes them; readers need no lock.
 
-Mutual exclusion comes from the kernel: `flock` on `locks/writer` (Linux maps it to POSIX
-byte-range locks on NFS, so it works on NFSv4 and on NFSv3 with lockd). The kernel drops
-the lock when its holder dies, so a crashed writer never blocks the next one — no stale
-lock can outlive its process, and a dead NFS client's lock goes with its lease.
+Many processes on many hosts may export into one repository at once (proxies writing to one
+NFS mount): each takes `locks/writer` shared (`flock(LOCK_SH)`); garbage collection takes
+it exclusive (`LOCK_EX`), so GC never runs while any export is in flight and no export
+starts while GC decides what is garbage. Linux maps `flock` to POSIX byte-range locks on
+NFS, so this works on NFSv4 and on NFSv3 with lockd. The kernel drops a lock when its
+holder dies, so a crashed writer never blocks the next one — no stale lock outlives its
+process, and a dead NFS client's lock goes with its lease.
 
-Next to it `locks/writer.json` names the holder (host, pid, purpose, since) and carries a
-lease that a heartbeat thread renews. It serves the people reading errors:
-- lock busy → `RepositoryLockedError` naming the holder and how fresh its heartbeat is
+Holder files name the holders (host, pid, purpose, since) and carry a lease that a
+heartbeat thread renews: `locks/writer.json` for the exclusive holder, one
+`locks/writers/<host>-<pid>.json` per sharing process. They serve the people reading
+errors:
+- lock busy → `RepositoryLockedError` naming the holders and how fresh their heartbeats are
   ("no heartbeat for 600 s: it may be hung"), so nobody has to guess;
-- holder file present but the lock free → the previous writer died without releasing
+- holder file present but the lock free → the previous holder died without releasing
   (a stale lock); the new holder takes over and reports it in `stale_holder`.
 """
 
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import RepositoryLockedError
+
+from .format import fsync_dir
 
 __all__ = ["Holder", "WriterLock"]
 
@@ -59,12 +66,17 @@ class Holder:
 
 
 class WriterLock:
-    """A re-entrant (per object) writer lock with holder information and a renewed lease."""
+    """A re-entrant (per object) lock, shared by writers and exclusive for GC, with holder
+    information and a renewed lease. Within one object the mode of the first `acquire`
+    holds until the last `release`."""
 
     def __init__(self, lock_dir: Path, *, lease_seconds: float = 60.0) -> None:
         self.path = lock_dir / "writer"
-        self.holder_path = lock_dir / "writer.json"
+        self.lock_dir = lock_dir
+        self.exclusive_holder_path = lock_dir / "writer.json"
+        self.holder_path = self.exclusive_holder_path
         self.lease_seconds = lease_seconds
+        self.shared = False
         self.stale_holder: Holder | None = None
         self._fd: int | None = None
         self._count = 0
@@ -77,23 +89,38 @@ class WriterLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, purpose: str, timeout: float = 0.0) -> None:
-        """Take the lock, waiting up to `timeout` seconds; re-entrant within this object."""
+    def holders(self) -> list[Holder]:
+        """Who holds the lock now, as their holder files say (exclusive first)."""
+        found = [Holder.from_file(self.exclusive_holder_path)]
+        shared_dir = self.lock_dir / "writers"
+        if shared_dir.is_dir():
+            found.extend(Holder.from_file(p) for p in sorted(shared_dir.glob("*.json")))
+        return [h for h in found if h is not None]
+
+    def acquire(self, purpose: str, timeout: float = 0.0, *, shared: bool = False) -> None:
+        """Take the lock, waiting up to `timeout` seconds; re-entrant within this object.
+
+        `shared`: a writer (many at once); otherwise exclusive (GC)."""
         with self._mutex:
             if self._fd is not None:
+                if shared and not self.shared:
+                    raise RepositoryLockedError(
+                        f"repository {str(self.path.parent.parent)!r}: this process holds "
+                        "the lock for garbage collection; export when it has finished")
                 self._count += 1
                 return
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         os.close(fd)
-                        holder = Holder.from_file(self.holder_path)
-                        who = holder.describe(time.time()) if holder else "another process"
+                        now = time.time()
+                        who = "; ".join(h.describe(now) for h in self.holders()) \
+                            or "another process"
                         raise RepositoryLockedError(
                             f"repository {str(self.path.parent.parent)!r} is locked by {who}; "
                             "wait for it to finish (readers are not blocked)"
@@ -101,7 +128,17 @@ class WriterLock:
                     time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
             self._fd = fd
             self._count = 1
-            self.stale_holder = Holder.from_file(self.holder_path)
+            self.shared = shared
+            if shared:
+                shared_dir = self.lock_dir / "writers"
+                if not shared_dir.is_dir():
+                    shared_dir.mkdir(exist_ok=True)
+                    fsync_dir(self.lock_dir)
+                self.holder_path = shared_dir / f"{socket.gethostname()}-{os.getpid()}.json"
+                self.stale_holder = _clear_dead_holders(shared_dir)
+            else:
+                self.holder_path = self.exclusive_holder_path
+                self.stale_holder = Holder.from_file(self.holder_path)
             now = time.time()
             self._holder = Holder(
                 socket.gethostname(), os.getpid(), purpose, now, now, self.lease_seconds
@@ -125,12 +162,16 @@ class WriterLock:
                 self._thread.join()
                 self._thread = None
             self.holder_path.unlink(missing_ok=True)
+            if not self.shared:  # writers that died holding it shared: the lock is ours now
+                shared_dir = self.lock_dir / "writers"
+                for stale in shared_dir.glob("*.json") if shared_dir.is_dir() else ():
+                    stale.unlink(missing_ok=True)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
     def _write_holder(self) -> None:
-        """Replace the holder file; only the lock holder writes, so one fixed temp name does.
+        """Replace the holder file; only its holder writes it, so one fixed temp name does.
         It is information for people, so it is not fsynced."""
         assert self._holder is not None
         tmp = self.holder_path.with_suffix(".tmp")
@@ -154,3 +195,23 @@ class WriterLock:
             # the flock is what excludes; a missed renewal only ages the lease
             with contextlib.suppress(OSError):
                 self._write_holder()
+
+
+def _clear_dead_holders(shared_dir: Path) -> Holder | None:
+    """Remove the holder files of writers of this host that are gone; the newest of them."""
+    host = socket.gethostname()
+    dead: list[Holder] = []
+    for path in shared_dir.glob(f"{host}-*.json"):
+        holder = Holder.from_file(path)
+        if holder is None or holder.host != host:
+            continue
+        try:
+            os.kill(holder.pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        path.unlink(missing_ok=True)
+        dead.append(holder)
+    return max(dead, key=lambda h: h.heartbeat) if dead else None

@@ -11,8 +11,10 @@ that itself — `gc` refuses to start while this process exports, and `begin_poi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -55,9 +57,13 @@ from .packs import (
 )
 from .reader import DiskReader
 from .verification import VerifyReport, verify
-from .writer import PointWriter
+from .writer import Checkpoint, PointWriter
 
-__all__ = ["PartialExport", "Repository"]
+__all__ = ["PartialExport", "PointExistsError", "Repository"]
+
+
+class PointExistsError(RepositoryError):
+    """A commit found its point already committed (by another writer of the same point)."""
 
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
 
@@ -102,6 +108,13 @@ class Repository:
         self.lock_timeout = lock_timeout
         self.clock = clock
         self.lock = WriterLock(self.layout.locks)
+        #: A writer session checkpoints after this many bytes of a disk (see writer.py);
+        #: `$VMKEEP_CHECKPOINT_MIB` changes it.
+        self.checkpoint_bytes = int(float(os.environ.get("VMKEEP_CHECKPOINT_MIB", "256"))
+                                    * 1024 * 1024) or 1
+        #: A partial export whose marker was touched within this many seconds belongs to a
+        #: live writer (or one about to resume): GC spares what it may reference.
+        self.writer_lease = float(os.environ.get("VMKEEP_WRITER_LEASE_SECONDS", "900"))
         self.packs = PackReader(self.layout)
         self._index: ChunkIndex | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -361,14 +374,18 @@ class Repository:
         """Forget a crashed export's marker; its data is garbage that `gc` reclaims."""
         if point_id in self._writers:
             raise RepositoryError(f"export {point_id!r} is still being written by this process")
+        self._checkpoint_path(point_id).unlink(missing_ok=True)
         self.layout.partial_marker(point_id).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ writing
 
     def begin_point(
-        self, point_id: str, policy: str, vm: VMRef, slot: datetime, **metadata: object
+        self, point_id: str, policy: str, vm: VMRef, slot: datetime, *, resume: bool = False,
+        **metadata: object
     ) -> PointWriter:
-        """Start writing a restore point; holds the writer lock until commit or abort."""
+        """Start writing a restore point; holds the lock (shared with other writers) until
+        commit or abort. `resume`: continue an earlier session's checkpoint of this point
+        when it was made from the same `snapshotId` (see writer.py)."""
         quote_id(point_id)
         try:
             json.dumps(metadata)
@@ -381,14 +398,18 @@ class Repository:
                 raise RepositoryError(f"restore point {point_id!r} is already being written")
             self._wait_for_gc(point_id)
             first = not self.lock.held
-            self.lock.acquire(f"export {point_id}", self.lock_timeout)
+            self.lock.acquire(f"export {point_id}", self.lock_timeout, shared=True)
             try:
                 if first:
                     # another process may have run GC since we looked: start from the truth
                     self.refresh_index(repair=True)
+                checkpoint = self._checkpoint_of(point_id, metadata) if resume else None
+                if checkpoint is None:
+                    self._checkpoint_path(point_id).unlink(missing_ok=True)
                 marker = {
                     "id": point_id,
-                    "startedAt": self.clock().isoformat(),
+                    "startedAt": self._started_at(point_id) if checkpoint
+                    else self.clock().isoformat(),
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                 }
@@ -401,7 +422,59 @@ class Repository:
                 self.lock.release()
                 raise
             self._writers.add(point_id)
-        return PointWriter(self, point_id, policy, vm, slot, dict(metadata))
+        writer = PointWriter(self, point_id, policy, vm, slot, dict(metadata))
+        if checkpoint is not None:
+            self.catch_up_index()
+            writer.resume_from(checkpoint)
+        return writer
+
+    # ------------------------------------------------------------------ writer sessions
+
+    def _checkpoint_path(self, point_id: str) -> Path:
+        marker = self.layout.partial_marker(point_id)
+        return marker.with_name(marker.name[: -len(".json")] + ".ckpt")
+
+    def _checkpoint_of(self, point_id: str, metadata: dict[str, object]) -> Checkpoint | None:
+        try:
+            checkpoint = Checkpoint.from_json(self._checkpoint_path(point_id).read_bytes())
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if checkpoint.point_id != point_id or checkpoint.chunk_size != self.chunk_size \
+                or checkpoint.snapshot_id != str(metadata.get("snapshotId") or ""):
+            return None
+        return checkpoint
+
+    def _started_at(self, point_id: str) -> str:
+        try:
+            return str(json.loads(self.layout.partial_marker(point_id).read_bytes())
+                       ["startedAt"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.clock().isoformat()
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Record a writer session's progress; touching the marker says it is alive. A
+        session whose point another writer committed meanwhile stops here."""
+        if self.layout.point(checkpoint.point_id).exists():
+            raise PointExistsError(
+                f"restore point {checkpoint.point_id!r} was committed by another writer "
+                "meanwhile; this copy was dropped")
+        atomic_write(self._checkpoint_path(checkpoint.point_id), checkpoint.to_json(),
+                     self.layout.tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.layout.partial_marker(checkpoint.point_id))
+
+    def catch_up_index(self) -> None:
+        """Add packs other processes published since the index was read (nothing is
+        removed: GC cannot run while this process writes)."""
+        with self._mutex:
+            index = self.index
+            for pack in self.pack_ids():
+                if pack in index.packs:
+                    continue
+                try:
+                    index.add_pack(self.pack_summary(pack))
+                except FileNotFoundError:
+                    continue
 
     def _wait_for_gc(self, point_id: str) -> None:
         """Wait (holding `_mutex` between checks) until no GC of this process runs."""
@@ -417,13 +490,29 @@ class Repository:
             self._gc_done.wait(remaining)
 
     def publish_manifest(self, manifest: Manifest) -> ExportPoint:
-        """Commit: pack and index renames made durable, then the manifest, renamed last."""
+        """Commit: pack and index renames made durable, then the manifest, linked last.
+
+        The manifest is linked, not renamed, into place: a point another writer committed
+        meanwhile (a retried export whose first try was only paused) is never replaced —
+        this commit fails instead, so a point is committed once."""
         fsync_dir(self.layout.index)
-        atomic_write(self.layout.point(manifest.id), encode_manifest(manifest), self.layout.tmp)
+        path = self.layout.point(manifest.id)
+        tmp = self.layout.tmp / f"{path.name}.{secrets.token_hex(6)}.tmp"
+        atomic_write(tmp, encode_manifest(manifest), self.layout.tmp, sync_dir=False)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise PointExistsError(
+                f"restore point {manifest.id!r} was committed by another writer meanwhile; "
+                "this copy was dropped") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
         return self._point(manifest)
 
     def end_point(self, point_id: str) -> None:
         with self._mutex:
+            self._checkpoint_path(point_id).unlink(missing_ok=True)
             self.layout.partial_marker(point_id).unlink(missing_ok=True)
             self._writers.discard(point_id)
             self.lock.release()

@@ -9,16 +9,25 @@ touched by an extent are read; every other chunk id is taken from the previous m
 The source stream is only ever read on the caller's thread, and only forward: the pool gets
 bytes, never the stream, so a caller's stream need be neither thread-safe nor able to seek
 back.
+
+A writer session survives its process: every `Repository.checkpoint_bytes` of a fully read
+disk it publishes what it has stored (the open pack and the disk's chunk table so far) and
+writes a checkpoint beside its partial marker (`partial/<id>.ckpt`: finished disk records,
+the current disk's table ids, chunk count and byte offset, the source snapshot). A later
+`begin_point(..., resume=True)` of the same point from the same snapshot takes the finished
+disks as they are and continues the current one at the checkpoint's offset, so a retried
+export re-reads at most `checkpoint_bytes` of what it had read.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 import zstandard
@@ -28,6 +37,7 @@ from reconciler.model import ExportPoint, VMRef
 
 from .extents import ChunkPlan, Piece, plan_chunks, read_planned
 from .format import (
+    ID_SIZE,
     TABLE_ENTRIES,
     ZERO_ID,
     DiskRecord,
@@ -41,7 +51,7 @@ from .packs import FLAG_RAW, FLAG_ZSTD, KIND_DATA, KIND_TABLE, PackWriter
 if TYPE_CHECKING:
     from .store import Repository
 
-__all__ = ["DiskResult", "PointWriter", "SeekableStream"]
+__all__ = ["Checkpoint", "DiskResult", "PointWriter", "SeekableStream"]
 
 BLOCK_SIZE = 8 * 1024 * 1024
 T = TypeVar("T")
@@ -65,6 +75,33 @@ class DiskResult:
     read_bytes: int
     digest: str
     incremental: bool  # True when a changed-extent list was used
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an unfinished export stands (see the module docstring)."""
+
+    point_id: str
+    snapshot_id: str
+    chunk_size: int
+    disks: tuple[DiskRecord, ...]
+    current: str = ""  # the disk being read
+    current_size: int = 0
+    offset: int = 0  # bytes of the current disk stored and listed in `tables`
+    chunks: int = 0
+    tables: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        body = asdict(self)
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Checkpoint:
+        body = json.loads(data)
+        body["disks"] = tuple(DiskRecord(**{**d, "tables": tuple(d["tables"])})
+                              for d in body["disks"])
+        body["tables"] = tuple(body["tables"])
+        return cls(**body)
 
 
 # One block's worth of work: (first chunk index, data) in; (first chunk index, block
@@ -254,6 +291,29 @@ class PointWriter:
         self._session: set[bytes] = set()
         self._done = False
         self.encoder = ChunkEncoder(repo.chunk_size, repo.compression_level, self._known)
+        self.resumed: Checkpoint | None = None
+        self._resumed_ids: list[bytes] = []
+
+    def resume_from(self, checkpoint: Checkpoint) -> bool:
+        """Continue an earlier session of this point; False (start over) when what it
+        stored is not all in the repository any more."""
+        try:
+            ids: list[bytes] = []
+            for tid in checkpoint.tables:
+                blob = self.repo.read_chunk(bytes.fromhex(tid))
+                ids.extend(blob[i : i + ID_SIZE] for i in range(0, len(blob), ID_SIZE))
+            for record in checkpoint.disks:
+                for tid in record.tables:
+                    if bytes.fromhex(tid) not in self.repo.index:
+                        return False
+        except (CorruptionError, RepositoryError, OSError, ValueError):
+            return False
+        if len(ids) != checkpoint.chunks or any(
+                cid != ZERO_ID and cid not in self.repo.index for cid in ids):
+            return False
+        self.resumed = checkpoint
+        self._resumed_ids = ids
+        return True
 
     def __enter__(self) -> PointWriter:
         return self
@@ -318,6 +378,9 @@ class PointWriter:
         """
         self._check_open(name, [d.name for d in self.disks])
         cs = self.repo.chunk_size
+        done = self._resumed_disk(name, size)
+        if done is not None:
+            return done
         base: list[bytes] | None = None
         if changed_extents is not None:
             if size is None or previous is None:
@@ -325,8 +388,17 @@ class PointWriter:
             base = self.repo.previous_table(*previous)
         ids: list[bytes] = []
         stats = {"zero": 0, "new": 0, "stored": 0, "read": 0}
+        offset = 0
+        current = self.resumed
+        if base is None and current is not None and current.current == name \
+                and size is not None and current.current_size == size:
+            offset = current.offset
+            ids = list(self._resumed_ids)
+            stream.seek(offset)
+        since = 0
         if base is None:
-            results = self._encode(self.encoder.encode, self._full_blocks(stream, size, stats))
+            results = self._encode(self.encoder.encode,
+                                   self._full_blocks(stream, size, stats, offset))
         else:
             assert size is not None
             chunks = (size + cs - 1) // cs
@@ -347,6 +419,11 @@ class PointWriter:
                 if added:
                     stats["new"] += 1
                     stats["stored"] += added
+            if base is None and size is not None:
+                since += length
+                if since >= self.repo.checkpoint_bytes and len(ids) * cs < size:
+                    since = 0
+                    self._checkpoint(name, size, ids, stats)
         if base is not None:
             stats["read"] = counter[0]
         total = size if size is not None else stats["read"]
@@ -363,6 +440,8 @@ class PointWriter:
             read_bytes=stats["read"],
         )
         self.disks.append(record)
+        if base is None and size is not None and size >= self.repo.checkpoint_bytes:
+            self._checkpoint("", 0, [], stats)  # a finished disk is never read again
         result = DiskResult(
             name,
             total,
@@ -378,11 +457,13 @@ class PointWriter:
         return result
 
     def _full_blocks(
-        self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int]
+        self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int],
+        offset: int = 0,
     ) -> Iterator[tuple[int, bytes | bytearray]]:
-        first = 0
+        first = offset // self.repo.chunk_size
+        left = None if size is None else size - offset
         # a block is free again once its result is consumed: the window holds 2*threads
-        for block in read_full(stream, size, ring=2 * self.repo.threads + 2):
+        for block in read_full(stream, left, ring=2 * self.repo.threads + 2):
             stats["read"] += len(block)
             yield first, block
             first += len(block) // self.repo.chunk_size
@@ -419,6 +500,32 @@ class PointWriter:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
+
+    def _resumed_disk(self, name: str, size: int | None) -> DiskResult | None:
+        """A disk an earlier session of this point finished: taken as it was, not read."""
+        previous = self.resumed
+        record = next((d for d in previous.disks if d.name == name), None) if previous \
+            else None
+        if record is None or (size is not None and record.size != size):
+            return None
+        record = DiskRecord(record.name, record.size, record.digest, record.chunks,
+                            record.zero_chunks, record.tables, 0, 0)
+        self.disks.append(record)
+        result = DiskResult(name, record.size, record.chunks, record.zero_chunks, 0, 0, 0,
+                            record.digest, False)
+        self.results.append(result)
+        return result
+
+    def _checkpoint(self, name: str, size: int, ids: list[bytes],
+                    stats: dict[str, int]) -> None:
+        """Publish what is stored so far and record where this disk stands."""
+        tables = self._store_tables(ids, stats)
+        self.packs.flush()
+        snapshot = self.metadata.get("snapshotId")
+        checkpoint = Checkpoint(
+            self.point_id, str(snapshot or ""), self.repo.chunk_size, tuple(self.disks),
+            name, size, len(ids) * self.repo.chunk_size, len(ids), tables)
+        self.repo.write_checkpoint(checkpoint)
 
     def _store_tables(self, ids: list[bytes], stats: dict[str, int]) -> tuple[str, ...]:
         tables: list[str] = []
