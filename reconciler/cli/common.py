@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,3 +125,9 @@ def use_configured_source(args: argparse.Namespace) -> bool:
         args.policies = source.path
     args._configured_source = True
     return True
+
+
+def lease_taken_over(holder: str) -> None:
+    """Say that the applier lease of a dead process is taken over."""
+    print(f"vmkeep: taking over the apply lease of {holder}: that process is gone",
+          file=sys.stderr)

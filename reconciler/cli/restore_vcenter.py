@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         journal = None
         if not args.plan:
             from reconciler.adapters.statedb import StateDB
-            from reconciler.cli.apply import holder_is_dead
+            from reconciler.lease import holder_is_dead
 
             journal = stack.enter_context(StateDB(config.state))
             for note in clean_leftovers(journal, target_for, holder_is_dead):

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import observed, wiring
-from reconciler.errors import UsageError, VCenterError
-from reconciler.model import ExportPoint, HostConfig, ObservedState, TargetConfig, VMRef
+from reconciler.errors import UsageError
+from reconciler.model import ObservedState
 from reconciler.render.document import EARLIEST, LATEST, supported_time
+from reconciler.wiring import capture
 
 __all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
 
@@ -68,67 +69,6 @@ def parse_moment(text: str, flag: str) -> datetime:
             f"{EARLIEST.year} and {LATEST.year - 1}, e.g. 2026-11-25T01:00:00Z"
         ) from None
     return moment
-
-
-def _target_points(target: TargetConfig) -> list[ExportPoint]:
-    if target.type != "directory":
-        raise UsageError(f"target {target.name!r}: type {target.type!r} is not supported")
-    if not Path(target.path).exists():
-        return []  # nothing exported yet
-    from reconciler.adapters.repository import Repository  # zstandard, blake3: when needed
-
-    with Repository.open(target.path, create=False, target=target.name) as repo:
-        points = list(repo.points())
-        for partial in repo.partials():
-            parts = partial.id.split("/")
-            if len(parts) != 3:
-                continue
-            try:
-                slot = datetime.strptime(parts[2], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-            except ValueError:
-                continue
-            points.append(
-                ExportPoint(
-                    id=partial.id,
-                    policy=parts[0],
-                    vm=VMRef("", parts[1]),
-                    slot=slot,
-                    created_at=partial.started_at,
-                    complete=False,
-                    target=target.name,
-                )
-            )
-    return points
-
-
-def capture(config: HostConfig, now: datetime) -> ObservedState:
-    """The live observed state of every configured vCenter and target.
-
-    A vCenter that cannot be read (login refused, TLS verification, network: any
-    `VCenterError`) does not stop the others: it is recorded in `unobserved` with the reason,
-    and said on stderr. A missing password is a configuration error and stops everything.
-    """
-    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
-
-    passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
-    inventories, unobserved = [], {}
-    for name, vc in sorted(config.vcenters.items()):
-        try:
-            with VSphereClient(vc, passwords[name]) as client:
-                inventories.append(client.inventory())
-        except VCenterError as exc:
-            unobserved[name] = _reason(exc)
-            print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
-                  "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
-    targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
-    return observed.observed_from(inventories, targets, now, unobserved)
-
-
-def _reason(exc: VCenterError) -> str:
-    """The error without its `vCenter 'name': ` prefix (the name is said next to it)."""
-    prefix = f"vCenter {exc.vcenter!r}: "
-    text = str(exc)
-    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def load_state(path: str) -> ObservedState:

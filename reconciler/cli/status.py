@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import planner, policies, wiring
 from reconciler.cli import common
-from reconciler.cli.apply import LEASE, holder_is_dead
 from reconciler.cli.scheduled_verify import verification_view
 from reconciler.cli.state import capture, load_state, parse_now
 from reconciler.errors import UsageError, VmkeepError
+from reconciler.lease import LEASE, holder_is_dead
 from reconciler.model import HostConfig, ObservedState, Plan
 from reconciler.recovery import temporaries
 from reconciler.render.status import status_text, status_to_json

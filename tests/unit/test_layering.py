@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
 BASE = {"model", "errors", "ports", "vmconfig"}
-SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore", "recovery"}
+SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore", "recovery",
+            "reconcile", "lease"}
 SHELL = {"cli", "controller", "wiring", "__main__"}
 ADAPTERS = "adapters"
 
