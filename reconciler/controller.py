@@ -44,7 +44,6 @@ from typing import Any, TextIO
 from reconciler import policies, wiring
 from reconciler.cli import apply, common
 from reconciler.cli.operations import Operations
-from reconciler.cli.state import parse_now
 from reconciler.errors import InputError, LeaseHeldError, VmkeepError
 from reconciler.executor import OutcomeStatus, RunReport
 from reconciler.metrics import Histogram, textfile
@@ -315,7 +314,7 @@ class Controller:
         read again), through the reconcile service."""
         a = self.args
         check_overrides(config, a.max_deletes, a.parallel)
-        now = parse_now(a.now)
+        now = common.parse_now(a.now)
         if policy_set is None:
             source = self._source(rev) if a.repo else common.policy_source_from_args(a)
             policy_set = policies.parse_policies(source.files(), config, source.revision)

@@ -42,6 +42,7 @@ __all__ = [
     "TargetConfig",
     "VCenterConfig",
     "VMRef",
+    "VerifyEntry",
     "Window",
 ]
 
@@ -618,3 +619,15 @@ def after_refusal(chosen: DiskTransport, why: str) -> DiskTransport:
     return DiskTransport("nfc", "ExportSnapshot", f"datastore {chosen.datastore!r} refused "
                          f"the read of the disk's file ({why})", chosen.datastore,
                          chosen.datastore_type)
+
+
+@dataclass(frozen=True)
+class VerifyEntry:
+    """One point's last scheduled verification (kept by adapters.verifylog)."""
+
+    target: str
+    point_id: str
+    verified_at: float
+    ok: bool
+    message: str = ""
+    bytes: int = 0

@@ -27,6 +27,7 @@ __all__ = [
     "Placement",
     "PolicyFile",
     "PolicySource",
+    "Response",
     "RestorablePoint",
     "RestoreSource",
     "RestoreSurvey",
@@ -355,3 +356,12 @@ class RestoreTarget(Protocol):
                             on_created: Any) -> CreatedVM: ...
 
     def find_by_uuid(self, instance_uuid: str) -> ExistingVM | None: ...
+
+
+@dataclass(frozen=True)
+class Response:
+    """One HTTP response of the controller's endpoint (adapters.http_server serves it)."""
+
+    status: int
+    content_type: str
+    body: bytes

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,17 +23,33 @@ from reconciler.model import (
     Plan,
     TargetConfig,
     VCenterConfig,
+    VerifyEntry,
     VMRef,
 )
-from reconciler.ports import ExportStore, HookRunner, RestoreTarget, VCenterOps
+from reconciler.ports import (
+    ExportStore,
+    HookRunner,
+    PolicySource,
+    Response,
+    RestoreTarget,
+    VCenterOps,
+)
 from reconciler.reconcile import ReconcileEvents, Reconciler
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when they are used
+    from reconciler.adapters.fuse_mount import Tree
+    from reconciler.adapters.http_server import HttpServer
+    from reconciler.adapters.repository import Repository, VerifyReport
     from reconciler.adapters.statedb import StateDB
-    from reconciler.adapters.vsphere import VCenterPool
+    from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereRestore
 
-__all__ = ["capture", "config_path", "hook_runner", "load_host_config", "open_state_db",
-           "open_targets", "open_vcenters", "reconciler", "resolve_password"]
+__all__ = [
+    "capture", "config_path", "fuse_available", "git_source", "holds_journal", "hook_runner",
+    "http_server", "load_host_config", "missing_chunks", "open_journal", "open_repository",
+    "open_state_db", "open_targets", "open_vcenters", "policy_directory", "read_verify_log",
+    "reconciler", "record_verify_log", "resolve_password", "serve_mount", "verify_points",
+    "vsphere_client", "vsphere_operations", "vsphere_restore",
+]
 
 DEFAULT_CONFIG = "vmkeep.yaml"
 CONFIG_ENV = "VMKEEP_CONFIG"
@@ -240,3 +256,116 @@ def reconciler(config: HostConfig, passwords: Mapping[str, str], *,
         approve=approve,
         events=events,
     )
+
+
+# ---------------------------------------------------------------------- adapters for commands
+# The shell reaches the adapters through these (tests/unit/test_layering.py): a command
+# says what it needs, wiring builds it. Heavy libraries are imported when first used.
+
+
+def policy_directory(paths: Sequence[str]) -> PolicySource:
+    """Local policy files or directories."""
+    from reconciler.adapters.policydir import PolicyDirectory
+
+    return PolicyDirectory(list(paths))
+
+
+def git_source(repo: str, rev: str, path: str = "") -> PolicySource:
+    """The policy files of Git `repo` at `rev` (resolved to a commit SHA) under `path`."""
+    from reconciler.adapters.git import GitSource  # GitPython only when a repo is read
+
+    return GitSource.open(repo, rev, path)
+
+
+def open_repository(path: str | Path, *, create: bool = False, chunk_size: int | None = None,
+                    target: str = "") -> Repository:
+    """An export repository (a target directory)."""
+    from reconciler.adapters.repository import Repository  # zstandard, blake3: when needed
+
+    return Repository.open(path, create=create, chunk_size=chunk_size, target=target)
+
+
+def verify_points(repo: Repository, point_ids: list[str] | None) -> VerifyReport:
+    """Check the given points of `repo` (all when None), as `Repository.verify` does for
+    one."""
+    from reconciler.adapters.repository.verification import verify
+
+    return verify(repo, point_ids)
+
+
+def missing_chunks(repo: Repository, chunk_ids: Iterable[bytes]) -> int:
+    """How many of `chunk_ids` (the zero chunk aside) the repository's index lacks."""
+    from reconciler.adapters.repository.format import ZERO_ID
+
+    index = repo.index
+    return sum(1 for cid in chunk_ids if cid != ZERO_ID and cid not in index)
+
+
+def vsphere_client(vc: VCenterConfig, password: str) -> VSphereClient:
+    """A session with one vCenter (opened by its context manager)."""
+    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
+
+    return VSphereClient(vc, password)
+
+
+def vsphere_restore(client: VSphereClient) -> VSphereRestore:
+    """The restore side of an open vCenter session."""
+    from reconciler.adapters.vsphere import VSphereRestore
+
+    return VSphereRestore(client)
+
+
+def vsphere_operations(client: VSphereClient) -> VCenterOps:
+    """The reconcile side (`VCenterOps`) of an open vCenter session."""
+    from reconciler.adapters.vsphere import VSphereOperations
+
+    return VSphereOperations(client)
+
+
+def open_journal(path: str | Path, *, read_only: bool = False) -> StateDB:
+    """The state DB at `path` (read-only: nothing is created or changed)."""
+    from reconciler.adapters.statedb import StateDB
+
+    return StateDB(path, read_only=read_only)
+
+
+def holds_journal(path: Path) -> bool:
+    """Whether the existing file `path` holds vmkeep's journal (found out read-only)."""
+    from reconciler.adapters.statedb import holds_journal as holds
+
+    return holds(path)
+
+
+def read_verify_log(state: str | Path) -> list[VerifyEntry]:
+    """Scheduled verification's record, kept next to the state DB."""
+    from reconciler.adapters.verifylog import read_entries
+
+    return read_entries(state)
+
+
+def record_verify_log(state: str | Path, entries: list[VerifyEntry]) -> None:
+    from reconciler.adapters.verifylog import record_entries
+
+    record_entries(state, entries)
+
+
+def http_server(address: tuple[str, int], routes: Mapping[str, Callable[[], Response]], *,
+                on_error: Callable[[str, BaseException], None] | None = None) -> HttpServer:
+    """The controller's HTTP endpoint (started by the caller)."""
+    from reconciler.adapters.http_server import HttpServer
+
+    return HttpServer(address, routes, on_error=on_error)
+
+
+def fuse_available() -> str | None:
+    """None when FUSE mounts can be served here, else why not."""
+    from reconciler.adapters.fuse_mount import fuse_available as available
+
+    return available()
+
+
+def serve_mount(tree: Tree, mountpoint: str, *, mtime: float = 0.0) -> None:
+    """Serve `tree` read-only at `mountpoint` until unmounted."""
+    from reconciler.adapters.fuse_mount import serve
+
+    serve(tree, mountpoint, mtime=mtime)

@@ -36,7 +36,6 @@ from typing import Any
 from reconciler import policies, wiring
 from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
-from reconciler.cli.state import parse_now
 from reconciler.errors import UsageError
 from reconciler.executor import DiskExport, OutcomeStatus, Progress, RunReport
 from reconciler.model import ActionKind, HostConfig, Plan, PolicySet
@@ -101,7 +100,7 @@ def _inputs(args: argparse.Namespace) -> _Inputs:
     returns (DESIGN rule 8): a bad input fails here and leaves the world as it was."""
     config = wiring.load_host_config(args.config)
     check_overrides(config, args.max_deletes, args.parallel)
-    now = parse_now(args.now)
+    now = common.parse_now(args.now)
     source = common.policy_source_from_args(args)
     policy_set: PolicySet = policies.parse_policies(source.files(), config, source.revision)
     saved = _load_plan(args.plan_file) if args.plan_file else None

@@ -28,11 +28,12 @@ from typing import Any
 
 from reconciler import observed, policies, wiring
 from reconciler.cli import common
-from reconciler.cli.state import capture, parse_now
+from reconciler.cli.common import parse_now
 from reconciler.errors import BlockedError, UsageError
 from reconciler.lease import LEASE, LeaseKeeper, new_holder, take_lease
 from reconciler.model import Action, ActionKind, HostConfig, ObservedState, Plan, PointKind
 from reconciler.reconcile import new_run_id
+from reconciler.wiring import capture
 
 __all__ = ["EXIT_PARTIAL", "register", "run", "select_points"]
 

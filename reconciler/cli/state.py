@@ -13,18 +13,11 @@ with the reason, the others are written as usual, and the exit code is 3.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from reconciler import observed, wiring
-from reconciler.errors import UsageError
-from reconciler.model import ObservedState
-from reconciler.render.document import EARLIEST, LATEST, supported_time
+from reconciler.cli.common import load_state, parse_now, write_json
 from reconciler.wiring import capture
 
 __all__ = ["capture", "load_state", "parse_now", "register", "run", "write_json"]
@@ -48,69 +41,6 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     export.add_argument("--now", metavar="ISO", help="capture time to record (default: now)")
     export.set_defaults(func=run)
-
-
-def parse_now(text: str | None) -> datetime:
-    """`--now ISO` (an offset is required; `Z` is fine, years `EARLIEST`..`LATEST`), or the
-    clock."""
-    return datetime.now(UTC) if text is None else parse_moment(text, "--now")
-
-
-def parse_moment(text: str, flag: str) -> datetime:
-    """The time a flag such as `--now` or `--at` names: ISO 8601 with an offset (`Z` is fine),
-    years `EARLIEST`..`LATEST`; anything else is a one-line usage error."""
-    try:
-        moment = observed.parse_time(text.strip().replace("z", "Z"))
-    except (ValueError, OverflowError):
-        moment = None
-    if moment is None or not supported_time(moment):
-        raise UsageError(
-            f"{flag} {text!r} is not an ISO 8601 time with an offset between "
-            f"{EARLIEST.year} and {LATEST.year - 1}, e.g. 2026-11-25T01:00:00Z"
-        ) from None
-    return moment
-
-
-def load_state(path: str) -> ObservedState:
-    """Read `--state FILE`; unreadable or malformed files are clear errors."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read state file {path!r}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise UsageError(f"state file {path!r} is not JSON: {exc}") from None
-    except RecursionError:
-        raise UsageError(f"state file {path!r} is not a vmkeep state: nested too deeply") \
-            from None
-    return observed.state_from_json(data, path)
-
-
-def write_json(document: Any, path: str | None) -> None:
-    """Write JSON to stdout, or atomically to a file (temp file + rename). Something that is
-    not a regular file (`/dev/null`, a FIFO) is written into, never replaced: a rename over
-    /dev/null, as root, would turn it into a file."""
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if path is None or path == "-":
-        sys.stdout.write(text)
-        return
-    target = Path(path)
-    try:
-        if target.exists() and not target.is_file() and not target.is_dir():
-            with open(target, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            return
-    except OSError as exc:
-        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
-    tmp = ""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        if tmp:  # a full disk or a directory in the way: leave no temporary file behind
-            Path(tmp).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
