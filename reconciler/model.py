@@ -16,6 +16,7 @@ from typing import NamedTuple
 __all__ = [
     "HOOK_PASSTHROUGH",
     "VM",
+    "ActionStatus",
     "Consistency",
     "ConsistencyMode",
     "Disk",
@@ -134,6 +135,17 @@ class HostConfig:
 
 
 # --------------------------------------------------------------------------- inventory
+
+
+class ActionStatus(enum.StrEnum):
+    """How one action went: the executor's outcome and the journal's record (one spelling)."""
+
+    STARTED = "started"  # journaled intent, no outcome yet
+    DONE = "done"
+    NOOP = "noop"  # the goal already held
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted, with a reason (e.g. prune after a failed backup)
+    RECONCILED = "reconciled"  # left unfinished by a crashed run, cleaned up later
 
 
 class PowerState(enum.StrEnum):

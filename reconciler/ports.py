@@ -23,6 +23,7 @@ __all__ = [
     "ExportWriter",
     "HookRunner",
     "InventorySource",
+    "Journal",
     "PartialPoint",
     "Placement",
     "PolicyFile",
@@ -365,3 +366,27 @@ class Response:
     status: int
     content_type: str
     body: bytes
+
+
+class Journal(Protocol):
+    """The part of the state DB the executor writes to (adapters.statedb.StateDB): an intent
+    before each action, its details as they become known, its outcome after."""
+
+    def record_intent(
+        self,
+        run_id: str,
+        *,
+        kind: str,
+        point_id: str,
+        vm_uuid: str,
+        vm_name: str,
+        vcenter: str,
+        now: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> int: ...
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
+
+    def record_outcome(
+        self, action_id: int, status: str, now: float, error: str | None = None
+    ) -> None: ...

@@ -38,7 +38,7 @@ from reconciler.errors import BlockedError, StalePlanError, UsageError
 from reconciler.executor import ActionRunner, Progress, RunReport, execute
 from reconciler.lease import LEASE, LeaseKeeper, holder_is_dead, new_holder, take_lease
 from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
-from reconciler.ports import ExportStore, HookRunner, RestoreTarget, VCenterOps
+from reconciler.ports import ExportStore, HookRunner, Journal, RestoreTarget, VCenterOps
 from reconciler.recovery import recover_journaled
 from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
 from reconciler.vcenter_restore import clean_leftovers
@@ -77,7 +77,7 @@ class ReconcileResult:
     report: RunReport | None = None
 
 
-class ReconcileJournal(Protocol):
+class ReconcileJournal(Journal, Protocol):
     """The state DB as one reconcile uses it (adapters.statedb.StateDB): the lease, the
     runs, the executor's journal and what recovery reads and writes."""
 

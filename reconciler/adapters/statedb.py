@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import LeaseHeldError, VmkeepError, mask
+from reconciler.model import ActionStatus
 
 __all__ = [
     "ActionRecord",
@@ -108,14 +109,6 @@ CREATE TABLE IF NOT EXISTS repairs (
     note        TEXT NOT NULL
 );
 """
-
-
-class ActionStatus:
-    STARTED = "started"
-    DONE = "done"
-    NOOP = "noop"
-    FAILED = "failed"
-    RECONCILED = "reconciled"  # left unfinished by a crashed run, cleaned up later
 
 
 @dataclass(frozen=True)

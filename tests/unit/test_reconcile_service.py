@@ -200,3 +200,12 @@ def test_a_plan_that_only_holds_deletions_is_not_applied_and_asks_nobody(
     assert world.approved == []
     assert world.events.seen == [
         "planned", "nothing: Nothing to apply: every change is a deletion held back."]
+
+
+def test_the_executor_and_the_journal_spell_an_actions_status_the_same_way() -> None:
+    from reconciler.adapters.statedb import ActionStatus
+
+    assert OutcomeStatus is ActionStatus
+    assert [str(s) for s in (OutcomeStatus.DONE, OutcomeStatus.NOOP, OutcomeStatus.FAILED,
+                             OutcomeStatus.SKIPPED)] == ["done", "noop", "failed", "skipped"]
+    assert {str(s) for s in ActionStatus} >= {"started", "reconciled"}
