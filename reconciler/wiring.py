@@ -9,12 +9,13 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import hostconfig, observed
 from reconciler.errors import UsageError, VCenterError, VmkeepError, register_secret
+from reconciler.markers import parse_point_id
 from reconciler.model import (
     ExportPoint,
     HookConfig,
@@ -129,18 +130,15 @@ def _target_points(target: TargetConfig) -> list[ExportPoint]:
     with Repository.open(target.path, create=False, target=target.name) as repo:
         points = list(repo.points())
         for partial in repo.partials():
-            parts = partial.id.split("/")
-            if len(parts) != 3:
+            parsed = parse_point_id(partial.id)
+            if parsed is None:
                 continue
-            try:
-                slot = datetime.strptime(parts[2], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-            except ValueError:
-                continue
+            policy, instance_uuid, slot = parsed
             points.append(
                 ExportPoint(
                     id=partial.id,
-                    policy=parts[0],
-                    vm=VMRef("", parts[1]),
+                    policy=policy,
+                    vm=VMRef("", instance_uuid),
                     slot=slot,
                     created_at=partial.started_at,
                     complete=False,
