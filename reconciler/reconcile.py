@@ -39,8 +39,9 @@ from reconciler.executor import ActionRunner, Progress, RunReport, execute
 from reconciler.lease import LEASE, LeaseKeeper, holder_is_dead, new_holder, take_lease
 from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore, HookRunner, Journal, RestoreTarget, VCenterOps
-from reconciler.recovery import recover_journaled
+from reconciler.recovery import RecoveryJournal, recover_journaled
 from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
+from reconciler.vcenter_restore import Journal as RestoreJournal
 from reconciler.vcenter_restore import clean_leftovers
 
 __all__ = [
@@ -77,7 +78,7 @@ class ReconcileResult:
     report: RunReport | None = None
 
 
-class ReconcileJournal(Journal, Protocol):
+class ReconcileJournal(RecoveryJournal, RestoreJournal, Journal, Protocol):
     """The state DB as one reconcile uses it (adapters.statedb.StateDB): the lease, the
     runs, the executor's journal and what recovery reads and writes."""
 
@@ -148,7 +149,7 @@ class Reconciler:
     """
 
     observe: Callable[[datetime], ObservedState]
-    open_journal: Callable[[], AbstractContextManager[Any]]
+    open_journal: Callable[[], AbstractContextManager[ReconcileJournal]]
     open_vcenters: Callable[[], AbstractContextManager[VCenters]]
     open_targets: Callable[[], AbstractContextManager[Mapping[str, ExportStore]]]
     hooks: HookRunner
@@ -220,7 +221,7 @@ class Reconciler:
                                    report)
         raise AssertionError("unreachable")
 
-    def _recover(self, db: Any, holder: str, run_id: str, vcenters: VCenters,
+    def _recover(self, db: ReconcileJournal, holder: str, run_id: str, vcenters: VCenters,
                  state: ObservedState, targets: Mapping[str, ExportStore]) -> list[str]:
         # The journal's records of a vCenter that could not be observed wait for a run that
         # sees it: repairing them now would mean asking that vCenter, or settling them
