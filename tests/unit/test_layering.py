@@ -51,22 +51,28 @@ def modules() -> list[tuple[str, Path]]:
     return found
 
 
+def _package_of(module: str, path: Path) -> list[str]:
+    parts = module.split(".")
+    return parts if path.name == "__init__.py" else parts[:-1]
+
+
+def _from_target(node: ast.ImportFrom, package_parts: list[str]) -> str:
+    """The module a `from … import …` names, relative imports resolved."""
+    if not node.level:
+        return node.module or ""
+    prefix = ".".join(package_parts[: len(package_parts) - node.level + 1])
+    return f"{prefix}.{node.module}" if node.module else prefix
+
+
 def imports_of(module: str, path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
-    package_parts = module.split(".")
-    if path.name != "__init__.py":
-        package_parts = package_parts[:-1]
+    package_parts = _package_of(module, path)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package_parts[: len(package_parts) - node.level + 1]
-                prefix = ".".join(base)
-                target = f"{prefix}.{node.module}" if node.module else prefix
-            else:
-                target = node.module or ""
+            target = _from_target(node, package_parts)
             names.add(target)
             if target == "reconciler" or (node.module is None and node.level):
                 names.update(f"{target}.{alias.name}" for alias in node.names)
@@ -139,9 +145,7 @@ def runtime_imports(module: str, path: Path) -> set[str]:
     """Every module `path` imports when it runs (imports under `if TYPE_CHECKING:` are for
     annotations only), with `from package import name` also counted as `package.name`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package_parts = module.split(".")
-    if path.name != "__init__.py":
-        package_parts = package_parts[:-1]
+    package_parts = _package_of(module, path)
     names: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -152,12 +156,7 @@ def runtime_imports(module: str, path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package_parts[: len(package_parts) - node.level + 1]
-                prefix = ".".join(base)
-                target = f"{prefix}.{node.module}" if node.module else prefix
-            else:
-                target = node.module or ""
+            target = _from_target(node, package_parts)
             names.add(target)
             names.update(f"{target}.{alias.name}" for alias in node.names)
         for child in ast.iter_child_nodes(node):
