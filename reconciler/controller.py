@@ -42,13 +42,13 @@ from types import FrameType
 from typing import Any, TextIO
 
 from reconciler import policies, wiring
-from reconciler.adapters.statedb import LeaseHeldError
 from reconciler.cli import apply, common
 from reconciler.cli.operations import Operations
-from reconciler.errors import InputError, VmkeepError
+from reconciler.errors import InputError, LeaseHeldError, VmkeepError
 from reconciler.executor import OutcomeStatus, RunReport
 from reconciler.metrics import Histogram, textfile
-from reconciler.model import CoverageState, Plan
+from reconciler.model import CoverageState, HostConfig, Plan, PolicySet
+from reconciler.reconcile import ReconcileRequest, check_overrides
 
 __all__ = ["Controller", "Metrics", "covered_after"]
 
@@ -250,18 +250,18 @@ class Controller:
         outcome: apply.ApplyResult | None = None
         rev: str | None = None
         try:
-            valid, rev = self._valid_revision()
+            config = wiring.load_host_config(self.args.config)
+            valid, rev, policy_set = self._valid_revision(config)
             if not valid:
                 code, result = 1, "invalid_policies"
             else:
                 with self.ops.quiet():  # the plan is not the controller's output
-                    outcome = apply.reconcile(self._apply_args(rev))
+                    outcome = self._reconcile(config, rev, policy_set)
                 code = outcome.code
                 failed = outcome.report is not None and outcome.report.failed
                 result = "ok" if code == 0 else "failed_actions" if failed else "attention"
                 if outcome.plan is not None and outcome.plan.unobserved and set(
-                        outcome.plan.unobserved) >= set(
-                        wiring.load_host_config(self.args.config).vcenters):
+                        outcome.plan.unobserved) >= set(config.vcenters):
                     result = "error"  # no vCenter could be observed: nothing was reconciled
                 self.metrics.revision = outcome.revision
                 if outcome.plan is not None:
@@ -312,15 +312,30 @@ class Controller:
                                           self.args.path or "")
         return common.policy_source_from_args(self.args)
 
-    def _valid_revision(self) -> tuple[bool, str | None]:
-        """Whether to apply, and which revision: the newest when its policies validate;
-        else, for Git, the last one that did. An invalid local directory (or a repository
-        with no valid revision yet) is not applied at all."""
+    def _reconcile(self, config: HostConfig, rev: str | None,
+                   policy_set: PolicySet | None) -> apply.ApplyResult:
+        """One `vmkeep apply --auto-approve` of `policy_set` (None: the last good revision,
+        read again), through the reconcile service."""
+        a = self.args
+        check_overrides(config, a.max_deletes, a.parallel)
+        now = common.parse_now(a.now)
+        if policy_set is None:
+            source = self._source(rev) if a.repo else common.policy_source_from_args(a)
+            policy_set = policies.parse_policies(source.files(), config, source.revision)
+        passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
+        service = wiring.reconciler(config, passwords, approve=lambda _plan: None,
+                                    events=apply.ApplyEvents(a.output))
+        return service.run(ReconcileRequest(policy_set, now, None, a.max_deletes, a.parallel))
+
+    def _valid_revision(self, config: HostConfig) -> tuple[bool, str | None, PolicySet | None]:
+        """Whether to apply, which revision and, when it is the newest, its policies (parsed
+        once per tick): the newest when its policies validate; else, for Git, the last one
+        that did (its policies None: read again). An invalid local directory (or a
+        repository with no valid revision yet) is not applied at all."""
         source = self._source()
-        config = wiring.load_host_config(self.args.config)
         self.seen = source.revision
         try:
-            policies.parse_policies(source.files(), config, source.revision)
+            policy_set = policies.parse_policies(source.files(), config, source.revision)
         except InputError as exc:
             self.metrics.policies_valid = False
             self.metrics.rejected_revision = source.revision
@@ -328,12 +343,12 @@ class Controller:
             keep = (f"; still applying {self.last_good}" if self.last_good
                     else "; nothing is applied until they are valid")
             self._say(f"policies at {where} are invalid{keep}:\n{exc}")
-            return self.last_good is not None, self.last_good
+            return self.last_good is not None, self.last_good, None
         self.metrics.policies_valid = True
         self.metrics.rejected_revision = None
         if source.revision:
             self.last_good = source.revision
-        return True, source.revision
+        return True, source.revision, policy_set
 
     def _new_commit(self) -> str:
         """'new commit …' when the followed branch moved since the last look, else ''."""
@@ -346,14 +361,6 @@ class Controller:
         if revision == self.seen:
             return ""
         return f"new commit {revision}"
-
-    def _apply_args(self, rev: str | None) -> argparse.Namespace:
-        a = self.args
-        return argparse.Namespace(
-            config=a.config, plan_file=None, policies=a.policies, repo=a.repo,
-            rev=rev if a.repo else None, path=a.path, now=a.now, auto_approve=True,
-            max_deletes=a.max_deletes, parallel=a.parallel, output=a.output,
-        )
 
     # ------------------------------------------------------------------ plumbing
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 __all__ = [
     "MASK",
@@ -42,6 +43,7 @@ __all__ = [
     "Diagnostic",
     "HookError",
     "InputError",
+    "LeaseHeldError",
     "RepositoryError",
     "RepositoryLockedError",
     "SourceError",
@@ -172,6 +174,19 @@ class TransientError(VCenterError):
     def __init__(self, vcenter: str, message: str, delay: float = 1.0) -> None:
         super().__init__(vcenter, message)
         self.delay = delay
+
+
+class LeaseHeldError(VmkeepError):
+    """Another process holds the lease; the message says who and until when."""
+
+    def __init__(self, name: str, holder: str, expires_at: float) -> None:
+        until = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(
+            f"the {name!r} lease is held by {holder} until {until}; wait for that run to "
+            "finish, or for the lease to expire if that process is gone"
+        )
+        self.holder = holder
+        self.expires_at = expires_at
 
 
 class RepositoryError(VmkeepError):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC
-from typing import Any, Protocol
+from typing import Any
 
 from reconciler.consistency import SnapshotRequest, SnapshotTaken, take_consistent_snapshot
 from reconciler.errors import TransientError, VmkeepError
@@ -36,6 +36,7 @@ from reconciler.model import (
     VM,
     Action,
     ActionKind,
+    ActionStatus,
     DiskTransport,
     Limits,
     Plan,
@@ -43,7 +44,7 @@ from reconciler.model import (
     PowerState,
     Snapshot,
 )
-from reconciler.ports import DiskStream, ExportStore, HookRunner, VCenterOps
+from reconciler.ports import DiskStream, ExportStore, HookRunner, Journal, VCenterOps
 from reconciler.recovery import recover
 
 __all__ = [
@@ -61,11 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class OutcomeStatus:
-    DONE = "done"
-    NOOP = "noop"  # the goal already held
-    FAILED = "failed"
-    SKIPPED = "skipped"  # not attempted, with a reason (e.g. prune after a failed backup)
+#: An action's outcome: done, noop, failed or skipped (the journal's `ActionStatus`).
+OutcomeStatus = ActionStatus
 
 
 @dataclass(frozen=True)
@@ -139,29 +137,6 @@ class Progress:
     done: int = 0
     total: int = 0
     message: str = ""
-
-
-class Journal(Protocol):
-    """The part of the state DB the executor writes to (see adapters.statedb)."""
-
-    def record_intent(
-        self,
-        run_id: str,
-        *,
-        kind: str,
-        point_id: str,
-        vm_uuid: str,
-        vm_name: str,
-        vcenter: str,
-        now: float,
-        details: Mapping[str, Any] | None = None,
-    ) -> int: ...
-
-    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
-
-    def record_outcome(
-        self, action_id: int, status: str, now: float, error: str | None = None
-    ) -> None: ...
 
 
 @dataclass

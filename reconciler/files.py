@@ -33,6 +33,7 @@ from reconciler.adapters.disk_image import (
     Node,
     UnreadableVolume,
     Volume,
+    file_mode,
     open_file_system,
     volumes,
 )
@@ -47,8 +48,10 @@ __all__ = [
     "FileSource",
     "Match",
     "PointFiles",
+    "UnreadableVolume",
     "catalog_tree",
     "extract",
+    "file_mode",
     "find",
     "iso",
     "point_tree",

@@ -39,6 +39,7 @@ __all__ = [
     "format_name",
     "parse_marker",
     "parse_point",
+    "parse_point_id",
     "point_id",
 ]
 
@@ -89,6 +90,19 @@ def _slot_of(text: str) -> tuple[datetime, str] | None:
 def point_id(policy: str, instance_uuid: str, slot: datetime) -> str:
     """The deterministic restore point id: ``<policy>/<instanceUuid>/<slot UTC compact>``."""
     return f"{policy}/{instance_uuid}/{_compact(slot)}"
+
+
+def parse_point_id(text: str) -> tuple[str, str, datetime] | None:
+    """The inverse of `point_id`: (policy, instanceUuid, slot), or None when `text` is not
+    three parts of which the last is a compact UTC slot."""
+    parts = text.split("/")
+    if len(parts) != 3:
+        return None
+    try:
+        slot = datetime.strptime(parts[2], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return parts[0], parts[1], slot
 
 
 def format_name(marker: Marker) -> str:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 __all__ = [
     "HOOK_PASSTHROUGH",
     "VM",
+    "ActionStatus",
     "Consistency",
     "ConsistencyMode",
     "Disk",
@@ -42,6 +43,7 @@ __all__ = [
     "TargetConfig",
     "VCenterConfig",
     "VMRef",
+    "VerifyEntry",
     "Window",
 ]
 __all__ += ["EngineConfig", "EngineTLS", "ProxyConfig"]
@@ -171,6 +173,17 @@ class HostConfig:
 
 
 # --------------------------------------------------------------------------- inventory
+
+
+class ActionStatus(enum.StrEnum):
+    """How one action went: the executor's outcome and the journal's record (one spelling)."""
+
+    STARTED = "started"  # journaled intent, no outcome yet
+    DONE = "done"
+    NOOP = "noop"  # the goal already held
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted, with a reason (e.g. prune after a failed backup)
+    RECONCILED = "reconciled"  # left unfinished by a crashed run, cleaned up later
 
 
 class PowerState(enum.StrEnum):
@@ -656,3 +669,15 @@ def after_refusal(chosen: DiskTransport, why: str) -> DiskTransport:
     return DiskTransport("nfc", "ExportSnapshot", f"datastore {chosen.datastore!r} refused "
                          f"the read of the disk's file ({why})", chosen.datastore,
                          chosen.datastore_type)
+
+
+@dataclass(frozen=True)
+class VerifyEntry:
+    """One point's last scheduled verification (kept by adapters.verifylog)."""
+
+    target: str
+    point_id: str
+    verified_at: float
+    ok: bool
+    message: str = ""
+    bytes: int = 0

@@ -23,10 +23,12 @@ __all__ = [
     "ExportWriter",
     "HookRunner",
     "InventorySource",
+    "Journal",
     "PartialPoint",
     "Placement",
     "PolicyFile",
     "PolicySource",
+    "Response",
     "RestorablePoint",
     "RestoreSource",
     "RestoreSurvey",
@@ -355,3 +357,36 @@ class RestoreTarget(Protocol):
                             on_created: Any) -> CreatedVM: ...
 
     def find_by_uuid(self, instance_uuid: str) -> ExistingVM | None: ...
+
+
+@dataclass(frozen=True)
+class Response:
+    """One HTTP response of the controller's endpoint (adapters.http_server serves it)."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class Journal(Protocol):
+    """The part of the state DB the executor writes to (adapters.statedb.StateDB): an intent
+    before each action, its details as they become known, its outcome after."""
+
+    def record_intent(
+        self,
+        run_id: str,
+        *,
+        kind: str,
+        point_id: str,
+        vm_uuid: str,
+        vm_name: str,
+        vcenter: str,
+        now: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> int: ...
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
+
+    def record_outcome(
+        self, action_id: int, status: str, now: float, error: str | None = None
+    ) -> None: ...

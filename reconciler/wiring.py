@@ -6,14 +6,51 @@ This is the shell: it touches the environment and the file system so the core do
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler import hostconfig
-from reconciler.errors import UsageError, VmkeepError, register_secret
-from reconciler.model import HostConfig, VCenterConfig
+from reconciler import hostconfig, observed
+from reconciler.errors import UsageError, VCenterError, VmkeepError, register_secret
+from reconciler.markers import parse_point_id
+from reconciler.model import (
+    ExportPoint,
+    HookConfig,
+    HostConfig,
+    ObservedState,
+    Plan,
+    TargetConfig,
+    VCenterConfig,
+    VerifyEntry,
+    VMRef,
+)
+from reconciler.ports import (
+    ExportStore,
+    HookRunner,
+    PolicySource,
+    Response,
+    RestoreTarget,
+    VCenterOps,
+)
+from reconciler.reconcile import ReconcileEvents, Reconciler
 
-__all__ = ["config_path", "load_host_config", "resolve_password"]
+if TYPE_CHECKING:  # pyVmomi and the repository are imported when they are used
+    from reconciler.adapters.fuse_mount import Tree
+    from reconciler.adapters.http_server import HttpServer
+    from reconciler.adapters.repository import Repository, VerifyReport
+    from reconciler.adapters.statedb import StateDB
+    from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereRestore
+
+__all__ = [
+    "capture", "config_path", "fuse_available", "git_source", "holds_journal", "hook_runner",
+    "http_server", "load_host_config", "missing_chunks", "open_journal", "open_repository",
+    "open_state_db", "open_targets", "open_vcenters", "policy_directory", "read_verify_log",
+    "reconciler", "record_verify_log", "resolve_password", "serve_mount", "verify_points",
+    "vsphere_client", "vsphere_operations", "vsphere_restore",
+]
 
 DEFAULT_CONFIG = "vmkeep.yaml"
 CONFIG_ENV = "VMKEEP_CONFIG"
@@ -78,3 +115,255 @@ def _read_password(vc: VCenterConfig, env: Mapping[str, str]) -> str:
                 f"{exc.strerror}"
             ) from None
     raise VmkeepError(f"vCenter {vc.name!r}: set passwordEnv or passwordFile in the host config")
+
+
+# ---------------------------------------------------------------------- observing
+
+
+def _target_points(target: TargetConfig) -> list[ExportPoint]:
+    if target.type != "directory":
+        raise UsageError(f"target {target.name!r}: type {target.type!r} is not supported")
+    if not Path(target.path).exists():
+        return []  # nothing exported yet
+    from reconciler.adapters.repository import Repository  # zstandard, blake3: when needed
+
+    with Repository.open(target.path, create=False, target=target.name) as repo:
+        points = list(repo.points())
+        for partial in repo.partials():
+            parsed = parse_point_id(partial.id)
+            if parsed is None:
+                continue
+            policy, instance_uuid, slot = parsed
+            points.append(
+                ExportPoint(
+                    id=partial.id,
+                    policy=policy,
+                    vm=VMRef("", instance_uuid),
+                    slot=slot,
+                    created_at=partial.started_at,
+                    complete=False,
+                    target=target.name,
+                )
+            )
+    return points
+
+
+def capture(config: HostConfig, now: datetime) -> ObservedState:
+    """The live observed state of every configured vCenter and target.
+
+    A vCenter that cannot be read (login refused, TLS verification, network: any
+    `VCenterError`) does not stop the others: it is recorded in `unobserved` with the reason,
+    and said on stderr. A missing password is a configuration error and stops everything.
+    """
+    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
+
+    passwords = {name: resolve_password(vc) for name, vc in config.vcenters.items()}
+    inventories, unobserved = [], {}
+    for name, vc in sorted(config.vcenters.items()):
+        try:
+            with VSphereClient(vc, passwords[name]) as client:
+                inventories.append(client.inventory())
+        except VCenterError as exc:
+            unobserved[name] = _reason(exc)
+            print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
+                  "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
+    targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
+    return observed.observed_from(inventories, targets, now, unobserved)
+
+
+def _reason(exc: VCenterError) -> str:
+    """The error without its `vCenter 'name': ` prefix (the name is said next to it)."""
+    prefix = f"vCenter {exc.vcenter!r}: "
+    text = str(exc)
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+# ---------------------------------------------------------------------- one reconcile
+
+
+def open_state_db(config: HostConfig) -> StateDB:
+    """The state DB (journal, leases) of the host config."""
+    from reconciler.adapters.statedb import StateDB
+
+    return StateDB(config.state)
+
+
+@contextmanager
+def open_targets(config: HostConfig) -> Iterator[dict[str, ExportStore]]:
+    """Every export target of the host config, opened (created when missing)."""
+    from reconciler.adapters.repository import Repository
+
+    with ExitStack() as stack:
+        targets: dict[str, ExportStore] = {}
+        for name, target in sorted(config.targets.items()):
+            targets[name] = stack.enter_context(
+                Repository.open(target.path, create=True, chunk_size=target.chunk_size,
+                                target=name)
+            )
+        yield targets
+
+
+class _PoolVCenters:
+    """The vCenter pool as the reconcile service's `VCenters` port."""
+
+    def __init__(self, pool: VCenterPool) -> None:
+        self._pool = pool
+
+    def ops(self) -> Mapping[str, VCenterOps]:
+        ops: Mapping[str, VCenterOps] = self._pool.ops()
+        return ops
+
+    def restore_target(self, name: str) -> RestoreTarget:
+        from reconciler.adapters.vsphere import VSphereRestore
+
+        return VSphereRestore(self._pool.operations(name).client)
+
+
+def open_vcenters(config: HostConfig,
+                  passwords: Mapping[str, str]) -> AbstractContextManager[_PoolVCenters]:
+    """The vCenters of the host config as one pool (sessions opened when first used)."""
+
+    @contextmanager
+    def opened() -> Iterator[_PoolVCenters]:
+        from reconciler.adapters.vsphere import VCenterPool
+
+        with VCenterPool(config.vcenters, dict(passwords)) as pool:
+            yield _PoolVCenters(pool)
+
+    return opened()
+
+
+def hook_runner(hooks: Mapping[str, HookConfig]) -> HookRunner:
+    """The host config's hooks, run as subprocesses."""
+    from reconciler.adapters.hooks import SubprocessHooks
+
+    return SubprocessHooks(hooks)
+
+
+def reconciler(config: HostConfig, passwords: Mapping[str, str], *,
+               approve: Callable[[Plan], None], events: ReconcileEvents) -> Reconciler:
+    """The reconcile service on the real adapters of `config` (nothing is opened yet)."""
+    return Reconciler(
+        observe=lambda now: capture(config, now),
+        open_journal=lambda: open_state_db(config),
+        open_vcenters=lambda: open_vcenters(config, passwords),
+        open_targets=lambda: open_targets(config),
+        hooks=hook_runner(config.hooks),
+        limits=config.limits,
+        transports={name: vc.transport for name, vc in config.vcenters.items()},
+        approve=approve,
+        events=events,
+    )
+
+
+# ---------------------------------------------------------------------- adapters for commands
+# The shell reaches the adapters through these (tests/unit/test_layering.py): a command
+# says what it needs, wiring builds it. Heavy libraries are imported when first used.
+
+
+def policy_directory(paths: Sequence[str]) -> PolicySource:
+    """Local policy files or directories."""
+    from reconciler.adapters.policydir import PolicyDirectory
+
+    return PolicyDirectory(list(paths))
+
+
+def git_source(repo: str, rev: str, path: str = "") -> PolicySource:
+    """The policy files of Git `repo` at `rev` (resolved to a commit SHA) under `path`."""
+    from reconciler.adapters.git import GitSource  # GitPython only when a repo is read
+
+    return GitSource.open(repo, rev, path)
+
+
+def open_repository(path: str | Path, *, create: bool = False, chunk_size: int | None = None,
+                    target: str = "") -> Repository:
+    """An export repository (a target directory)."""
+    from reconciler.adapters.repository import Repository  # zstandard, blake3: when needed
+
+    return Repository.open(path, create=create, chunk_size=chunk_size, target=target)
+
+
+def verify_points(repo: Repository, point_ids: list[str] | None) -> VerifyReport:
+    """Check the given points of `repo` (all when None), as `Repository.verify` does for
+    one."""
+    from reconciler.adapters.repository.verification import verify
+
+    return verify(repo, point_ids)
+
+
+def missing_chunks(repo: Repository, chunk_ids: Iterable[bytes]) -> int:
+    """How many of `chunk_ids` (the zero chunk aside) the repository's index lacks."""
+    from reconciler.adapters.repository.format import ZERO_ID
+
+    index = repo.index
+    return sum(1 for cid in chunk_ids if cid != ZERO_ID and cid not in index)
+
+
+def vsphere_client(vc: VCenterConfig, password: str) -> VSphereClient:
+    """A session with one vCenter (opened by its context manager)."""
+    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
+
+    return VSphereClient(vc, password)
+
+
+def vsphere_restore(client: VSphereClient) -> VSphereRestore:
+    """The restore side of an open vCenter session."""
+    from reconciler.adapters.vsphere import VSphereRestore
+
+    return VSphereRestore(client)
+
+
+def vsphere_operations(client: VSphereClient) -> VCenterOps:
+    """The reconcile side (`VCenterOps`) of an open vCenter session."""
+    from reconciler.adapters.vsphere import VSphereOperations
+
+    return VSphereOperations(client)
+
+
+def open_journal(path: str | Path, *, read_only: bool = False) -> StateDB:
+    """The state DB at `path` (read-only: nothing is created or changed)."""
+    from reconciler.adapters.statedb import StateDB
+
+    return StateDB(path, read_only=read_only)
+
+
+def holds_journal(path: Path) -> bool:
+    """Whether the existing file `path` holds vmkeep's journal (found out read-only)."""
+    from reconciler.adapters.statedb import holds_journal as holds
+
+    return holds(path)
+
+
+def read_verify_log(state: str | Path) -> list[VerifyEntry]:
+    """Scheduled verification's record, kept next to the state DB."""
+    from reconciler.adapters.verifylog import read_entries
+
+    return read_entries(state)
+
+
+def record_verify_log(state: str | Path, entries: list[VerifyEntry]) -> None:
+    from reconciler.adapters.verifylog import record_entries
+
+    record_entries(state, entries)
+
+
+def http_server(address: tuple[str, int], routes: Mapping[str, Callable[[], Response]], *,
+                on_error: Callable[[str, BaseException], None] | None = None) -> HttpServer:
+    """The controller's HTTP endpoint (started by the caller)."""
+    from reconciler.adapters.http_server import HttpServer
+
+    return HttpServer(address, routes, on_error=on_error)
+
+
+def fuse_available() -> str | None:
+    """None when FUSE mounts can be served here, else why not."""
+    from reconciler.adapters.fuse_mount import fuse_available as available
+
+    return available()
+
+
+def serve_mount(tree: Tree, mountpoint: str, *, mtime: float = 0.0) -> None:
+    """Serve `tree` read-only at `mountpoint` until unmounted."""
+    from reconciler.adapters.fuse_mount import serve
+
+    serve(tree, mountpoint, mtime=mtime)

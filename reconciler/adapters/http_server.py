@@ -15,9 +15,10 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from reconciler.ports import Response
 
 __all__ = ["HttpServer", "Response"]
 
@@ -29,13 +30,6 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "img-src 'none'; frame-ancestors 'none'; form-action 'none'",
 }
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    content_type: str
-    body: bytes
 
 
 Route = Callable[[], Response]

@@ -36,11 +36,11 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import VmkeepError, mask
+from reconciler.errors import LeaseHeldError, VmkeepError, mask
+from reconciler.model import ActionStatus
 
 __all__ = [
     "ActionRecord",
@@ -109,27 +109,6 @@ CREATE TABLE IF NOT EXISTS repairs (
     note        TEXT NOT NULL
 );
 """
-
-
-class ActionStatus:
-    STARTED = "started"
-    DONE = "done"
-    NOOP = "noop"
-    FAILED = "failed"
-    RECONCILED = "reconciled"  # left unfinished by a crashed run, cleaned up later
-
-
-class LeaseHeldError(VmkeepError):
-    """Another process holds the lease; the message says who and until when."""
-
-    def __init__(self, name: str, holder: str, expires_at: float) -> None:
-        until = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        super().__init__(
-            f"the {name!r} lease is held by {holder} until {until}; wait for that run to "
-            "finish, or for the lease to expire if that process is gone"
-        )
-        self.holder = holder
-        self.expires_at = expires_at
 
 
 @dataclass(frozen=True)

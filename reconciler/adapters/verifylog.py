@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import VmkeepError
+from reconciler.model import VerifyEntry
 
 __all__ = ["VerifyEntry", "read_entries", "record_entries"]
 
@@ -30,16 +30,6 @@ CREATE TABLE IF NOT EXISTS verifications (
     PRIMARY KEY (target, point_id)
 )
 """
-
-
-@dataclass(frozen=True)
-class VerifyEntry:
-    target: str
-    point_id: str
-    verified_at: float
-    ok: bool
-    message: str = ""
-    bytes: int = 0
 
 
 def record_entries(state: str | Path, entries: list[VerifyEntry]) -> None:

@@ -25,45 +25,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
-import threading
-import time
-import uuid
-from collections import Counter
-from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reconciler import observed, planner, policies, wiring
-from reconciler.adapters.hooks import SubprocessHooks
-from reconciler.adapters.statedb import LeaseHeldError, StateDB
+from reconciler import policies, wiring
 from reconciler.cli import common
 from reconciler.cli.progress import ProgressDisplay
-from reconciler.cli.state import capture, parse_now
-from reconciler.errors import BlockedError, StalePlanError, UsageError
-from reconciler.executor import ActionRunner, DiskExport, OutcomeStatus, RunReport, execute
-from reconciler.model import ActionKind, HostConfig, Limits, ObservedState, Plan, PolicySet
-from reconciler.ports import ExportStore
-from reconciler.recovery import recover_journaled
+from reconciler.errors import UsageError
+from reconciler.executor import DiskExport, OutcomeStatus, Progress, RunReport
+from reconciler.model import ActionKind, HostConfig, Plan, PolicySet
+from reconciler.reconcile import (
+    EXIT_PARTIAL,
+    ReconcileRequest,
+    ReconcileResult,
+    check_overrides,
+)
 from reconciler.render import plan_from_json, render_text
 from reconciler.render.document import held_to_json
-from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
-from reconciler.vcenter_restore import clean_leftovers
 
-if TYPE_CHECKING:  # pyVmomi and the repository are imported when apply runs
-    from reconciler.adapters.vsphere import VCenterPool
+__all__ = ["EXIT_PARTIAL", "ApplyEvents", "ApplyResult", "reconcile", "register", "run"]
 
-__all__ = [
-    "EXIT_PARTIAL", "LEASE", "ApplyResult", "holder_is_dead", "reconcile", "register", "run",
-]
-
-#: Exit code when some actions failed (the others completed).
-EXIT_PARTIAL = 3
-LEASE = "apply"
-LEASE_SECONDS = 300.0
+#: What one apply did (the reconcile service's result).
+ApplyResult = ReconcileResult
 
 
 def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
@@ -93,17 +81,6 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- the run
 
 
-@dataclass(frozen=True)
-class ApplyResult:
-    """What one apply did: its exit code, the plan it carried out (None when it stopped
-    before planning) and the run's report (None when there was nothing to do)."""
-
-    code: int
-    revision: str | None = None
-    plan: Plan | None = None
-    report: RunReport | None = None
-
-
 def run(args: argparse.Namespace) -> int:
     return reconcile(args).code
 
@@ -113,10 +90,7 @@ class _Inputs:
     """Everything an apply reads from the user, checked before anything is opened."""
 
     config: HostConfig
-    policy_set: PolicySet
-    now: datetime
-    limits: Limits
-    saved: Plan | None  # the saved plan file, when one was given
+    request: ReconcileRequest
     passwords: dict[str, str]
 
 
@@ -125,187 +99,60 @@ def _inputs(args: argparse.Namespace) -> _Inputs:
     the vCenter passwords. Nothing is created, locked or asked of vCenter before this
     returns (DESIGN rule 8): a bad input fails here and leaves the world as it was."""
     config = wiring.load_host_config(args.config)
-    if args.max_deletes is not None and args.max_deletes < 0:
-        raise UsageError("--max-deletes must be 0 or more")
-    if args.parallel is not None and args.parallel < 0:
-        raise UsageError("--parallel must be 0 (the default) or more")
-    for name, target in sorted(config.targets.items()):
-        if target.type != "directory":
-            raise UsageError(f"target {name!r}: type {target.type!r} is not supported")
-    now = parse_now(args.now)
+    check_overrides(config, args.max_deletes, args.parallel)
+    now = common.parse_now(args.now)
     source = common.policy_source_from_args(args)
-    policy_set = policies.parse_policies(source.files(), config, source.revision)
+    policy_set: PolicySet = policies.parse_policies(source.files(), config, source.revision)
     saved = _load_plan(args.plan_file) if args.plan_file else None
-    limits = config.limits if args.max_deletes is None else replace(
-        config.limits, max_deletes_per_run=args.max_deletes)
     passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
-    return _Inputs(config, policy_set, now, limits, saved, passwords)
+    request = ReconcileRequest(policy_set, now, saved, args.max_deletes, args.parallel)
+    return _Inputs(config, request, passwords)
 
 
 def reconcile(args: argparse.Namespace) -> ApplyResult:
-    """One apply as `run` does it, returning what happened (the controller's tick)."""
-    from reconciler.adapters.vsphere import VCenterPool
-
+    """One apply as `run` does it: the flags as a request to the reconcile service, its
+    events rendered on stdout/stderr."""
     given = _inputs(args)  # first: bad input changes nothing
-    config, policy_set, now, limits = given.config, given.policy_set, given.now, given.limits
+    config = given.config
     if config.engine is not None:  # the scaled tier: docs/scale-out.md
         from reconciler.engine.submit import engine_apply
         done = engine_apply(args, config)
         return ApplyResult(done.code, done.revision, None, done.report)
-    run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
-    with ExitStack() as stack:
-        db = stack.enter_context(StateDB(config.state))
-        _take_lease(db, holder)
-        stack.callback(db.release_lease, LEASE, holder)
-        stack.enter_context(_LeaseKeeper(db, holder))
-        vcenters = stack.enter_context(VCenterPool(config.vcenters, given.passwords))
-        targets = _open_targets(config, stack)
-        state = capture(config, now)
-        notes = _recover(db, holder, run_id, vcenters, state, targets)
-        if notes:
-            state = capture(config, now)
-        transports = {name: vc.transport for name, vc in config.vcenters.items()}
-        plan = _the_plan(given.saved, policy_set, state, limits, now, transports)
-        _show(plan, args.output)
-        _guard(plan)
-        if not plan.actions:
-            if plan.held:
-                _say("Nothing to apply: every change is a deletion held back.", args.output,
-                     plan, notes)
-            elif plan.unobserved:
-                _say("No changes for the vCenters that could be observed.", args.output, plan,
-                     notes)
-            else:
-                _say("No changes: reality already matches the policies.", args.output,
-                     repaired=notes)
-            code = EXIT_PARTIAL if plan.held or plan.unobserved else 0
-            return ApplyResult(code, policy_set.revision, plan)
-        _confirm(args, plan)
-        display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
-        stack.callback(display.close)
-        db.start_run(run_id, holder, time.time(), policy_set.revision)
-        runner = ActionRunner(
-            run_id=run_id,
-            policies=policy_set.by_name(),
-            vcenters=vcenters.ops(),
-            targets=targets,
-            hooks=SubprocessHooks(config.hooks),
-            journal=db,
-            clock=time.time,
-            sleep=time.sleep,
-            policy_revision=policy_set.revision,
-            progress=display,
-            installation=db.installation_id(),
-        )
-        hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
-        report = execute(plan, runner, config.limits, parallel=args.parallel, hosts=hosts)
-        report = RunReport(report.run_id, report.outcomes, tuple(notes))
-        db.finish_run(run_id, time.time(), report.counts())
-        _summary(report, args.output, plan)
-        attention = report.failed or plan.held or plan.unobserved
-        return ApplyResult(EXIT_PARTIAL if attention else 0, policy_set.revision, plan, report)
-    raise AssertionError("unreachable")
+    service = wiring.reconciler(given.config, given.passwords,
+                                approve=lambda plan: _confirm(args.auto_approve, plan),
+                                events=ApplyEvents(args.output))
+    return service.run(given.request)
 
 
-def _take_lease(db: StateDB, holder: str) -> None:
-    """The applier lease; a lease whose holder process died on this host is taken over."""
-    try:
-        db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS)
-    except LeaseHeldError as exc:
-        if not holder_is_dead(exc.holder):
-            raise
-        print(f"vmkeep: taking over the apply lease of {exc.holder}: that process is gone",
-              file=sys.stderr)
-        db.acquire_lease(LEASE, holder, time.time(), LEASE_SECONDS, take_over=exc.holder)
+class ApplyEvents:
+    """The reconcile service's events as `vmkeep apply` shows them: the plan and summary on
+    stdout (text or JSON), repairs and progress on stderr."""
 
+    def __init__(self, output: str) -> None:
+        self.output = output
 
-def holder_is_dead(holder: str) -> bool:
-    """True when `holder` ("host/pid/run") names a process of this host that is not running."""
-    host, _, rest = holder.partition("/")
-    pid_text = rest.partition("/")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another host's applier: only its expiry can free the lease
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a recycled pid now running something else
-        cmdline = Path(f"/proc/{pid_text}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"vmkeep" not in cmdline and b"reconciler" not in cmdline
+    def lease_taken_over(self, holder: str) -> None:
+        common.lease_taken_over(holder)
 
-
-def _open_targets(config: HostConfig, stack: ExitStack) -> dict[str, ExportStore]:
-    from reconciler.adapters.repository import Repository
-
-    targets: dict[str, ExportStore] = {}
-    for name, target in sorted(config.targets.items()):
-        targets[name] = stack.enter_context(
-            Repository.open(target.path, create=True, chunk_size=target.chunk_size, target=name)
-        )
-    return targets
-
-
-def _recover(db: StateDB, holder: str, run_id: str, vcenters: VCenterPool,
-             state: ObservedState, targets: dict[str, ExportStore]) -> list[str]:
-    # The journal's records of a vCenter that could not be observed wait for a run that sees
-    # it: repairing them now would mean asking that vCenter, or settling them unrepaired.
-    def say(note: str) -> None:
+    def repaired(self, note: str) -> None:
         print(f"vmkeep: repaired: {note}", file=sys.stderr)
 
-    notes = _clean_restores(db, vcenters, set(state.unobserved))
-    for note in notes:
-        say(note)
-    return notes + recover_journaled(db, holder, run_id, vcenters.ops(), state, targets,
-                                     time.time, say, other_kinds={RESTORE_KIND})
+    def planned(self, plan: Plan) -> None:
+        _show(plan, self.output)
 
+    def nothing_to_do(self, message: str, plan: Plan | None, repaired: list[str]) -> None:
+        _say(message, self.output, plan, repaired)
 
-def _clean_restores(db: StateDB, vcenters: VCenterPool, unseen: set[str]) -> list[str]:
-    """What killed `vmkeep restore --vcenter` runs left: their temporary VMs and files (on
-    the vCenters this run could observe)."""
-    from reconciler.adapters.vsphere import VSphereRestore
-
-    def target(name: str) -> VSphereRestore | None:
-        if name in unseen:
-            return None  # left for a run that sees that vCenter
+    @contextmanager
+    def progress(self) -> Iterator[Callable[[Progress], None]]:
+        display = ProgressDisplay(sys.stderr, terminal=sys.stderr.isatty())
         try:
-            return VSphereRestore(vcenters.operations(name).client)
-        except KeyError:
-            return None  # a vCenter no longer in the host config
+            yield display
+        finally:
+            display.close()
 
-    return clean_leftovers(db, target, holder_is_dead)
-
-
-def _the_plan(saved: Plan | None, policy_set: PolicySet, state: ObservedState,
-              limits: Limits, now: datetime, transports: dict[str, str]) -> Plan:
-    """A fresh plan, or the saved one after checking it is not stale (returned re-made with
-    today's limits: its actions are the same, its guard verdict current)."""
-    if saved is None:
-        return planner.plan(policy_set, state, now, limits, transports)
-    if saved.policy_revision != policy_set.revision:
-        raise StalePlanError(
-            f"Saved plan is stale: it was made from policy revision {saved.policy_revision}, "
-            f"the policies are now at {policy_set.revision}; run `vmkeep plan --out` again"
-        )
-    digest = observed.digest(state)
-    if saved.observed_digest != digest:
-        raise StalePlanError(
-            "Saved plan is stale: vCenter or the targets changed since it was made "
-            f"(observed state {saved.observed_digest[:19]}… is now {digest[:19]}…); "
-            "run `vmkeep plan --out` again"
-        )
-    fresh = planner.plan(policy_set, state, saved.now, limits, transports)
-    # The same changes, whichever the deletion budget holds back today.
-    if Counter((*fresh.actions, *fresh.held)) != Counter((*saved.actions, *saved.held)):
-        raise StalePlanError(
-            "Saved plan is stale: the policies now call for different actions than the "
-            "saved plan lists; run `vmkeep plan --out` again"
-        )
-    return fresh
+    def finished(self, report: RunReport, plan: Plan) -> None:
+        _summary(report, self.output, plan)
 
 
 def _load_plan(path: str) -> Plan:
@@ -320,15 +167,8 @@ def _load_plan(path: str) -> Plan:
     return plan_from_json(data, path)
 
 
-def _guard(plan: Plan) -> None:
-    """A blocked plan does not run at all. (Deletions beyond the deletion budget are not a
-    block: the planner holds them back and the rest of the plan runs.)"""
-    if plan.blocked:
-        raise BlockedError(f"the plan is blocked, nothing was changed: {plan.blocked_reason}")
-
-
-def _confirm(args: argparse.Namespace, plan: Plan) -> None:
-    if args.auto_approve:
+def _confirm(auto_approve: bool, plan: Plan) -> None:
+    if auto_approve:
         return
     if not sys.stdin.isatty():
         raise UsageError(
@@ -457,25 +297,3 @@ def _summary(report: RunReport, output: str, plan: Plan | None = None) -> None:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-
-
-class _LeaseKeeper:
-    """Renews the applier lease in the background while a long run goes on."""
-
-    def __init__(self, db: StateDB, holder: str) -> None:
-        self._db, self._holder = db, holder
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vmkeep-lease", daemon=True)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(LEASE_SECONDS / 3):
-            self._db.acquire_lease(LEASE, self._holder, time.time(), LEASE_SECONDS)
-

@@ -13,23 +13,40 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from reconciler import wiring
-from reconciler.adapters.policydir import PolicyDirectory
+import orjson
+
+from reconciler import observed, wiring
 from reconciler.errors import UsageError, VmkeepError
-from reconciler.model import HostConfig
+from reconciler.model import HostConfig, ObservedState
 from reconciler.ports import PolicySource
+from reconciler.render.document import EARLIEST, LATEST, supported_time
+from reconciler.render.json_text import json_bytes
+
+if TYPE_CHECKING:  # the repository (zstandard, blake3) is imported when a command runs
+    from reconciler.adapters.repository import Repository
 
 __all__ = [
     "DEFAULT_POLICIES",
     "add_output_argument",
     "add_source_arguments",
+    "add_target_argument",
+    "lease_taken_over",
+    "load_state",
     "open_git_source",
+    "open_target",
     "optional_host_config",
+    "parse_moment",
+    "parse_now",
     "policy_source_from_args",
     "use_configured_source",
+    "write_json",
 ]
 
 DEFAULT_POLICIES = "policies"
@@ -63,9 +80,7 @@ def add_output_argument(
 
 def open_git_source(repo: str, rev: str | None, path: str = "") -> PolicySource:
     """The policy files of `repo` at `rev` (resolved to a commit SHA) under `path`."""
-    from reconciler.adapters.git import GitSource  # GitPython only when a repo is read
-
-    return GitSource.open(repo, rev or "HEAD", path)
+    return wiring.git_source(repo, rev or "HEAD", path)
 
 
 def policy_source_from_args(
@@ -88,7 +103,7 @@ def policy_source_from_args(
     local = list(paths) or [policies or DEFAULT_POLICIES]
     if policies and paths:
         local = [policies, *paths]
-    return PolicyDirectory(local)
+    return wiring.policy_directory(local)
 
 
 def optional_host_config(args: argparse.Namespace) -> HostConfig | None:
@@ -124,3 +139,120 @@ def use_configured_source(args: argparse.Namespace) -> bool:
         args.policies = source.path
     args._configured_source = True
     return True
+
+
+def lease_taken_over(holder: str) -> None:
+    """Say that the applier lease of a dead process is taken over."""
+    print(f"vmkeep: taking over the apply lease of {holder}: that process is gone",
+          file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- times and files
+
+
+def parse_now(text: str | None) -> datetime:
+    """`--now ISO` (an offset is required; `Z` is fine, years `EARLIEST`..`LATEST`), or the
+    clock."""
+    return datetime.now(UTC) if text is None else parse_moment(text, "--now")
+
+
+def parse_moment(text: str, flag: str) -> datetime:
+    """The time a flag such as `--now` or `--at` names: ISO 8601 with an offset (`Z` is fine),
+    years `EARLIEST`..`LATEST`; anything else is a one-line usage error."""
+    try:
+        moment = observed.parse_time(text.strip().replace("z", "Z"))
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or not supported_time(moment):
+        raise UsageError(
+            f"{flag} {text!r} is not an ISO 8601 time with an offset between "
+            f"{EARLIEST.year} and {LATEST.year - 1}, e.g. 2026-11-25T01:00:00Z"
+        ) from None
+    return moment
+
+
+def load_state(path: str) -> ObservedState:
+    """Read `--state FILE`; unreadable or malformed files are clear errors."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read state file {path!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"state file {path!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"state file {path!r} is not a vmkeep state: nested too deeply") \
+            from None
+    return observed.state_from_json(data, path)
+
+
+def write_stdout(data: bytes) -> None:
+    """UTF-8 bytes to standard output (as text where stdout has no byte buffer, e.g. a test's
+    StringIO)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
+def write_json(document: Any, path: str | None) -> None:
+    """Write JSON to stdout, or atomically to a file (temp file + rename). Something that is
+    not a regular file (`/dev/null`, a FIFO) is written into, never replaced: a rename over
+    /dev/null, as root, would turn it into a file."""
+    text = json_bytes(document)  # orjson: the same text as json.dumps(indent=2), 10x faster
+    if path is None or path == "-":
+        write_stdout(text)
+        return
+    target = Path(path)
+    try:
+        if target.exists() and not target.is_file() and not target.is_dir():
+            with open(target, "wb") as stream:
+                stream.write(text)
+            return
+    except OSError as exc:
+        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp:  # a full disk or a directory in the way: leave no temporary file behind
+            Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path!r}: {exc.strerror}") from None
+
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        help="backup target from the host config (default: the only one)",
+    )
+
+
+def open_target(args: argparse.Namespace) -> tuple[str, Repository]:
+    """The repository of `--target NAME` (or of the only target) in the host config."""
+    config = wiring.load_host_config(getattr(args, "config", None))
+    names = sorted(config.targets)
+    name = getattr(args, "target", None)
+    if name is None:
+        if len(names) != 1:
+            listed = ", ".join(names) or "none configured"
+            raise UsageError(f"choose a target with --target NAME (targets: {listed})")
+        name = names[0]
+    if name not in config.targets:
+        listed = ", ".join(names) or "none configured"
+        raise UsageError(f"no target {name!r} in {config.path} (targets: {listed})")
+    target = config.targets[name]
+    if target.type != "directory":
+        raise UsageError(f"target {name!r} has type {target.type!r}; only 'directory' exists")
+    repo = wiring.open_repository(target.path, create=False, chunk_size=None, target=name)
+    return name, repo

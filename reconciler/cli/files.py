@@ -17,77 +17,20 @@ import json
 import logging
 import stat
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import wiring
 from reconciler.cli import common
-from reconciler.cli.selection import (
-    add_point_selection,
-    gather_points,
-    open_point_target,
-    resolve_point,
-)
+from reconciler.cli.selection import add_selection, export_points, selected
 from reconciler.errors import UsageError
-from reconciler.model import PointKind
-from reconciler.points import Point, filter_points
 
 if TYPE_CHECKING:
-    from reconciler.adapters.repository import Repository
     from reconciler.files import Entry, Match
 
-__all__ = ["add_selection", "export_points", "register", "run_find", "run_get", "run_ls",
-           "selected"]
+__all__ = ["register", "run_find", "run_get", "run_ls"]
 
 log = logging.getLogger("reconciler.files")
 MiB = 1024 * 1024
-
-
-# ------------------------------------------------------------------- point selection
-
-
-def add_selection(parser: argparse.ArgumentParser) -> None:
-    """`--point ID | --vm NAME|UUID [--latest | --at ISO]` and `--target NAME`."""
-    add_point_selection(parser)
-
-
-@contextmanager
-def selected(args: argparse.Namespace) -> Iterator[tuple[str, Repository]]:
-    """The chosen export point's id and the repository holding it (closed afterwards)."""
-    config = wiring.load_host_config(getattr(args, "config", None))
-    point = resolve_point(args, kind=PointKind.EXPORT, config=config)
-    repo = open_point_target(config, point)
-    try:
-        yield point.id, repo
-    finally:
-        repo.close()
-
-
-@contextmanager
-def export_points(args: argparse.Namespace, vm: str | None = None,
-                  ) -> Iterator[list[tuple[Point, Repository]]]:
-    """Every export point (of `vm`, when given), oldest first, each with the repository
-    holding it (`--target NAME` only, when given); the repositories are closed afterwards."""
-    config = wiring.load_host_config(getattr(args, "config", None))
-    target = getattr(args, "target", None)
-    if target is not None and target not in config.targets:
-        listed = ", ".join(sorted(config.targets)) or "none configured"
-        raise UsageError(f"no target {target!r} in {config.path} (targets: {listed})")
-    points = filter_points(gather_points(config, targets=[target] if target else None,
-                                         kinds=(PointKind.EXPORT,)), vm=vm)
-    if vm is not None and not points:
-        raise UsageError(f"no export point of a VM {vm!r}; `vmkeep points` lists them")
-    repos: dict[str, Repository] = {}
-    try:
-        for point in points:
-            if point.target not in repos:
-                repos[point.target] = open_point_target(config, point)
-        yield [(p, repos[p.target]) for p in reversed(points)]
-    finally:
-        for repo in repos.values():
-            repo.close()
 
 
 # ------------------------------------------------------------------------------ parsers
@@ -152,8 +95,7 @@ def _add_volume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    from reconciler.adapters.disk_image import UnreadableVolume
-    from reconciler.files import PointFiles, describe, entries
+    from reconciler.files import PointFiles, UnreadableVolume, describe, entries
 
     listed: list[Entry] = []
     volumes: list[dict[str, Any]] = []
@@ -196,8 +138,7 @@ def _label(disk: str, partition: int | None) -> str:
 
 
 def _line(entry: Entry, *, long: bool) -> str:
-    from reconciler.adapters.disk_image import file_mode
-    from reconciler.files import iso
+    from reconciler.files import file_mode, iso
 
     node = entry.node
     name = node.path + ("/" if node.type == "dir" else "")

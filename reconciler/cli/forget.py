@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sys
 import time
-import uuid
 from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
 from reconciler import observed, policies, wiring
 from reconciler.cli import common
-from reconciler.cli.state import capture, parse_now
+from reconciler.cli.common import parse_now
 from reconciler.errors import BlockedError, UsageError
+from reconciler.lease import LEASE, LeaseKeeper, new_holder, take_lease
 from reconciler.model import Action, ActionKind, HostConfig, ObservedState, Plan, PointKind
+from reconciler.reconcile import new_run_id
+from reconciler.wiring import capture
 
 __all__ = ["EXIT_PARTIAL", "register", "run", "select_points"]
 
@@ -133,21 +133,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _forget(args: argparse.Namespace, config: HostConfig, live: set[str], now: datetime,
             revision: str | None) -> int:
-    from reconciler.adapters.hooks import SubprocessHooks
-    from reconciler.adapters.statedb import StateDB
-    from reconciler.adapters.vsphere import VCenterPool
-    from reconciler.cli.apply import LEASE, _LeaseKeeper, _open_targets, _take_lease
     from reconciler.executor import ActionRunner, execute
 
-    run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    holder = f"{socket.gethostname()}/{os.getpid()}/{run_id}"
+    run_id = new_run_id()
+    holder = new_holder(run_id)
     with ExitStack() as stack:
-        db = stack.enter_context(StateDB(config.state))
-        _take_lease(db, holder)
+        db = stack.enter_context(wiring.open_state_db(config))
+        take_lease(db, holder, on_take_over=common.lease_taken_over)
         stack.callback(db.release_lease, LEASE, holder)
-        stack.enter_context(_LeaseKeeper(db, holder))
-        vcenters = stack.enter_context(VCenterPool.for_config(config, wiring.resolve_password))
-        targets = _open_targets(config, stack)
+        stack.enter_context(LeaseKeeper(db, holder))
+        passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
+        vcenters = stack.enter_context(wiring.open_vcenters(config, passwords))
+        targets = stack.enter_context(wiring.open_targets(config))
         state = capture(config, now)  # under the lease: nothing changes it meanwhile
         actions = select_points(state, live, point=args.point, policy=args.policy,
                                 force=args.force)
@@ -167,7 +164,7 @@ def _forget(args: argparse.Namespace, config: HostConfig, live: set[str], now: d
         db.start_run(run_id, holder, time.time(), revision)
         runner = ActionRunner(
             run_id=run_id, policies={}, vcenters=vcenters.ops(), targets=targets,
-            hooks=SubprocessHooks({}), journal=db, clock=time.time, sleep=time.sleep,
+            hooks=wiring.hook_runner({}), journal=db, clock=time.time, sleep=time.sleep,
             policy_revision=revision,
         )
         report = execute(plan, runner, config.limits)

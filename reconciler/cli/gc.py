@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import durations
 from reconciler.cli import common
-from reconciler.cli.verify import add_target_argument, open_target
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
         description="Delete chunks that no committed restore point references and rewrite "
         "packs that are mostly garbage. Safe against crashes and concurrent exports.",
     )
-    add_target_argument(parser)
+    common.add_target_argument(parser)
     parser.add_argument(
         "--grace",
         metavar="DURATION",
@@ -57,7 +56,7 @@ def parse_grace(text: str) -> timedelta:
 
 def run(args: argparse.Namespace) -> int:
     grace = parse_grace(args.grace)
-    name, repo = open_target(args)
+    name, repo = common.open_target(args)
     try:
         report = repo.gc(grace)
     finally:

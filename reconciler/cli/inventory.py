@@ -54,15 +54,13 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
-
     config = wiring.load_host_config(args.config)
     selected = _select(config.vcenters, args.vcenter)
     results: list[tuple[VCenterConfig, Inventory | None, str | None]] = []
     for vc in selected:
         try:
             password = wiring.resolve_password(vc)
-            with VSphereClient(vc, password) as client:
+            with wiring.vsphere_client(vc, password) as client:
                 results.append((vc, client.inventory(), None))
         except VmkeepError as exc:
             results.append((vc, None, str(exc)))

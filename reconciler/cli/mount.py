@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.files import add_selection, export_points, selected
+from reconciler import wiring
+from reconciler.cli.selection import add_selection, export_points, selected
 from reconciler.errors import UsageError, VmkeepError
 
 __all__ = ["register", "run"]
@@ -40,7 +41,6 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.adapters.fuse_mount import fuse_available, serve
     from reconciler.files import catalog_tree, point_tree
 
     mountpoint: Path = args.mountpoint
@@ -49,21 +49,21 @@ def run(args: argparse.Namespace) -> int:
     if os.path.ismount(mountpoint) or any(mountpoint.iterdir()):
         raise UsageError(f"{mountpoint} is not empty (or already a mount point); "
                          "mount on an empty directory")
-    missing = fuse_available()
+    missing = wiring.fuse_available()
     if missing:
         raise VmkeepError(f"cannot mount: {missing}")
     if args.point is not None or args.vm is not None:
         with selected(args) as (point_id, repo):
             tree = point_tree(repo, point_id)
             created = repo.manifest(point_id).created_at.timestamp()
-            _serve(serve, tree, mountpoint, f"restore point {point_id}", created)
+            _serve(wiring.serve_mount, tree, mountpoint, f"restore point {point_id}", created)
         return 0
     if args.latest or args.at:
         raise UsageError("--latest and --at choose among the points of --vm NAME|UUID")
     with export_points(args) as pairs:
         tree = catalog_tree([(repo, p.id, p.vcenter, p.vm.name, p.slot) for p, repo in pairs])
         newest = max((p.slot.timestamp() for p, _ in pairs), default=0.0)
-        _serve(serve, tree, mountpoint, f"{len(pairs)} restore point(s)", newest)
+        _serve(wiring.serve_mount, tree, mountpoint, f"{len(pairs)} restore point(s)", newest)
     return 0
 
 

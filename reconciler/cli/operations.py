@@ -28,16 +28,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reconciler import policies, wiring
-from reconciler.adapters.http_server import HttpServer, Response
 from reconciler.cli import status as status_cli
 from reconciler.cli.scheduled_verify import ScheduledVerifier
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.metrics import estate_families, exposition
+from reconciler.ports import Response
 from reconciler.render.page import status_page
 from reconciler.render.status import status_to_json
 from reconciler.status import Status
 
 if TYPE_CHECKING:
+    from reconciler.adapters.http_server import HttpServer
     from reconciler.cli.apply import ApplyResult
     from reconciler.controller import Controller
 
@@ -104,7 +105,7 @@ class Operations:
             "/": self._page,
         }
         try:
-            self.server = HttpServer(listen, routes, on_error=self._route_failed)
+            self.server = wiring.http_server(listen, routes, on_error=self._route_failed)
         except OSError as exc:
             raise UsageError(f"cannot listen on {listen[0]}:{listen[1]}: "
                              f"{exc.strerror or exc}") from None

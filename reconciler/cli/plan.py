@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler import planner, policies, review
 from reconciler.cli import common
-from reconciler.cli.state import capture, load_state, parse_now, write_json, write_stdout
+from reconciler.cli.common import load_state, parse_now, write_json, write_stdout
 from reconciler.collector import collector_paused
 from reconciler.errors import UsageError
 from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
@@ -31,6 +31,7 @@ from reconciler.ports import PolicySource
 from reconciler.render import plan_to_json, render_markdown, render_text
 from reconciler.render.json_text import json_bytes
 from reconciler.render.review import review_markdown, review_text, review_to_json
+from reconciler.wiring import capture
 
 __all__ = ["register", "run"]
 

@@ -24,8 +24,8 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from reconciler import wiring
+from reconciler.cli.common import parse_now
 from reconciler.cli.selection import open_point_target, resolve_point
-from reconciler.cli.state import parse_now
 from reconciler.errors import CorruptionError, RepositoryError, UsageError
 from reconciler.model import PointKind
 from reconciler.points import Point
@@ -122,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
         folder=args.folder, host=args.host, cluster=args.cluster,
         resource_pool=args.resource_pool, networks=networks, power_on=args.power_on,
         replace=args.replace, revert=args.revert)
-    from reconciler.adapters.vsphere import VSphereClient, VSphereRestore
-
     with ExitStack() as stack:
         clients: dict[str, VSphereRestore] = {}
 
@@ -132,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
                 return None
             if name not in clients:
                 vc = config.vcenters[name]
-                client = stack.enter_context(VSphereClient(vc, wiring.resolve_password(vc)))
-                clients[name] = VSphereRestore(client)
+                client = stack.enter_context(
+                    wiring.vsphere_client(vc, wiring.resolve_password(vc)))
+                clients[name] = wiring.vsphere_restore(client)
             return clients[name]
 
         target = target_for(args.vcenter)
@@ -144,10 +143,9 @@ def run(args: argparse.Namespace) -> int:
         vm_config, disks, data, problems = _point_contents(point, repo, target_for)
         journal = None
         if not args.plan:
-            from reconciler.adapters.statedb import StateDB
-            from reconciler.cli.apply import holder_is_dead
+            from reconciler.lease import holder_is_dead
 
-            journal = stack.enter_context(StateDB(config.state))
+            journal = stack.enter_context(wiring.open_journal(config.state))
             for note in clean_leftovers(journal, target_for, holder_is_dead):
                 print(f"vmkeep: repaired: {note}", file=sys.stderr)
         token = uuid.uuid4().hex[:8]
@@ -176,16 +174,12 @@ def _point_contents(point: Point, repo: Repository | None, target_for: Any
     """The saved configuration, the disks as sources, their data bytes, and what is wrong
     with the point (missing disks or chunks, a damaged chunk table)."""
     if repo is None:  # a snapshot: the VM itself holds the configuration
-        from reconciler.adapters.vsphere import VSphereOperations
-
         target = target_for(point.vcenter)
         if target is None:
             return None, [], {}, [f"vCenter {point.vcenter!r} of the snapshot point is not in "
                                   "the host config"]
-        vm = VSphereOperations(target.client).find_vm(point.vm.instance_uuid)
+        vm = wiring.vsphere_operations(target.client).find_vm(point.vm.instance_uuid)
         return (target.vm_config(vm) if vm is not None else None), [], {}, []
-    from reconciler.adapters.repository.format import ZERO_ID
-
     manifest = repo.manifest(point.id)
     problems: list[str] = []
     config: VMConfig | None = None
@@ -195,7 +189,6 @@ def _point_contents(point: Point, repo: Repository | None, target_for: Any
     stored = {d.name: d for d in manifest.disks}
     disks: list[DiskSource] = []
     data: dict[str, int] = {}
-    index = repo.index
     for disk in (config.disks if config else ()):
         record = stored.get(disk.name)
         if record is None:
@@ -207,7 +200,7 @@ def _point_contents(point: Point, repo: Repository | None, target_for: Any
         except (CorruptionError, RepositoryError) as exc:
             problems.append(f"restore point {point.id} is damaged: {exc}")
             continue
-        missing = sum(1 for cid in reader.ids if cid != ZERO_ID and cid not in index)
+        missing = wiring.missing_chunks(repo, reader.ids)
         if missing:
             problems.append(f"restore point {point.id} is damaged: {disk.name} lacks "
                             f"{missing} chunk(s) (`vmkeep verify --point {point.id}`)")

@@ -23,7 +23,6 @@ import re
 from typing import Any
 
 from reconciler.cli import common
-from reconciler.cli.state import parse_now
 from reconciler.errors import UsageError
 
 __all__ = ["parse_listen", "register", "run", "seconds"]
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-deletes must be 0 or more")
     if args.parallel is not None and args.parallel < 0:
         raise UsageError("--parallel must be 0 (the default) or more")
-    parse_now(args.now)  # a bad --now stops `run` before anything is written (metrics too)
+    common.parse_now(args.now)  # a bad --now stops `run` before anything is written (metrics too)
     from reconciler.controller import Controller  # it imports the commands it runs
 
     return Controller(args).run()

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reconciler import verify_schedule as schedule
-from reconciler.adapters.verifylog import VerifyEntry, read_entries, record_entries
+from reconciler import wiring
 from reconciler.errors import RepositoryLockedError, VmkeepError
-from reconciler.model import ExportPoint, HostConfig, PolicySet
+from reconciler.model import ExportPoint, HostConfig, PolicySet, VerifyEntry
 
 if TYPE_CHECKING:  # the repository (zstandard, blake3) is imported when a tick verifies
     from reconciler.adapters.repository import VerifyReport
@@ -88,7 +88,7 @@ class ScheduledVerifier:
             read += report.bytes_checked
             self.totals[target] += report.bytes_checked
         if entries:
-            record_entries(config.state, entries)
+            wiring.record_verify_log(config.state, entries)
         return TickResult(tuple(verified), tuple(damaged), read, tuple(skipped), due)
 
 
@@ -105,15 +105,13 @@ def _targets_of(policy_set: PolicySet) -> set[str]:
 
 def export_points(config: HostConfig, targets: Iterable[str]) -> dict[str, list[ExportPoint]]:
     """The committed points of each named target (a missing repository has none)."""
-    from reconciler.adapters.repository import Repository
-
     out: dict[str, list[ExportPoint]] = {}
     for name in sorted(targets):
         target = config.targets.get(name)
         if target is None or target.type != "directory":
             continue
         try:
-            with Repository.open(target.path, create=False, target=name) as repo:
+            with wiring.open_repository(target.path, create=False, target=name) as repo:
                 out[name] = repo.points()
         except VmkeepError:
             out[name] = []
@@ -128,17 +126,15 @@ def _rows(points: Mapping[str, list[ExportPoint]]
 
 def _records(config: HostConfig) -> list[schedule.VerifyRecord]:
     return [schedule.VerifyRecord(e.target, e.point_id, e.verified_at, e.ok, e.message)
-            for e in read_entries(config.state)]
+            for e in wiring.read_verify_log(config.state)]
 
 
 def _verify(config: HostConfig, target: str, ids: list[str]) -> VerifyReport:
-    from reconciler.adapters.repository import Repository
-    from reconciler.adapters.repository.verification import verify
-
-    with Repository.open(config.targets[target].path, create=False, target=target) as repo:
+    with wiring.open_repository(config.targets[target].path, create=False,
+                                target=target) as repo:
         repo.lock.acquire("scheduled verification", 0.0)  # the lock GC takes: never both
         try:
-            return verify(repo, ids)
+            return wiring.verify_points(repo, ids)
         finally:
             repo.lock.release()
 

@@ -4,6 +4,8 @@
     resolve_point(args, kind=…)     -> the one `Point` the options name (or `SelectionError`)
     gather_points(config, …)        -> every restore point of the chosen vCenters and targets
     open_point_target(config, point) -> the `Repository` holding an export point
+    selected(args), export_points(args, vm) -> the chosen export point(s) with their
+                                      repositories (`vmkeep files`, `vmkeep mount`)
 
 Snapshot points come from the vmkeep markers of the vCenters' snapshots (one inventory read
 per vCenter), export points from the targets' manifests (no chunk is read). The rules of
@@ -14,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import observed, wiring
-from reconciler.cli.state import parse_moment
+from reconciler.cli.common import parse_moment
 from reconciler.errors import RepositoryError, UsageError, VCenterError
 from reconciler.model import HostConfig, ObservedState, PointKind
-from reconciler.points import Point, PointDisk, select_point
+from reconciler.points import Point, PointDisk, filter_points, select_point
 
 if TYPE_CHECKING:
     from reconciler.adapters.repository import Repository
@@ -32,10 +35,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "add_point_selection",
+    "add_selection",
+    "export_points",
     "gather_points",
     "open_point_target",
     "parse_at",
     "resolve_point",
+    "selected",
 ]
 
 
@@ -135,10 +141,8 @@ def _export_points(config: HostConfig, name: str) -> list[Point]:
         raise UsageError(f"target {name!r} has type {target.type!r}; only 'directory' exists")
     if not Path(target.path).exists():
         return []  # nothing exported yet
-    from reconciler.adapters.repository import Repository  # zstandard, blake3: when needed
-
     out: list[Point] = []
-    with Repository.open(target.path, create=False, target=name) as repo:
+    with wiring.open_repository(target.path, create=False, target=name) as repo:
         for listed in repo.points():
             try:
                 m = repo.manifest(listed.id)
@@ -168,10 +172,8 @@ def _snapshot_points(config: HostConfig, name: str) -> list[Point]:
     if name not in config.vcenters:
         listed = ", ".join(sorted(config.vcenters)) or "none configured"
         raise UsageError(f"no vCenter {name!r} in {config.path} (vCenters: {listed})")
-    from reconciler.adapters.vsphere import VSphereClient  # pyVmomi only when it is needed
-
     vc = config.vcenters[name]
-    with VSphereClient(vc, wiring.resolve_password(vc)) as client:
+    with wiring.vsphere_client(vc, wiring.resolve_password(vc)) as client:
         inventory = client.inventory()
     vms = {vm.instance_uuid: vm for vm in inventory.vms}
     state = ObservedState(captured_at=datetime.min, vcenters={name: inventory.vms}, targets={})
@@ -193,7 +195,51 @@ def open_point_target(config: HostConfig, point: Point) -> Repository:
     if point.kind is not PointKind.EXPORT:
         raise UsageError(f"restore point {point.id!r} is a snapshot in vCenter "
                          f"{point.vcenter!r}, not an export")
-    from reconciler.adapters.repository import Repository
-
     target = config.targets[point.target]
-    return Repository.open(target.path, create=False, chunk_size=None, target=point.target)
+    return wiring.open_repository(target.path, create=False, chunk_size=None,
+                                  target=point.target)
+
+
+# ------------------------------------------------------------------- point selection
+
+
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """`--point ID | --vm NAME|UUID [--latest | --at ISO]` and `--target NAME`."""
+    add_point_selection(parser)
+
+
+@contextmanager
+def selected(args: argparse.Namespace) -> Iterator[tuple[str, Repository]]:
+    """The chosen export point's id and the repository holding it (closed afterwards)."""
+    config = wiring.load_host_config(getattr(args, "config", None))
+    point = resolve_point(args, kind=PointKind.EXPORT, config=config)
+    repo = open_point_target(config, point)
+    try:
+        yield point.id, repo
+    finally:
+        repo.close()
+
+
+@contextmanager
+def export_points(args: argparse.Namespace, vm: str | None = None,
+                  ) -> Iterator[list[tuple[Point, Repository]]]:
+    """Every export point (of `vm`, when given), oldest first, each with the repository
+    holding it (`--target NAME` only, when given); the repositories are closed afterwards."""
+    config = wiring.load_host_config(getattr(args, "config", None))
+    target = getattr(args, "target", None)
+    if target is not None and target not in config.targets:
+        listed = ", ".join(sorted(config.targets)) or "none configured"
+        raise UsageError(f"no target {target!r} in {config.path} (targets: {listed})")
+    points = filter_points(gather_points(config, targets=[target] if target else None,
+                                         kinds=(PointKind.EXPORT,)), vm=vm)
+    if vm is not None and not points:
+        raise UsageError(f"no export point of a VM {vm!r}; `vmkeep points` lists them")
+    repos: dict[str, Repository] = {}
+    try:
+        for point in points:
+            if point.target not in repos:
+                repos[point.target] = open_point_target(config, point)
+        yield [(p, repos[p.target]) for p in reversed(points)]
+    finally:
+        for repo in repos.values():
+            repo.close()

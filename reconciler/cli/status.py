@@ -27,15 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import planner, policies, wiring
 from reconciler.cli import common
-from reconciler.cli.apply import LEASE, holder_is_dead
+from reconciler.cli.common import load_state, parse_now
 from reconciler.cli.scheduled_verify import verification_view
-from reconciler.cli.state import capture, load_state, parse_now
 from reconciler.errors import UsageError, VmkeepError
+from reconciler.executor import OutcomeStatus
+from reconciler.lease import LEASE, holder_is_dead
 from reconciler.model import HostConfig, ObservedState, Plan
 from reconciler.recovery import temporaries
 from reconciler.render.status import status_text, status_to_json
 from reconciler.status import JournalAction, RecoveryInfo, RunRecord, Status, summarize
 from reconciler.verify_schedule import VerificationView
+from reconciler.wiring import capture
 
 if TYPE_CHECKING:
     from reconciler.adapters.statedb import ActionRecord, StateDB
@@ -117,22 +119,20 @@ def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: 
                     state: ObservedState | None = None) -> Status:
     """Read the state DB without creating or changing it: a host that never applied has no
     journal."""
-    from reconciler.adapters.statedb import ActionStatus, StateDB, holds_journal
-
-    if not Path(config.state).is_file() or not holds_journal(Path(config.state)):
+    if not Path(config.state).is_file() or not wiring.holds_journal(Path(config.state)):
         others = temporaries(state, None)[1] if state is not None else []
         return summarize(now, (), (), (), None, plan, keep_runs=keep,
                          verification=verification, others=others)
 
     try:
-        with StateDB(config.state, read_only=True) as db:
+        with wiring.open_journal(config.state, read_only=True) as db:
             holder = db.lease_holder(LEASE, time.time())
             if holder is not None and holder_is_dead(holder):
                 holder = None  # its process was killed before the lease expired: nothing runs
             runs = [_run(db, r, now) for r in db.runs()]
             finished = [r for r in runs if r.finished_at is not None]
             newest = max(finished, key=lambda r: (r.started_at, r.run_id)) if finished else None
-            failed = [a for a in db.actions(newest.run_id) if a.status == ActionStatus.FAILED] \
+            failed = [a for a in db.actions(newest.run_id) if a.status == OutcomeStatus.FAILED] \
                 if newest else []
             unfinished = db.unfinished_actions()
             shut_down = db.failed_with_vm_shut_down()

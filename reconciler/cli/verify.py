@@ -14,46 +14,14 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from reconciler import wiring
 from reconciler.cli import common
-from reconciler.errors import UsageError
 
 if TYPE_CHECKING:  # the repository (zstandard, blake3) is imported when a command runs
-    from reconciler.adapters.repository import Repository, VerifyReport
+    from reconciler.adapters.repository import VerifyReport
 
-__all__ = ["open_target", "register", "run"]
+__all__ = ["register", "run"]
 
 MiB = 1024 * 1024
-
-
-def add_target_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--target",
-        metavar="NAME",
-        help="backup target from the host config (default: the only one)",
-    )
-
-
-def open_target(args: argparse.Namespace) -> tuple[str, Repository]:
-    """The repository of `--target NAME` (or of the only target) in the host config."""
-    config = wiring.load_host_config(getattr(args, "config", None))
-    names = sorted(config.targets)
-    name = getattr(args, "target", None)
-    if name is None:
-        if len(names) != 1:
-            listed = ", ".join(names) or "none configured"
-            raise UsageError(f"choose a target with --target NAME (targets: {listed})")
-        name = names[0]
-    if name not in config.targets:
-        listed = ", ".join(names) or "none configured"
-        raise UsageError(f"no target {name!r} in {config.path} (targets: {listed})")
-    target = config.targets[name]
-    if target.type != "directory":
-        raise UsageError(f"target {name!r} has type {target.type!r}; only 'directory' exists")
-    from reconciler.adapters.repository import Repository
-
-    repo = Repository.open(target.path, create=False, chunk_size=None, target=name)
-    return name, repo
 
 
 def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
@@ -67,13 +35,13 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--point", metavar="ID", help="verify one restore point")
     which.add_argument("--all", action="store_true", help="verify every point (the default)")
-    add_target_argument(parser)
+    common.add_target_argument(parser)
     common.add_output_argument(parser, ("text", "json"))
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    name, repo = open_target(args)
+    name, repo = common.open_target(args)
     try:
         report = repo.verify(args.point)
     finally:

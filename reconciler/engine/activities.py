@@ -30,8 +30,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from reconciler import engine_config, planner, policies
-from reconciler.adapters.hooks import SubprocessHooks
+from reconciler import engine_config, planner, policies, wiring
 from reconciler.engine.codec import (
     action_from_json,
     action_to_json,
@@ -92,13 +91,10 @@ class WorkerActivities:
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def open(self) -> WorkerActivities:
-        from reconciler import wiring
-        from reconciler.adapters.vsphere import VCenterPool
-        from reconciler.cli.apply import _open_targets
-
-        self._vcenters = self._stack.enter_context(
-            VCenterPool.for_config(self.config, wiring.resolve_password))
-        self._targets = _open_targets(self.config, self._stack)
+        passwords = {name: wiring.resolve_password(vc)
+                     for name, vc in self.config.vcenters.items()}
+        self._vcenters = self._stack.enter_context(wiring.open_vcenters(self.config, passwords))
+        self._targets = self._stack.enter_context(wiring.open_targets(self.config))
         return self
 
     def close(self) -> None:
@@ -124,7 +120,7 @@ class WorkerActivities:
     @activity.defn(name="vmkeep.plan")
     def plan(self, request: dict[str, Any]) -> dict[str, Any]:
         """Observe, plan and route: the actions of one vCenter, each with its task queue."""
-        from reconciler.cli.state import capture
+        capture = wiring.capture
 
         files = request["policyFiles"]
         policy_set = policies.parse_policies(files_from_json(files), self.config,
@@ -183,7 +179,7 @@ class WorkerActivities:
             policies=self._policy_map(request["policyFiles"], request.get("revision")),
             vcenters=self._vcenters.ops(),
             targets=self._targets,
-            hooks=SubprocessHooks(self.config.hooks),
+            hooks=wiring.hook_runner(self.config.hooks),
             journal=journal,
             clock=time.time,
             sleep=time.sleep,

@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler import policies
 from reconciler.cli import common
-from reconciler.cli.state import parse_now
+from reconciler.cli.common import parse_now
 from reconciler.engine.codec import action_from_json, files_to_json
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.executor import ActionOutcome, RunReport
@@ -125,11 +125,11 @@ class _Journal:
         import socket
         import time
 
-        from reconciler.adapters.statedb import StateDB
+        from reconciler import wiring
 
         self._time = time.time
         self.run_id = run_id
-        self.db = StateDB(config.state)
+        self.db = wiring.open_state_db(config)
         self.db.start_run(run_id, f"{socket.gethostname()}/{os.getpid()}/{run_id}",
                           time.time(), revision)
 
