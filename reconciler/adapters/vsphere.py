@@ -316,9 +316,13 @@ class VSphereClient:
             objectSet=object_set, propSet=prop_set, reportMissingObjectsInResults=True
         )
 
-    def _retrieve(self, spec: Any, view: Any) -> tuple[list[RawObject], list[Any]]:
+    def _retrieve(self, spec: Any, view: Any, *, fast: bool | None = None
+                  ) -> tuple[list[RawObject], list[Any]]:
         """One RetrievePropertiesEx and its continuation pages.
 
+        `fast` (default: `fast_inventory`): parse the pages without pyVmomi; references in
+        the properties are then `vsphere_fast.Ref`s, which pyVmomi calls do not take — callers
+        that pass properties on to pyVmomi ask for `fast=False`.
         The fast reader asks for the next page before it parses the current one (the token
         comes first in an answer), so the vCenter prepares a page while this one is parsed.
         """
@@ -330,9 +334,10 @@ class VSphereClient:
         ahead: concurrent.futures.Future[bytes] | None = None
         body: bytes | None = None
         page: Page | None = None
+        fast = self.fast_inventory if fast is None else fast
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
-                if self.fast_inventory:
+                if fast:
                     body = self._fetch_page(collector, "RetrievePropertiesEx", first)
                 else:
                     page = self._pyvmomi_page(collector, "RetrievePropertiesEx", first)
@@ -365,7 +370,7 @@ class VSphereClient:
                     more = "ContinueRetrievePropertiesEx"
                     if ahead is not None:
                         body, ahead = ahead.result(), None
-                    elif self.fast_inventory:
+                    elif fast:
                         body = self._fetch_page(collector, more, [token])
                     else:
                         page = self._pyvmomi_page(collector, more, [token])
@@ -1279,7 +1284,8 @@ class VSphereRestore(VSphereOperations):
                 propSet=[PC.PropertySpec(type=getattr(vim, k), pathSet=list(v), all=False)
                          for k, v in paths.items()],
             )
-            objects, _ = self.client._retrieve(spec, view)
+            # restore passes these properties on to pyVmomi calls: pyVmomi objects, not Refs
+            objects, _ = self.client._retrieve(spec, view, fast=False)
             return objects
         finally:
             try:
