@@ -29,7 +29,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,7 +37,7 @@ from reconciler import observed, planner
 from reconciler.errors import BlockedError, StalePlanError, UsageError
 from reconciler.executor import ActionRunner, Progress, RunReport, execute
 from reconciler.lease import LEASE, LeaseKeeper, holder_is_dead, new_holder, take_lease
-from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
+from reconciler.model import HostConfig, Hygiene, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore, HookRunner, Journal, RestoreTarget, VCenterOps
 from reconciler.recovery import RecoveryJournal, recover_journaled
 from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
@@ -161,6 +161,8 @@ class Reconciler:
     sleep: Callable[[float], None] = time.sleep
     is_dead: Callable[[str], bool] = holder_is_dead
     run_id: Callable[[], str] = new_run_id
+    #: thresholds of the snapshot hygiene findings (host config `hygiene`)
+    hygiene: Hygiene = field(default_factory=Hygiene)
 
     def run(self, request: ReconcileRequest) -> ReconcileResult:
         policy_set, now = request.policy_set, request.now
@@ -250,7 +252,8 @@ class Reconciler:
         with today's limits: its actions are the same, its guard verdict current)."""
         transports = dict(self.transports)
         if saved is None:
-            return planner.plan(policy_set, state, now, limits, transports)
+            return planner.plan(policy_set, state, now, limits, transports,
+                                hygiene=self.hygiene)
         if saved.policy_revision != policy_set.revision:
             raise StalePlanError(
                 f"Saved plan is stale: it was made from policy revision "
@@ -264,7 +267,8 @@ class Reconciler:
                 f"(observed state {saved.observed_digest[:19]}… is now {digest[:19]}…); "
                 "run `vmkeep plan --out` again"
             )
-        fresh = planner.plan(policy_set, state, saved.now, limits, transports)
+        fresh = planner.plan(policy_set, state, saved.now, limits, transports,
+                             hygiene=self.hygiene)
         # The same changes, whichever the deletion budget holds back today.
         if Counter((*fresh.actions, *fresh.held)) != Counter((*saved.actions, *saved.held)):
             raise StalePlanError(

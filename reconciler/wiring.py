@@ -253,6 +253,7 @@ def reconciler(config: HostConfig, passwords: Mapping[str, str], *,
         transports={name: vc.transport for name, vc in config.vcenters.items()},
         approve=approve,
         events=events,
+        hygiene=config.hygiene,
     )
 
 

@@ -127,7 +127,10 @@ class WorkerActivities:
                                              request.get("revision"))
         now = parse_time(request["now"])
         state = capture(self.config, now)
-        the_plan = planner.plan(policy_set, state, now, self.config.limits)
+        the_plan = planner.plan(
+            policy_set, state, now, self.config.limits,
+            {name: vc.transport for name, vc in self.config.vcenters.items()},
+            hygiene=self.config.hygiene)
         vcenter = request["vcenter"]
         vms = {vm.instance_uuid: vm for vm in state.vcenters.get(vcenter, ())}
         default = request["defaultQueue"]

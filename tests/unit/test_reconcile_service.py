@@ -16,7 +16,16 @@ from reconciler import observed
 from reconciler.adapters.statedb import StateDB
 from reconciler.errors import UsageError
 from reconciler.executor import OutcomeStatus, Progress, RunReport
-from reconciler.model import ActionKind, Inventory, Limits, ObservedState, Plan, PolicySet
+from reconciler.model import (
+    ActionKind,
+    Hygiene,
+    Inventory,
+    Limits,
+    ObservedState,
+    Plan,
+    PolicySet,
+    Snapshot,
+)
 from reconciler.ports import ExportStore, RestoreTarget, VCenterOps
 from reconciler.reconcile import Reconciler, ReconcileRequest, ReconcileResult
 
@@ -209,3 +218,24 @@ def test_the_executor_and_the_journal_spell_an_actions_status_the_same_way() -> 
     assert [str(s) for s in (OutcomeStatus.DONE, OutcomeStatus.NOOP, OutcomeStatus.FAILED,
                              OutcomeStatus.SKIPPED)] == ["done", "noop", "failed", "skipped"]
     assert {str(s) for s in ActionStatus} >= {"started", "reconciled"}
+
+
+def test_the_plan_of_a_reconcile_judges_snapshot_hygiene_by_the_host_configs_thresholds(
+        tmp_path: Path) -> None:
+    def warnings(hygiene: Hygiene | None, where: Path) -> set[str]:
+        world = World(where)
+        [app] = world.sim.vms.values()
+        app.snapshots.append(Snapshot("snapshot-user", "before upgrade", "",
+                                      T0 - timedelta(hours=5), False))
+        service = world.reconciler()
+        if hygiene is not None:
+            service = replace(service, hygiene=hygiene)
+        result = service.run(ReconcileRequest(world.policies, T0))
+        assert result.plan is not None
+        return {w.code for w in result.plan.warnings}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert "foreign-snapshot-old" not in warnings(None, tmp_path / "a")  # default: 72 h
+    assert "foreign-snapshot-old" in warnings(Hygiene(snapshot_max_age_seconds=3600),
+                                              tmp_path / "b")
