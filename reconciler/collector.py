@@ -4,7 +4,8 @@ Reading a 10,000-VM state (about 500,000 small acyclic values) or writing a plan
 document (about 1.5 million dicts and lists) makes the collector walk the whole, growing heap
 again and again: half of the conversion's time in profiles. Nothing these conversions build
 holds a reference cycle, so reference counting frees everything; the pause only skips
-useless walks. (The planner has the same pause for the same reason.)
+useless walks. The planner and the vSphere inventory reader pause it for the same reason;
+a base module (no imports of vmkeep's own), so adapters may use it too.
 """
 
 from __future__ import annotations

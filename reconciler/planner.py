@@ -25,10 +25,8 @@ the executor takes (and removes) the temporary snapshot an export reads from.
 
 from __future__ import annotations
 
-import gc
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -36,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from reconciler import findings, selection
 from reconciler import observed as observed_state
+from reconciler.collector import collector_paused
 from reconciler.markers import point_id
 from reconciler.model import (
     VM,
@@ -210,26 +209,6 @@ def _kinds(
     return tuple(kinds)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector while planning.
-
-    A plan over 10,000 VMs allocates about a million small acyclic values; without the pause
-    the collector walks the whole heap again and again (~40 % of the planning time). Nothing
-    the planner builds holds a reference cycle, so reference counting frees everything.
-    Resuming costs one young-generation pass over what the plan keeps (at 10,000 VMs about
-    390,000 objects, 300,000 of them RetentionDecisions): profiles show it as this context
-    manager's `__exit__`.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def plan(
     policies: PolicySet,
     observed: ObservedState,
@@ -244,7 +223,11 @@ def plan(
     `transports` maps vCenter names to the host config's `transport` (default "auto"): an
     export whose disks will not go over datastore HTTP says so in its reason. `hygiene`
     holds the thresholds of the snapshot hygiene findings (host config)."""
-    with _collector_paused():
+    # A plan over 10,000 VMs allocates about a million small acyclic values: without the
+    # pause the cyclic collector walks the whole heap again and again (~40 % of the planning
+    # time); resuming costs one young-generation pass over what the plan keeps (its __exit__
+    # in profiles).
+    with collector_paused():
         return _plan(policies, observed, now, limits or Limits(), transports or {},
                      hygiene or Hygiene())
 

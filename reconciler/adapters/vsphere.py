@@ -79,7 +79,6 @@ from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
 from reconciler.adapters.vsphere_fast import (
     Missing,
     Page,
-    collector_paused,
     parse_page,
     token_of,
 )
@@ -102,6 +101,7 @@ from reconciler.adapters.vsphere_tls import (
     pinned_connection,
     ssl_context,
 )
+from reconciler.collector import collector_paused
 from reconciler.errors import (
     AuthenticationError,
     CertificateError,
@@ -1659,26 +1659,26 @@ class VSphereRestore(VSphereOperations):
     def rename(self, moref: str, name: str) -> None:
         self._vm_task(moref, f"rename VM {moref} to {name!r}", lambda r: r.Rename_Task(name))
 
-    def power_off_vm(self, moref: str) -> None:
+    def _vm_task_unless(self, moref: str, what: str, start: Callable[[Any], Any],
+                        done_already: str) -> None:
+        """A VM task whose fault `done_already` means its work is already done."""
         try:
-            self._vm_task(moref, f"power off VM {moref}", lambda r: r.PowerOffVM_Task())
+            self._vm_task(moref, what, start)
         except VCenterError as exc:
-            if "InvalidPowerState" not in exc.message:
+            if done_already not in exc.message:
                 raise
+
+    def power_off_vm(self, moref: str) -> None:
+        self._vm_task_unless(moref, f"power off VM {moref}", lambda r: r.PowerOffVM_Task(),
+                             "InvalidPowerState")
 
     def power_on_vm(self, moref: str) -> None:
-        try:
-            self._vm_task(moref, f"power on VM {moref}", lambda r: r.PowerOnVM_Task())
-        except VCenterError as exc:
-            if "InvalidPowerState" not in exc.message:
-                raise
+        self._vm_task_unless(moref, f"power on VM {moref}", lambda r: r.PowerOnVM_Task(),
+                             "InvalidPowerState")
 
     def destroy(self, moref: str) -> None:
-        try:
-            self._vm_task(moref, f"remove VM {moref}", lambda r: r.Destroy_Task())
-        except VCenterError as exc:
-            if "ManagedObjectNotFound" not in exc.message:
-                raise
+        self._vm_task_unless(moref, f"remove VM {moref}", lambda r: r.Destroy_Task(),
+                             "ManagedObjectNotFound")
 
     def delete_directory(self, datacenter: str, directory: str) -> bool:
         """Delete `[ds] dir` (made by this restore); False when it was not there."""
