@@ -66,6 +66,9 @@ class Point:
     last_verified: datetime | None = None
     complete: bool = True
     snapshot_id: str | None = None  # the snapshot's managed object id (snapshot points)
+    #: the engine worker (`vmkeep worker --identity`) that wrote an export; None when the
+    #: embedded thread pool did, and for snapshots
+    proxy: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -93,6 +96,7 @@ class Point:
             "lastVerified": _iso(self.last_verified) if self.last_verified else None,
             "complete": self.complete,
             "snapshotId": self.snapshot_id,
+            "proxy": self.proxy,
         }
 
 

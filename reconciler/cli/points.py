@@ -8,7 +8,8 @@ export points from every target's manifests (no chunk data is read). `--kind exp
 vCenter, `--kind snapshot` opens no target. JSON: `{"points": [{"id", "kind", "policy",
 "vcenter", "vm": {"name", "instanceUuid"}, "slot", "target", "consistency", "disks":
 [{"name", "capacityBytes"}], "sizeBytes", "storedBytes", "createdAt", "lastVerified",
-"complete", "snapshotId"}]}`. Exit 0 (also when there is no point), 1 on bad options.
+"complete", "snapshotId", "proxy"}]}` (`proxy`: the engine worker that wrote an export, else
+null). Exit 0 (also when there is no point), 1 on bad options.
 """
 
 from __future__ import annotations

@@ -155,6 +155,7 @@ def _export_points(config: HostConfig, name: str) -> list[Point]:
                 disks=tuple(PointDisk(d.name, d.size) for d in m.disks),
                 stored_bytes=sum(d.stored_bytes for d in m.disks),
                 created_at=m.created_at, last_verified=_time(meta.get("lastVerified")),
+                proxy=str(meta["proxy"]) if meta.get("proxy") else None,
             ))
     return out
 

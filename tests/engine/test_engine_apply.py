@@ -54,6 +54,9 @@ def test_three_workers_export_every_vm_byte_exact_spread_over_proxies_and_plan_i
         disk = f"disk-{vm.disks[0].key}"
         assert estate.read_point_disk(point.id, disk) == data[point.vm.name]
     assert len(set(proxies_of(estate).values())) >= 2, proxies_of(estate)
+    listed = estate.vmkeep("points", "--kind", "export", "-o", "json")
+    assert listed.code == 0, listed.err
+    assert {p["id"]: p["proxy"] for p in listed.json()["points"]} == proxies_of(estate)
     plan = estate.plan(DAY1)
     assert plan.code == 0 and plan.json()["actions"] == [], plan.out
     status = estate.vmkeep("status", "--policies", str(estate.policies), "--now", DAY1,

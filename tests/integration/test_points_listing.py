@@ -43,6 +43,7 @@ def test_points_lists_snapshots_and_exports_newest_first_with_their_disks(estate
     assert newest["disks"] == [{"name": f"disk-{d.key}", "capacityBytes": d.capacity_bytes}
                                for d in vm.disks]
     assert listed[1]["target"] is None and listed[1]["snapshotId"]
+    assert newest["proxy"] is None  # written by the embedded thread pool, not an engine worker
 
     exports = estate.vmkeep("points", "--kind", "export", "--vm", vm.instance_uuid, "-o", "json")
     assert [p["kind"] for p in exports.json()["points"]] == ["export", "export"]
