@@ -74,3 +74,14 @@ func (f *PropertyFilter) vmkeepDeeperPaths(ctx *Context, ref types.ManagedObject
 	}
 	return changes
 }
+
+// vmkeepAsksFor: whether the filter's spec asks for properties of ref's type (patch 31: only
+// then can a new or changed object of that type enter the filter's result).
+func vmkeepAsksFor(f *PropertyFilter, ref types.ManagedObjectReference) bool {
+	for _, p := range f.Spec.PropSet {
+		if p.Type == ref.Type || p.Type == "ManagedEntity" {
+			return true
+		}
+	}
+	return false
+}
