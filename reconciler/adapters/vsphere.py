@@ -26,6 +26,9 @@ How it talks:
   deserialiser at 10,000 VMs), the next page asked for while one is parsed; requests and
   faults still go through pyVmomi. `fast_inventory=False` reads pages with pyVmomi.
   Tags come from the REST tagging API (`vsphere_tags`) when the vCenter serves it.
+* **The watch cache** (`VSphereWatch`, the controller's observe) keeps that inventory with
+  WaitForUpdatesEx on a filter over the same spec: a full read at start and after a session
+  loss, then only changes; tags are read again each tick (docs/controller.md).
 * **Disk data** of a snapshot is read per disk by the transport `model.choose_transport`
   picks: over the datastore HTTP interface (`datastore`, resumable Range reads) where the
   disk is a file (VMFS, NFS), through the snapshot's NFC export lease (`ExportSnapshot`,
