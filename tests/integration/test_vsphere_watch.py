@@ -21,6 +21,7 @@ from pyVmomi import vim
 
 from reconciler.adapters.vsphere import VSphereClient, VSphereWatch
 from reconciler.model import Inventory
+from reconciler.wiring import WatchCaches
 
 from .conftest import Simulator, StartVcsim, no_sleep
 from .test_vsphere_fast_inventory import TEXT, apply, read, vms_of
@@ -106,3 +107,19 @@ def test_the_watch_cache_reads_everything_again_after_a_session_loss(
         assert watch.full_reads == 2
     finally:
         watch.close()
+
+
+def test_the_controllers_observe_keeps_one_watch_per_vcenter_across_ticks(
+    start_vcsim: StartVcsim,
+) -> None:
+    sim = start_vcsim(vms=3)
+    caches = WatchCaches()
+    try:
+        caches.read("sim", sim.config(), sim.password)
+        change(sim, ("power", 0, "", False))
+        assert by_moref(caches.read("sim", sim.config(), sim.password)) == full_read(sim)
+        assert sim.stats()["methods"]["CreatePropertyCollector"] == 1
+        caches.read("sim", sim.config(transport="nfc"), sim.password)  # configuration changed
+        assert sim.stats()["methods"]["CreatePropertyCollector"] == 2
+    finally:
+        caches.close()
