@@ -1827,7 +1827,11 @@ class VSphereWatch:
         self._filter = self._collector.CreateFilter(spec, partialUpdates=False)
         self.full_reads += 1
         self._version = ""
-        self._updates()
+        try:
+            self._updates()
+        except BaseException:
+            self._version = None  # a half-read start is started again
+            raise
 
     def _updates(self) -> None:
         collector = self._collector
