@@ -202,6 +202,8 @@ class Controller:
         self.seen: str | None = None  # newest Git revision looked at
         self._signals = 0
         self.ops = Operations(self)  # endpoints, health, logs, scheduled verification
+        #: Inventories kept current across ticks with WaitForUpdatesEx (docs/controller.md).
+        self.watch = wiring.WatchCaches()
 
     # ------------------------------------------------------------------ the loop
 
@@ -213,6 +215,7 @@ class Controller:
             return self._run()
         finally:
             self.ops.stop()
+            self.watch.close()
 
     def _run(self) -> int:
         if self.args.once:
@@ -324,7 +327,7 @@ class Controller:
             policy_set = policies.parse_policies(source.files(), config, source.revision)
         passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
         service = wiring.reconciler(config, passwords, approve=lambda _plan: None,
-                                    events=apply.ApplyEvents(a.output))
+                                    events=apply.ApplyEvents(a.output), watch=self.watch)
         return service.run(ReconcileRequest(policy_set, now, None, a.max_deletes, a.parallel))
 
     def _valid_revision(self, config: HostConfig) -> tuple[bool, str | None, PolicySet | None]:

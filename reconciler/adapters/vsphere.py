@@ -26,6 +26,9 @@ How it talks:
   deserialiser at 10,000 VMs), the next page asked for while one is parsed; requests and
   faults still go through pyVmomi. `fast_inventory=False` reads pages with pyVmomi.
   Tags come from the REST tagging API (`vsphere_tags`) when the vCenter serves it.
+* **The watch cache** (`VSphereWatch`, the controller's observe) keeps that inventory with
+  WaitForUpdatesEx on a filter over the same spec: a full read at start and after a session
+  loss, then only changes; tags are read again each tick (docs/controller.md).
 * **Disk data** of a snapshot is read per disk by the transport `model.choose_transport`
   picks: over the datastore HTTP interface (`datastore`, resumable Range reads) where the
   disk is a file (VMFS, NFS), through the snapshot's NFC export lease (`ExportSnapshot`,
@@ -1735,3 +1738,134 @@ class VSphereRestore(VSphereOperations):
             if o.props.get("name") == name:
                 return vim.Datastore(o.id, self.client.stub)
         raise VCenterError(self.name, f"no datastore {name!r} in datacenter {datacenter!r}")
+
+
+# ---------------------------------------------------------------------- the watch cache
+
+
+class VSphereWatch:
+    """vmkeep's inventory of one vCenter kept current with `WaitForUpdatesEx` (issue 14).
+
+    The controller's observe: a filter (CreateFilter) on the same ContainerView spec the
+    full read uses; the first tick and every tick after a session loss (a new session
+    cookie, a vanished filter or view, an invalid collector version) read everything as
+    `enter` updates; the other ticks ask only for the changes since the last version
+    (`maxWaitSeconds=0`: never blocks) and apply them — `enter`/`modify` assign properties,
+    `remove`/`indirectRemove` drop them, `leave` drops the object. Tags come over REST,
+    which has no change feed: they are read again every tick.
+    """
+
+    def __init__(self, client: VSphereClient) -> None:
+        self.client = client
+        self._objects: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._fields: list[Any] = []
+        self._version: str | None = None
+        self._session: str | None = None
+        self._view: Any = None
+        self._filter: Any = None
+        self._collector: Any = None
+        #: Full reads done (the first tick and one per session loss), for tests and benches.
+        self.full_reads = 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def inventory(self) -> Inventory:
+        """The cached inventory, brought up to date (tags read again)."""
+        objects, fields = self.client._soap("watch the inventory", self._sync)
+        tags = self.client._read_tags()
+        inventory, skipped = build_inventory(self.client.name, objects, fields, tags)
+        for reason in skipped:
+            log.warning("vCenter %r: VM left out of the inventory: %s", self.client.name, reason)
+        return inventory
+
+    def _sync(self) -> tuple[list[RawObject], list[Any]]:
+        content = self.client._content
+        if self._version is None or self._session != self.client._stub.cookie:
+            self._start()
+        else:
+            try:
+                self._updates()
+            except (vmodl.fault.ManagedObjectNotFound, vmodl.query.InvalidCollectorVersion,
+                    vmodl.fault.InvalidArgument) as exc:
+                log.info("vCenter %r: the watch is gone (%s); reading everything again",
+                         self.client.name, type(exc).__name__)
+                self._start()
+        root = content.rootFolder._moId
+        if not self._objects.get(root, ("", {}))[1]:
+            self._version = None
+            raise _SessionLost("the root folder was not readable")
+        objects = [RawObject(kind, moid, props) for moid, (kind, props) in self._objects.items()
+                   if moid != root]
+        return objects, self._fields
+
+    def _start(self) -> None:
+        content = self.client._content
+        self._version = None
+        self._objects.clear()
+        self._fields = []
+        self._session = self.client._stub.cookie
+        old = [(self._filter, "DestroyPropertyFilter"), (self._view, "DestroyView"),
+               (self._collector, "DestroyPropertyCollector")]
+        for thing, destroy in old:  # the old session's, if it is still alive
+            if thing is not None:
+                try:
+                    getattr(thing, destroy)()
+                except Exception as exc:  # they die with their session anyway
+                    log.debug("vCenter %r: %s failed: %s", self.client.name, destroy, exc)
+        self._filter = self._view = self._collector = None
+        # A collector of its own: its filter and updates are nobody else's (a session's
+        # default collector is shared by every caller of WaitForUpdates, e.g. task waits).
+        self._collector = content.propertyCollector.CreatePropertyCollector()
+        self._view = content.viewManager.CreateContainerView(
+            container=content.rootFolder,
+            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
+                  vim.Datastore],
+            recursive=True,
+        )
+        spec = self.client._inventory_spec(self._view)
+        self._filter = self._collector.CreateFilter(spec, partialUpdates=False)
+        self.full_reads += 1
+        self._version = ""
+        try:
+            self._updates()
+        except BaseException:
+            self._version = None  # a half-read start is started again
+            raise
+
+    def _updates(self) -> None:
+        collector = self._collector
+        options = PC.WaitOptions(maxWaitSeconds=0)
+        while True:
+            result = collector.WaitForUpdatesEx(version=self._version, options=options)
+            if result is None:
+                return
+            for filter_update in result.filterSet or ():
+                for missing in filter_update.missingSet or ():
+                    raise _SessionLost(f"a watched object is gone: {missing.fault}")
+                for update in filter_update.objectSet or ():
+                    self._apply(update)
+            self._version = result.version
+            if not result.truncated:
+                return
+
+    def _apply(self, update: Any) -> None:
+        obj = update.obj
+        if update.kind == "leave":
+            self._objects.pop(obj._moId, None)
+            return
+        for missing in update.missingSet or ():
+            fault = type(missing.fault).__name__.rsplit(".", 1)[-1]
+            self.client._check_missing(
+                Missing(obj._wsdlName, obj._moId, missing.path, fault), self._view._moId)
+        if obj._wsdlName == "CustomFieldsManager":
+            for change in update.changeSet or ():
+                if change.name == "field":
+                    self._fields = list(change.val or []) if change.op == "assign" else []
+            return
+        _, props = self._objects.setdefault(obj._moId, (obj._wsdlName, {}))
+        for change in update.changeSet or ():
+            if change.op in ("remove", "indirectRemove"):
+                props.pop(change.name, None)
+            else:
+                props[change.name] = change.val
