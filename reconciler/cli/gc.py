@@ -46,10 +46,8 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def parse_grace(text: str) -> timedelta:
-    if text.strip() in {"0", "0s", "0m"}:
-        return timedelta(0)
     try:
-        return durations.to_timedelta(durations.parse(text))
+        return durations.fixed_length(text, allow_zero=True)
     except durations.DurationError as exc:
         raise UsageError(f"--grace: {exc}") from None
 
