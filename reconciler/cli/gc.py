@@ -10,7 +10,6 @@ are mostly garbage are rewritten. `--grace 1h` additionally spares files younger
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,15 +53,7 @@ def parse_grace(text: str) -> timedelta:
 
 def run(args: argparse.Namespace) -> int:
     grace = parse_grace(args.grace)
-    name, repo = common.open_target(args)
-    try:
-        report = repo.gc(grace)
-    finally:
-        repo.close()
-    if args.output == "json":
-        print(json.dumps({"target": name, **report.to_json()}, indent=2))
-    else:
-        print(render_text(name, report))
+    common.run_on_target(args, lambda repo: repo.gc(grace), render_text)
     return 0
 
 
