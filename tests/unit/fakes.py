@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.errors import HookError, VCenterError
+from reconciler.errors import HookError, RepositoryError, VCenterError
 from reconciler.model import (
     VM,
     Consistency,
@@ -214,14 +214,22 @@ class FakeStore:
         return [p for p, _, _ in self.committed.values()]
 
     def manifest(self, point_id: str) -> FakeManifest:
-        return FakeManifest(self.committed[point_id][2])
+        return FakeManifest(self._committed(point_id)[2])
 
     def begin_point(self, point_id: str, policy: str, vm: VMRef, slot: datetime,
                     **metadata: Any) -> FakeWriter:
         return FakeWriter(self, point_id, policy, vm, slot, metadata)
 
     def delete_point(self, point_id: str) -> None:
+        self._committed(point_id)
         del self.committed[point_id]
+
+    def _committed(self, point_id: str) -> tuple[ExportPoint, dict[str, bytes], dict[str, Any]]:
+        """Like `Repository`: an unknown point is a `RepositoryError`, not a `KeyError`."""
+        try:
+            return self.committed[point_id]
+        except KeyError:
+            raise RepositoryError(f"no restore point {point_id!r} in the fake store") from None
 
     def partials(self) -> list[FakePartial]:
         return [FakePartial(p) for p in sorted(self.partial)]
