@@ -96,3 +96,13 @@ def test_the_disks_of_a_snapshot_are_the_disks_of_the_vm(subject: Subject) -> No
     frozen = ops.snapshot_disks(vm, sid)
     assert [(d.key, d.capacity_bytes) for d in frozen] == [
         (d.key, d.capacity_bytes) for d in vm.disks]
+
+
+def test_removing_a_snapshot_that_is_already_gone_is_not_an_error(subject: Subject) -> None:
+    ops, a_vm = subject
+    vm = a_vm()
+    sid = ops.create_snapshot(vm, "gone", "made by the contract", memory=False, quiesce=False)
+    ops.remove_snapshot(vm, sid)
+    ops.remove_snapshot(vm, sid)  # recovery repeats a removal a crashed run may have done
+    after = ops.find_vm(vm.instance_uuid)
+    assert after is not None and after.snapshots == ()
