@@ -88,3 +88,23 @@ def test_deleting_or_reading_a_point_that_does_not_exist_is_a_repository_error(
         store.delete_point(point_id(9))
     with pytest.raises(RepositoryError, match="no restore point"):
         store.manifest(point_id(9))
+
+
+
+def test_points_are_listed_in_the_same_order_whatever_order_they_were_written_in(
+    store: ExportStore,
+) -> None:
+    _export(store, point_id(2))
+    _export(store, point_id(1))
+    assert [p.id for p in store.points()] == [point_id(1), point_id(2)]
+
+
+def test_discarding_a_partial_that_does_not_exist_is_not_an_error(store: ExportStore) -> None:
+    store.discard_partial(point_id(7))
+    assert list(store.partials()) == []
+
+
+def test_a_point_id_is_written_once(store: ExportStore) -> None:
+    _export(store, point_id(1))
+    with pytest.raises(RepositoryError, match="already exists"):
+        store.begin_point(point_id(1), "nightly", VM, SLOT)

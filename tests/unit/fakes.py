@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.adapters.repository.format import quote_id
 from reconciler.errors import HookError, RepositoryError, VCenterError
 from reconciler.model import (
     VM,
@@ -211,13 +212,16 @@ class FakeStore:
         self.gc_runs = 0
 
     def points(self) -> list[ExportPoint]:
-        return [p for p, _, _ in self.committed.values()]
+        """In `Repository`'s order: by manifest file name."""
+        return sorted((p for p, _, _ in self.committed.values()), key=lambda p: quote_id(p.id))
 
     def manifest(self, point_id: str) -> FakeManifest:
         return FakeManifest(self._committed(point_id)[2])
 
     def begin_point(self, point_id: str, policy: str, vm: VMRef, slot: datetime,
                     **metadata: Any) -> FakeWriter:
+        if point_id in self.committed:  # as `Repository`: a point is written once
+            raise RepositoryError(f"restore point {point_id!r} already exists")
         return FakeWriter(self, point_id, policy, vm, slot, metadata)
 
     def delete_point(self, point_id: str) -> None:
