@@ -13,6 +13,10 @@ at most once:
 Years and months are calendar units (as in restic's `--keep-within`), so they stay separate
 fields of `model.Duration`; only durations without them have a fixed length
 (`to_timedelta`). Pure: no I/O, no clock.
+
+This module is the one place durations are parsed: policies use `parse`, `vmkeep gc --grace`
+uses `fixed_length` (a fixed-length duration, or zero) and `vmkeep run --interval/--poll` use
+`seconds` (one `<number>[s|m|h|d]`, fractions allowed, a bare number is seconds).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from datetime import timedelta
 
 from reconciler.model import Duration
 
-__all__ = ["HINT", "UNITS", "DurationError", "parse", "to_timedelta"]
+__all__ = ["HINT", "UNITS", "DurationError", "fixed_length", "parse", "seconds", "to_timedelta"]
 
 #: Units, largest first, with the `Duration` field each one fills.
 UNITS: tuple[tuple[str, str], ...] = (
@@ -100,3 +104,35 @@ def to_timedelta(duration: Duration) -> timedelta:
         hours=duration.hours,
         minutes=duration.minutes,
     )
+
+
+#: Texts `fixed_length(..., allow_zero=True)` reads as no time at all.
+ZERO = frozenset({"0", "0s", "0m"})
+
+
+def fixed_length(text: str, *, allow_zero: bool = False) -> timedelta:
+    """A duration without calendar units as a `timedelta`; `0`, `0s`, `0m` give zero if
+    `allow_zero`. Raises `DurationError`."""
+    if allow_zero and isinstance(text, str) and text.strip() in ZERO:
+        return timedelta(0)
+    return to_timedelta(parse(text))
+
+
+_SECONDS = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)?")
+_SECONDS_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+#: The shortest length `seconds` accepts.
+MIN_SECONDS = 0.1
+
+
+def seconds(text: str) -> float:
+    """`90`, `30s`, `5m`, `1h`, `1d` (fractions allowed) as seconds; at least 0.1.
+
+    Raises `DurationError` whose `reason` is the whole message (no hint)."""
+    match = _SECONDS.fullmatch(text.strip())
+    if not match:
+        raise DurationError(f"{text!r} is not a duration like 30s, 5m, 1h or 1d", hint="")
+    value = float(match.group(1)) * _SECONDS_UNITS[match.group(2) or "s"]
+    if value < MIN_SECONDS:
+        raise DurationError(f"{text!r} is too short (at least {MIN_SECONDS} s)", hint="")
+    return value

@@ -52,6 +52,7 @@ __all__ = [
     "UsageError",
     "VCenterError",
     "VmkeepError",
+    "backoff_delay",
     "forget_secrets",
     "mask",
     "register_secret",
@@ -174,6 +175,18 @@ class TransientError(VCenterError):
     def __init__(self, vcenter: str, message: str, delay: float = 1.0) -> None:
         super().__init__(vcenter, message)
         self.delay = delay
+
+
+def backoff_delay(attempt: int, base: float, *, cap: float | None = None,
+                  hint: float = 0.0) -> float:
+    """How long to wait after failed try `attempt` (1-based) of a `TransientError`.
+
+    The one backoff formula of every retry loop: base·2^(attempt-1), at least `hint` (the
+    error's own `delay`, when the caller honours it), at most `cap`. Pure, no jitter:
+    `adapters.retry.RetryPolicy` adds jitter on top.
+    """
+    wait = max(hint, base * 2 ** (attempt - 1))
+    return wait if cap is None else min(cap, wait)
 
 
 class LeaseHeldError(VmkeepError):

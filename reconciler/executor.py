@@ -30,7 +30,7 @@ from datetime import UTC
 from typing import Any
 
 from reconciler.consistency import SnapshotRequest, SnapshotTaken, take_consistent_snapshot
-from reconciler.errors import TransientError, VmkeepError
+from reconciler.errors import TransientError, VmkeepError, backoff_delay
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, parse_marker
 from reconciler.model import (
     VM,
@@ -211,7 +211,7 @@ class ActionRunner:
                     if attempt == self.attempts:
                         raise
                     self.progress(Progress(action, "retry", message=str(exc)))
-                    self.sleep(max(exc.delay, self.retry_delay * 2 ** (attempt - 1)))
+                    self.sleep(backoff_delay(attempt, self.retry_delay, hint=exc.delay))
             raise AssertionError("unreachable")
         except BaseException:
             with contextlib.suppress(VmkeepError):  # the action's own error stays in front

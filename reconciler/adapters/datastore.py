@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
-from reconciler.errors import TransientError, VCenterError
+from reconciler.errors import TransientError, VCenterError, backoff_delay
 
 __all__ = [
     "DatastoreFile",
@@ -182,7 +182,7 @@ class RangeReader:
                         f"{type(exc).__name__}: {exc}",
                     ) from exc
                 self.resumes += 1
-                self._sleep(min(8.0, self._base_delay * 2 ** (attempt - 1)))
+                self._sleep(backoff_delay(attempt, self._base_delay, cap=8.0))
         raise AssertionError("unreachable")
 
     def _open_range(self) -> None:
@@ -232,7 +232,7 @@ class RangeReader:
                 if attempt == self._attempts:
                     raise TransientError(self.file.vcenter,
                                          f"HEAD {self.file} failed: {exc}") from exc
-                self._sleep(min(8.0, self._base_delay * 2 ** (attempt - 1)))
+                self._sleep(backoff_delay(attempt, self._base_delay, cap=8.0))
         raise AssertionError("unreachable")
 
     def _drop_response(self) -> None:

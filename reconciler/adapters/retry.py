@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from reconciler.errors import TransientError
+from reconciler.errors import TransientError, backoff_delay
 
 __all__ = ["RetryPolicy", "call_with_retries"]
 
@@ -32,7 +32,7 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def delay(self, attempt: int, hint: float = 0.0) -> float:
-        wait = min(self.max_delay, max(hint, self.base_delay * 2 ** (attempt - 1)))
+        wait = backoff_delay(attempt, self.base_delay, cap=self.max_delay, hint=hint)
         return max(0.0, wait * (1 + random.uniform(-self.jitter, self.jitter)))
 
 

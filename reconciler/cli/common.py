@@ -7,18 +7,21 @@
     open_git_source(repo, rev, path)    -> a PolicySource at one revision (review: --base/--head)
     add_output_argument(parser, ...)    -o/--output FORMAT
     optional_host_config(args)          the host config if one is given or found, else None
+    run_on_target(args, operation, render[, opened])
+                                        open the target, run, close it, print JSON or text
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
@@ -45,6 +48,7 @@ __all__ = [
     "parse_moment",
     "parse_now",
     "policy_source_from_args",
+    "run_on_target",
     "use_configured_source",
     "write_json",
 ]
@@ -256,3 +260,33 @@ def open_target(args: argparse.Namespace) -> tuple[str, Repository]:
         raise UsageError(f"target {name!r} has type {target.type!r}; only 'directory' exists")
     repo = wiring.open_repository(target.path, create=False, chunk_size=None, target=name)
     return name, repo
+
+
+class Report(Protocol):
+    """What a target command's operation returns: a result with a JSON form."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Report)
+
+
+def run_on_target(
+    args: argparse.Namespace,
+    operation: Callable[[Repository], R],
+    render: Callable[[str, R], str],
+    opened: tuple[str, Repository] | None = None,
+) -> R:
+    """Open the target (`open_target`, or the `opened` name and repository), run `operation`
+    on it, close it, and print `{"target": name, ...report}` as JSON (`-o json`) or
+    `render(name, report)`. Returns the report, for the exit code."""
+    name, repo = opened if opened is not None else open_target(args)
+    try:
+        report = operation(repo)
+    finally:
+        repo.close()
+    if args.output == "json":
+        print(json.dumps({"target": name, **report.to_json()}, indent=2))
+    else:
+        print(render(name, report))
+    return report

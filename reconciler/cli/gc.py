@@ -10,7 +10,6 @@ are mostly garbage are rewritten. `--grace 1h` additionally spares files younger
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -46,25 +45,15 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def parse_grace(text: str) -> timedelta:
-    if text.strip() in {"0", "0s", "0m"}:
-        return timedelta(0)
     try:
-        return durations.to_timedelta(durations.parse(text))
+        return durations.fixed_length(text, allow_zero=True)
     except durations.DurationError as exc:
         raise UsageError(f"--grace: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     grace = parse_grace(args.grace)
-    name, repo = common.open_target(args)
-    try:
-        report = repo.gc(grace)
-    finally:
-        repo.close()
-    if args.output == "json":
-        print(json.dumps({"target": name, **report.to_json()}, indent=2))
-    else:
-        print(render_text(name, report))
+    common.run_on_target(args, lambda repo: repo.gc(grace), render_text)
     return 0
 
 

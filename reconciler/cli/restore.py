@@ -14,7 +14,6 @@ damaged chunk is named; the directory is then not created).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,15 +69,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"restored {disk.name} -> {disk.image} ({disk.size_bytes / MiB:.1f} MiB, "
                   f"{disk.seconds:.1f} s, {rate:.0f} MiB/s)", file=sys.stderr)
 
-    try:
-        report = restore_point(repo, args.point, args.to, disks=args.disk,
-                               about={"target": name}, on_disk=say)
-    finally:
-        repo.close()
-    if args.output == "json":
-        print(json.dumps({"target": name, **report.to_json()}, indent=2))
-    else:
-        print(render_text(name, report))
+    common.run_on_target(
+        args,
+        lambda store: restore_point(store, args.point, args.to, disks=args.disk,
+                                    about={"target": name}, on_disk=say),
+        render_text,
+        opened=(name, repo),
+    )
     return 0
 
 

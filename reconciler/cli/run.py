@@ -19,27 +19,20 @@ a source flag the host config's `policies` is followed. See `docs/controller.md`
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
+from reconciler import durations
 from reconciler.cli import common
 from reconciler.errors import UsageError
 
 __all__ = ["parse_listen", "register", "run", "seconds"]
 
-_SECONDS = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)?")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def seconds(text: str) -> float:
     """`90`, `30s`, `5m`, `1h`, `1d` (fractions allowed) as seconds; at least 0.1."""
-    match = _SECONDS.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
-    value = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if value < 0.1:
-        raise argparse.ArgumentTypeError(f"{text!r} is too short (at least 0.1 s)")
-    return value
+    try:
+        return durations.seconds(text)
+    except durations.DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

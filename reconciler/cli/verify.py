@@ -11,7 +11,6 @@ are quarantined, so the next export of the same data stores a fresh copy.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 from reconciler.cli import common
@@ -41,15 +40,7 @@ def register(sub: Any, common_parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    name, repo = common.open_target(args)
-    try:
-        report = repo.verify(args.point)
-    finally:
-        repo.close()
-    if args.output == "json":
-        print(json.dumps({"target": name, **report.to_json()}, indent=2))
-    else:
-        print(render_text(name, report))
+    report = common.run_on_target(args, lambda repo: repo.verify(args.point), render_text)
     return 0 if report.ok else 1
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.errors import HookError, VCenterError
+from reconciler.adapters.repository.format import quote_id
+from reconciler.errors import HookError, RepositoryError, VCenterError
 from reconciler.model import (
     VM,
     Consistency,
@@ -211,17 +212,28 @@ class FakeStore:
         self.gc_runs = 0
 
     def points(self) -> list[ExportPoint]:
-        return [p for p, _, _ in self.committed.values()]
+        """In `Repository`'s order: by manifest file name."""
+        return sorted((p for p, _, _ in self.committed.values()), key=lambda p: quote_id(p.id))
 
     def manifest(self, point_id: str) -> FakeManifest:
-        return FakeManifest(self.committed[point_id][2])
+        return FakeManifest(self._committed(point_id)[2])
 
     def begin_point(self, point_id: str, policy: str, vm: VMRef, slot: datetime,
                     **metadata: Any) -> FakeWriter:
+        if point_id in self.committed:  # as `Repository`: a point is written once
+            raise RepositoryError(f"restore point {point_id!r} already exists")
         return FakeWriter(self, point_id, policy, vm, slot, metadata)
 
     def delete_point(self, point_id: str) -> None:
+        self._committed(point_id)
         del self.committed[point_id]
+
+    def _committed(self, point_id: str) -> tuple[ExportPoint, dict[str, bytes], dict[str, Any]]:
+        """Like `Repository`: an unknown point is a `RepositoryError`, not a `KeyError`."""
+        try:
+            return self.committed[point_id]
+        except KeyError:
+            raise RepositoryError(f"no restore point {point_id!r} in the fake store") from None
 
     def partials(self) -> list[FakePartial]:
         return [FakePartial(p) for p in sorted(self.partial)]

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler import durations
 from reconciler.durations import UNITS, DurationError, parse, to_timedelta
 from reconciler.model import Duration
 
@@ -71,3 +72,21 @@ def test_only_durations_without_calendar_units_have_a_fixed_length() -> None:
     assert to_timedelta(parse("1w1d2h3m")) == timedelta(days=8, hours=2, minutes=3)
     with pytest.raises(DurationError, match="calendar units"):
         to_timedelta(parse("1mo"))
+
+
+def test_a_fixed_length_reads_zero_only_when_zero_is_allowed() -> None:
+    assert durations.fixed_length("0s", allow_zero=True) == timedelta(0)
+    assert durations.fixed_length("1d12h") == timedelta(days=1, hours=12)
+    with pytest.raises(durations.DurationError):
+        durations.fixed_length("0s")
+    with pytest.raises(durations.DurationError, match="calendar units"):
+        durations.fixed_length("1mo", allow_zero=True)
+
+
+def test_seconds_take_fractions_and_bare_numbers_but_not_weeks_or_tiny_lengths() -> None:
+    assert durations.seconds("1.5h") == 5400
+    assert durations.seconds("90") == 90
+    with pytest.raises(durations.DurationError, match="not a duration like 30s"):
+        durations.seconds("1w")
+    with pytest.raises(durations.DurationError, match="too short"):
+        durations.seconds("0.01s")
