@@ -97,14 +97,6 @@ def _proxies(doc: documents.Document, section: Any, default: str,
             if ("proxies", queue, key) in wrong or not isinstance(values, list):
                 values = []
             lists[key] = tuple(str(v) for v in values if isinstance(v, str))
-            if key == "clusters" and lists[key]:
-                # the inventory does not carry a VM's cluster yet: refuse rather than
-                # accept a claim that would route nothing
-                problems.append(doc.diagnostic(
-                    ("proxies", queue, key),
-                    f"`proxies.{queue}.clusters`: routing by cluster is not supported yet",
-                    "list the cluster's ESXi hosts under `hosts` instead",
-                ))
             for index, value in enumerate(lists[key]):
                 other = claimed.setdefault((key, value), queue)
                 if other != queue:
@@ -126,15 +118,16 @@ def _proxies(doc: documents.Document, section: Any, default: str,
     return proxies
 
 
-def queue_for(vm: VM, proxies: Mapping[str, ProxyConfig], default: str = DEFAULT_QUEUE,
-              cluster: str = "") -> str:
+def queue_for(vm: VM, proxies: Mapping[str, ProxyConfig],
+              default: str = DEFAULT_QUEUE) -> str:
     """The task queue serving `vm`: the first proxy queue by name that lists its host, its
-    cluster or a datastore of one of its disks; else `default`."""
+    cluster (`vm.cluster`, the host's compute resource) or a datastore of one of its disks;
+    else `default`."""
     datastores = {disk.file[1:].partition("]")[0] for disk in vm.disks
                   if disk.file.startswith("[")}
     for name in sorted(proxies):
         proxy = proxies[name]
-        if (vm.host and vm.host in proxy.hosts) or (cluster and cluster in proxy.clusters) \
+        if (vm.host and vm.host in proxy.hosts) or (vm.cluster and vm.cluster in proxy.clusters) \
                 or datastores & set(proxy.datastores):
             return name
     return default

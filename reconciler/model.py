@@ -238,6 +238,9 @@ class VM:
     disks: tuple[Disk, ...] = ()
     snapshots: tuple[Snapshot, ...] = ()
     change_tracking: bool = False
+    #: The name of the host's ComputeResource: its cluster, or a standalone host's own
+    #: compute resource (named after the host); "" when unknown.
+    cluster: str = ""
 
     @property
     def ref(self) -> VMRef:

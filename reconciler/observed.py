@@ -76,7 +76,7 @@ _parse_time_cached = lru_cache(maxsize=65536)(parse_time)
 
 
 def _vm_json(vm: VM) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "name": vm.name,
         "instanceUuid": vm.instance_uuid,
         "moref": vm.moref,
@@ -113,6 +113,9 @@ def _vm_json(vm: VM) -> dict[str, Any]:
             for s in vm.snapshots
         ],
     }
+    if vm.cluster:  # optional: a state without clusters keeps its JSON (and its hash)
+        data["cluster"] = vm.cluster
+    return data
 
 
 def _point_json(p: ExportPoint) -> dict[str, Any]:
@@ -332,6 +335,7 @@ def _vm_checked(
         tools_status=r.get(data, "toolsStatus", where, str, ""),
         bios_uuid=r.get(data, "biosUuid", where, str, ""),
         host=r.get(data, "host", where, str, ""),
+        cluster=r.get(data, "cluster", where, str, ""),
         attributes=dict(attributes),
         tags=tuple(tags),
         disks=tuple(disks),

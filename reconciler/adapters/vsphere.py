@@ -86,6 +86,8 @@ from reconciler.adapters.vsphere_fast import (
     token_of,
 )
 from reconciler.adapters.vsphere_inventory import (
+    COMPUTE_KINDS,
+    COMPUTE_PROPERTIES,
     CONTAINER_PROPERTIES,
     DATASTORE_PROPERTIES,
     HOST_PROPERTIES,
@@ -266,7 +268,7 @@ class VSphereClient:
         view = content.viewManager.CreateContainerView(
             container=content.rootFolder,
             type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
-                  vim.Datastore],
+                  vim.Datastore, vim.ComputeResource],
             recursive=True,
         )
         try:
@@ -293,6 +295,7 @@ class VSphereClient:
             **CONTAINER_PROPERTIES,
             "HostSystem": HOST_PROPERTIES,
             "Datastore": DATASTORE_PROPERTIES,
+            **dict.fromkeys(COMPUTE_KINDS, COMPUTE_PROPERTIES),
         }
         prop_set = [
             PC.PropertySpec(type=getattr(vim, kind), pathSet=list(paths), all=False)
@@ -663,6 +666,8 @@ class VSphereOperations:
                                     or objects[0].props.get("parentVApp"))
             host = objects[0].props.get("runtime.host")
             hosts = self._read_objects([host], HOST_PROPERTIES) if host is not None else []
+            computes = [ref for h in hosts if (ref := h.props.get("parent")) is not None]
+            hosts += self._read_objects(computes, COMPUTE_PROPERTIES) if computes else []
             fields = c.content.customFieldsManager.field if c.content.customFieldsManager \
                 else []
             inventory, _ = build_inventory(self.name, [*objects, *chain, *hosts], fields, None)

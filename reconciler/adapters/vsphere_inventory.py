@@ -16,6 +16,8 @@ from typing import Any
 from reconciler.model import VM, Disk, Inventory, PowerState, Snapshot
 
 __all__ = [
+    "COMPUTE_KINDS",
+    "COMPUTE_PROPERTIES",
     "CONTAINER_PROPERTIES",
     "DATASTORE_PROPERTIES",
     "HOST_PROPERTIES",
@@ -51,7 +53,11 @@ CONTAINER_PROPERTIES: dict[str, tuple[str, ...]] = {
     "Datacenter": ("name", "parent"),
     "VirtualApp": ("name", "parentFolder", "parentVApp"),
 }
-HOST_PROPERTIES: tuple[str, ...] = ("name",)
+#: A host's parent is its ComputeResource: a cluster, or the standalone host's own one.
+HOST_PROPERTIES: tuple[str, ...] = ("name", "parent")
+#: Clusters and standalone compute resources: their name is a VM's `cluster`.
+COMPUTE_KINDS: tuple[str, ...] = ("ComputeResource", "ClusterComputeResource")
+COMPUTE_PROPERTIES: tuple[str, ...] = ("name",)
 #: Datastores: their type decides how an export reads a disk (datastore HTTP or NFC).
 DATASTORE_PROPERTIES: tuple[str, ...] = ("name", "summary.type")
 
@@ -197,6 +203,7 @@ def _vm(
     fields: Mapping[int, str],
     tags: Mapping[str, tuple[str, ...]],
     datastore_types: Mapping[str, str] | None = None,
+    clusters: Mapping[str, str] | None = None,
 ) -> VM | None:
     p = obj.props
     instance_uuid = p.get("config.instanceUuid")
@@ -215,6 +222,7 @@ def _vm(
         tools_status=_tools_status(p.get("guest.toolsVersionStatus2")),
         bios_uuid=str(p.get("config.uuid") or ""),
         host=hosts.get(ref_id(p.get("runtime.host")) or "", ""),
+        cluster=(clusters or {}).get(ref_id(p.get("runtime.host")) or "", ""),
         attributes=_attributes(p.get("customValue"), fields),
         tags=tags.get(obj.id, ()),
         disks=disks_of(p.get("config.hardware.device"), datastore_types),
@@ -246,6 +254,10 @@ def build_inventory(
     fields = {int(f.key): str(f.name) for f in custom_fields or ()}
     paths = folder_paths(objects)
     hosts = {o.id: str(o.props.get("name", o.id)) for o in objects if o.kind == "HostSystem"}
+    computes = {o.id: str(o.props.get("name", o.id)) for o in objects
+                if o.kind in COMPUTE_KINDS}
+    clusters = {o.id: computes[parent] for o in objects if o.kind == "HostSystem"
+                if (parent := ref_id(o.props.get("parent"))) in computes}
     datastore_types: dict[str, str] = {}
     for o in objects:  # by name first, then by reference (which wins when looked up)
         if o.kind == "Datastore" and o.props.get("summary.type"):
@@ -255,7 +267,7 @@ def build_inventory(
     for obj in objects:
         if obj.kind != "VirtualMachine":
             continue
-        vm = _vm(obj, vcenter, paths, hosts, fields, tags or {}, datastore_types)
+        vm = _vm(obj, vcenter, paths, hosts, fields, tags or {}, datastore_types, clusters)
         if vm is None:
             if not obj.props.get("config.template"):
                 skipped.append(f"{obj.props.get('name', obj.id)} ({obj.id}): no instance UUID")

@@ -113,23 +113,25 @@ def test_deleted_exports_are_collected_by_the_targets_maintenance_workflow(
         assert point.slot.day == 26
 
 
+@pytest.mark.parametrize("claim", ["hosts", "clusters"])
 def test_a_vm_claimed_by_a_proxy_is_exported_by_that_proxys_workers_only(
-        start_vcsim, temporal: TemporalServer, tmp_path: Path) -> None:
+        claim: str, start_vcsim, temporal: TemporalServer, tmp_path: Path) -> None:
     queue = f"route{next(_queues)}-{os.getpid()}"
-    sim = start_vcsim(vms=4)
+    sim = start_vcsim("--clusters", "2", vms=4)
+    where = {"hosts": "host", "clusters": "cluster"}[claim]
     with engine_estate(sim, tmp_path, temporal, queue) as probe:
-        hosts = sorted({vm.host for vm in probe.vms().values()})
-    assert len(hosts) >= 2, hosts
-    proxies = f"proxies: {{site-a: {{hosts: [{hosts[0]}], slots: 1}}}}\n"
+        places = sorted({getattr(vm, where) for vm in probe.vms().values()})
+    assert len(places) >= 2 and "" not in places, places
+    proxies = f"proxies: {{site-a: {{{claim}: [{places[0]}], slots: 1}}}}\n"
     with engine_estate(sim, tmp_path / "routed", temporal, queue, proxies) as estate:
         estate.start_worker("default-0")
         estate.start_worker("site-a-0", "--queue", "site-a")
         run = estate.apply(DAY1)
         assert run.code == 0, run.out + run.err
-        by_host = {vm.name: vm.host for vm in estate.vms().values()}
+        by_place = {vm.name: getattr(vm, where) for vm in estate.vms().values()}
         with Repository.open(estate.target, create=False) as repo:
             written = {p.vm.name: repo.manifest(p.id).metadata.get("proxy")
                        for p in repo.points()}
-        assert sorted(written) == sorted(by_host)
+        assert sorted(written) == sorted(by_place)
         for name, proxy in written.items():
-            assert (proxy == "site-a-0") == (by_host[name] == hosts[0]), (name, written)
+            assert (proxy == "site-a-0") == (by_place[name] == places[0]), (name, written)

@@ -24,11 +24,14 @@ from tests.engine.temporal_server import TemporalServer
 pytestmark = [pytest.mark.vcsim, pytest.mark.temporal]
 
 MiB = 1024 * 1024
-SIZE = 128 * MiB
+#: Small enough that ten kill trials take about two minutes, large enough that the export
+#: is still running when the worker is killed (a checkpoint every CHECKPOINT_MIB).
+SIZE = 48 * MiB
 #: A worker is stopped once its export checkpointed at least this far into the disk.
-CUT = 64 * MiB
+CUT = 16 * MiB
+CHECKPOINT_MIB = 4
 HEARTBEAT = 3
-TRIALS = int(os.environ.get("VMKEEP_ENGINE_KILL_TRIALS", "2"))
+TRIALS = int(os.environ.get("VMKEEP_ENGINE_KILL_TRIALS", "10"))
 _queues = itertools.count()
 #: Exports only: each export takes (and removes) a temporary snapshot of its own.
 EXPORTS_ONLY = """\
@@ -54,10 +57,10 @@ def estate(start_vcsim, temporal: TemporalServer, tmp_path: Path) -> Iterator[En
 
 
 def big_disk_vm(estate: EngineEstate) -> tuple[Any, bytes]:
-    """The VM, its disk grown to 128 MiB: data, zeros, data."""
+    """The VM, its disk grown to SIZE: data, zeros, data."""
     [vm] = estate.vms().values()
     estate.grow_disk(vm, SIZE)
-    data = os.urandom(8 * MiB) + bytes(SIZE - 16 * MiB) + os.urandom(8 * MiB)
+    data = os.urandom(4 * MiB) + bytes(SIZE - 8 * MiB) + os.urandom(4 * MiB)
     estate.fill_disk(vm, data)
     return vm, data
 
@@ -98,7 +101,8 @@ def finished(apply: subprocess.Popen[str]) -> dict[str, Any]:
 def test_a_worker_killed_mid_export_is_replaced_and_the_export_resumes_elsewhere(
         estate: EngineEstate) -> None:
     vm, data = big_disk_vm(estate)
-    workers = {p.pid: p for p in (estate.start_worker(f"proxy-{n}", "--slots", "1")
+    workers = {p.pid: p for p in (estate.start_worker(f"proxy-{n}", "--slots", "1",
+                                                     checkpoint_mib=CHECKPOINT_MIB)
                                   for n in range(2))}
     spare = itertools.count(2)
     for trial in range(TRIALS):
@@ -106,7 +110,8 @@ def test_a_worker_killed_mid_export_is_replaced_and_the_export_resumes_elsewhere
         victim = exporting_pid(estate)
         with_signal(workers[victim], signal.SIGKILL)
         workers.pop(victim).wait()
-        replacement = estate.start_worker(f"proxy-{next(spare)}", "--slots", "1")
+        replacement = estate.start_worker(f"proxy-{next(spare)}", "--slots", "1",
+                                          checkpoint_mib=CHECKPOINT_MIB)
         workers[replacement.pid] = replacement
         result = finished(apply)
         [export] = [o for o in result["outcomes"] if o["action"]["kind"] == "export.create"]
@@ -122,7 +127,8 @@ def test_a_worker_killed_mid_export_is_replaced_and_the_export_resumes_elsewhere
 def test_a_stopped_worker_past_its_heartbeat_timeout_has_its_late_result_discarded(
         estate: EngineEstate) -> None:
     vm, data = big_disk_vm(estate)
-    workers = {p.pid: p for p in (estate.start_worker(f"proxy-{n}", "--slots", "1")
+    workers = {p.pid: p for p in (estate.start_worker(f"proxy-{n}", "--slots", "1",
+                                                     checkpoint_mib=CHECKPOINT_MIB)
                                   for n in range(2))}
     apply = estate.start_apply(day(0))
     stopped = exporting_pid(estate)

@@ -59,6 +59,7 @@ def current(sim: Simulator, vm: VM) -> VM:
 def check_find_vm(sim: Simulator, ops: VSphereOperations, vm: VM) -> None:
     found = ops.find_vm(vm.instance_uuid)
     assert found is not None and found.moref == vm.moref
+    assert found.cluster == vm.cluster != "", (found.cluster, vm.cluster)  # host → cluster
 
 
 def check_create_snapshot(sim: Simulator, ops: VSphereOperations, vm: VM) -> None:

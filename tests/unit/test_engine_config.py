@@ -58,12 +58,12 @@ proxies:
     (b"proxies:\n  vmkeep: {hosts: [esx1]}\n",
      "vmkeep.yaml:4:11: `proxies.vmkeep`: 'vmkeep' is the default task queue"),
     (b"proxies:\n  a: {slots: 0}\n", "vmkeep.yaml:4:"),
-    (b"proxies:\n  a: {clusters: [c1]}\n",
-     "vmkeep.yaml:4:17: `proxies.a.clusters`: routing by cluster is not supported yet"),
+    (b"proxies:\n  a: {clusters: [c1]}\n  b: {clusters: [c1]}\n",
+     "vmkeep.yaml:5:18: `proxies.b.clusters`: 'c1' is already served by proxy queue 'a'"),
     (b"proxies:\n  Site_A: {}\n", "vmkeep.yaml:4:"),
 ], ids=["address missing", "unknown engine type", "address without port",
         "cert without key", "host claimed twice", "proxy named like the default queue",
-        "zero slots", "clusters not supported yet", "bad queue name"])
+        "zero slots", "cluster claimed twice", "bad queue name"])
 def test_engine_and_proxy_problems_are_reported_at_their_location(text: bytes,
                                                                  expected: str) -> None:
     found = problems(BASE + text)
@@ -71,10 +71,10 @@ def test_engine_and_proxy_problems_are_reported_at_their_location(text: bytes,
     assert all(p.startswith("/etc/vmkeep/vmkeep.yaml:") for p in found)
 
 
-def vm(host: str = "", *files: str) -> VM:
+def vm(host: str = "", *files: str, cluster: str = "") -> VM:
     disks = tuple(Disk(i, f"Hard disk {i}", f, 1 << 20) for i, f in enumerate(files))
     return VM("vc", "vm1", "uuid-1", "vm-1", "/DC0/vm", PowerState.ON, True, host=host,
-              disks=disks)
+              disks=disks, cluster=cluster)
 
 
 PROXIES = {
@@ -83,12 +83,12 @@ PROXIES = {
 }
 
 
-@pytest.mark.parametrize(("machine", "cluster", "queue"), [
-    (vm("esx1", "[ds-x] vm1/vm1.vmdk"), "", "site-a"),
-    (vm("esx9", "[ds-x] vm1/a.vmdk", "[ds-b] vm1/b.vmdk"), "", "site-b"),
-    (vm("esx9"), "c2", "site-b"),
-    (vm("esx9", "[ds-x] vm1/vm1.vmdk"), "c9", "vmkeep"),
+@pytest.mark.parametrize(("machine", "queue"), [
+    (vm("esx1", "[ds-x] vm1/vm1.vmdk"), "site-a"),
+    (vm("esx9", "[ds-x] vm1/a.vmdk", "[ds-b] vm1/b.vmdk"), "site-b"),
+    (vm("esx9", cluster="c2"), "site-b"),
+    (vm("esx9", "[ds-x] vm1/vm1.vmdk", cluster="c9"), "vmkeep"),
 ], ids=["by host", "by a datastore of any disk", "by cluster", "nobody claims it"])
 def test_a_vm_goes_to_the_proxy_queue_that_claims_its_host_cluster_or_datastore(
-        machine: VM, cluster: str, queue: str) -> None:
-    assert queue_for(machine, PROXIES, "vmkeep", cluster) == queue
+        machine: VM, queue: str) -> None:
+    assert queue_for(machine, PROXIES, "vmkeep") == queue
