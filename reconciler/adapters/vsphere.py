@@ -156,6 +156,12 @@ MAX_RELOGINS = 2
 PC = vmodl.query.PropertyCollector
 
 
+def _inventory_kinds() -> list[Any]:
+    """The managed object types an inventory reads (the full read and the watch alike)."""
+    return [vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
+            vim.Datastore, vim.ComputeResource]
+
+
 class _SessionLost(Exception):
     """The session ended (expired, terminated, server restarted): log in again."""
 
@@ -266,11 +272,7 @@ class VSphereClient:
     def _read_inventory(self) -> tuple[list[RawObject], list[Any]]:
         content = self._content
         view = content.viewManager.CreateContainerView(
-            container=content.rootFolder,
-            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
-                  vim.Datastore, vim.ComputeResource],
-            recursive=True,
-        )
+            container=content.rootFolder, type=_inventory_kinds(), recursive=True)
         try:
             objects, fields = self._retrieve(self._inventory_spec(view), view)
         except vmodl.fault.ManagedObjectNotFound as exc:
@@ -1823,12 +1825,8 @@ class VSphereWatch:
         # default collector is shared by every caller of WaitForUpdates, e.g. task waits).
         self._collector = content.propertyCollector.CreatePropertyCollector()
         self._view = content.viewManager.CreateContainerView(
-            container=content.rootFolder,
-            type=[vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
-                  vim.Datastore],
-            recursive=True,
-        )
-        spec = self.client._inventory_spec(self._view)
+            container=content.rootFolder, type=_inventory_kinds(), recursive=True)
+        spec = self.client._inventory_spec(self._view)  # the objects the full read reads
         self._filter = self._collector.CreateFilter(spec, partialUpdates=False)
         self.full_reads += 1
         self._version = ""
