@@ -1027,7 +1027,8 @@ class VSphereOperations:
         return Transported(leased, transport, str(lease._moId))
 
     def _lease_ready(self, what: str, lease: Any) -> Any:
-        """Wait for an NFC lease to be ready; its `info` (device URLs, leaseTimeout)."""
+        """Wait for an NFC lease (export or import) to be ready; its `info` (device URLs,
+        leaseTimeout; for an import the new VM)."""
         deadline = time.monotonic() + LEASE_READY_TIMEOUT
         delay = TASK_POLL[0]
         while True:
@@ -1501,7 +1502,7 @@ class VSphereRestore(VSphereOperations):
         lease = self._mutate(what, lambda: pool.ImportVApp(spec=import_spec, folder=folder,
                                                            host=host))
         try:
-            info = self._import_lease_ready(what, lease)
+            info = self._lease_ready(what, lease)  # an import lease is waited for alike
             urls = list(getattr(info, "deviceUrl", None) or ())
             entity = getattr(info, "entity", None)
             if entity is None:
@@ -1531,25 +1532,6 @@ class VSphereRestore(VSphereOperations):
         vm = self._existing(moref)
         return CreatedVM(moref, spec.name, vm.instance_uuid if vm else spec.instance_uuid,
                          sent)
-
-    def _import_lease_ready(self, what: str, lease: Any) -> Any:
-        """Wait for an import lease to be ready; its `info` (the VM, the device URLs)."""
-        deadline = time.monotonic() + LEASE_READY_TIMEOUT
-        delay = TASK_POLL[0]
-        while True:
-            [obj] = self.client._soap(
-                f"{what}: wait for the lease",
-                lambda: self._read_objects([lease], ("state", "error", "info")))
-            state = obj.props.get("state")
-            if state == "ready":
-                return obj.props.get("info")
-            if state == "error":
-                raise self._task_fault(what, obj.props.get("error"))
-            if state == "done" or time.monotonic() > deadline:
-                raise VCenterError(self.name, f"{what}: lease {lease._moId} is {state}, "
-                                   "not ready")
-            self.client._sleep(delay)
-            delay = min(TASK_POLL[1], delay * 2)
 
     def _lease_progress(self, what: str, lease: Any, percent: int) -> None:
         self.client._soap(f"{what}: report progress",
