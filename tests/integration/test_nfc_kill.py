@@ -8,6 +8,13 @@ run; even trials kill right while an export lease is held (and journaled). After
 next apply must leave: no export lease held, no temporary snapshot, no VM off, no partial
 export, every point verifying, nothing left to do.
 
+One window cannot be repaired at once: a kill after vCenter created a lease and before the run
+journaled its id leaves a lease no later run can name (vSphere lists no leases). vCenter ends
+such a lease after `info.leaseTimeout` without progress (300 s by default; LEASE_TIMEOUT here),
+so for those trials the repair may fail on the held lease, and the run after the timeout must
+converge. The kill of the even trials is timed on a journaled lease, which is when the other
+VM's lease is being created, so the window is hit now and then.
+
 Trials: $VMKEEP_NFC_KILL_TRIALS (default 8).
 """
 
@@ -38,6 +45,8 @@ pytestmark = pytest.mark.vcsim
 TRIALS = int(os.environ.get("VMKEEP_NFC_KILL_TRIALS", "8"))
 START = datetime(2026, 1, 1, 1, 30)
 MiB = 1 << 20
+#: info.leaseTimeout of the simulator's export leases in this test (seconds).
+LEASE_TIMEOUT = 6
 
 
 def spawn_apply(estate: Estate, now: str) -> subprocess.Popen[bytes]:
@@ -76,6 +85,7 @@ def test_apply_killed_during_nfc_exports_is_repaired_by_the_next_run(
         estate.grow_disk(vm, 8 * MiB)
         estate.fill_disk(estate.vms()[vm.name], os.urandom(4 * MiB) + bytes(4 * MiB))
     rng = random.Random(int(os.environ.get("VMKEEP_KILL_SEED", "20261207")))
+    estate.sim.faults(nfcLeaseTimeout=LEASE_TIMEOUT)
 
     started = time.monotonic()
     first = spawn_apply(estate, START.isoformat() + "Z")
@@ -87,7 +97,8 @@ def test_apply_killed_during_nfc_exports_is_repaired_by_the_next_run(
         day = (START + timedelta(days=trial)).isoformat() + "Z"
         # even trials: downloads paced (2 s a disk) so the kill lands while a lease is held on
         # any machine; odd trials at full speed
-        estate.sim.faults(nfcBytesPerSecond=0 if trial % 2 else 4 * MiB)
+        estate.sim.faults(nfcBytesPerSecond=0 if trial % 2 else 4 * MiB,
+                          nfcLeaseTimeout=LEASE_TIMEOUT)
         proc = spawn_apply(estate, day)
         if trial % 2:
             time.sleep(rng.uniform(0.0, span))
@@ -97,9 +108,15 @@ def test_apply_killed_during_nfc_exports_is_repaired_by_the_next_run(
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(60)
-        estate.sim.faults(nfcBytesPerSecond=0)
-        held_at_kill += bool(ready_leases(estate))
+        estate.sim.faults(nfcBytesPerSecond=0, nfcLeaseTimeout=LEASE_TIMEOUT)
+        held = {lease["lease"] for lease in ready_leases(estate)}
+        held_at_kill += bool(held)
+        unnamed = held - journaled_leases(estate)
         repair = estate.apply(day)
+        if unnamed:  # vCenter times them out; the run after that converges
+            assert {lease["lease"] for lease in ready_leases(estate)} <= unnamed, f"trial {trial}"
+            wait_until(lambda: not ready_leases(estate), timeout=LEASE_TIMEOUT * 5)
+            repair = estate.apply(day)
         assert repair.code == 0, f"trial {trial}: {repair.out}\n{repair.err}"
         check_invariants(estate, day, trial)
     assert held_at_kill >= TRIALS // 2, "the kills should catch NFC leases held"
