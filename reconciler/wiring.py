@@ -333,9 +333,7 @@ def open_repository(path: str | Path, *, create: bool = False, chunk_size: int |
 def verify_points(repo: Repository, point_ids: list[str] | None) -> VerifyReport:
     """Check the given points of `repo` (all when None), as `Repository.verify` does for
     one."""
-    from reconciler.adapters.repository.verification import verify
-
-    return verify(repo, point_ids)
+    return repo.verify_points(point_ids)
 
 
 def missing_chunks(repo: Repository, chunk_ids: Iterable[bytes]) -> int:

@@ -91,7 +91,7 @@ def read_disk(repo: Repository, pid: str, name: str) -> bytes:
 
 def flip_chunk(repo: Repository, cid: bytes) -> str:
     """Flip bytes in the middle of a chunk's stored data; returns its pack id."""
-    loc = repo.load_index(repair=False).get(cid)
+    loc = repo._core.load_index(repair=False).get(cid)
     assert loc is not None
     path = repo.layout.pack(loc.pack)
     raw = bytearray(path.read_bytes())
@@ -103,8 +103,8 @@ def flip_chunk(repo: Repository, cid: bytes) -> str:
 
 def live_per_pack(repo: Repository) -> list[tuple[int, int]]:
     """Per pack: (its size, the bytes of it that committed points still reference)."""
-    _, live = live_chunks(repo)
-    index = repo.load_index(repair=False)
+    _, live = live_chunks(repo._core)
+    index = repo._core.load_index(repair=False)
     return [
         (
             s.size,
@@ -132,4 +132,4 @@ def assert_garbage_reclaimed(repo: Repository) -> None:
     one pack is small (small packs are merged)."""
     packs = live_per_pack(repo)
     assert all(used >= REWRITE_BELOW * size for size, used in packs)
-    assert sum(1 for size, _ in packs if size < SMALL_BELOW * repo.pack_size) <= 1
+    assert sum(1 for size, _ in packs if size < SMALL_BELOW * repo._core.pack_size) <= 1

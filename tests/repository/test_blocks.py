@@ -109,7 +109,7 @@ STREAMS: dict[str, Callable[[bytes], Any]] = {
 def assert_reads_back(repo: Repository, pid: str, data: bytes, tmp_path: Path) -> None:
     disk = repo.open_disk(pid, "d0")
     blocks = list(disk)
-    assert len(blocks) > 2 * repo.threads  # more batches than the reader keeps in flight
+    assert len(blocks) > 2 * repo._core.threads  # more batches than the reader keeps in flight
     assert b"".join(blocks) == data
     out = tmp_path / f"{len(list(tmp_path.iterdir()))}.img"
     with open(out, "wb") as f:
@@ -139,7 +139,7 @@ def test_a_disk_of_many_blocks_round_trips_through_every_kind_of_stream(
     if stream != "read only, short reads":
         # full blocks were read into a small ring of reused buffers, not fresh memory
         buffers = {buffer for _, length, _, buffer in encoded if length == BLOCK}
-        assert len(buffers) <= 2 * repo.threads + 2
+        assert len(buffers) <= 2 * repo._core.threads + 2
     # the same contents read the simplest way give the same disk digest and chunk tables
     export(repo, point_id(2), {"d0": data})
     by_stream, plain = (repo.manifest(p).disk("d0") for p in (point_id(1), point_id(2)))

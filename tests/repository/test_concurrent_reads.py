@@ -16,10 +16,10 @@ def test_reads_never_see_another_packs_bytes_when_open_files_are_evicted_or_clos
     repo = open_repo(tmp_path / "repo")
     data = noise("many-packs", 160 * CHUNK)  # incompressible: 10 packs of 64 KiB
     export(repo, point_id(1), {"d0": data})
-    index = repo.refresh_index()
+    index = repo._core.refresh_index()
     ids = repo.open_disk(point_id(1), "d0").ids
     assert len({index.get(cid).pack for cid in ids}) >= 8  # type: ignore[union-attr]
-    repo.packs = reader = PackReader(repo.layout, max_open=2)  # evictions on most reads
+    repo._core.packs = reader = PackReader(repo.layout, max_open=2)  # evictions on most reads
 
     def read_all(round_: int) -> int:
         order = ids[round_ % len(ids):] + ids[: round_ % len(ids)]

@@ -64,7 +64,7 @@ def test_the_next_export_of_the_same_disk_stores_the_damaged_chunk_again(
         result = w.add_disk("d0", io.BytesIO(disk), size=len(disk))
         w.commit("crash")
     assert result.new_chunks == 1
-    loc = later.load_index(repair=False).get(victim)
+    loc = later._core.load_index(repair=False).get(victim)
     assert loc is not None and loc.pack != bad_pack
     assert read_disk(later, point_id(2), "d0") == disk
     # points reference content, so the fresh copy heals the damaged point too

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from reconciler.adapters.repository import GcReport
+from reconciler.adapters.repository import core as core_module
 from reconciler.adapters.repository import packs as packs_module
-from reconciler.adapters.repository import store as store_module
 
 from .disks import CHUNK, SLOT, VM, export, noise, open_repo, point_id, read_disk
 
@@ -64,14 +64,14 @@ def test_a_reader_reloading_its_index_while_gc_deletes_a_pack_still_reads(
     writer.delete_point(point_id(1))
     for pack in doomed:
         writer.layout.index_file(pack).unlink()  # GC's first step for each doomed pack
-    real_scan = store_module.scan_pack
+    real_scan = core_module.scan_pack
 
     def gc_deletes_first(path: Path, pack: str) -> packs_module.PackSummary:
         if pack in doomed:
             path.unlink()  # GC's second step lands between the reader's stat and its scan
         return real_scan(path, pack)
 
-    monkeypatch.setattr(store_module, "scan_pack", gc_deletes_first)
+    monkeypatch.setattr(core_module, "scan_pack", gc_deletes_first)
     assert read_disk(reader, point_id(2), "d0") == kept
     writer.close()
     reader.close()
@@ -88,7 +88,7 @@ def test_verify_does_not_report_chunks_a_concurrent_gc_moved_as_missing(
     for n, disk in data.items():
         export(repo, point_id(n), {"d0": disk})
     other = open_repo(tmp_path)  # `vmkeep run`, collecting garbage in another process
-    load_table = repo.load_table
+    load_table = repo._core.load_table
     reports: list[GcReport] = []
 
     def gc_after_marking(*args: Any) -> list[bytes]:
@@ -97,7 +97,7 @@ def test_verify_does_not_report_chunks_a_concurrent_gc_moved_as_missing(
             reports.append(other.gc())  # lands between verify's index and its pack reads
         return ids
 
-    monkeypatch.setattr(repo, "load_table", gc_after_marking)
+    monkeypatch.setattr(repo._core, "load_table", gc_after_marking)
     report = repo.verify(point_id(2))
     assert reports[0].packs_rewritten == 2
     assert report.ok, report.damaged

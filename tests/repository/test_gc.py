@@ -14,6 +14,7 @@ import pytest
 
 from reconciler.adapters.repository import GcReport, Repository
 from reconciler.adapters.repository import gc as gc_module
+from reconciler.adapters.repository.core import RepositoryCore
 from reconciler.adapters.repository.format import Layout
 from reconciler.adapters.repository.gc import SMALL_BELOW, live_chunks
 from reconciler.errors import RepositoryError, RepositoryLockedError
@@ -61,7 +62,7 @@ def test_gc_rewrites_packs_with_little_live_data(tmp_path: Path) -> None:
     # the mostly-dead pack, and the second export's small pack merged along with it
     assert report.packs_rewritten == 2 and report.bytes_copied >= 4 * CHUNK
     assert big not in repo.pack_ids() and len(repo.pack_ids()) == 1
-    _, live = live_chunks(repo)
+    _, live = live_chunks(repo._core)
     assert stored_chunks(repo) == live
     assert read_disk(repo, point_id(2), "d0") == keep
 
@@ -120,7 +121,7 @@ def paused_gc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pause
     inside, release = threading.Event(), threading.Event()
     marking = gc_module.live_chunks
 
-    def paused(r: Repository) -> tuple[int, set[bytes]]:
+    def paused(r: RepositoryCore) -> tuple[int, set[bytes]]:
         inside.set()
         release.wait(10)
         return marking(r)
@@ -140,7 +141,7 @@ def test_an_export_in_another_thread_waits_for_a_gc_of_this_process(
     paused_gc: PausedGc,
 ) -> None:
     repo = paused_gc.repo
-    repo.lock_timeout = 10
+    repo._core.lock_timeout = 10
     began, waiting = threading.Event(), threading.Event()
     data = noise("during gc", 30 * CHUNK)
     real_wait = repo._gc_done.wait
@@ -257,7 +258,7 @@ def test_metadata_that_is_not_json_is_refused_before_anything_is_written(
 
 
 def small_packs(repo: Repository) -> list[str]:
-    return [s.pack for s in repo.pack_summaries() if s.size < SMALL_BELOW * repo.pack_size]
+    return [s.pack for s in repo.pack_summaries() if s.size < SMALL_BELOW * repo._core.pack_size]
 
 
 def test_gc_merges_the_small_last_packs_of_many_exports(tmp_path: Path) -> None:

@@ -230,11 +230,11 @@ def test_chunks_are_stored_raw_unless_zstd_saves_at_least_3_percent(
     repo = open_repo(tmp_path)
     export(repo, point_id(1), {"d0": contents})
     (cid,) = repo.open_disk(point_id(1), "d0").ids
-    loc = repo.load_index(repair=False).get(cid)
+    loc = repo._core.load_index(repair=False).get(cid)
     assert loc is not None and (loc.flags, loc.raw) == (flag, CHUNK)
     if flag == FLAG_RAW:
         assert loc.stored == CHUNK
-        stored = repo.packs.read_stored(loc)
+        stored = repo._core.packs.read_stored(loc)
         assert stored == contents  # the bytes in the pack are the chunk itself
     else:
         assert loc.stored <= CHUNK - CHUNK // 32

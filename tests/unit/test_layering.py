@@ -3,7 +3,9 @@
 base (model, errors, ports) ← pure core ← services ← shell; adapters depend on base only;
 pyVmomi is imported by one adapter module only; the pure core imports no I/O libraries.
 In the shell, only `wiring` imports adapters (type-only imports aside), and `vmkeep`
-commands (modules of `reconciler.cli` with a `register`) do not import each other.
+commands (modules of `reconciler.cli` with a `register`) do not import each other. In the
+export repository package only `store` (and the package's `__init__`) imports `store`: the
+write, read, verify and GC paths depend on `core`, and `Repository` composes them.
 """
 
 from __future__ import annotations
@@ -247,3 +249,46 @@ def test_a_command_importing_another_command_is_caught(tmp_path: Path) -> None:
     relative.write_text("from .verify import open_target\n", encoding="utf-8")
     assert command_imports("reconciler.cli.gc", relative, COMMANDS) == [
         "reconciler.cli.verify"]
+
+
+# ------------------------------------------------------------------ the repository package
+
+REPOSITORY = f"reconciler.{ADAPTERS}.repository"
+REPOSITORY_STORE = f"{REPOSITORY}.store"
+
+
+def store_imports(module: str, path: Path) -> list[str]:
+    """How a module of the repository package other than `store` and the package itself
+    reaches `store` (annotation-only imports count: they were the cycle)."""
+    if not module.startswith(f"{REPOSITORY}.") or module == REPOSITORY_STORE:
+        return []
+    return sorted(n for n in imports_of(module, path)
+                  if n == REPOSITORY_STORE or n.startswith(f"{REPOSITORY_STORE}."))
+
+
+@pytest.mark.parametrize(("module", "path"), ALL, ids=[m for m, _ in ALL])
+def test_repository_modules_other_than_store_do_not_import_store(
+    module: str, path: Path
+) -> None:
+    found = store_imports(module, path)
+    assert not found, (
+        f"{module} imports {', '.join(found)}; the repository's paths take a "
+        "RepositoryCore (core.py), and only store.Repository composes them"
+    )
+
+
+def test_a_repository_module_importing_store_is_caught(tmp_path: Path) -> None:
+    planted = tmp_path / "writer.py"
+    planted.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .store import Repository\n", encoding="utf-8")
+    assert store_imports(f"{REPOSITORY}.writer", planted) == [REPOSITORY_STORE]
+    planted.write_text("from . import store\n", encoding="utf-8")
+    assert store_imports(f"{REPOSITORY}.gc", planted) == [REPOSITORY_STORE]
+    planted.write_text("from reconciler.adapters.repository.store import Repository\n",
+                       encoding="utf-8")
+    assert store_imports(f"{REPOSITORY}.reader", planted) == [REPOSITORY_STORE]
+    assert store_imports(REPOSITORY_STORE, planted) == []  # store is where it lives
+    package = tmp_path / "__init__.py"
+    package.write_text("from .store import Repository\n", encoding="utf-8")
+    assert store_imports(REPOSITORY, package) == []  # the package re-exports it

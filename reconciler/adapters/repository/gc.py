@@ -35,15 +35,12 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconciler.errors import CorruptionError, RepositoryError
 
+from .core import RepositoryCore
 from .format import ID_SIZE, decode_manifest, fsync_dir
 from .packs import ENTRY, ChunkIndex, Location, PackSummary, PackWriter, decode_chunk
-
-if TYPE_CHECKING:
-    from .store import Repository
 
 __all__ = ["GcReport", "collect", "live_chunks"]
 
@@ -72,11 +69,11 @@ class GcReport:
         return asdict(self)
 
 
-def live_chunks(repo: Repository) -> tuple[int, set[bytes]]:
+def live_chunks(core: RepositoryCore) -> tuple[int, set[bytes]]:
     """Every chunk id a committed manifest references (tables, data, files)."""
     live: set[bytes] = set()
     count = 0
-    for path in sorted(repo.layout.points.glob("*.json")):
+    for path in sorted(core.layout.points.glob("*.json")):
         try:
             manifest = decode_manifest(path.read_bytes(), str(path))
         except CorruptionError as exc:
@@ -94,7 +91,7 @@ def live_chunks(repo: Repository) -> tuple[int, set[bytes]]:
         for record in manifest.disks:
             live.update(bytes.fromhex(t) for t in record.tables)
             try:
-                live.update(repo.load_table(manifest, record))
+                live.update(core.load_table(manifest, record))
             except CorruptionError as exc:
                 raise RepositoryError(
                     f"{exc}; gc deleted nothing — run `vmkeep verify`, then delete the "
@@ -111,40 +108,40 @@ def _live_entries(summary: PackSummary, index: ChunkIndex, live: set[bytes]) -> 
     return [(cid, loc) for cid, loc in summary.entries if cid in live and index.get(cid) == loc]
 
 
-def collect(repo: Repository, grace: timedelta = timedelta(0)) -> GcReport:
+def collect(core: RepositoryCore, grace: timedelta = timedelta(0)) -> GcReport:
     """Run one GC under the writer lock. Call it through `Repository.gc`, which also keeps
     this process's own exports out (the lock is shared within a process)."""
     try:
-        repo.lock.acquire("gc", repo.lock_timeout, shared=False)
+        core.lock.acquire("gc", core.lock_timeout, shared=False)
     except OSError as exc:
-        raise _unwritable(repo, exc) from None
+        raise _unwritable(core, exc) from None
     try:
-        return _collect(repo, grace.total_seconds())
+        return _collect(core, grace.total_seconds())
     except OSError as exc:
-        raise _unwritable(repo, exc) from None
+        raise _unwritable(core, exc) from None
     finally:
-        repo.lock.release()
+        core.lock.release()
 
 
-def _unwritable(repo: Repository, exc: OSError) -> RepositoryError:
+def _unwritable(core: RepositoryCore, exc: OSError) -> RepositoryError:
     """One message for a file system that refused what GC had to do (read-only, full,
     permissions): every step is safe to interrupt, so nothing is left half done."""
     where = f": {exc.filename!r}" if exc.filename else ""
     hint = "gc needs to write there: mount it read-write" if exc.errno in (
         errno.EROFS, errno.EACCES, errno.EPERM) else "fix that and run gc again"
     return RepositoryError(
-        f"repository {str(repo.root)!r}: gc stopped: {exc.strerror or exc}{where}; {hint} "
+        f"repository {str(core.root)!r}: gc stopped: {exc.strerror or exc}{where}; {hint} "
         "(what gc did so far is complete: every step is safe to interrupt)"
     )
 
 
-def _collect(repo: Repository, grace: float) -> GcReport:
-    layout = repo.layout
+def _collect(core: RepositoryCore, grace: float) -> GcReport:
+    layout = core.layout
     now = time.time()
-    index = repo.refresh_index(repair=True)
-    points, live = live_chunks(repo)
+    index = core.refresh_index(repair=True)
+    points, live = live_chunks(core)
 
-    live_partials, oldest_live = _live_writers(repo, now)
+    live_partials, oldest_live = _live_writers(core, now)
 
     def young(path: str | os.PathLike[str]) -> bool:
         try:
@@ -165,7 +162,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
     rewrite: list[tuple[PackSummary, Entries]] = []
     small: list[tuple[PackSummary, Entries]] = []
     bytes_before = 0
-    for summary in repo.pack_summaries():
+    for summary in core.pack_summaries():
         bytes_before += summary.size
         if spared(layout.pack(summary.pack)):
             continue
@@ -175,21 +172,21 @@ def _collect(repo: Repository, grace: float) -> GcReport:
             doomed.append(summary)
         elif live_bytes < REWRITE_BELOW * summary.size:
             rewrite.append((summary, keep))
-        elif summary.size < SMALL_BELOW * repo.pack_size:
+        elif summary.size < SMALL_BELOW * core.pack_size:
             small.append((summary, keep))
     if small and len(rewrite) + len(small) >= 2:
         rewrite.extend(small)  # merged into full packs; a lone small pack stays as it is
 
     copied = 0
     if rewrite:
-        copied = _copy_live(repo, index, [keep for _, keep in rewrite])
+        copied = _copy_live(core, index, [keep for _, keep in rewrite])
         doomed.extend(summary for summary, _ in rewrite)
 
     freed = 0
     for summary in doomed:
-        _delete_pack(repo, summary.pack)
+        _delete_pack(core, summary.pack)
         freed += summary.size
-    repo.refresh_index()
+    core.refresh_index()
 
     partials = 0
     for marker in layout.partial.glob("*.json"):
@@ -207,7 +204,7 @@ def _collect(repo: Repository, grace: float) -> GcReport:
             continue
         os.unlink(entry.path)
         temporary += 1
-    _tidy(repo)
+    _tidy(core)
     return GcReport(
         points=points,
         live_chunks=len(live),
@@ -222,18 +219,18 @@ def _collect(repo: Repository, grace: float) -> GcReport:
     )
 
 
-def _live_writers(repo: Repository, now: float) -> tuple[set[Path], float | None]:
+def _live_writers(core: RepositoryCore, now: float) -> tuple[set[Path], float | None]:
     """Partial markers touched within the writer lease, and when the oldest of them started
     (a checkpointed session that a retry may resume)."""
     live: set[Path] = set()
     oldest: float | None = None
-    for marker in repo.layout.partial.glob("*.json"):
+    for marker in core.layout.partial.glob("*.json"):
         checkpoint = marker.with_name(marker.name[: -len(".json")] + ".ckpt")
         try:
             touched = os.stat(marker).st_mtime
         except FileNotFoundError:
             continue
-        if not checkpoint.exists() or now - touched >= repo.writer_lease:
+        if not checkpoint.exists() or now - touched >= core.writer_lease:
             continue
         try:
             started = datetime.fromisoformat(
@@ -245,42 +242,42 @@ def _live_writers(repo: Repository, now: float) -> tuple[set[Path], float | None
     return live, oldest
 
 
-def _copy_live(repo: Repository, index: ChunkIndex, packs: list[Entries]) -> int:
+def _copy_live(core: RepositoryCore, index: ChunkIndex, packs: list[Entries]) -> int:
     """Copy live entries into new packs, sealed and indexed before anything is deleted;
     returns the bytes copied."""
     copied = 0
-    writer = PackWriter(repo.layout, repo.pack_size, index.add_pack)
+    writer = PackWriter(core.layout, core.pack_size, index.add_pack)
     for keep in packs:
         for cid, loc in keep:
-            stored = repo.packs.read_stored(loc)
+            stored = core.packs.read_stored(loc)
             try:
                 decode_chunk(cid, loc, stored)
             except CorruptionError:
-                repo.quarantine(loc.pack, cid)  # never copy damage forward
+                core.quarantine(loc.pack, cid)  # never copy damage forward
                 continue
             writer.add(cid, loc.kind, loc.flags, loc.raw, stored)
             copied += len(stored)
     writer.flush()
-    fsync_dir(repo.layout.index)
+    fsync_dir(core.layout.index)
     return copied
 
 
-def _delete_pack(repo: Repository, pack: str) -> None:
+def _delete_pack(core: RepositoryCore, pack: str) -> None:
     """Index first (durably), then the pack: an index never outlives its pack's data."""
-    index_file = repo.layout.index_file(pack)
+    index_file = core.layout.index_file(pack)
     index_file.unlink(missing_ok=True)
     fsync_dir(index_file.parent)
-    pack_file = repo.layout.pack(pack)
+    pack_file = core.layout.pack(pack)
     pack_file.unlink(missing_ok=True)
     fsync_dir(pack_file.parent)
 
 
-def _tidy(repo: Repository) -> None:
+def _tidy(core: RepositoryCore) -> None:
     """Drop index files and quarantine markers whose pack is gone."""
-    packs = set(repo.pack_ids())
-    for entry in os.scandir(repo.layout.index):
+    packs = set(core.pack_ids())
+    for entry in os.scandir(core.layout.index):
         if entry.name.endswith(".idx") and entry.name[:-4] not in packs:
             os.unlink(entry.path)
-    for entry in os.scandir(repo.layout.quarantine):
+    for entry in os.scandir(core.layout.quarantine):
         if entry.name.partition("-")[0] not in packs:
             os.unlink(entry.path)

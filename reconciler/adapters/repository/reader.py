@@ -13,14 +13,12 @@ import collections
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from reconciler.errors import CorruptionError
 
+from .core import RepositoryCore
 from .format import ZERO_ID, DiskRecord, Manifest, disk_digest
-
-if TYPE_CHECKING:
-    from .store import Repository
 
 __all__ = ["DiskReader"]
 
@@ -30,13 +28,13 @@ BATCH_BYTES = 8 * 1024 * 1024
 class DiskReader:
     """One disk of one restore point, readable sequentially or by offset."""
 
-    def __init__(self, repo: Repository, manifest: Manifest, record: DiskRecord) -> None:
-        self.repo = repo
+    def __init__(self, core: RepositoryCore, manifest: Manifest, record: DiskRecord) -> None:
+        self.core = core
         self.point_id = manifest.id
         self.name = record.name
         self.size = record.size
         self.chunk_size = manifest.chunk_size
-        self.ids = repo.load_table(manifest, record)
+        self.ids = core.load_table(manifest, record)
         if disk_digest(record.size, self.ids) != record.digest:
             raise CorruptionError(
                 f"restore point {self.point_id!r} disk {self.name!r}: chunk table does not "
@@ -49,7 +47,7 @@ class DiskReader:
         if cid == ZERO_ID:
             return None
         try:
-            return self.repo.read_chunk(cid)
+            return self.core.read_chunk(cid)
         except CorruptionError as exc:
             raise CorruptionError(
                 f"restore point {self.point_id!r} disk {self.name!r}: chunk {i} at offset "
@@ -66,10 +64,10 @@ class DiskReader:
         """Decoded chunks from `first` on, in batches, decoded ahead in the thread pool."""
         per = max(1, BATCH_BYTES // self.chunk_size)
         window: collections.deque[tuple[int, Future[list[bytes | None]]]] = collections.deque()
-        depth = 2 * self.repo.threads
+        depth = 2 * self.core.threads
         for start in range(first, len(self.ids), per):
             end = min(len(self.ids), start + per)
-            window.append((start, self.repo.pool.submit(self._batch, start, end)))
+            window.append((start, self.core.pool.submit(self._batch, start, end)))
             if len(window) >= depth:
                 begin, future = window.popleft()
                 yield begin, future.result()

@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.errors import CorruptionError, RepositoryError
 
+from .core import RepositoryCore
 from .format import ZERO_ID, Manifest, decode_manifest, disk_digest, unquote_id
 from .packs import ChunkIndex, Location, decode_chunk
-
-if TYPE_CHECKING:
-    from .store import Repository
 
 __all__ = ["ChunkDamage", "PointDamage", "VerifyReport", "verify"]
 
@@ -87,7 +85,7 @@ PACK_MISSING = "pack file is missing"
 
 
 def _check_chunks(
-    repo: Repository, index: ChunkIndex, cids: Iterable[bytes]
+    core: RepositoryCore, index: ChunkIndex, cids: Iterable[bytes]
 ) -> tuple[list[tuple[bytes, Location | None, str]], int]:
     """Check every chunk's copy named by `index`, pack by pack in the pool: the damaged
     ones (with their location, None when the index has none) and the bytes read."""
@@ -99,7 +97,7 @@ def _check_chunks(
             found.append((cid, None, "missing"))
         else:
             by_pack[loc.pack].append((cid, loc))
-    futures = [repo.pool.submit(_check_pack, repo, items) for items in by_pack.values()]
+    futures = [core.pool.submit(_check_pack, core, items) for items in by_pack.values()]
     checked = 0
     for future in futures:
         bad, size = future.result()
@@ -109,11 +107,11 @@ def _check_chunks(
 
 
 def _check_pack(
-    repo: Repository, items: Sequence[tuple[bytes, Location]]
+    core: RepositoryCore, items: Sequence[tuple[bytes, Location]]
 ) -> tuple[list[tuple[bytes, Location, str]], int]:
     bad: list[tuple[bytes, Location, str]] = []
     size = 0
-    path = repo.layout.pack(items[0][1].pack)
+    path = core.layout.pack(items[0][1].pack)
     try:
         with open(path, "rb", buffering=8 * 1024 * 1024) as f:
             for cid, loc in sorted(items, key=lambda e: e[1].offset):
@@ -138,23 +136,23 @@ def _reason(exc: CorruptionError) -> str:
     return "hash mismatch"
 
 
-def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
+def verify(core: RepositoryCore, point_ids: Iterable[str] | None) -> VerifyReport:
     """Check the given points (all when None); quarantine every damaged chunk copy."""
-    if not repo.active_writers:
-        repo.refresh_index()
-    index = repo.index
+    if not core.active_writers:
+        core.refresh_index()
+    index = core.index
     damaged: dict[str, PointDamage] = {}
     manifests: list[Manifest] = []
     if point_ids is None:
-        paths = sorted(repo.layout.points.glob("*.json"))
+        paths = sorted(core.layout.points.glob("*.json"))
     else:
-        paths = [repo.layout.point(p) for p in point_ids]
+        paths = [core.layout.point(p) for p in point_ids]
     for path in paths:
         try:
             manifests.append(decode_manifest(path.read_bytes(), str(path)))
         except FileNotFoundError:
             raise RepositoryError(
-                f"no restore point {unquote_id(path.stem)!r} in {str(repo.root)!r}"
+                f"no restore point {unquote_id(path.stem)!r} in {str(core.root)!r}"
             ) from None
         except CorruptionError as exc:
             pid = unquote_id(path.stem)
@@ -170,10 +168,10 @@ def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
     for m in manifests:
         for record in m.disks:
             try:
-                ids = repo.load_table(m, record)
+                ids = core.load_table(m, record)
             except CorruptionError as exc:
                 _add(damaged, m.id, message=str(exc))
-                _quarantine_tables(repo, record.tables)
+                _quarantine_tables(core, record.tables)
                 continue
             if disk_digest(record.size, ids) != record.digest:
                 _add(damaged, m.id, message=f"disk {record.name!r}: digest mismatch")
@@ -185,20 +183,20 @@ def verify(repo: Repository, point_ids: Iterable[str] | None) -> VerifyReport:
     wanted.discard(ZERO_ID)
 
     # 2. every distinct chunk once, pack by pack, in parallel
-    found, checked_bytes = _check_chunks(repo, index, wanted)
+    found, checked_bytes = _check_chunks(core, index, wanted)
     gone = [cid for cid, _, reason in found if reason == PACK_MISSING]
-    if gone and not repo.active_writers:
+    if gone and not core.active_writers:
         # a GC (verify takes no lock) may have moved them since the index was read: a pack
         # is deleted only once its live chunks are in a newer one, so look them up again
         found = [item for item in found if item[2] != PACK_MISSING]
-        again, size = _check_chunks(repo, repo.refresh_index(), gone)
+        again, size = _check_chunks(core, core.refresh_index(), gone)
         found += again
         checked_bytes += size
     bad: dict[bytes, str] = {}
     for cid, loc, reason in found:
         bad[cid] = reason
         if loc is not None:
-            repo.quarantine(loc.pack, cid)
+            core.quarantine(loc.pack, cid)
 
     # 3. name the points and positions that reference damaged chunks
     if bad:
@@ -238,13 +236,13 @@ def _add(
     )
 
 
-def _quarantine_tables(repo: Repository, table_ids: Iterable[str]) -> None:
+def _quarantine_tables(core: RepositoryCore, table_ids: Iterable[str]) -> None:
     for hexid in table_ids:
         tid = bytes.fromhex(hexid)
-        loc = repo.index.get(tid)
+        loc = core.index.get(tid)
         if loc is None:
             continue
         try:
-            repo.packs.read(tid, loc)
+            core.packs.read(tid, loc)
         except CorruptionError:
-            repo.quarantine(loc.pack, tid)
+            core.quarantine(loc.pack, tid)

@@ -10,7 +10,7 @@ The source stream is only ever read on the caller's thread, and only forward: th
 bytes, never the stream, so a caller's stream need be neither thread-safe nor able to seek
 back.
 
-A writer session survives its process: every `Repository.checkpoint_bytes` of a fully read
+A writer session survives its process: every `RepositoryCore.checkpoint_bytes` of a fully read
 disk it publishes what it has stored (the open pack and the disk's chunk table so far) and
 writes a checkpoint beside its partial marker (`partial/<id>.ckpt`: finished disk records,
 the current disk's table ids, chunk count and byte offset, the source snapshot). A later
@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import zstandard
 
 from reconciler.errors import CorruptionError, RepositoryError
 from reconciler.model import ExportPoint, VMRef
 
+from .core import RepositoryCore
 from .extents import ChunkPlan, Piece, plan_chunks, read_planned
 from .format import (
     ID_SIZE,
@@ -47,9 +48,6 @@ from .format import (
     disk_digest,
 )
 from .packs import FLAG_RAW, FLAG_ZSTD, KIND_DATA, KIND_TABLE, PackWriter
-
-if TYPE_CHECKING:
-    from .store import Repository
 
 __all__ = ["Checkpoint", "DiskResult", "PointWriter", "SeekableStream"]
 
@@ -270,14 +268,14 @@ class PointWriter:
 
     def __init__(
         self,
-        repo: Repository,
+        core: RepositoryCore,
         point_id: str,
         policy: str,
         vm: VMRef,
         slot: object,
         metadata: dict[str, object],
     ) -> None:
-        self.repo = repo
+        self.core = core
         self.point_id = point_id
         self.policy = policy
         self.vm = vm
@@ -287,10 +285,10 @@ class PointWriter:
         self.disks: list[DiskRecord] = []
         self.files: list[FileRecord] = []
         self.results: list[DiskResult] = []
-        self.packs = PackWriter(repo.layout, repo.pack_size, repo.publish_pack)
+        self.packs = PackWriter(core.layout, core.pack_size, core.publish_pack)
         self._session: set[bytes] = set()
         self._done = False
-        self.encoder = ChunkEncoder(repo.chunk_size, repo.compression_level, self._known)
+        self.encoder = ChunkEncoder(core.chunk_size, core.compression_level, self._known)
         self.resumed: Checkpoint | None = None
         self._resumed_ids: list[bytes] = []
 
@@ -300,16 +298,16 @@ class PointWriter:
         try:
             ids: list[bytes] = []
             for tid in checkpoint.tables:
-                blob = self.repo.read_chunk(bytes.fromhex(tid))
+                blob = self.core.read_chunk(bytes.fromhex(tid))
                 ids.extend(blob[i : i + ID_SIZE] for i in range(0, len(blob), ID_SIZE))
             for record in checkpoint.disks:
                 for tid in record.tables:
-                    if bytes.fromhex(tid) not in self.repo.index:
+                    if bytes.fromhex(tid) not in self.core.index:
                         return False
         except (CorruptionError, RepositoryError, OSError, ValueError):
             return False
         if len(ids) != checkpoint.chunks or any(
-                cid != ZERO_ID and cid not in self.repo.index for cid in ids):
+                cid != ZERO_ID and cid not in self.core.index for cid in ids):
             return False
         self.resumed = checkpoint
         self._resumed_ids = ids
@@ -324,10 +322,10 @@ class PointWriter:
 
     def _usable(self, cid: bytes) -> bool:
         """A previous chunk can be referenced: a good copy is indexed (not quarantined)."""
-        return cid in self.repo.index
+        return cid in self.core.index
 
     def _known(self, cid: bytes) -> bool:
-        return cid in self.repo.index or cid in self._session
+        return cid in self.core.index or cid in self._session
 
     def _previous_chunk(self, cid: bytes) -> bytes | None:
         """A previous chunk to patch, verified; None when its copy is damaged or gone.
@@ -336,18 +334,18 @@ class PointWriter:
         nor a later one deduplicates against it, and the chunk is read whole from the
         source instead: a damaged old copy costs a chunk of reading, not the export.
         """
-        loc = self.repo.index.get(cid)
+        loc = self.core.index.get(cid)
         try:
-            return self.repo.read_chunk(cid)
+            return self.core.read_chunk(cid)
         except CorruptionError:
             if loc is not None:
-                self.repo.quarantine(loc.pack, cid)
+                self.core.quarantine(loc.pack, cid)
             return None
 
     def _store(
         self, cid: bytes, kind: int, flag: int, raw_len: int, payload: bytes | bytearray
     ) -> int:
-        if cid in self._session or cid in self.repo.index:
+        if cid in self._session or cid in self.core.index:
             return 0
         self._session.add(cid)
         self.packs.add(cid, kind, flag, raw_len, payload)
@@ -377,7 +375,7 @@ class PointWriter:
         the others are referenced from the previous point.
         """
         self._check_open(name, [d.name for d in self.disks])
-        cs = self.repo.chunk_size
+        cs = self.core.chunk_size
         done = self._resumed_disk(name, size)
         if done is not None:
             return done
@@ -385,7 +383,7 @@ class PointWriter:
         if changed_extents is not None:
             if size is None or previous is None:
                 raise RepositoryError("changed extents need the disk size and a previous point")
-            base = self.repo.previous_table(*previous)
+            base = self.core.previous_table(*previous)
         ids: list[bytes] = []
         stats = {"zero": 0, "new": 0, "stored": 0, "read": 0}
         offset = 0
@@ -421,7 +419,7 @@ class PointWriter:
                     stats["stored"] += added
             if base is None and size is not None:
                 since += length
-                if since >= self.repo.checkpoint_bytes and len(ids) * cs < size:
+                if since >= self.core.checkpoint_bytes and len(ids) * cs < size:
                     since = 0
                     self._checkpoint(name, size, ids, stats)
         if base is not None:
@@ -440,7 +438,7 @@ class PointWriter:
             read_bytes=stats["read"],
         )
         self.disks.append(record)
-        if base is None and size is not None and size >= self.repo.checkpoint_bytes:
+        if base is None and size is not None and size >= self.core.checkpoint_bytes:
             self._checkpoint("", 0, [], stats)  # a finished disk is never read again
         result = DiskResult(
             name,
@@ -460,13 +458,13 @@ class PointWriter:
         self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int],
         offset: int = 0,
     ) -> Iterator[tuple[int, bytes | bytearray]]:
-        first = offset // self.repo.chunk_size
+        first = offset // self.core.chunk_size
         left = None if size is None else size - offset
         # a block is free again once its result is consumed: the window holds 2*threads
-        for block in read_full(stream, left, ring=2 * self.repo.threads + 2):
+        for block in read_full(stream, left, ring=2 * self.core.threads + 2):
             stats["read"] += len(block)
             yield first, block
-            first += len(block) // self.repo.chunk_size
+            first += len(block) // self.core.chunk_size
 
     def _patched(
         self,
@@ -478,11 +476,11 @@ class PointWriter:
     ) -> Iterator[BlockResult]:
         """Encoded blocks of changed-extent input: previous chunks are fetched a block ahead
         of the source reads, blocks are encoded in the pool."""
-        cs = self.repo.chunk_size
+        cs = self.core.chunk_size
         per_block = BLOCK_SIZE // cs
         wanted = [(p.index, base[p.index]) for p in plans if p.patches is not None]
         previous = PreviousChunks(
-            self.repo.pool, self._previous_chunk, wanted, per_block, self.encoder.zero
+            self.core.pool, self._previous_chunk, wanted, per_block, self.encoder.zero
         )
         blocks = read_planned(stream, plans, previous, size, cs, per_block, counter)
         return self._encode(self.encoder.encode_pieces, blocks)
@@ -491,9 +489,9 @@ class PointWriter:
         self, work: Callable[[int, T], BlockResult], blocks: Iterator[tuple[int, T]]
     ) -> Iterator[BlockResult]:
         """Run `work` over the blocks in the pool, a few blocks ahead, results in order."""
-        pool = self.repo.pool
+        pool = self.core.pool
         window: collections.deque[Future[BlockResult]] = collections.deque()
-        depth = 2 * self.repo.threads
+        depth = 2 * self.core.threads
         for first, block in blocks:
             window.append(pool.submit(work, first, block))
             if len(window) >= depth:
@@ -523,9 +521,9 @@ class PointWriter:
         self.packs.flush()
         snapshot = self.metadata.get("snapshotId")
         checkpoint = Checkpoint(
-            self.point_id, str(snapshot or ""), self.repo.chunk_size, tuple(self.disks),
-            name, size, len(ids) * self.repo.chunk_size, len(ids), tables)
-        self.repo.write_checkpoint(checkpoint)
+            self.point_id, str(snapshot or ""), self.core.chunk_size, tuple(self.disks),
+            name, size, len(ids) * self.core.chunk_size, len(ids), tables)
+        self.core.write_checkpoint(self.point_id, checkpoint.to_json())
 
     def _store_tables(self, ids: list[bytes], stats: dict[str, int]) -> tuple[str, ...]:
         tables: list[str] = []
@@ -543,7 +541,7 @@ class PointWriter:
     def add_file(self, name: str, data: bytes) -> FileRecord:
         """Store a small file (the VM's .vmx, .nvram, a JSON description)."""
         self._check_open(name, [f.name for f in self.files])
-        cs = self.repo.chunk_size
+        cs = self.core.chunk_size
         chunks: list[str] = []
         for pos in range(0, len(data), cs):
             piece = data[pos : pos + cs]
@@ -576,8 +574,8 @@ class PointWriter:
             vm_name=self.vm.name,
             vm_instance_uuid=self.vm.instance_uuid,
             slot=self.slot,  # type: ignore[arg-type]
-            created_at=self.repo.clock(),
-            chunk_size=self.repo.chunk_size,
+            created_at=self.core.clock(),
+            chunk_size=self.core.chunk_size,
             consistency=consistency,
             policy_revision=policy_revision,
             timings=all_timings,
@@ -585,9 +583,9 @@ class PointWriter:
             disks=tuple(self.disks),
             files=tuple(self.files),
         )
-        point = self.repo.publish_manifest(manifest)
+        point = self.core.publish_manifest(manifest)
         self._done = True
-        self.repo.end_point(self.point_id)
+        self.core.end_point(self.point_id)
         return point
 
     def abort(self) -> None:
@@ -596,4 +594,4 @@ class PointWriter:
             return
         self._done = True
         self.packs.discard()
-        self.repo.end_point(self.point_id)
+        self.core.end_point(self.point_id)
