@@ -10,7 +10,7 @@ Order per VM: snapshot.create, export.create, then deletions. A group's deletion
 when the VM's creations in this run succeeded, so the last good point is never pruned after
 a failed backup.
 
-`recover` (in `reconciler.recovery`, re-exported here) reconciles what an earlier, crashed
+`reconciler.recovery` reconciles what an earlier, crashed
 run of this installation left: the VM it powered off is powered on, its temporary export
 snapshots are removed, partial exports are discarded. The temporary snapshots an export
 takes carry the runner's `installation` id in their marker; the executor removes only those.
@@ -46,7 +46,6 @@ from reconciler.model import (
     Snapshot,
 )
 from reconciler.ports import DiskStream, ExportStore, HookRunner, Journal, VCenterOps
-from reconciler.recovery import recover
 
 __all__ = [
     "ActionOutcome",
@@ -57,7 +56,6 @@ __all__ = [
     "Progress",
     "RunReport",
     "execute",
-    "recover",
 ]
 
 log = logging.getLogger(__name__)
