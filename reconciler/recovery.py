@@ -85,7 +85,8 @@ class RepairJournal(Protocol):
 @dataclass
 class Recovery:
     """Repairs what interrupted runs of installation `installation` left, one method per
-    repair; `run` makes them all and returns one line per repair made.
+    repair; `run` makes them all and returns one line per repair made. One object serves one
+    recovery: it remembers the VMs it re-read, the repairs made and those that failed.
 
     The journal settles each action it repairs: an unfinished one is marked reconciled,
     one whose VM is back on loses its `poweredOffByUs`, and `knows_point(point_id)` says

@@ -1,5 +1,5 @@
 """Which transport reads a disk (`model.choose_transport`), how NFC leases are kept alive and
-ended (`adapters.nfc`), and recovery of a lease a crashed run left (`executor.recover`)."""
+ended (`adapters.nfc`), and recovery of a lease a crashed run left (`recovery.Recovery`)."""
 
 from __future__ import annotations
 
