@@ -10,10 +10,10 @@ Order per VM: snapshot.create, export.create, then deletions. A group's deletion
 when the VM's creations in this run succeeded, so the last good point is never pruned after
 a failed backup.
 
-`reconciler.recovery` reconciles what an earlier, crashed
-run of this installation left: the VM it powered off is powered on, its temporary export
-snapshots are removed, partial exports are discarded. The temporary snapshots an export
-takes carry the runner's `installation` id in their marker; the executor removes only those.
+`reconciler.recovery` reconciles what an earlier, crashed run of this installation left: the
+VM it powered off is powered on, its temporary export snapshots are removed, partial exports
+are discarded. The temporary snapshots an export takes carry the runner's `installation` id
+in their marker; the executor removes only those (`ActionRunner._temporary_snapshot`).
 """
 
 from __future__ import annotations
