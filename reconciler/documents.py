@@ -15,8 +15,8 @@ iterative composer, so that it can refuse what a policy file has no business con
 * documents that are not mappings.
 
 Nothing is ever constructed from a tag, and aliases share the anchored value instead of
-copying it. `schema_diagnostics` maps JSON Schema errors back to the offending key or
-value with a hint (unknown key -> "did you mean ...?"). Pure: no I/O, no clock.
+copying it. libyaml's C parser reads a file first when it can (`documents_fast`); JSON
+Schema errors become located messages in `schema_messages`. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import yaml
-from jsonschema.exceptions import ValidationError
-from jsonschema.protocols import Validator
 
+from reconciler.documents_fast import LIBYAML, EventSource, read_fast
 from reconciler.errors import Diagnostic
 
 __all__ = [
@@ -41,9 +40,9 @@ __all__ = [
     "did_you_mean",
     "dotted",
     "key_text",
+    "kind_name",
     "load",
     "looks_like_a_name",
-    "schema_diagnostics",
 ]
 
 #: A path to a value inside a document: mapping keys and sequence indexes.
@@ -55,16 +54,12 @@ _SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "nu
 _TAG_HINT = "remove the tag; only plain mappings, lists, strings, numbers, booleans and null " \
     "may be used"
 _DEPTH_HINT = "look for an unclosed `[` or `{`; no policy or host config needs this many levels"
-#: libyaml's C parser, when PyYAML was built with it (see `_read_fast`).
-_LIBYAML: bool = getattr(yaml, "__with_libyaml__", False)
-#: What PyYAML's reader refuses (`yaml.reader.Reader.NON_PRINTABLE`).
-_NOT_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
-#: What the two parsers read apart: libyaml takes a tab as a separator (`key\t: value`)
-#: where PyYAML refuses it, places marks differently after a byte order mark inside the
-#: text or the Unicode line breaks NEL, LS and PS, and marks the empty value of an explicit
-#: key (`? x`) elsewhere. (Found by comparing both on generated files:
-#: tests/unit/test_documents.py; see also `_Vetted`.)
-_READ_APART = re.compile("[\t\ufeff\x85\u2028\u2029]|\\?(?: |$)", re.MULTILINE)
+#: Whether libyaml's C parser reads files first (`documents_fast`); tests turn it off.
+_LIBYAML: bool = LIBYAML
+#: How plain scalars are resolved and built: PyYAML's safe loader's own rules, shared by both
+#: parsers (neither keeps state for it).
+_RESOLVER = yaml.resolver.Resolver()
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _KIND_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
                int: "an integer", float: "a number", type(None): "null (empty)"}
 
@@ -209,14 +204,14 @@ class _Composer:
     """Builds plain values from parser events with an explicit stack (no recursion)."""
 
     def __init__(self, path: str, limits: DocumentLimits) -> None:
-        self.loader: yaml.SafeLoader
+        self.loader: EventSource
         self.path = path
         self.limits = limits
         self.diagnostics: list[Diagnostic] = []
         self.documents: list[Document] = []
         self.count = 0
 
-    def run(self, loader: yaml.SafeLoader) -> None:
+    def run(self, loader: EventSource) -> None:
         self.loader = loader
         loader.get_event()  # StreamStart
         while not loader.check_event(yaml.StreamEndEvent):
@@ -333,7 +328,7 @@ class _Composer:
         line, column = _mark(event)
         name = event.value
         if event.tag is None and event.implicit[0]:
-            tag = self.loader.resolve(yaml.ScalarNode, name, event.implicit)
+            tag = _RESOLVER.resolve(yaml.ScalarNode, name, event.implicit)
             if tag == f"{_YAML}merge":
                 raise _DocumentFailed(
                     line, column, "merge keys (`<<`) are not supported",
@@ -359,7 +354,7 @@ class _Composer:
     def scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
         elif tag not in _SCALAR_TAGS:
             line, column = _mark(event)
             raise _DocumentFailed(line, column, f"tag `{_short(tag)}` is not allowed", _TAG_HINT)
@@ -367,11 +362,11 @@ class _Composer:
         if tag == f"{_YAML}null":
             return None
         if tag == f"{_YAML}bool":
-            return self.loader.construct_yaml_bool(node)
+            return _CONSTRUCTOR.construct_yaml_bool(node)
         if tag == f"{_YAML}int":
-            return self.loader.construct_yaml_int(node)
+            return _CONSTRUCTOR.construct_yaml_int(node)
         if tag == f"{_YAML}float":
-            return self.loader.construct_yaml_float(node)
+            return _CONSTRUCTOR.construct_yaml_float(node)
         return event.value  # str, and timestamps stay text
 
     def start(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent) -> None:
@@ -506,62 +501,12 @@ def _syntax_hint(problem: str, context: str, opened: int | None) -> str:
     return f"{context}{at}" if context else ""
 
 
-class _ReadApart(Exception):
-    """The C parser met something the pure-Python one reads differently."""
-
-
-class _Vetted:
-    """libyaml's loader, watched for what PyYAML reads differently inside flow collections:
-    a plain scalar holding `?` (`{a?: 1}`: PyYAML refuses it) and an empty value
-    (`{a: , b: 1}`: marked one column apart). Everything else is passed through.
-    (libyaml gives a plain scalar the style '' where PyYAML gives None.)"""
-
-    def __init__(self, loader: yaml.CSafeLoader) -> None:
-        self._loader = loader
-        self._flows: list[bool] = []  # open collections: flow style or not
-        self._flow_level = 0
-
-    def get_event(self) -> yaml.Event:
-        event = cast(yaml.Event, self._loader.get_event())
-        if isinstance(event, yaml.CollectionStartEvent):
-            flow = bool(event.flow_style)
-            self._flows.append(flow)
-            self._flow_level += flow
-        elif isinstance(event, yaml.CollectionEndEvent):
-            self._flow_level -= self._flows.pop() if self._flows else False
-        elif (isinstance(event, yaml.ScalarEvent) and self._flow_level and not event.style
-              and (not event.value or "?" in event.value)):
-            raise _ReadApart
-        return event
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-def _read_fast(text: str, path: str, limits: DocumentLimits) -> LoadResult | None:
-    """The documents as read with libyaml's C parser (several times faster than PyYAML's
-    pure-Python one), or None when the pure-Python parser must read the file.
-
-    Both parsers give the same events and marks for most YAML they accept. Where they do
-    not — characters and tabs (`_READ_APART`), `?` and empty values in flow collections
-    (`_Vetted`) — and for any file with a fault at all (the two word syntax errors and take
-    tags apart differently), the pure-Python parser reads the file from the start: its
-    results and messages are the ones documented and tested, with or without libyaml.
-    `test_libyaml_and_pure_python_read_every_file_alike` compares the two on generated files.
-    """
-    if not _LIBYAML or _NOT_PRINTABLE.search(text) or _READ_APART.search(text):
-        return None
+def _compose_clean(events: EventSource, path: str, limits: DocumentLimits) -> LoadResult | None:
+    """The documents of a file without a fault, or None (its messages come from the
+    pure-Python parser)."""
     composer = _Composer(path, limits)
-    loader = yaml.CSafeLoader(text)
-    try:
-        composer.run(cast(yaml.SafeLoader, _Vetted(loader)))  # the same event interface
-    except (yaml.YAMLError, _ReadApart):
-        return None
-    finally:
-        loader.dispose()
-    if composer.diagnostics:
-        return None  # a faulty file: its messages come from the one reference parser
-    return LoadResult(tuple(composer.documents), ())
+    composer.run(events)
+    return None if composer.diagnostics else LoadResult(tuple(composer.documents), ())
 
 
 def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadResult:
@@ -584,9 +529,10 @@ def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadRe
             path, line, column, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})",
             "save the file as UTF-8",
         ),))
-    fast = _read_fast(text, path, limits)
-    if fast is not None:
-        return fast
+    if _LIBYAML:
+        fast = read_fast(text, lambda events: _compose_clean(events, path, limits))
+        if fast is not None:
+            return fast
     composer = _Composer(path, limits)
     loader: yaml.SafeLoader | None = None
     try:
@@ -613,135 +559,3 @@ def load(data: bytes, path: str, limits: DocumentLimits | None = None) -> LoadRe
         if loader is not None:
             loader.dispose()
     return LoadResult(tuple(composer.documents), tuple(composer.diagnostics))
-
-
-# --------------------------------------------------------------------------- schema errors
-
-
-def schema_diagnostics(
-    document: Document,
-    validator: Validator,
-    *,
-    echo_values: bool = True,
-    forbidden_keys: Mapping[str, tuple[str, str]] | None = None,
-) -> tuple[list[Diagnostic], set[Where]]:
-    """Validate a document; return located diagnostics and the paths found wrong.
-
-    `echo_values=False` keeps values out of messages (the host config may hold secrets in a
-    wrong place). `forbidden_keys` gives a message and hint for keys that are refused on
-    purpose (e.g. a literal `password`).
-    """
-    diagnostics: list[Diagnostic] = []
-    wrong: set[Where] = set()
-    for error in validator.iter_errors(document.data):
-        where: Where = tuple(error.absolute_path)
-        if error.validator in _VALUE_RULES:
-            wrong.add(where)
-        diagnostics.extend(
-            _describe(document, error, where, echo_values, forbidden_keys or {}, wrong)
-        )
-    return sorted(set(diagnostics)), wrong
-
-
-def _describe(
-    doc: Document,
-    error: ValidationError,
-    where: Where,
-    echo: bool,
-    forbidden: Mapping[str, tuple[str, str]],
-    wrong: set[Where],
-) -> list[Diagnostic]:
-    kind = str(error.validator)
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    value = error.instance
-    rule: Any = error.validator_value
-    name = f"`{dotted(where)}`" if where else "the document"
-    about = _first_sentence(str(schema.get("description", "")))
-    if kind == "additionalProperties" and isinstance(value, dict):
-        known = list(schema.get("properties", {}))
-        out = []
-        for key in value:
-            if key in known:
-                continue
-            wrong.add((*where, key))
-            if key in forbidden:
-                message, hint = forbidden[key]
-            else:
-                if looks_like_a_name(key, digits=False):
-                    message = f"unknown key `{key}`" + (f" in {name}" if where else "")
-                else:
-                    message = "unknown key" + (f" in {name}" if where else "") + \
-                        " (not repeated: it looks like a value, perhaps a secret)"
-                hint = did_you_mean(key, known)
-            out.append(doc.diagnostic((*where, key), message, hint, key=True))
-        return out
-    if kind == "required" and isinstance(value, dict):
-        missing = [k for k in rule if k not in value]
-        return [
-            doc.diagnostic(where, f"{name} is missing the required key `{key}`",
-                           _property_description(schema, key), key=True)
-            for key in missing
-        ]
-    if kind == "type":
-        expected = rule
-        names = [expected] if isinstance(expected, str) else list(expected)
-        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in names)
-        hint = about
-        if "string" in names and isinstance(value, bool | int | float):
-            hint = f"YAML read this as {kind_name(value)}; put it in quotes to make it text"
-        return [doc.diagnostic(where, f"{name} must be {wanted}, not {kind_name(value)}", hint)]
-    if kind in ("enum", "const"):
-        allowed = rule if kind == "enum" else [rule]
-        choices = ", ".join(f"`{a}`" for a in allowed)
-        got = f" (got `{value}`)" if echo and isinstance(value, str | int | float) else ""
-        hint = did_you_mean(value, map(str, allowed), listing=False) if isinstance(value, str) \
-            else ""
-        return [doc.diagnostic(where, f"{name} must be one of {choices}{got}", hint)]
-    if kind in ("pattern", "format", "minLength", "maxLength"):
-        what = schema.get("title", "value")
-        if "propertyNames" in error.schema_path and isinstance(value, str):
-            wrong.add((*where, value))
-            return [doc.diagnostic((*where, value), f"{key_text(value)} in {name} is not a "
-                                   f"valid {what}", about, key=True)]
-        shown = f"`{value}` " if echo and isinstance(value, str) and len(value) < 80 else ""
-        return [doc.diagnostic(where, f"{name}: {shown}is not a valid {what}", about)]
-    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        words = {"minimum": "at least", "maximum": "at most",
-                 "exclusiveMinimum": "greater than", "exclusiveMaximum": "less than"}
-        return [doc.diagnostic(where, f"{name} must be {words[kind]} {rule}",
-                               about)]
-    if kind in ("minProperties", "minItems"):
-        return [doc.diagnostic(where, f"{name} must not be empty", about)]
-    if kind == "uniqueItems":
-        return [doc.diagnostic(where, f"{name} lists the same entry twice")]
-    if kind in ("anyOf", "oneOf", "not", "allOf") and about:
-        fix = _after_first_sentence(str(schema.get("description", "")))
-        return [doc.diagnostic(where, about.rstrip("."), fix, key=True)]
-    if kind == "propertyNames" or kind == "false":
-        return [doc.diagnostic(where, f"{name} is not allowed here", about, key=True)]
-    return [doc.diagnostic(where, f"{name}: {error.message}" if echo else f"{name} is invalid")]
-
-
-#: Schema rules that judge a value itself (not the keys around it): its path is "wrong".
-_VALUE_RULES = frozenset({"type", "enum", "const", "pattern", "format", "minLength", "maxLength",
-                          "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
-
-_TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number",
-               "boolean": "true or false", "object": "a mapping", "array": "a list",
-               "null": "null"}
-
-
-def _property_description(schema: Mapping[str, Any], key: str) -> str:
-    prop = schema.get("properties", {}).get(key, {})
-    return _first_sentence(str(prop.get("description", ""))) if isinstance(prop, dict) else ""
-
-
-def _first_sentence(text: str) -> str:
-    return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")
-
-
-def _after_first_sentence(text: str) -> str:
-    """The rest of a description, as a hint: "... . Add x." -> "add x"."""
-    parts = re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)
-    rest = parts[1].strip().rstrip(".") if len(parts) > 1 else ""
-    return rest[:1].lower() + rest[1:]

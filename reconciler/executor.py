@@ -10,10 +10,10 @@ Order per VM: snapshot.create, export.create, then deletions. A group's deletion
 when the VM's creations in this run succeeded, so the last good point is never pruned after
 a failed backup.
 
-`recover` (in `reconciler.recovery`, re-exported here) reconciles what an earlier, crashed
-run of this installation left: the VM it powered off is powered on, its temporary export
-snapshots are removed, partial exports are discarded. The temporary snapshots an export
-takes carry the runner's `installation` id in their marker; the executor removes only those.
+`reconciler.recovery` reconciles what an earlier, crashed run of this installation left: the
+VM it powered off is powered on, its temporary export snapshots are removed, partial exports
+are discarded. The temporary snapshots an export takes carry the runner's `installation` id
+in their marker; the executor removes only those (`ActionRunner._temporary_snapshot`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC
@@ -37,6 +37,7 @@ from reconciler.model import (
     Action,
     ActionKind,
     ActionStatus,
+    Disk,
     DiskTransport,
     Limits,
     Plan,
@@ -45,7 +46,6 @@ from reconciler.model import (
     Snapshot,
 )
 from reconciler.ports import DiskStream, ExportStore, HookRunner, Journal, VCenterOps
-from reconciler.recovery import recover
 
 __all__ = [
     "ActionOutcome",
@@ -56,7 +56,6 @@ __all__ = [
     "Progress",
     "RunReport",
     "execute",
-    "recover",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,6 +136,18 @@ class Progress:
     done: int = 0
     total: int = 0
     message: str = ""
+
+
+@dataclass(frozen=True)
+class _ExportSource:
+    """The snapshot an export reads from (`ActionRunner._temporary_snapshot`): the VM as
+    seen once leftovers were removed, the snapshot, its consistency and why it is not the
+    one asked for ("" when it is)."""
+
+    vm: VM
+    snapshot_id: str
+    consistency: str
+    note: str
 
 
 @dataclass
@@ -331,23 +342,64 @@ class ActionRunner:
                 self._remove_temporary(vc, current, action)
             return ActionOutcome(action, OutcomeStatus.NOOP, "export exists")
         vc, vm = self._vm(action)
-        policy = self._policy(action)
+        with self._temporary_snapshot(vc, vm, self._policy(action), action, action_id) as source:
+            transfer_started = self.clock()
+            try:
+                read, stored, exported = self._copy(vc, source.vm, store, action,
+                                                    source.snapshot_id, source.consistency,
+                                                    action_id)
+            except VmkeepError:
+                if not any(p.id == action.point_id and p.complete for p in store.points()):
+                    raise
+                # another try of this action (cut off, then back) committed it meanwhile
+                return ActionOutcome(action, OutcomeStatus.NOOP, "export committed by "
+                                     "another try of this action", source.consistency)
+            transfer_seconds = self.clock() - transfer_started
+        how = "; ".join(d.describe() for d in exported if d.transport)
+        note = source.note
+        return ActionOutcome(
+            action,
+            OutcomeStatus.DONE,
+            f"exported {read} bytes read, {stored} bytes stored"
+            + "".join(f"; {text}" for text in (how, note) if text),
+            source.consistency,
+            consistency_note=note,
+            bytes_read=read,
+            bytes_stored=stored,
+            transfer_started=transfer_started,
+            transfer_seconds=transfer_seconds,
+            disks=tuple(exported),
+        )
+
+    @contextlib.contextmanager
+    def _temporary_snapshot(self, vc: VCenterOps, vm: VM, policy: Policy, action: Action,
+                            action_id: int) -> Iterator[_ExportSource]:
+        """The snapshot an export reads from, for the length of the `with` block.
+
+        The slot's snapshot point when there is one (then nothing is taken or removed).
+        Otherwise a temporary snapshot marked with this installation's id: the one a cut-off
+        try left when resuming, else a new one. Its id is journaled (`tempSnapshotId`) as
+        soon as it exists, and it is removed when the block ends, however it ends; the
+        journal entry is cleared once it is gone (when the removal fails, the entry stays
+        and the error goes up). A leftover of an earlier try that is not resumed is removed
+        first, and so is the one being taken when taking it fails part-way.
+        """
         kept = _marked_snapshot(vm, action.point_id, MarkerKind.EXPORT_TEMP,
                                 self.installation) if self.resume else None
         if kept is None:
             vm = self._remove_temporary(vc, vm, action)  # left by an earlier try of this action
         shared = _marked_snapshot(vm, action.point_id, MarkerKind.POINT)
-        note = ""
         if shared is not None:
-            snapshot_id, consistency, temporary = shared.id, _consistency_of(shared), False
+            consistency, note = _consistency_of(shared), ""
             asked = policy.consistency.mode.value
             if consistency and consistency != asked:
                 note = (f"read from the slot's snapshot point {shared.id}, taken {consistency} "
                         f"(the policy asks for {asked})")
             self._note_consistency(action_id, consistency, note)
-        elif kept is not None:  # the cut-off try's snapshot: its checkpoint is of this one
-            snapshot_id, consistency, temporary = kept.id, _consistency_of(kept), True
-            self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
+            yield _ExportSource(vm, shared.id, consistency, note)
+            return
+        if kept is not None:  # the cut-off try's snapshot: its checkpoint is of this one
+            source = _ExportSource(vm, kept.id, _consistency_of(kept), "")
         else:
             try:
                 taken = self._snapshot(vc, vm, policy, action, action_id,
@@ -359,39 +411,13 @@ class ActionRunner:
                     if current is not None:
                         self._remove_temporary(vc, current, action)
                 raise
-            snapshot_id, consistency, temporary = taken.snapshot_id, taken.consistency, True
-            note = taken.note
-            self.journal.update_details(action_id, {"tempSnapshotId": snapshot_id})
-        transfer_started = self.clock()
+            source = _ExportSource(vm, taken.snapshot_id, taken.consistency, taken.note)
+        self.journal.update_details(action_id, {"tempSnapshotId": source.snapshot_id})
         try:
-            try:
-                read, stored, exported = self._copy(vc, vm, store, action, snapshot_id,
-                                                    consistency, action_id)
-            except VmkeepError:
-                if not any(p.id == action.point_id and p.complete for p in store.points()):
-                    raise
-                # another try of this action (cut off, then back) committed it meanwhile
-                return ActionOutcome(action, OutcomeStatus.NOOP, "export committed by "
-                                     "another try of this action", consistency)
-            transfer_seconds = self.clock() - transfer_started
+            yield source
         finally:
-            if temporary:
-                vc.remove_snapshot(vm, snapshot_id)
-                self.journal.update_details(action_id, {"tempSnapshotId": None})
-        how = "; ".join(d.describe() for d in exported if d.transport)
-        return ActionOutcome(
-            action,
-            OutcomeStatus.DONE,
-            f"exported {read} bytes read, {stored} bytes stored"
-            + "".join(f"; {text}" for text in (how, note) if text),
-            consistency,
-            consistency_note=note,
-            bytes_read=read,
-            bytes_stored=stored,
-            transfer_started=transfer_started,
-            transfer_seconds=transfer_seconds,
-            disks=tuple(exported),
-        )
+            vc.remove_snapshot(vm, source.snapshot_id)
+            self.journal.update_details(action_id, {"tempSnapshotId": None})
 
     def _remove_temporary(self, vc: VCenterOps, vm: VM, action: Action) -> VM:
         """Remove this point's temporary export snapshot when one is left (none is in use:
@@ -402,6 +428,32 @@ class ActionRunner:
             return vm
         vc.remove_snapshot(vm, leftover.id)
         return replace(vm, snapshots=tuple(s for s in vm.snapshots if s.id != leftover.id))
+
+    @contextlib.contextmanager
+    def _open_disk(self, vc: VCenterOps, vm: VM, snapshot_id: str, disk: Disk,
+                   action_id: int) -> Iterator[DiskStream]:
+        """One disk of the snapshot, open for the length of the `with` block.
+
+        An NFC export lease it reads through is journaled (`nfcLease`) as soon as it is
+        granted, so that recovery aborts it if this run dies; when the block fails the
+        stream is failed (the lease is aborted, not completed); it is always closed, and
+        the lease's journal entry cleared."""
+
+        def note_lease(lease_id: str) -> None:
+            self.journal.update_details(action_id, {"nfcLease": lease_id})
+
+        opened = vc.open_disk(vm, snapshot_id, disk, on_lease=note_lease)
+        try:
+            yield opened
+        except BaseException:
+            fail = getattr(opened, "fail", None)
+            if fail is not None:
+                fail()
+            raise
+        finally:
+            opened.close()
+            if getattr(opened, "lease_id", ""):
+                self.journal.update_details(action_id, {"nfcLease": None})
 
     def _store(self, action: Action) -> ExportStore:
         if not action.target or action.target not in self.targets:
@@ -425,32 +477,23 @@ class ActionRunner:
         read = stored = 0
         exported: list[DiskExport] = []
 
-        def note_lease(lease_id: str) -> None:  # recovery aborts it if this run dies
-            self.journal.update_details(action_id, {"nfcLease": lease_id})
-
         try:
             for disk in disks:
                 name = f"disk-{disk.key}"
-                opened = vc.open_disk(vm, snapshot_id, disk, on_lease=note_lease)
-                transport: DiskTransport | None = getattr(opened, "transport", None)
-                lease = getattr(opened, "lease_id", "")
-                extents = None
-                shortcut = "none"
-                since = previous_ids.get(name)
-                if previous and since and disk.change_id:
-                    if transport is None or transport.ranged:
-                        try:
+                with self._open_disk(vc, vm, snapshot_id, disk, action_id) as opened:
+                    transport: DiskTransport | None = getattr(opened, "transport", None)
+                    extents = None
+                    shortcut = "none"
+                    since = previous_ids.get(name)
+                    if previous and since and disk.change_id:
+                        if transport is None or transport.ranged:
                             extents = vc.changed_extents(vm, snapshot_id, disk, since)
-                        except BaseException:
-                            opened.close()
-                            raise
-                        shortcut = "none" if extents is None else "used"
-                    else:  # one sequential stream: read it all, dedup keeps what changed
-                        shortcut = "unavailable"
-                to_read = disk.capacity_bytes if extents is None else min(
-                    disk.capacity_bytes, sum(length for _, length in extents))
-                stream = _Counting(opened, self.progress, action, name, to_read)
-                try:
+                            shortcut = "none" if extents is None else "used"
+                        else:  # one sequential stream: read it all, dedup keeps what changed
+                            shortcut = "unavailable"
+                    to_read = disk.capacity_bytes if extents is None else min(
+                        disk.capacity_bytes, sum(length for _, length in extents))
+                    stream = _Counting(opened, self.progress, action, name, to_read)
                     result = writer.add_disk(
                         name,
                         stream,
@@ -458,13 +501,6 @@ class ActionRunner:
                         changed_extents=extents,
                         previous=(previous, name) if previous and extents is not None else None,
                     )
-                except BaseException:
-                    stream.fail()  # an NFC lease is aborted, not completed
-                    raise
-                finally:
-                    stream.close()
-                    if lease:
-                        self.journal.update_details(action_id, {"nfcLease": None})
                 disk_read = int(getattr(result, "read_bytes", stream.count))
                 read += disk_read
                 stored += int(getattr(result, "stored_bytes", 0))
@@ -669,11 +705,5 @@ class _Counting:
     def seek(self, offset: int, whence: int = 0, /) -> int:
         return self._inner.seek(offset, whence)
 
-    def fail(self) -> None:
-        fail = getattr(self._inner, "fail", None)
-        if fail is not None:
-            fail()
-
     def close(self) -> None:
         self._inner.close()
-

@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from reconciler import documents, durations, engine_config
+from reconciler import documents, durations, engine_config, schema_messages
 from reconciler.errors import Diagnostic, InputError
 from reconciler.model import (
     HOOK_PASSTHROUGH,
@@ -74,7 +74,7 @@ def parse(data: bytes, path: str) -> HostConfig:
                                          "remove the `---` and merge the documents"))
     doc = loaded.documents[0]
     problems.extend(_nul_characters(doc))
-    found, wrong = documents.schema_diagnostics(
+    found, wrong = schema_messages.schema_diagnostics(
         doc, validator(), echo_values=False, forbidden_keys=_FORBIDDEN
     )
     problems.extend(found)

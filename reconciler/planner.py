@@ -26,10 +26,11 @@ the executor takes (and removes) the temporary snapshot an export reads from.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from reconciler import findings, selection
@@ -153,14 +154,6 @@ def _describe(rules: KeepRules) -> str:
 # --------------------------------------------------------------------------- planning
 
 
-@dataclass
-class _Work:
-    actions: list[Action]
-    coverage: list[Coverage]
-    warnings: list[PlanWarning]
-    retention: list[RetentionDecision]
-
-
 @dataclass(frozen=True)
 class _Kind:
     """One kind of restore point a policy makes, with what is the same for all its VMs."""
@@ -170,6 +163,35 @@ class _Kind:
     create_reason: str  # for a missing point of the current slot
     expired_on_arrival: bool  # a snapshot of the current slot is already older than maxAge
     retention: _Retention
+
+
+class _VmContext(NamedTuple):
+    """One VM a policy selects, with what is the same for all its groups."""
+
+    policy: Policy
+    vm: VM
+    ref: VMRef
+    info: SlotInfo
+    new_id: str  # the point id of the current slot
+
+
+class _Group(NamedTuple):
+    """One group (policy, VM, kind): its points, the complete ones oldest first, and their
+    distinct slots."""
+
+    ctx: _VmContext
+    kind: _Kind
+    points: Sequence[CatalogPoint]
+    complete: Sequence[CatalogPoint]
+    history: _History
+
+
+class _VmPlan(NamedTuple):
+    """What planning one VM under one policy gives."""
+
+    actions: list[Action]
+    retention: list[RetentionDecision]
+    coverage: Coverage
 
 
 def _when(slot: datetime, zone: ZoneInfo) -> str:
@@ -235,14 +257,17 @@ def plan(
 def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: Limits,
           transports: Mapping[str, str], hygiene: Hygiene) -> Plan:
     catalog = observed_state.build_catalog(observed)
-    work = _Work([], [], [], [])
+    actions: list[Action] = []
+    coverage: list[Coverage] = []
+    warnings: list[PlanWarning] = []
+    retention: list[RetentionDecision] = []
     by_name = policies.by_name()
     infos: dict[str, SlotInfo] = {}
     for p in policies.policies:
         try:
             infos[p.name] = slot_info(p.schedule, now)
         except ScheduleError as exc:
-            work.warnings.append(
+            warnings.append(
                 PlanWarning(
                     "schedule-unusable",
                     Severity.WARNING,
@@ -267,11 +292,13 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         if policy.name not in infos:
             continue
         if policy.vcenter in observed.unobserved:
-            _unobserved(policy, infos[policy.name], observed.unobserved[policy.vcenter],
-                        groups, work, handled)
+            keys = [key for key in groups if key[0] == policy.name]
+            handled.update(keys)  # their points are the unseen VMs', not a gone VM's
+            warnings.append(_unobserved_warning(policy, observed.unobserved[policy.vcenter]))
+            coverage += _unobserved(policy, infos[policy.name], [groups[key] for key in keys])
             continue
         if policy.vcenter not in observed.vcenters:
-            work.warnings.append(
+            warnings.append(
                 PlanWarning(
                     "vcenter-not-observed",
                     Severity.WARNING,
@@ -283,7 +310,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             )
             continue
         if policy.exports and policy.exports.target not in observed.targets:
-            work.warnings.append(
+            warnings.append(
                 PlanWarning(
                     "target-not-observed",
                     Severity.WARNING,
@@ -297,22 +324,27 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         for vm in selection.select(by_name[policy.name], candidates[policy.vcenter]):
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
             if kinds:
-                _plan_vm(policy, vm, info, kinds, now, groups, work, handled)
+                uuid = vm.instance_uuid
+                handled.update((policy.name, uuid, k.kind) for k in kinds)
+                ctx = _VmContext(policy, vm, vm.ref, info, point_id(policy.name, uuid, info.slot))
+                planned = _plan_vm(ctx, kinds, groups, now)
+                actions += planned.actions
+                retention += planned.retention
+                coverage.append(planned.coverage)
 
-    work.warnings += findings.vm_findings(observed, catalog, selected, now, hygiene)
-    work.warnings += findings.point_findings(groups, handled, by_name, observed)
+    warnings += findings.vm_findings(observed, catalog, selected, now, hygiene)
+    warnings += findings.point_findings(groups, handled, by_name, observed)
     temporary, owned = findings.temporary_findings(observed, now)
-    work.warnings += temporary
+    warnings += temporary
 
-    deletions = [a for a in work.actions if a.kind.is_delete]
+    deletions = [a for a in actions if a.kind.is_delete]
     limit = limits.max_deletes_per_run
     held: list[Action] = []
     if len(deletions) > limit:
         held = sorted(deletions, key=_action_order)
-        work.actions = [a for a in work.actions if not a.kind.is_delete]
-    _temporaries(catalog, by_name, work, owned)  # never held back
-    _explain_transports(work, observed, transports or {})
-    actions = sorted(work.actions, key=_action_order)
+        actions = [a for a in actions if not a.kind.is_delete]
+    actions += _temporaries(catalog, owned)  # never held back
+    actions = sorted(_explain_transports(actions, observed, transports), key=_action_order)
     deletes = sum(1 for a in actions if a.kind.is_delete)
     return Plan(
         format_version=FORMAT_VERSION,
@@ -322,11 +354,11 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         actions=tuple(actions),
         coverage=tuple(
             sorted(
-                work.coverage, key=lambda c: (c.vcenter, c.vm.name, c.vm.instance_uuid, c.policy)
+                coverage, key=lambda c: (c.vcenter, c.vm.name, c.vm.instance_uuid, c.policy)
             )
         ),
-        warnings=tuple(sorted(work.warnings, key=_warning_order)),
-        retention=tuple(work.retention),  # built in (policy, VM, kind, slot) order
+        warnings=tuple(sorted(warnings, key=_warning_order)),
+        retention=tuple(retention),  # built in (policy, VM, kind, slot) order
         delete_count=deletes,
         held=tuple(held),
         held_reason=(
@@ -336,22 +368,22 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
     )
 
 
-def _explain_transports(work: _Work, observed: ObservedState,
-                        transports: Mapping[str, str]) -> None:
+def _explain_transports(actions: list[Action], observed: ObservedState,
+                        transports: Mapping[str, str]) -> list[Action]:
     """Add to each export.create's reason how its disks will be read, where that is not the
     datastore HTTP interface (vSAN/VVol, `transport: nfc`) or cannot work (`transport: http`
     on vSAN/VVol). Disks whose datastore type is not known say nothing."""
-    if not any(a.kind is ActionKind.EXPORT_CREATE for a in work.actions):
-        return
+    if not any(a.kind is ActionKind.EXPORT_CREATE for a in actions):
+        return actions
     vms = {(vm.vcenter, vm.instance_uuid): vm
            for vms in observed.vcenters.values() for vm in vms}
-    for i, action in enumerate(work.actions):
-        if action.kind is not ActionKind.EXPORT_CREATE:
-            continue
-        vm = vms.get((action.vcenter, action.vm.instance_uuid))
+    explained = []
+    for action in actions:
+        vm = vms.get((action.vcenter, action.vm.instance_uuid)) \
+            if action.kind is ActionKind.EXPORT_CREATE else None
         note = _transport_note(vm, transports.get(action.vcenter, "auto")) if vm else ""
-        if note:
-            work.actions[i] = action._replace(reason=f"{action.reason}; {note}")
+        explained.append(action._replace(reason=f"{action.reason}; {note}") if note else action)
+    return explained
 
 
 def _transport_note(vm: VM, setting: str) -> str:
@@ -371,79 +403,62 @@ def _transport_note(vm: VM, setting: str) -> str:
     return "; ".join(notes)
 
 
-def _unobserved(
-    policy: Policy,
-    info: SlotInfo,
-    reason: str,
-    groups: dict[_GroupKey, list[CatalogPoint]],
-    work: _Work,
-    handled: set[_GroupKey],
-) -> None:
-    """A policy whose vCenter could not be observed: nothing is created or deleted for it
-    (its VMs and their snapshots are unseen, and retention of its exports would be judged
-    without them). The VMs its exports name get coverage "unknown", never "missing"."""
-    work.warnings.append(
-        PlanWarning(
-            "vcenter-unobserved",
-            Severity.WARNING,
-            f"policy {policy.name!r}: vCenter {policy.vcenter!r} could not be observed "
-            f"({reason}); coverage of its VMs is unknown, nothing is created or deleted "
-            "for them",
-            vcenter=policy.vcenter,
-            policy=policy.name,
-        )
+def _unobserved_warning(policy: Policy, reason: str) -> PlanWarning:
+    return PlanWarning(
+        "vcenter-unobserved",
+        Severity.WARNING,
+        f"policy {policy.name!r}: vCenter {policy.vcenter!r} could not be observed "
+        f"({reason}); coverage of its VMs is unknown, nothing is created or deleted "
+        "for them",
+        vcenter=policy.vcenter,
+        policy=policy.name,
     )
+
+
+def _unobserved(policy: Policy, info: SlotInfo,
+                groups: Iterable[Sequence[CatalogPoint]]) -> list[Coverage]:
+    """A policy whose vCenter could not be observed (`groups`: its groups' points): nothing
+    is created or deleted for it (its VMs and their snapshots are unseen, and retention of its
+    exports would be judged without them). The VMs its exports name get coverage "unknown",
+    never "missing"."""
     refs: dict[str, VMRef] = {}  # instance uuid -> the VM as its newest point names it
     newest: dict[str, datetime] = {}  # instance uuid -> slot of its newest complete point
     seen: dict[str, datetime] = {}
-    for key, points in groups.items():
-        if key[0] != policy.name:
-            continue
-        handled.add(key)  # their points are the unseen VMs', not a gone VM's
+    for points in groups:
         for point in points:
             uuid = point.vm.instance_uuid
             if uuid not in seen or point.slot >= seen[uuid]:
                 seen[uuid], refs[uuid] = point.slot, point.vm
             if point.complete and (uuid not in newest or point.slot > newest[uuid]):
                 newest[uuid] = point.slot
-    for uuid, ref in refs.items():
-        work.coverage.append(
-            Coverage(
-                policy=policy.name,
-                vcenter=policy.vcenter,
-                vm=ref,
-                state=CoverageState.UNKNOWN,
-                slot=info.slot,
-                threshold_seconds=int(info.threshold.total_seconds()),
-                last_slot=newest.get(uuid),
-                note=f"vCenter {policy.vcenter!r} could not be observed",
-            )
+    return [
+        Coverage(
+            policy=policy.name,
+            vcenter=policy.vcenter,
+            vm=ref,
+            state=CoverageState.UNKNOWN,
+            slot=info.slot,
+            threshold_seconds=int(info.threshold.total_seconds()),
+            last_slot=newest.get(uuid),
+            note=f"vCenter {policy.vcenter!r} could not be observed",
         )
+        for uuid, ref in refs.items()
+    ]
 
 
-
-def _plan_vm(
-    policy: Policy,
-    vm: VM,
-    info: SlotInfo,
-    kinds: tuple[_Kind, ...],
-    now: datetime,
-    groups: dict[_GroupKey, list[CatalogPoint]],
-    work: _Work,
-    handled: set[_GroupKey],
-) -> None:
-    slot = info.slot
-    new_id = point_id(policy.name, vm.instance_uuid, slot)
-    ref = vm.ref
+def _plan_vm(ctx: _VmContext, kinds: tuple[_Kind, ...],
+             groups: Mapping[_GroupKey, Sequence[CatalogPoint]], now: datetime) -> _VmPlan:
+    slot = ctx.info.slot
+    actions: list[Action] = []
+    retention: list[RetentionDecision] = []
     covered_all, newest = True, None
     notes: list[str] = []
     for k in kinds:
-        key = (policy.name, vm.instance_uuid, k.kind)
-        handled.add(key)
-        points = groups.get(key, [])
+        points = groups.get((ctx.policy.name, ctx.vm.instance_uuid, k.kind), ())
         complete = sorted([p for p in points if p.complete], key=_slot_of)  # stable
         slots = dict.fromkeys(map(_slot_of, complete))
-        history = tuple(slots)
+        group = _Group(ctx, k, points, complete, tuple(slots))
+        history = group.history
         if history:
             latest = history[-1]
             newest = latest if newest is None or latest > newest else newest
@@ -456,39 +471,44 @@ def _plan_vm(
             notes.append("a newer point supersedes this slot under the keep rules")
         elif not covered:
             covered_all = False
-            if not info.window_open:
+            if not ctx.info.window_open:
                 notes.append("waiting for window")
             elif k.expired_on_arrival:
                 notes.append("slot is older than snapshots.maxAge; nothing to create")
             else:
                 creating = True
-                work.actions.append(_create(k, policy, vm, ref, slot, new_id))
+                actions.append(_create(group))
         planned = slot if creating else None
         if complete:
             judged_with = base if creating and base is not None else history
-            _retain(policy, vm, ref, k, complete, history, judged_with, planned, new_id, work)
+            deletions, decisions = _retain(group, judged_with, planned)
+            actions += deletions
+            retention += decisions
         if len(complete) != len(points):
-            _incomplete(policy, vm, points, complete, planned, new_id, work)
+            actions += _incomplete(group, planned)
+    return _VmPlan(actions, retention, _coverage(ctx, covered_all, newest, notes, now))
 
-    if covered_all:
+
+def _coverage(ctx: _VmContext, covered: bool, newest: datetime | None, notes: list[str],
+              now: datetime) -> Coverage:
+    info = ctx.info
+    if covered:
         state = CoverageState.COVERED
-    elif now - slot < info.threshold:
+    elif now - info.slot < info.threshold:
         state = CoverageState.DUE
     elif newest is not None:
         state = CoverageState.LATE
     else:
         state = CoverageState.MISSING
-    work.coverage.append(
-        Coverage(
-            policy=policy.name,
-            vcenter=vm.vcenter,
-            vm=ref,
-            state=state,
-            slot=slot,
-            threshold_seconds=int(info.threshold.total_seconds()),
-            last_slot=newest,
-            note="; ".join(dict.fromkeys(notes)),
-        )
+    return Coverage(
+        policy=ctx.policy.name,
+        vcenter=ctx.vm.vcenter,
+        vm=ctx.ref,
+        state=state,
+        slot=info.slot,
+        threshold_seconds=int(info.threshold.total_seconds()),
+        last_slot=newest,
+        note="; ".join(dict.fromkeys(notes)),
     )
 
 
@@ -523,28 +543,19 @@ def _base_for(retention: _Retention, history: _History, slot: datetime) -> _Hist
     return None
 
 
-def _create(k: _Kind, policy: Policy, vm: VM, ref: VMRef, slot: datetime, new_id: str) -> Action:
+def _create(group: _Group) -> Action:
+    ctx, k = group.ctx, group.kind
     kind = ActionKind.SNAPSHOT_CREATE if k.kind is _SNAPSHOT else ActionKind.EXPORT_CREATE
-    return Action(
-        kind, policy.name, vm.vcenter, ref, new_id, slot, k.create_reason, target=k.target
-    )
+    return Action(kind, ctx.policy.name, ctx.vm.vcenter, ctx.ref, ctx.new_id, ctx.info.slot,
+                  k.create_reason, target=k.target)
 
 
-def _retain(
-    policy: Policy,
-    vm: VM,
-    ref: VMRef,
-    k: _Kind,
-    complete: Sequence[CatalogPoint],
-    history: _History,
-    base: _History,
-    planned_slot: datetime | None,
-    planned_id: str,
-    work: _Work,
-) -> None:
-    """Retention over the complete points of a group, oldest first (`history`: their
-    distinct slots). A planned point is judged with the points of `base` (see `_base_for`);
-    the others of the history go by retention of the history alone."""
+def _retain(group: _Group, base: _History,
+            planned_slot: datetime | None) -> tuple[list[Action], list[RetentionDecision]]:
+    """Retention over the complete points of a group, oldest first: the deletions and a
+    decision per point. A planned point is judged with the points of `base` (see
+    `_base_for`); the others of the history go by retention of the history alone."""
+    k, history, complete = group.kind, group.history, group.complete
     if planned_slot is None:
         verdicts = k.retention.verdicts(history)
     elif base is history:
@@ -556,23 +567,26 @@ def _retain(
     requires: tuple[str, ...] = ()
     if not any(verdicts[s].keep for s in reversed(history)):  # every complete point would go
         if planned_slot is not None and verdicts[planned_slot].keep:
-            requires = (planned_id,)
+            requires = (group.ctx.new_id,)
         else:
             guarded = max(complete, key=_slot_of)
+    policy, ref = group.ctx.policy.name, group.ctx.ref
+    deletions: list[Action] = []
+    decisions: list[RetentionDecision] = []
     for p in complete:
         verdict = _GUARDED if p is guarded else verdicts[p.slot]
-        work.retention.append(
-            RetentionDecision(
-                p.point_id, k.kind, policy.name, ref, p.slot, verdict.keep, verdict.reasons
-            )
+        decisions.append(
+            RetentionDecision(p.point_id, k.kind, policy, ref, p.slot, verdict.keep,
+                              verdict.reasons)
         )
         if not verdict.keep:
-            work.actions.append(_delete(p, policy.name, vm, verdict.reasons[0], requires))
+            deletions.append(_delete(group, p, verdict.reasons[0], requires))
+    return deletions, decisions
 
 
-def _delete(
-    p: CatalogPoint, policy: str, vm: VM, reason: str, requires: tuple[str, ...] = ()
-) -> Action:
+def _delete(group: _Group, p: CatalogPoint, reason: str,
+            requires: tuple[str, ...] = ()) -> Action:
+    policy, vm = group.ctx.policy.name, group.ctx.vm
     if p.kind is _SNAPSHOT:
         return Action(
             ActionKind.SNAPSHOT_DELETE,
@@ -598,47 +612,40 @@ def _delete(
     )
 
 
-def _incomplete(
-    policy: Policy,
-    vm: VM,
-    points: Sequence[CatalogPoint],
-    complete: Sequence[CatalogPoint],
-    planned_slot: datetime | None,
-    planned_id: str,
-    work: _Work,
-) -> None:
+def _incomplete(group: _Group, planned_slot: datetime | None) -> list[Action]:
     """Incomplete exports go once a newer complete point exists (or is about to)."""
+    complete, planned_id = group.complete, group.ctx.new_id
     newest = max(complete, key=lambda p: p.slot) if complete else None
-    for p in points:
+    deletions = []
+    for p in group.points:
         if p.complete:
             continue
         if newest is not None and p.slot < newest.slot:
             reason = f"incomplete export; a newer complete point exists ({newest.point_id})"
-            work.actions.append(_delete(p, policy.name, vm, reason))
+            deletions.append(_delete(group, p, reason))
         elif planned_slot is not None and p.slot < planned_slot:
             reason = f"incomplete export; superseded by the planned point {planned_id}"
-            work.actions.append(_delete(p, policy.name, vm, reason, (planned_id,)))
+            deletions.append(_delete(group, p, reason, (planned_id,)))
+    return deletions
 
 
-def _temporaries(catalog: Catalog, by_name: dict[str, Policy], work: _Work,
-                 owned: frozenset[str]) -> None:
+def _temporaries(catalog: Catalog, owned: frozenset[str]) -> list[Action]:
     """Removal of temporaries without an installation id (older vmkeep); those with one are
     their installation's to remove (`findings.temporary_findings`)."""
-    for p in catalog.temporaries:
-        if p.snapshot_id in owned:
-            continue
-        work.actions.append(
-            Action(
-                ActionKind.SNAPSHOT_DELETE,
-                p.policy,
-                p.vcenter,
-                p.vm,
-                p.point_id,
-                p.slot,
-                "temporary export snapshot left behind by an interrupted export",
-                snapshot_id=p.snapshot_id,
-            )
+    return [
+        Action(
+            ActionKind.SNAPSHOT_DELETE,
+            p.policy,
+            p.vcenter,
+            p.vm,
+            p.point_id,
+            p.slot,
+            "temporary export snapshot left behind by an interrupted export",
+            snapshot_id=p.snapshot_id,
         )
+        for p in catalog.temporaries
+        if p.snapshot_id not in owned
+    ]
 
 
 # --------------------------------------------------------------------------- ordering

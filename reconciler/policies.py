@@ -30,7 +30,7 @@ from typing import Any
 from croniter import CroniterBadDateError, croniter
 from jsonschema import Draft202012Validator
 
-from reconciler import documents, durations
+from reconciler import documents, durations, schema_messages
 from reconciler.documents import Document, Where, did_you_mean, dotted
 from reconciler.errors import Diagnostic, InputError
 from reconciler.model import (
@@ -138,7 +138,7 @@ def check_policies(
         loaded = documents.load(file.data, file.path)
         problems.extend(loaded.diagnostics)
         for doc in loaded.documents:
-            found, wrong = documents.schema_diagnostics(doc, _validator())
+            found, wrong = schema_messages.schema_diagnostics(doc, _validator())
             checker = _Semantics(doc, wrong, config)
             checker.check()
             found.extend(checker.problems)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reconciler.errors import VmkeepError
@@ -37,10 +38,11 @@ from reconciler.model import VM, ObservedState, PowerState
 from reconciler.ports import ExportStore, VCenterOps
 
 __all__ = [
+    "Recovery",
     "RecoveryError",
     "RecoveryJournal",
+    "RepairJournal",
     "UnfinishedAction",
-    "recover",
     "recover_journaled",
     "temporaries",
 ]
@@ -69,135 +71,168 @@ class UnfinishedAction(Protocol):
     def details(self) -> Mapping[str, Any]: ...
 
 
-def recover(
-    unfinished: Iterable[UnfinishedAction],
-    vcenters: Mapping[str, VCenterOps],
-    inventories: Mapping[str, Iterable[VM]],
-    targets: Mapping[str, ExportStore],
-    mark_reconciled: Callable[[int, str], None],
-    shut_down: Iterable[UnfinishedAction] = (),
-    mark_powered_on: Callable[[int], None] = lambda _: None,
-    *,
-    installation: str = "",
-    knows_point: Callable[[str], bool] = lambda _: False,
-    left_alone: Callable[[str], None] = lambda _: None,
-    unobserved: Collection[str] = (),
-) -> list[str]:
-    """Repair what interrupted runs of installation `installation` left; one line per repair.
+class RepairJournal(Protocol):
+    """What `Recovery` writes to the journal (see adapters.statedb)."""
 
-    `unfinished`: actions without an outcome (their runs were killed); `shut_down`: failed or
-    reconciled actions whose VM vmkeep asked to shut down and never saw back on (settled with
-    `mark_powered_on`; an unfinished one whose VM is found on keeps its intent for the next
-    run: its guest may still be going down). `knows_point(point_id)`: whether this
-    installation's journal worked on the point (for markers without an installation id).
-    `left_alone` hears about every temporary snapshot that is not this installation's.
-    `unobserved`: vCenters that could not be read now; what concerns them is left for a later
-    run (not marked reconciled, not a failure). Raises `RecoveryError` after trying every
-    repair when some failed.
+    def record_outcome(self, action_id: int, status: str, now: float,
+                       error: str | None = None) -> None: ...
+
+    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
+
+    def knows_point(self, point_id: str) -> bool: ...
+
+
+@dataclass
+class Recovery:
+    """Repairs what interrupted runs of installation `installation` left, one method per
+    repair; `run` makes them all and returns one line per repair made. One object serves one
+    recovery: it remembers the VMs it re-read, the repairs made and those that failed.
+
+    The journal settles each action it repairs: an unfinished one is marked reconciled,
+    one whose VM is back on loses its `poweredOffByUs`, and `knows_point(point_id)` says
+    whether this installation worked on a point (for temporary snapshots whose marker has no
+    installation id). `left_alone` hears about every temporary snapshot that is not this
+    installation's. `unobserved`: vCenters that could not be read now; what concerns them
+    is left for a later run (not marked reconciled, not a failure).
     """
-    notes: list[str] = []
-    failures: list[str] = []
-    fresh: dict[tuple[str, str], VM | None] = {}  # VMs re-read after their tasks ended
 
-    def attempt(what: str, repair: Callable[[], None]) -> bool:
+    journal: RepairJournal
+    vcenters: Mapping[str, VCenterOps]
+    targets: Mapping[str, ExportStore]
+    clock: Callable[[], float]
+    installation: str = ""
+    left_alone: Callable[[str], None] = lambda _: None
+    unobserved: Collection[str] = ()
+    notes: list[str] = field(default_factory=list, init=False)
+    failures: list[str] = field(default_factory=list, init=False)
+    #: VMs re-read after their tasks ended, by (vCenter, instance uuid).
+    _fresh: dict[tuple[str, str], VM | None] = field(default_factory=dict, init=False)
+
+    def run(self, unfinished: Iterable[UnfinishedAction], inventories: Mapping[str, Iterable[VM]],
+            shut_down: Iterable[UnfinishedAction] = ()) -> list[str]:
+        """Every repair, tried even when one fails: `unfinished` actions (their runs were
+        killed), then `shut_down` ones (failed or reconciled, their VM shut down by vmkeep
+        and never seen back on), then the temporary snapshots of the VMs in `inventories`
+        and of those re-read, then the partial exports of the targets. Raises
+        `RecoveryError` naming every failure when some failed."""
+        for record in unfinished:
+            if record.vcenter not in self.unobserved:  # else: once that vCenter answers
+                self._attempt(f"action {record.id} of an interrupted run",
+                              self.unfinished_action, record)
+        for record in shut_down:
+            if record.vcenter in self.vcenters and record.vcenter not in self.unobserved:
+                self._attempt(f"power state of VM {record.vm_uuid}",
+                              self.vm_left_powered_off, record)
+        for name in sorted(self.vcenters):
+            if name not in self.unobserved:
+                for vm in self._vms_to_check(name, inventories.get(name, ())):
+                    self._attempt(f"temporary snapshots of VM {vm.name!r} ({name})",
+                                  self.temporary_snapshots, name, vm)
+        for tname, store in sorted(self.targets.items()):
+            for partial in store.partials():
+                self._attempt(f"partial export {partial.id} in target {tname!r}",
+                              self.partial_export, tname, partial.id)
+        if self.failures:
+            raise RecoveryError(
+                "recovery of an interrupted run failed (the next apply tries again): "
+                + "; ".join(self.failures)
+                + (f" (repaired meanwhile: {'; '.join(self.notes)})" if self.notes else "")
+            )
+        return self.notes
+
+    # ---------------------------------------------------------------- the repairs
+
+    def unfinished_action(self, record: UnfinishedAction) -> None:
+        """An action without an outcome: the NFC lease it read through is aborted (first: it
+        blocks power operations), the tasks on its VM waited for, the VM it shut down powered
+        back on; then it is marked reconciled. A VM found on keeps the intent: a guest
+        shutdown the killed run asked for may still complete, and the next run looks again
+        (as `vm_left_powered_off`)."""
+        vc = self.vcenters.get(record.vcenter)
+        if vc is not None:
+            self.notes.extend(_abort_left_lease(record, vc))
+            vm = self._settled_vm(record.vcenter, vc, record.vm_uuid)
+            if record.details.get("poweredOffByUs"):
+                if vm is not None and vm.power_state is not PowerState.ON:
+                    vc.power_on(vm)
+                    self._fresh.pop((record.vcenter, record.vm_uuid), None)
+                    self.notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut "
+                                      "it down)")
+                if vm is None or vm.power_state is not PowerState.ON:
+                    self._mark_powered_on(record.id)
+        self.journal.record_outcome(record.id, "reconciled", self.clock(),
+                                    "reconciled after an interrupted run")
+
+    def vm_left_powered_off(self, record: UnfinishedAction) -> None:
+        """A VM vmkeep asked to shut down whose guest went down after the action gave up
+        waiting: powered on once found off, and its intent settled."""
+        vc = self.vcenters[record.vcenter]
+        vm = self._settled_vm(record.vcenter, vc, record.vm_uuid)
+        if vm is not None and vm.power_state is PowerState.OFF:
+            vc.power_on(vm)
+            self._fresh.pop((record.vcenter, record.vm_uuid), None)
+            self.notes.append(f"powered VM {vm.name!r} back on (its guest finished a shutdown "
+                              "vmkeep had asked for after the action gave up waiting)")
+        self._mark_powered_on(record.id)
+
+    def temporary_snapshots(self, vcenter: str, vm: VM) -> None:
+        """This installation's temporary export snapshots of a VM, removed once no task
+        runs on it (a removal may be running); the others' reported to `left_alone`."""
+        ours = [s for s in _temporaries(vm) if _is_ours(s, self.installation,
+                                                        self.journal.knows_point,
+                                                        self.left_alone, vm, vcenter)]
+        if not ours:
+            return
+        vc = self.vcenters[vcenter]
+        current = self._settled_vm(vcenter, vc, vm.instance_uuid)
+        present = {s.id for s in current.snapshots} if current is not None else set()
+        for snap in ours:
+            if current is not None and snap.id in present:
+                vc.remove_snapshot(current, snap.id)
+                self.notes.append(f"removed leftover export snapshot {snap.id} of VM "
+                                  f"{vm.name!r} ({vcenter})")
+
+    def partial_export(self, target: str, point_id: str) -> None:
+        """An export that never completed, discarded from its target."""
+        self.targets[target].discard_partial(point_id)
+        self.notes.append(f"discarded partial export {point_id} in target {target!r}")
+
+    # ---------------------------------------------------------------- helpers
+
+    def _attempt(self, what: str, repair: Callable[..., None], *args: Any) -> None:
         try:
-            repair()
-            return True
+            repair(*args)
         except VmkeepError as exc:
-            failures.append(f"{what}: {exc}")
-            return False
+            self.failures.append(f"{what}: {exc}")
 
-    def settled_vm(name: str, vc: VCenterOps, uuid: str) -> VM | None:
+    def _mark_powered_on(self, action_id: int) -> None:
+        self.journal.update_details(action_id, {"poweredOffByUs": False})
+
+    def _settled_vm(self, vcenter: str, vc: VCenterOps, uuid: str) -> VM | None:
         """The VM once no task runs on it (waited for once per recovery)."""
-        if (name, uuid) not in fresh:
+        if (vcenter, uuid) not in self._fresh:
             vm = vc.find_vm(uuid)
             if vm is not None:
                 for task in vc.wait_for_tasks(vm):
-                    notes.append(f"waited for {task} on VM {vm.name!r} ({name}), still "
-                                 "running from an interrupted run")
+                    self.notes.append(f"waited for {task} on VM {vm.name!r} ({vcenter}), "
+                                      "still running from an interrupted run")
                 vm = vc.find_vm(uuid)
-            fresh[(name, uuid)] = vm
-        return fresh[(name, uuid)]
+            self._fresh[(vcenter, uuid)] = vm
+        return self._fresh[(vcenter, uuid)]
 
-    for record in unfinished:
-        if record.vcenter in unobserved:
-            continue  # repaired once that vCenter answers again
-        vc = vcenters.get(record.vcenter)
-
-        def repair_one(record: UnfinishedAction = record, vc: VCenterOps | None = vc) -> None:
-            if vc is not None:
-                notes.extend(_abort_left_lease(record, vc))  # first: it blocks power ops
-                vm = settled_vm(record.vcenter, vc, record.vm_uuid)
-                if record.details.get("poweredOffByUs"):
-                    if vm is not None and vm.power_state is not PowerState.ON:
-                        vc.power_on(vm)
-                        fresh.pop((record.vcenter, record.vm_uuid), None)
-                        notes.append(f"powered VM {vm.name!r} back on (a crashed run had shut "
-                                     "it down)")
-                    if vm is None or vm.power_state is not PowerState.ON:
-                        mark_powered_on(record.id)
-                    # A VM found on keeps the intent: a guest shutdown the killed run asked
-                    # for may still complete; the next run looks again (as `shut_down`).
-            mark_reconciled(record.id, "reconciled after an interrupted run")
-
-        attempt(f"action {record.id} of an interrupted run", repair_one)
-    for record in shut_down:
-        vc = vcenters.get(record.vcenter)
-        if vc is None or record.vcenter in unobserved:
-            continue
-
-        def power_one(record: UnfinishedAction = record, vc: VCenterOps = vc) -> None:
-            vm = settled_vm(record.vcenter, vc, record.vm_uuid)
-            if vm is not None and vm.power_state is PowerState.OFF:
-                vc.power_on(vm)
-                fresh.pop((record.vcenter, record.vm_uuid), None)
-                notes.append(f"powered VM {vm.name!r} back on (its guest finished a shutdown "
-                             "vmkeep had asked for after the action gave up waiting)")
-            mark_powered_on(record.id)
-
-        attempt(f"power state of VM {record.vm_uuid}", power_one)
-    for name, vc in sorted(vcenters.items()):
-        if name in unobserved:
-            continue
-        seen = {vm.instance_uuid: vm for vm in inventories.get(name, ())}
-        for (vcenter, uuid), again in fresh.items():  # re-read, and perhaps not in inventory
-            if vcenter == name and again is not None:
+    def _vms_to_check(self, vcenter: str, inventory: Iterable[VM]) -> list[VM]:
+        """The VMs of a vCenter with temporary snapshots, as re-read when they were (a VM
+        re-read may not be in the inventory)."""
+        seen = {vm.instance_uuid: vm for vm in inventory}
+        for (name, uuid), again in self._fresh.items():
+            if name == vcenter and again is not None:
                 seen[uuid] = again
+        found = []
         for uuid in sorted(seen):
-            vm = fresh.get((name, uuid), seen[uuid])
-            if vm is None or not _temporaries(vm):
-                continue
-
-            def clean(vm: VM = vm, name: str = name, vc: VCenterOps = vc) -> None:
-                ours = [s for s in _temporaries(vm) if _is_ours(s, installation, knows_point,
-                                                                left_alone, vm, name)]
-                if not ours:
-                    return
-                current = settled_vm(name, vc, vm.instance_uuid)  # a removal may be running
-                present = {s.id for s in current.snapshots} if current is not None else set()
-                for snap in ours:
-                    if current is not None and snap.id in present:
-                        vc.remove_snapshot(current, snap.id)
-                        notes.append(f"removed leftover export snapshot {snap.id} of VM "
-                                     f"{vm.name!r} ({name})")
-
-            attempt(f"temporary snapshots of VM {vm.name!r} ({name})", clean)
-    for tname, store in sorted(targets.items()):
-        for partial in store.partials():
-
-            def discard(store: ExportStore = store, pid: str = partial.id,
-                        tname: str = tname) -> None:
-                store.discard_partial(pid)
-                notes.append(f"discarded partial export {pid} in target {tname!r}")
-
-            attempt(f"partial export {partial.id} in target {tname!r}", discard)
-    if failures:
-        raise RecoveryError(
-            "recovery of an interrupted run failed (the next apply tries again): "
-            + "; ".join(failures) + (f" (repaired meanwhile: {'; '.join(notes)})" if notes
-                                     else "")
-        )
-    return notes
+            vm = self._fresh.get((vcenter, uuid), seen[uuid])
+            if vm is not None and _temporaries(vm):
+                found.append(vm)
+        return found
 
 
 def _abort_left_lease(record: UnfinishedAction, vc: VCenterOps) -> list[str]:
@@ -266,21 +301,14 @@ def temporaries(state: ObservedState, installation: str | None,
     return ours, others
 
 
-class RecoveryJournal(Protocol):
+class RecoveryJournal(RepairJournal, Protocol):
     """What `recover_journaled` needs of the state DB (see adapters.statedb)."""
 
     def unfinished_actions(self) -> Sequence[UnfinishedAction]: ...
 
     def failed_with_vm_shut_down(self) -> Sequence[UnfinishedAction]: ...
 
-    def record_outcome(self, action_id: int, status: str, now: float,
-                       error: str | None = None) -> None: ...
-
-    def update_details(self, action_id: int, details: Mapping[str, Any]) -> None: ...
-
     def installation_id(self) -> str: ...
-
-    def knows_point(self, point_id: str) -> bool: ...
 
     def interrupted_runs(self) -> list[str]: ...
 
@@ -307,7 +335,7 @@ def recover_journaled(
     *,
     other_kinds: Collection[str] = (),
 ) -> list[str]:
-    """`recover` with its journal: the repairs (each also given to `say`, and journaled),
+    """`Recovery` with its journal: the repairs (each also given to `say`, and journaled),
     the interrupted runs settled, a failure journaled before it is raised. Journal rows of
     `other_kinds` (e.g. a restore's, cleaned up by its own service) are left alone."""
     recovery = journal.begin_recovery(holder, clock())
@@ -328,20 +356,16 @@ def recover_journaled(
                      "checked for what they left")
             else:
                 note(f"run {run} was interrupted; no action of it was left without an outcome")
-        repairs = recover(
-            [a for a in journal.unfinished_actions() if a.kind not in other_kinds],
-            vcenters,
-            state.vcenters,
-            targets,
-            lambda action_id, text: journal.record_outcome(action_id, "reconciled", clock(),
-                                                           text),
-            journal.failed_with_vm_shut_down(),
-            lambda action_id: journal.update_details(action_id, {"poweredOffByUs": False}),
+        repairs = Recovery(
+            journal, vcenters, targets, clock,
             installation=journal.installation_id(),
-            knows_point=journal.knows_point,
             left_alone=lambda text: log.warning("%s", text),
             unobserved={*state.unobserved,
                         *(name for name in vcenters if name not in state.vcenters)},
+        ).run(
+            [a for a in journal.unfinished_actions() if a.kind not in other_kinds],
+            state.vcenters,
+            journal.failed_with_vm_shut_down(),
         )
         for text in repairs:
             note(text)

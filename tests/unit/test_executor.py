@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.adapters.statedb import StateDB
 from reconciler.errors import TransientError
-from reconciler.executor import ActionRunner, OutcomeStatus, execute, recover
+from reconciler.executor import ActionRunner, OutcomeStatus, execute
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
 from reconciler.model import (
     Action,
@@ -29,6 +29,7 @@ from reconciler.model import (
     PowerState,
     Snapshot,
 )
+from reconciler.recovery import Recovery
 
 from .fakes import T0, FakeClock, FakeHooks, FakeStore, FakeVCenter, make_policy
 
@@ -333,14 +334,9 @@ def test_recovery_powers_on_what_a_crashed_run_shut_down_and_removes_its_leftove
     aid = w.db.record_intent("run-1", kind="export.create", point_id="p", vm_uuid="uuid-app",
                              vm_name="app", vcenter="sim", now=1.0)
     w.db.update_details(aid, {"poweredOffByUs": True})
-    notes = recover(
-        w.db.unfinished_actions(),
-        {"sim": w.vc},
-        {"sim": [w.vc.vm(state)]},
-        {"local": w.store},
-        lambda i, note: w.db.record_outcome(i, "reconciled", 2.0, note),
-        installation="inst-a",
-    )
+    notes = Recovery(w.db, {"sim": w.vc}, {"local": w.store}, lambda: 2.0,
+                     installation="inst-a").run(w.db.unfinished_actions(),
+                                                {"sim": [w.vc.vm(state)]})
     assert state.power is PowerState.ON
     assert [s.id for s in state.snapshots] == ["snapshot-8"]
     assert w.store.partial == set()
@@ -353,8 +349,8 @@ def test_recovery_leaves_a_vm_alone_that_vmkeep_did_not_power_off(tmp_path):
     state = w.vc.add("off", power=PowerState.OFF)
     w.db.record_intent("run-1", kind="snapshot.create", point_id="p", vm_uuid="uuid-off",
                        vm_name="off", vcenter="sim", now=1.0)
-    recover(w.db.unfinished_actions(), {"sim": w.vc}, {"sim": [w.vc.vm(state)]}, {},
-            lambda i, note: w.db.record_outcome(i, "reconciled", 2.0, note))
+    Recovery(w.db, {"sim": w.vc}, {}, lambda: 2.0).run(w.db.unfinished_actions(),
+                                                       {"sim": [w.vc.vm(state)]})
     assert state.power is PowerState.OFF
 
 

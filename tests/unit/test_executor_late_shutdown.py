@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.adapters.statedb import ActionStatus
-from reconciler.executor import OutcomeStatus, recover
+from reconciler.executor import OutcomeStatus
 from reconciler.model import ActionKind, ConsistencyMode, Duration, PowerState
+from reconciler.recovery import Recovery
 
 from .test_executor import World, world
 
@@ -20,12 +21,8 @@ def late(tmp_path: Path) -> World:
 
 
 def repair(w: World) -> list[str]:
-    return recover(
-        w.db.unfinished_actions(), {"sim": w.vc}, {"sim": []}, {},
-        lambda i, note: w.db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
-        w.db.failed_with_vm_shut_down(),
-        lambda i: w.db.update_details(i, {"poweredOffByUs": False}),
-    )
+    return Recovery(w.db, {"sim": w.vc}, {}, lambda: 2.0).run(
+        w.db.unfinished_actions(), {"sim": []}, w.db.failed_with_vm_shut_down())
 
 
 def test_a_guest_that_goes_down_after_the_timeout_is_powered_on_by_the_next_run(

@@ -13,7 +13,7 @@ from reconciler.executor import OutcomeStatus
 from reconciler.findings import temporary_findings
 from reconciler.markers import MarkerKind, parse_marker
 from reconciler.model import ActionKind, ObservedState, PowerState
-from reconciler.recovery import RecoveryError, recover, recover_journaled
+from reconciler.recovery import Recovery, RecoveryError, recover_journaled
 
 from .fakes import T0, FakeStore, FakeVCenter
 from .test_executor import marked, world
@@ -23,12 +23,10 @@ UUID = "uuid-app"
 
 def run_recover(vc: FakeVCenter, db: StateDB, installation: str,
                 left: list[str] | None = None) -> list[str]:
-    return recover(
-        db.unfinished_actions(), {"sim": vc}, {"sim": [vc.vm(s) for s in vc.vms.values()]}, {},
-        lambda i, note: db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
-        installation=installation, knows_point=db.knows_point,
+    return Recovery(
+        db, {"sim": vc}, {}, lambda: 2.0, installation=installation,
         left_alone=(left if left is not None else []).append,
-    )
+    ).run(db.unfinished_actions(), {"sim": [vc.vm(s) for s in vc.vms.values()]})
 
 
 def test_recovery_removes_its_own_temporaries_and_leaves_another_installations_alone(
@@ -82,9 +80,8 @@ def test_a_temporary_whose_create_task_was_still_running_is_waited_for_and_remov
     inventory = [vc.vm(state)]
     vc.in_flight[UUID] = [("CreateSnapshot_Task", lambda: state.snapshots.append(
         marked("snap-late", "gold", UUID, MarkerKind.EXPORT_TEMP, installation="inst-a")))]
-    notes = recover(db.unfinished_actions(), {"sim": vc}, {"sim": inventory}, {},
-                    lambda i, note: db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
-                    installation="inst-a")
+    notes = Recovery(db, {"sim": vc}, {}, lambda: 2.0, installation="inst-a").run(
+        db.unfinished_actions(), {"sim": inventory})
     assert state.snapshots == []
     assert notes == [
         "waited for CreateSnapshot_Task on VM 'app' (sim), still running from an interrupted run",
@@ -261,13 +258,8 @@ def test_a_vm_still_on_after_a_killed_shutdown_is_checked_again_by_the_next_run(
     db.update_details(aid, {"poweredOffByUs": True})
 
     def again() -> list[str]:
-        return recover(
-            db.unfinished_actions(), {"sim": vc}, {"sim": [vc.vm(state)]}, {},
-            lambda i, note: db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
-            db.failed_with_vm_shut_down(),
-            lambda i: db.update_details(i, {"poweredOffByUs": False}),
-            installation="inst-a",
-        )
+        return Recovery(db, {"sim": vc}, {}, lambda: 2.0, installation="inst-a").run(
+            db.unfinished_actions(), {"sim": [vc.vm(state)]}, db.failed_with_vm_shut_down())
 
     assert again() == []
     assert [a.id for a in db.failed_with_vm_shut_down()] == [aid]  # the intent is kept
@@ -284,10 +276,8 @@ def test_a_vm_powered_back_on_by_recovery_settles_its_intent(tmp_path: Path) -> 
     aid = db.record_intent("run-1", kind="snapshot.create", point_id="p", vm_uuid="uuid-db",
                            vm_name="db", vcenter="sim", now=1.0)
     db.update_details(aid, {"poweredOffByUs": True})
-    recover(db.unfinished_actions(), {"sim": vc}, {"sim": [vc.vm(state)]}, {},
-            lambda i, note: db.record_outcome(i, ActionStatus.RECONCILED, 2.0, note),
-            db.failed_with_vm_shut_down(),
-            lambda i: db.update_details(i, {"poweredOffByUs": False}))
+    Recovery(db, {"sim": vc}, {}, lambda: 2.0).run(
+        db.unfinished_actions(), {"sim": [vc.vm(state)]}, db.failed_with_vm_shut_down())
     assert state.power is PowerState.ON
     assert db.failed_with_vm_shut_down() == []
 

@@ -1,5 +1,5 @@
 """Which transport reads a disk (`model.choose_transport`), how NFC leases are kept alive and
-ended (`adapters.nfc`), and recovery of a lease a crashed run left (`executor.recover`)."""
+ended (`adapters.nfc`), and recovery of a lease a crashed run left (`recovery.Recovery`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from reconciler import hostconfig
 from reconciler.adapters.nfc import LeasedStream, progress_interval
 from reconciler.adapters.statedb import StateDB
 from reconciler.errors import InputError
-from reconciler.executor import recover
 from reconciler.model import TransportUnavailable, after_refusal, choose_transport
+from reconciler.recovery import Recovery
 
 from .fakes import FakeVCenter
 
@@ -93,8 +93,7 @@ def test_recovery_aborts_the_lease_a_crashed_export_left_before_anything_else(
     finished = db.record_intent("run-1", kind="export.create", point_id="q",
                                 vm_uuid="uuid-app", vm_name="app", vcenter="sim", now=1.0)
     db.update_details(finished, {"nfcLease": None})  # its lease was ended in time
-    notes = recover(db.unfinished_actions(), {"sim": vc}, {"sim": []}, {},
-                    lambda i, note: db.record_outcome(i, "reconciled", 2.0, note))
+    notes = Recovery(db, {"sim": vc}, {}, lambda: 2.0).run(db.unfinished_actions(), {"sim": []})
     assert vc.calls == [("abort_lease", "session[7]52ab")]
     assert notes == ["aborted NFC export lease session[7]52ab a crashed run left (sim)"]
 
