@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import RecoveryError, VmkeepError
 from reconciler.markers import MarkerKind, parse_marker
 from reconciler.model import VM, ObservedState, PowerState
 from reconciler.ports import ExportStore, VCenterOps
@@ -46,10 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class RecoveryError(VmkeepError):
-    """Some repairs failed (each named); the others were made."""
 
 
 class UnfinishedAction(Protocol):

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import CorruptionError, RepositoryError, RepositoryLockedError
+from reconciler.errors import (
+    CorruptionError,
+    PointExistsError,
+    RepositoryError,
+    RepositoryLockedError,
+)
 from reconciler.model import ExportPoint, VMRef
 
 from .format import (
@@ -61,9 +66,6 @@ from .writer import Checkpoint, PointWriter
 
 __all__ = ["PartialExport", "PointExistsError", "Repository"]
 
-
-class PointExistsError(RepositoryError):
-    """A commit found its point already committed (by another writer of the same point)."""
 
 DEFAULT_PACK_SIZE = 64 * 1024 * 1024
 
