@@ -169,12 +169,12 @@ class VmkeepError(Exception):
         """The same error (class and fields) with `suffix` added to its message."""
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone._set_message(self.message + mask(suffix))
+        clone._amend(mask(suffix))
         return clone
 
-    def _set_message(self, message: str) -> None:
-        self.message = message
-        self.args = (message,)
+    def _amend(self, suffix: str) -> None:
+        self.message += suffix
+        self.args = (self.message,)
 
     def __str__(self) -> str:
         return self.message
@@ -240,9 +240,9 @@ class VCenterError(VmkeepError):
         self.fault = fault
         self.http_status = http_status
 
-    def _set_message(self, message: str) -> None:
-        self.detail += message[len(self.message):]
-        super()._set_message(message)
+    def _amend(self, suffix: str) -> None:
+        super()._amend(suffix)
+        self.detail += suffix
 
 
 class AuthenticationError(VCenterError):
