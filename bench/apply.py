@@ -159,7 +159,7 @@ def wait(task: Any) -> None:
 def prepare_disks(client: VSphereClient, info: dict[str, Any], size: int) -> list[Any]:
     """Grow every VM's disk to `size` and write its image into the datastore directory."""
     images = _image_builder()
-    client._soap("log in", lambda: None)
+    client.call("log in", lambda: None)
     content = client._content
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
     refs = sorted(view.view, key=lambda v: v.name)
@@ -234,7 +234,7 @@ def raw_download(config: VCenterConfig, password: str, vms: list[Any], parallel:
     connect = pinned_connection(ssl_context(config), pin_of(config), connect_timeout=10,
                                 read_timeout=120)
     with VSphereClient(config, password) as client:
-        client._soap("log in", lambda: None)
+        client.call("log in", lambda: None)
         cookie = str(client._stub.cookie)
 
         def one(vm: Any) -> int:
@@ -263,7 +263,7 @@ def raw_nfc_download(config: VCenterConfig, password: str, vms: list[Any],
     connect = pinned_connection(ssl_context(config), pin_of(config), connect_timeout=10,
                                 read_timeout=120)
     with VSphereClient(config, password) as client:
-        client._soap("log in", lambda: None)
+        client.call("log in", lambda: None)
         cookie = str(client._stub.cookie)
         prepared = []
         for vm in vms:

@@ -73,7 +73,7 @@ def raw_upload(config: VCenterConfig, password: str, source: Path) -> float:
     connect = pinned_connection(ssl_context(config), pin_of(config), connect_timeout=10,
                                 read_timeout=300)
     with VSphereClient(config, password) as client:
-        client._soap("log in", lambda: None)
+        client.call("log in", lambda: None)
         cookie = str(client._stub.cookie)
     file = DatastoreFile(config.name, endpoint.host, endpoint.port, "DC0", "LocalDS_0",
                          "bench-raw/raw-flat.vmdk")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reconciler.errors import HookError, TransientError, VCenterError
+from reconciler.errors import HookError, ShutdownTimedOut, VCenterError
 from reconciler.model import VM, ConsistencyMode, Fallback, Policy, PowerState
 from reconciler.ports import HookRunner, VCenterOps
 
@@ -148,10 +148,8 @@ def _quiesced(vc: VCenterOps, vm: VM, policy: Policy, request: SnapshotRequest) 
         sid = vc.create_snapshot(vm, request.name, request.describe("quiesce"), memory=False,
                                  quiesce=True)
         return SnapshotTaken(sid, "quiesce")
-    except TransientError:
-        raise
     except VCenterError as exc:
-        if fallback is not Fallback.CRASH:
+        if exc.transient or fallback is not Fallback.CRASH:
             raise
         sid = vc.create_snapshot(vm, request.name, request.describe("crash"), memory=False,
                                  quiesce=False)
@@ -206,9 +204,9 @@ def _shut_down(
     refused = ""
     try:
         vc.shutdown_guest(vm)
-    except TransientError:
-        raise
     except VCenterError as exc:  # e.g. Tools not running: fall through to waiting / hard off
+        if exc.transient:
+            raise
         refused = f"; the guest shutdown was refused: {exc.message}"
     deadline = clock() + timeout
     while True:
@@ -229,15 +227,6 @@ def _shut_down(
             "timeout)",
         )
     vc.power_off(vm)
-
-
-class ShutdownTimedOut(VCenterError):
-    """The guest was not off by `shutdownTimeout` (and `hardPowerOff` is not set);
-    `requested`: the guest accepted the shutdown, so it may still be going down."""
-
-    def __init__(self, vcenter: str, requested: bool, message: str) -> None:
-        super().__init__(vcenter, message)
-        self.requested = requested
 
 
 def _power_back_on(vc: VCenterOps, vm: VM) -> None:

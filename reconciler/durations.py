@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from reconciler.errors import DurationError
 from reconciler.model import Duration
 
 __all__ = ["HINT", "UNITS", "DurationError", "fixed_length", "parse", "seconds", "to_timedelta"]
@@ -46,18 +47,7 @@ _ORDER = {unit: rank for rank, (unit, _field) in enumerate(UNITS)}
 _FIELD = dict(UNITS)
 
 #: How to write a duration: the accepted units and examples (the hint of every parse error).
-HINT = "units y, mo, w, d, h and m for minutes, largest first, each at most once; " \
-    "e.g. 48h, 14d, 1y6mo, 90m"
-
-
-class DurationError(ValueError):
-    """The text is not a duration: `reason` says why (without a location), `hint` how to fix
-    it; `str()` gives both."""
-
-    def __init__(self, reason: str, hint: str = HINT) -> None:
-        super().__init__(f"{reason} ({hint})" if hint else reason)
-        self.reason = reason
-        self.hint = hint
+HINT = DurationError.HINT
 
 
 def parse(text: str) -> Duration:

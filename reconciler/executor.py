@@ -30,7 +30,7 @@ from datetime import UTC
 from typing import Any
 
 from reconciler.consistency import SnapshotRequest, SnapshotTaken, take_consistent_snapshot
-from reconciler.errors import TransientError, VmkeepError, backoff_delay
+from reconciler.errors import VmkeepError, backoff_delay
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, parse_marker
 from reconciler.model import (
     VM,
@@ -164,7 +164,7 @@ class ActionRunner:
     sleep: Callable[[float], None]
     policy_revision: str | None = None
     progress: Callable[[Progress], None] = lambda _p: None
-    #: Tries per action when it fails with a `TransientError` (each try re-reads reality).
+    #: Tries per action when it fails with a transient error (each try re-reads reality).
     attempts: int = 3
     retry_delay: float = 2.0
     #: This installation's id (the state DB's), written into temporary snapshot markers.
@@ -218,11 +218,11 @@ class ActionRunner:
                     # that first, or this try would take the VM for one that was off.
                     self._power_back_on(action, action_id)
                     return self._dispatch(action, action_id)
-                except TransientError as exc:
-                    if attempt == self.attempts:
+                except VmkeepError as exc:
+                    if exc.retry_after is None or attempt == self.attempts:
                         raise
                     self.progress(Progress(action, "retry", message=str(exc)))
-                    self.sleep(backoff_delay(attempt, self.retry_delay, hint=exc.delay))
+                    self.sleep(backoff_delay(attempt, self.retry_delay, hint=exc.retry_after))
             raise AssertionError("unreachable")
         except BaseException:
             with contextlib.suppress(VmkeepError):  # the action's own error stays in front

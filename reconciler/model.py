@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import NamedTuple
 
+from reconciler.errors import TransportUnavailable
+
 __all__ = [
     "HOOK_PASSTHROUGH",
     "VM",
@@ -629,10 +631,6 @@ class DiskTransport:
         via = "NFC" if self.kind == "nfc" else "datastore HTTP"
         method = f" ({self.method})" if self.kind == "nfc" else ""
         return f"{via}{method}: {self.reason}"
-
-
-class TransportUnavailable(ValueError):
-    """The configured transport cannot read the disk (the message says why and what to set)."""
 
 
 def _type_name(datastore_type: str) -> str:

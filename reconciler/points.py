@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.errors import UsageError
+from reconciler.errors import SelectionError
 from reconciler.model import PointKind, VMRef
 
 __all__ = [
@@ -32,10 +32,6 @@ __all__ = [
     "select_point",
     "sort_points",
 ]
-
-
-class SelectionError(UsageError):
-    """No point, or more than one, answers a selection; the message lists the candidates."""
 
 
 @dataclass(frozen=True)

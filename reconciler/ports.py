@@ -79,7 +79,8 @@ class DiskStream(Protocol):
 
 class VCenterOps(Protocol):
     """What the executor does to one vCenter. Every method re-reads reality; all raise
-    `VCenterError` subclasses (`TransientError` for what a retry may fix)."""
+    `VCenterError`s (`transient` ones for what a retry may fix; `fault` names the vCenter
+    fault behind one)."""
 
     name: str
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import RecoveryError, VmkeepError
 from reconciler.markers import MarkerKind, parse_marker
 from reconciler.model import VM, ObservedState, PowerState
 from reconciler.ports import ExportStore, VCenterOps
@@ -48,10 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class RecoveryError(VmkeepError):
-    """Some repairs failed (each named); the others were made."""
 
 
 class UnfinishedAction(Protocol):

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from reconciler.errors import ScheduleError
 from reconciler.model import Schedule, Window
 
 __all__ = [
@@ -42,10 +43,6 @@ UTC = ZoneInfo("UTC")
 # larger than any DST shift in use (2 h), so nothing is missed around a transition.
 _SHIFT = timedelta(hours=3)
 _MAX_STEPS = 5000
-
-
-class ScheduleError(ValueError):
-    """The cron expression or zone cannot be evaluated (validation should have caught it)."""
 
 
 @lru_cache(maxsize=256)

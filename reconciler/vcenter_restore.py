@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import RestoreFailed, RestoreRefused, VmkeepError
 from reconciler.model import PointKind
 from reconciler.ports import BuildSpec, CreatedVM, RestoreTarget
 from reconciler.restore_plan import PlanFacts, RestorePlan, RestoreRequest, decide
@@ -43,14 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JOURNAL_KIND = "restore.vcenter"
-
-
-class RestoreRefused(VmkeepError):
-    """The restore would not proceed; the message gives every reason (exit 1)."""
-
-
-class RestoreFailed(VmkeepError):
-    """The restore failed midway; the message says what failed and what was cleaned."""
 
 
 class Journal(Protocol):

@@ -171,18 +171,13 @@ def capture(config: HostConfig, now: datetime,
         try:
             inventories.append(read(name, vc, passwords[name]))
         except VCenterError as exc:
-            unobserved[name] = _reason(exc)
+            unobserved[name] = exc.detail  # the name is said next to it
             print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
                   "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
     targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
     return observed.observed_from(inventories, targets, now, unobserved)
 
 
-def _reason(exc: VCenterError) -> str:
-    """The error without its `vCenter 'name': ` prefix (the name is said next to it)."""
-    prefix = f"vCenter {exc.vcenter!r}: "
-    text = str(exc)
-    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 # ---------------------------------------------------------------------- one reconcile

@@ -206,7 +206,8 @@ class RangeReader:
         if resp.status >= 500:
             raise _Retryable(f"HTTP {resp.status} {resp.reason}")
         raise VCenterError(
-            self.file.vcenter, f"reading {self.file} failed: HTTP {resp.status} {resp.reason}"
+            self.file.vcenter, f"reading {self.file} failed: HTTP {resp.status} {resp.reason}",
+            http_status=resp.status,
         )
 
     def _head(self) -> int:
@@ -222,10 +223,12 @@ class RangeReader:
                 if resp.status == 200:
                     return int(resp.getheader("Content-Length") or 0)
                 if resp.status == 404:
-                    raise VCenterError(self.file.vcenter, f"{self.file} does not exist")
+                    raise VCenterError(self.file.vcenter, f"{self.file} does not exist",
+                                       http_status=404)
                 if resp.status < 500:
                     raise VCenterError(self.file.vcenter,
-                                       f"{self.file}: HTTP {resp.status} {resp.reason}")
+                                       f"{self.file}: HTTP {resp.status} {resp.reason}",
+                                       http_status=resp.status)
                 raise _Retryable(f"HTTP {resp.status}")
             except (OSError, http.client.HTTPException, _Retryable) as exc:
                 self._reset()

@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar
 
 import pytsk3
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import UnreadableVolume, VmkeepError
 
 __all__ = [
     "ChunkedImage",
@@ -61,10 +61,6 @@ class DiskSource(Protocol):
     def chunk_size(self) -> int: ...
 
     def read(self, offset: int, length: int) -> bytes: ...
-
-
-class UnreadableVolume(VmkeepError):
-    """A partition without a file system The Sleuth Kit reads."""
 
 
 class ChunkedImage(pytsk3.Img_Info):

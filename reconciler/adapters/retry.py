@@ -1,7 +1,8 @@
-"""Bounded retries with exponential backoff, for operations that raise `TransientError`.
+"""Bounded retries with exponential backoff, for operations whose errors may be transient.
 
-Adapters decide what is transient (they raise `TransientError`); this module only decides
-how often and how long to wait. Only retry operations that are safe to repeat.
+Adapters decide what is transient (they raise a `VmkeepError` whose `retry_after` is set,
+usually a `TransientError`); this module only decides how often and how long to wait. Only
+retry operations that are safe to repeat.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from reconciler.errors import TransientError, backoff_delay
+from reconciler.errors import VmkeepError, backoff_delay
 
 __all__ = ["RetryPolicy", "call_with_retries"]
 
@@ -42,7 +43,7 @@ def call_with_retries(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run `operation`; on `TransientError` wait and try again, up to `policy.attempts`.
+    """Run `operation`; on a transient error wait and try again, up to `policy.attempts`.
 
     The last failure is raised with "gave up after N attempts" added to its message.
     """
@@ -50,15 +51,14 @@ def call_with_retries(
     while True:
         try:
             return operation()
-        except TransientError as exc:
+        except VmkeepError as exc:
+            if exc.retry_after is None:
+                raise
             if attempt >= policy.attempts:
-                detail = exc.message.removeprefix(f"vCenter {exc.vcenter!r}: ")
-                raise TransientError(
-                    exc.vcenter,
-                    f"{detail} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
-                    exc.delay,
+                raise exc.amended(
+                    f" (gave up after {attempt} attempt{'s' if attempt > 1 else ''})"
                 ) from exc
-            wait = policy.delay(attempt, exc.delay)
+            wait = policy.delay(attempt, exc.retry_after)
             log.info("%s; retrying in %.1f s (attempt %d of %d)", exc, wait, attempt + 1,
                      policy.attempts)
             sleep(wait)

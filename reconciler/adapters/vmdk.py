@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from reconciler.errors import VmdkError
+
 __all__ = ["MAGIC", "SparseHeader", "StreamOptimizedReader", "VmdkError", "is_sparse_vmdk"]
 
 SECTOR = 512
@@ -44,10 +46,6 @@ _TYPE = struct.Struct("<I")
 
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
-
-
-class VmdkError(Exception):
-    """The download is not a streamOptimized VMDK vmkeep can read."""
 
 
 def is_sparse_vmdk(first_bytes: bytes) -> bool:

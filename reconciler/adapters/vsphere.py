@@ -8,17 +8,21 @@ How it talks:
 * **TLS** is verified with an explicit context (`vsphere_tls`): caFile or the system CAs,
   or a pinned thumbprint; ``insecure: true`` turns it off, with a warning. The API version
   is negotiated from ``/sdk/vimServiceVersions.xml`` before any credential is sent.
-* **Every call** goes through `_soap`: it logs in when needed, logs in again when the session
-  was lost (``NotAuthenticated``; an expired session can also show up as a result whose
-  properties are all in ``missingSet``, or as a vanished ContainerView) and retries
-  transient failures (connection refused/reset, server disconnects, HTTP 502/503/504,
-  timeouts) with bounded exponential backoff (`retry`). Only idempotent reads go through
-  it for now; a mutating call added later must not be retried after its request was sent.
+* **Every call** goes through `VSphereClient.call`: it logs in when needed, logs in again
+  when the session was lost (``NotAuthenticated``; an expired session can also show up as a
+  result whose properties are all in ``missingSet``, or as a vanished ContainerView) and
+  retries transient failures (connection refused/reset, server disconnects, HTTP
+  502/503/504, timeouts) with bounded exponential backoff (`retry`). A mutation is called
+  with ``retry=False``: logging in again after the server refused it for want of a session
+  is safe (nothing was done), repeating a request that may have been carried out is not.
   Managed object references are built through `VSphereClient.ref`/`stub`/`content`, which
   open the session when none is open: every operation works as the first call on a client.
+  Operations use the client's public surface only (`call`, `sleep`, `endpoint`,
+  `connection`, `stub`, `content`, `ref`).
 * **Errors** come out as `AuthenticationError` (naming the vCenter and user, never the
   password), `CertificateError` (with what the server presented and what to set),
-  `TransientError` (after the retries) or `VCenterError`.
+  `TransientError` (after the retries) or `VCenterError`; a fault's class name is kept in
+  `VCenterError.fault`, and callers decide on it (``exc.fault in {...}``), never on text.
 * **The inventory** is one paged PropertyCollector read over a ContainerView
   (RetrievePropertiesEx, then ContinueRetrievePropertiesEx per page) asking only for the
   properties `vsphere_inventory` lists; conversion to model values happens there, purely.
@@ -53,6 +57,7 @@ import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
+from enum import Enum
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -133,6 +138,7 @@ from reconciler.ports import (
     ExistingVM,
     Placement,
     RestoreSurvey,
+    VCenterOps,
 )
 from reconciler.vmconfig import (
     CONFIG_FILE,
@@ -148,6 +154,7 @@ __all__ = ["VCenterPool", "VSphereClient", "VSphereOperations", "VSphereRestore"
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Used when the server does not say which API versions it speaks (vSphere 6.5).
 FALLBACK_VERSION = "vim.version.version11"
@@ -160,6 +167,12 @@ def _inventory_kinds() -> list[Any]:
     """The managed object types an inventory reads (the full read and the watch alike)."""
     return [vim.VirtualMachine, vim.Folder, vim.Datacenter, vim.VirtualApp, vim.HostSystem,
             vim.Datastore, vim.ComputeResource]
+
+
+class _Pending(Enum):
+    """What a poll's judge returns while the awaited state is not reached yet."""
+
+    PENDING = "pending"
 
 
 class _SessionLost(Exception):
@@ -185,7 +198,8 @@ class VSphereClient:
     ) -> None:
         self.config = config
         self._password = password
-        self._endpoint = endpoint_of(config)
+        #: Where the vCenter is (host, port, SDK path), from its url.
+        self.endpoint = endpoint_of(config)
         self._connection = pinned_connection(
             ssl_context(config),
             pin_of(config),
@@ -195,7 +209,8 @@ class VSphereClient:
         self._policy = RetryPolicy(attempts=retries + 1, base_delay=backoff)
         self._page_size = page_size
         self._tags = tags
-        self._sleep = sleep
+        #: How the client (and what runs on its session) waits; tests pass a recorder.
+        self.sleep = sleep
         #: Read inventory pages from their SOAP bytes (`vsphere_fast`), not through pyVmomi.
         self.fast_inventory = fast_inventory
         self._stub: Any = None
@@ -212,23 +227,28 @@ class VSphereClient:
     def stub(self) -> Any:
         """The SOAP stub of a live session: the session is opened (logged in, with retries)
         when none is, so a reference built from it works as the first call on a fresh
-        client. Build references inside the operation given to `_soap`/`_mutate`, so a
-        retry after a new login uses the current stub."""
+        client. Build references inside the operation given to `call`, so a retry after a
+        new login uses the current stub."""
         if self._stub is None or not self._logged_in:
-            self._soap("log in", lambda: None)
+            self.call("log in", lambda: None)
         return self._stub
 
     @property
     def content(self) -> Any:
         """The ServiceContent of a live session (opened on first use, like `stub`)."""
         if self._stub is None or not self._logged_in:
-            self._soap("log in", lambda: None)
+            self.call("log in", lambda: None)
         return self._content
 
     def ref(self, kind: Any, moref: str) -> Any:
         """A managed object reference on the live session's stub, e.g.
         ``ref(vim.vm.Snapshot, "snapshot-12")``."""
         return kind(moref, self.stub)
+
+    def connection(self, host: str, port: int) -> http.client.HTTPConnection:
+        """A new HTTPS connection to `host` (the vCenter or one of its ESXi hosts), verified
+        as the vCenter's TLS settings say."""
+        return self._connection(host, port)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,7 +282,7 @@ class VSphereClient:
         """Every VM with disks, snapshot tree, attributes and (where available) tags."""
         # The fast reader pauses the cyclic collector (pyVmomi's reader is left as it was).
         with collector_paused() if self.fast_inventory else contextlib.nullcontext():
-            objects, fields = self._soap("read the inventory", self._read_inventory)
+            objects, fields = self.call("read the inventory", self._read_inventory)
             tags = self._read_tags()
             inventory, skipped = build_inventory(self.name, objects, fields, tags)
         for reason in skipped:
@@ -462,7 +482,7 @@ class VSphereClient:
         """VM tags, or None when the tagging API is not served, refused or keeps failing."""
         if not self._tags:
             return None
-        host, port = self._endpoint.host, self._endpoint.port
+        host, port = self.endpoint.host, self.endpoint.port
 
         def read() -> dict[str, tuple[str, ...]] | None:
             try:
@@ -475,16 +495,24 @@ class VSphereClient:
 
         try:
             return call_with_retries(
-                lambda: self._translated("read tags", read), self._policy, sleep=self._sleep
+                lambda: self._translated("read tags", read), self._policy, sleep=self.sleep
             )
-        except TransientError as exc:
+        except VCenterError as exc:
+            if not exc.transient:
+                raise
             log.warning("vCenter %r: tags not read, %s", self.name, exc)
             return None
 
     # ------------------------------------------------------------------ calls
 
-    def _soap(self, what: str, operation: Callable[[], T]) -> T:
-        """Run SOAP calls with a live session, logging in again and retrying as needed."""
+    def call(self, what: str, operation: Callable[[], T], *, retry: bool = True) -> T:
+        """Run SOAP calls (`operation`) with a live session; `what` names them in errors.
+
+        A lost session is opened again and `operation` run again (a request refused for
+        want of a session did nothing). With `retry` (idempotent reads) transient failures
+        are retried with backoff; without (mutations: the request may have been carried out)
+        they are raised at once and the caller retries the whole action, reading first.
+        """
 
         def attempt() -> T:
             for _ in range(MAX_RELOGINS + 1):
@@ -498,16 +526,18 @@ class VSphereClient:
                 self.name, f"{what}: the session ended {MAX_RELOGINS + 1} times in a row", 0.0
             )
 
+        if not retry:
+            return self._translated(what, attempt)
         return call_with_retries(
-            lambda: self._translated(what, attempt), self._policy, sleep=self._sleep
+            lambda: self._translated(what, attempt), self._policy, sleep=self.sleep
         )
 
     def _ensure_session(self) -> None:
         if self._stub is None:
             stub: Any = SoapStubAdapter(
-                host=self._endpoint.host,
-                port=self._endpoint.port,
-                path=self._endpoint.path,
+                host=self.endpoint.host,
+                port=self.endpoint.port,
+                path=self.endpoint.path,
                 version=self._api_version(),
             )
             stub.scheme = self._connection  # every connection verifies as configured
@@ -523,9 +553,9 @@ class VSphereClient:
 
     def _api_version(self) -> str:
         """The newest API version both pyVmomi and the server know."""
-        conn = self._connection(self._endpoint.host, self._endpoint.port)
+        conn = self._connection(self.endpoint.host, self.endpoint.port)
         try:
-            conn.request("GET", f"{self._endpoint.path}/vimServiceVersions.xml")
+            conn.request("GET", f"{self.endpoint.path}/vimServiceVersions.xml")
             response = conn.getresponse()
             body = response.read()
         finally:
@@ -557,7 +587,7 @@ class VSphereClient:
             error = self._translate(what, exc)
             if error is None:
                 raise
-            if isinstance(error, TransientError):
+            if error.transient:
                 self._drop_connections()
             raise error from exc
 
@@ -567,7 +597,7 @@ class VSphereClient:
 
     def _translate(self, what: str, exc: Exception) -> VmkeepError | None:
         """The VmkeepError for a failure, or None for a bug that should surface as is."""
-        name, endpoint = self.name, self._endpoint
+        name, endpoint = self.name, self.endpoint
         if isinstance(exc, vim.fault.InvalidLogin):
             source = (
                 f" (the password comes from ${self.config.password_env})"
@@ -580,6 +610,7 @@ class VSphereClient:
                 name,
                 f"login as {self.config.username!r} at {endpoint.netloc} was refused: wrong "
                 f"user name or password{source}",
+                fault="InvalidLogin",
             )
         if isinstance(exc, ssl.SSLCertVerificationError | FingerprintMismatch):
             return CertificateError(name, certificate_hint(self.config, endpoint, exc))
@@ -599,20 +630,26 @@ class VSphereClient:
                 name, f"{what}: HTTP {text} from {endpoint.netloc} (is the url's path right?)"
             )
         if isinstance(exc, vmodl.MethodFault):
-            fault = type(exc).__name__.rsplit(".", 1)[-1]
-            message = getattr(exc, "msg", "") or ""
-            text = f"{what}: {fault}{': ' + message if message else ''}"
-            if fault in BUSY_FAULTS:  # refused, nothing done: the object was busy
-                return TransientError(name, text, 2.0)
-            return VCenterError(name, text)
+            return fault_error(name, what, exc)
         return None
+
+
+def fault_error(vcenter: str, what: str, fault: Any) -> VCenterError:
+    """The error for a vim/vmodl fault (raised by a call, or a task's or lease's `error`):
+    the fault's class name in `fault` and the message; busy faults are transient (refused,
+    nothing done: the object was busy)."""
+    name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else None
+    message = getattr(fault, "msg", "") or getattr(fault, "localizedMessage", "") or ""
+    text = f"{what}: {name or 'unknown fault'}{': ' + message if message else ''}"
+    if name in BUSY_FAULTS:
+        return TransientError(vcenter, text, 2.0, fault=name)
+    return VCenterError(vcenter, text, fault=name)
 
 
 def _refused(exc: VCenterError) -> bool:
     """A datastore HTTP read the datastore refused (no such file, forbidden): what vSAN and
     VVol answer for a disk's flat file."""
-    return exc.message.endswith("does not exist") or any(
-        f"HTTP {status}" in exc.message for status in (403, 404))
+    return exc.http_status in (403, 404)
 
 
 def _describe(exc: Exception) -> str:
@@ -629,14 +666,19 @@ def _describe(exc: Exception) -> str:
 
 # ---------------------------------------------------------------------- operations
 #
-# What `vmkeep apply` does to a vCenter (the `VCenterOps` port). Reads go through `_soap`
-# (re-login and retries); mutations through `_mutate`, which logs in again when the server
-# refused the request for want of a session (it did nothing then) but never repeats a request
-# that may have been carried out: a transient failure there surfaces as `TransientError`, and
-# the executor retries the whole action, which re-reads reality first.
+# What `vmkeep apply` does to a vCenter (the `VCenterOps` port). Reads go through
+# `client.call` (re-login and retries); mutations through `_mutate` (``retry=False``), which
+# logs in again when the server refused the request for want of a session (it did nothing
+# then) but never repeats a request that may have been carried out: a transient failure there
+# surfaces as `TransientError`, and the executor retries the whole action, which re-reads
+# reality first.
 
 #: Task faults worth retrying (the object was busy), by pyVmomi class name.
 BUSY_FAULTS = frozenset({"TaskInProgress", "ConcurrentAccess", "ResourceInUse"})
+#: Faults of HttpNfcLeaseAbort on a lease that already ended (or is gone).
+LEASE_ENDED_FAULTS = frozenset({"ManagedObjectNotFound", "InvalidState", "Timedout"})
+#: Faults saying a file or object is not there.
+NOT_FOUND_FAULTS = frozenset({"FileNotFound", "NotFound", "ManagedObjectNotFound"})
 #: Seconds between task state polls (growing up to the maximum).
 TASK_POLL = (0.05, 1.0)
 #: How long an NFC export lease may take to become ready.
@@ -675,7 +717,7 @@ class VSphereOperations:
             inventory, _ = build_inventory(self.name, [*objects, *chain, *hosts], fields, None)
             return inventory.vms[0] if inventory.vms else None
 
-        return c._soap(f"read VM {instance_uuid}", read)
+        return c.call(f"read VM {instance_uuid}", read)
 
     def _read_objects(self, refs: list[Any], paths: tuple[str, ...]) -> list[RawObject]:
         kind = type(refs[0])
@@ -724,7 +766,7 @@ class VSphereOperations:
                     return str(node.props.get("name"))
             raise VCenterError(self.name, f"VM {vm.name!r} is in no datacenter")
 
-        return self.client._soap(f"find the datacenter of VM {vm.name!r}", read)
+        return self.client.call(f"find the datacenter of VM {vm.name!r}", read)
 
     def _vm_ref(self, vm: VM) -> Any:
         return self.client.ref(vim.VirtualMachine, vm.moref)
@@ -735,59 +777,65 @@ class VSphereOperations:
     # ------------------------------------------------------------------ mutations
 
     def _mutate(self, what: str, operation: Callable[[], T]) -> T:
-        c = self.client
+        """A mutating call: sent once (see `VSphereClient.call`)."""
+        return self.client.call(what, operation, retry=False)
 
-        def attempt() -> T:
-            for _ in range(MAX_RELOGINS + 1):
-                try:
-                    c._ensure_session()
-                    return operation()
-                except (_SessionLost, vim.fault.NotAuthenticated) as exc:
-                    log.info("vCenter %r: session lost (%s); logging in again", self.name, exc)
-                    c._logged_in = False
-            raise TransientError(self.name, f"{what}: the session ended repeatedly", 0.0)
-
-        return c._translated(what, attempt)
+    def _poll(self, what: str, read: Callable[[], R], judge: Callable[[R], T | _Pending],
+              timeout: float, late: Callable[[R], str]) -> T:
+        """Read (`client.call(what, read)`) until `judge` says done, waiting ever longer
+        (`TASK_POLL`) between reads: what `judge` returns, or raises; after `timeout` seconds
+        a `VCenterError` saying `late(last read)`."""
+        deadline = time.monotonic() + timeout
+        delay = TASK_POLL[0]
+        while True:
+            seen = self.client.call(what, read)
+            done = judge(seen)
+            if done is not _Pending.PENDING:
+                return done
+            if time.monotonic() > deadline:
+                raise VCenterError(self.name, late(seen))
+            self.client.sleep(delay)
+            delay = min(TASK_POLL[1], delay * 2)
 
     def _run_task(self, what: str, start: Callable[[], Any]) -> Any:
         """Start a task (once) and wait for it; its fault becomes a `VCenterError`."""
         task = self._mutate(what, start)
-        deadline = time.monotonic() + self._task_timeout
-        delay = TASK_POLL[0]
-        while True:
-            [obj] = self.client._soap(
-                f"{what}: wait for task",
-                lambda: self._read_objects([task], ("info.state", "info.error", "info.result")),
-            )
-            state = obj.props.get("info.state")
+
+        def judge(props: Mapping[str, Any]) -> Any:
+            state = props.get("info.state")
             if state == "success":
-                return obj.props.get("info.result")
+                return props.get("info.result")
             if state == "error":
-                raise self._task_fault(what, obj.props.get("info.error"))
-            if time.monotonic() > deadline:
-                raise VCenterError(self.name, f"{what}: task {task._moId} still {state} after "
-                                   f"{self._task_timeout:.0f} s")
-            self.client._sleep(delay)
-            delay = min(TASK_POLL[1], delay * 2)
+                raise fault_error(self.name, what, props.get("info.error"))
+            return _Pending.PENDING
+
+        return self._poll(
+            f"{what}: wait for task",
+            lambda: self._read_props(task, ("info.state", "info.error", "info.result")),
+            judge, self._task_timeout,
+            lambda props: f"{what}: task {task._moId} still {props.get('info.state')} after "
+                          f"{self._task_timeout:.0f} s")
+
+    def _read_props(self, ref: Any, paths: tuple[str, ...]) -> Mapping[str, Any]:
+        [obj] = self._read_objects([ref], paths)
+        return obj.props
 
     def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
         """Wait until no task on the VM is queued or running (vCenter's recent tasks: e.g. a
         snapshot whose creation an interrupted run started); the names of those waited for."""
         waited: dict[str, str] = {}
-        deadline = time.monotonic() + timeout
-        delay = TASK_POLL[0]
-        while True:
-            running = self.client._soap(f"read the tasks of VM {vm.name!r}",
-                                        lambda: self._running_tasks(vm))
+
+        def judge(running: dict[str, str]) -> tuple[str, ...] | _Pending:
             waited.update(running)
-            if not running:
-                return tuple(waited[key] for key in sorted(waited))
-            if time.monotonic() > deadline:
-                raise VCenterError(self.name, f"VM {vm.name!r}: task(s) "
-                                   f"{', '.join(sorted(running.values()))} still running after "
-                                   f"{timeout:.0f} s")
-            self.client._sleep(delay)
-            delay = min(TASK_POLL[1], delay * 2)
+            if running:
+                return _Pending.PENDING
+            return tuple(waited[key] for key in sorted(waited))
+
+        return self._poll(
+            f"read the tasks of VM {vm.name!r}", lambda: self._running_tasks(vm), judge,
+            timeout,
+            lambda running: f"VM {vm.name!r}: task(s) {', '.join(sorted(running.values()))} "
+                            f"still running after {timeout:.0f} s")
 
     def _running_tasks(self, vm: VM) -> dict[str, str]:
         """Task id -> name of the VM's queued or running tasks, from TaskManager.recentTask."""
@@ -819,14 +867,6 @@ class VSphereOperations:
             result = collector.ContinueRetrievePropertiesEx(token=result.token)
         return running
 
-    def _task_fault(self, what: str, fault: Any) -> VCenterError:
-        name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "unknown fault"
-        message = getattr(fault, "msg", "") or getattr(fault, "localizedMessage", "") or ""
-        text = f"{what}: {name}{': ' + message if message else ''}"
-        if name in BUSY_FAULTS:
-            return TransientError(self.name, text, 2.0)
-        return VCenterError(self.name, text)
-
     def create_snapshot(
         self, vm: VM, name: str, description: str, *, memory: bool, quiesce: bool
     ) -> str:
@@ -847,10 +887,10 @@ class VSphereOperations:
                     removeChildren=False, consolidate=True),
             )
         except VCenterError as exc:
-            if "ManagedObjectNotFound" not in exc.message:
+            if exc.fault != "ManagedObjectNotFound":
                 raise
             return  # already gone: the goal holds
-        [obj] = self.client._soap(
+        [obj] = self.client.call(
             "read consolidation state",
             lambda: self._read_objects([self._vm_ref(vm)], ("runtime.consolidationNeeded",)),
         )
@@ -873,13 +913,13 @@ class VSphereOperations:
         try:
             self._run_task(f"{what} VM {vm.name!r}", lambda: start(ref))
         except VCenterError as exc:
-            if "InvalidPowerState" not in exc.message:
+            if exc.fault != "InvalidPowerState":
                 raise  # already in the wanted state otherwise: the goal holds
 
     # ------------------------------------------------------------------ disks
 
     def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
-        [obj] = self.client._soap(
+        [obj] = self.client.call(
             f"read the disks of snapshot {snapshot_id}",
             lambda: self._read_objects([self._snapshot_ref(snapshot_id)],
                                        ("config.hardware.device",)),
@@ -888,12 +928,9 @@ class VSphereOperations:
 
     def _file(self, vm: VM, datastore_path: str, datacenter: str | None = None) -> DatastoreFile:
         datastore, path = parse_datastore_path(datastore_path)
-        endpoint = self.client._endpoint
+        endpoint = self.client.endpoint
         return DatastoreFile(self.name, endpoint.host, endpoint.port,
                              datacenter or self._datacenter_of(vm), datastore, path)
-
-    def _connect(self, host: str, port: int) -> http.client.HTTPConnection:
-        return self.client._connection(host, port)
 
     def _cookie(self) -> str:
         return str(self.client.stub.cookie)
@@ -907,7 +944,7 @@ class VSphereOperations:
         read of the file falls back to `ExportSnapshot`. The stream's `transport` says which
         and why; `on_lease` hears the id of an NFC lease as soon as it exists (the journal
         keeps it, so recovery can abort a lease a killed run left)."""
-        [obj] = self.client._soap(
+        [obj] = self.client.call(
             f"read the power state of VM {vm.name!r}",
             lambda: self._read_objects([self._vm_ref(vm)],
                                        ("runtime.powerState", "config.hardware.device",
@@ -950,7 +987,8 @@ class VSphereOperations:
         file = self._file(vm, disk.file)
         extent = DatastoreFile(file.vcenter, file.host, file.port, file.datacenter,
                                file.datastore, flat_extent(file.path))
-        reader = RangeReader(extent, self._connect, self._cookie(), sleep=self.client._sleep)
+        reader = RangeReader(extent, self.client.connection, self._cookie(),
+                             sleep=self.client.sleep)
         return self._sized(reader, disk)
 
     def _datastore_type(self, refs: Any, name: str) -> str:
@@ -961,7 +999,7 @@ class VSphereOperations:
         refs = list(refs)
         if not refs:
             return ""
-        objects = self.client._soap(
+        objects = self.client.call(
             "read the VM's datastores",
             lambda: self._read_objects(refs, ("name", "summary.type")),
         )
@@ -1006,10 +1044,10 @@ class VSphereOperations:
                 self.name,
                 what,
             )
-            endpoint = self.client._endpoint
+            endpoint = self.client.endpoint
             file = download_file(device, self.name, endpoint.host, endpoint.port,
                                  f"{what} ({device.key})")
-            stream = open_disk_download(file, self._connect, self._cookie(),
+            stream = open_disk_download(file, self.client.connection, self._cookie(),
                                         disk.capacity_bytes)
         except BaseException:
             self._end_lease(what, lease, abort=True)
@@ -1017,7 +1055,7 @@ class VSphereOperations:
         leased = LeasedStream(
             stream,
             disk.capacity_bytes,
-            progress=lambda percent: self.client._soap(
+            progress=lambda percent: self.client.call(
                 f"{what}: report progress", lambda: lease.HttpNfcLeaseProgress(percent=percent)),
             complete=lambda: self._end_lease(what, lease, abort=False),
             abort=lambda: self._end_lease(what, lease, abort=True),
@@ -1029,23 +1067,22 @@ class VSphereOperations:
     def _lease_ready(self, what: str, lease: Any) -> Any:
         """Wait for an NFC lease (export or import) to be ready; its `info` (device URLs,
         leaseTimeout; for an import the new VM)."""
-        deadline = time.monotonic() + LEASE_READY_TIMEOUT
-        delay = TASK_POLL[0]
-        while True:
-            [obj] = self.client._soap(
-                f"{what}: wait for the lease",
-                lambda: self._read_objects([lease], ("state", "error", "info")),
-            )
-            state = obj.props.get("state")
+        def late(props: Mapping[str, Any]) -> str:
+            return f"{what}: lease {lease._moId} is {props.get('state')}, not ready"
+
+        def judge(props: Mapping[str, Any]) -> Any:
+            state = props.get("state")
             if state == "ready":
-                return obj.props.get("info")
+                return props.get("info")
             if state == "error":
-                raise self._task_fault(what, obj.props.get("error"))
-            if state == "done" or time.monotonic() > deadline:
-                raise VCenterError(self.name, f"{what}: lease {lease._moId} is {state}, "
-                                   "not ready")
-            self.client._sleep(delay)
-            delay = min(TASK_POLL[1], delay * 2)
+                raise fault_error(self.name, what, props.get("error"))
+            if state == "done":
+                raise VCenterError(self.name, late(props))
+            return _Pending.PENDING
+
+        return self._poll(f"{what}: wait for the lease",
+                          lambda: self._read_props(lease, ("state", "error", "info")),
+                          judge, LEASE_READY_TIMEOUT, late)
 
     def _end_lease(self, what: str, lease: Any, *, abort: bool) -> None:
         try:
@@ -1064,8 +1101,7 @@ class VSphereOperations:
                          lambda: self.client.ref(vim.HttpNfcLease, lease_id)
                          .HttpNfcLeaseAbort())
         except VCenterError as exc:
-            if any(f in exc.message for f in ("ManagedObjectNotFound", "InvalidState",
-                                              "Timedout")):
+            if exc.fault in LEASE_ENDED_FAULTS:
                 return False
             raise
         return True
@@ -1079,7 +1115,7 @@ class VSphereOperations:
         offset = 0
         while offset < disk.capacity_bytes:
             try:
-                info = self.client._soap(
+                info = self.client.call(
                     f"query changed areas of {disk.label} of VM {vm.name!r}",
                     lambda at=offset: ref.QueryChangedDiskAreas(  # type: ignore[misc]
                         snapshot=snapshot, deviceKey=disk.key, startOffset=at,
@@ -1104,7 +1140,7 @@ class VSphereOperations:
             [obj] = self._read_objects([self._vm_ref(vm)], ("config.files.vmPathName",))
             return str(obj.props.get("config.files.vmPathName") or "")
 
-        vmx = self.client._soap(f"read the files of VM {vm.name!r}", read_paths)
+        vmx = self.client.call(f"read the files of VM {vm.name!r}", read_paths)
         if not vmx:
             return {}
         datacenter = self._datacenter_of(vm)
@@ -1113,11 +1149,11 @@ class VSphereOperations:
             if not path:
                 continue
             try:
-                with RangeReader(self._file(vm, path, datacenter), self._connect,
-                                 self._cookie(), attempts=3, sleep=self.client._sleep) as r:
+                with RangeReader(self._file(vm, path, datacenter), self.client.connection,
+                                 self._cookie(), attempts=3, sleep=self.client.sleep) as r:
                     files[path.rsplit("/", 1)[-1]] = r.read()
             except VCenterError as exc:
-                if "does not exist" not in exc.message:
+                if exc.http_status != 404:
                     raise
         try:  # what a restore into vCenter rebuilds the VM from (docs/restore.md)
             config = VSphereRestore(self.client, task_timeout=self._task_timeout).vm_config(vm)
@@ -1155,7 +1191,7 @@ class VCenterPool:
             ops[name] = VSphereOperations(client)
         return ops[name]
 
-    def ops(self) -> dict[str, Any]:
+    def ops(self) -> dict[str, VCenterOps]:
         """`VCenterOps` per vCenter name; each call is routed to the calling thread's client."""
         return {name: _ThreadRouted(self, name) for name in sorted(self._configs)}
 
@@ -1259,7 +1295,7 @@ class VSphereRestore(VSphereOperations):
                     for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)),
             )
 
-        return self.client._soap(f"read the configuration of VM {vm.name!r}", read)
+        return self.client.call(f"read the configuration of VM {vm.name!r}", read)
 
     def _network_names(self, devices: list[Any]) -> dict[int, str]:
         names: dict[int, str] = {}
@@ -1312,10 +1348,10 @@ class VSphereRestore(VSphereOperations):
                      if o.props.get("name") == name]
             return [vm for vm in (self._existing(o.id) for o in named) if vm is not None]
 
-        return self.client._soap(f"look for VMs named {name!r}", read)
+        return self.client.call(f"look for VMs named {name!r}", read)
 
     def find_by_moref(self, moref: str) -> ExistingVM | None:
-        return self.client._soap(f"read VM {moref}", lambda: self._existing(moref))
+        return self.client.call(f"read VM {moref}", lambda: self._existing(moref))
 
     def find_by_uuid(self, instance_uuid: str) -> ExistingVM | None:
         def read() -> ExistingVM | None:
@@ -1323,7 +1359,7 @@ class VSphereRestore(VSphereOperations):
                 uuid=instance_uuid, vmSearch=True, instanceUuid=True)
             return None if ref is None else self._existing(ref._moId)
 
-        return self.client._soap(f"look for VM {instance_uuid}", read)
+        return self.client.call(f"look for VM {instance_uuid}", read)
 
     def _existing(self, moref: str) -> ExistingVM | None:
         try:
@@ -1343,7 +1379,7 @@ class VSphereRestore(VSphereOperations):
 
     def survey(self, config: VMConfig, *, name: str, folder: str | None, host: str | None,
                cluster: str | None, resource_pool: str | None) -> RestoreSurvey:
-        return self.client._soap(
+        return self.client.call(
             f"look at where VM {name!r} would be restored",
             lambda: self._survey(config, name, folder, host, cluster, resource_pool))
 
@@ -1468,10 +1504,10 @@ class VSphereRestore(VSphereOperations):
         return max(numbers) if numbers else None
 
     def directory_exists(self, datacenter: str, datastore: str, directory: str) -> bool:
-        endpoint = self.client._endpoint
+        endpoint = self.client.endpoint
         file = DatastoreFile(self.name, endpoint.host, endpoint.port, datacenter, datastore,
                              directory.rstrip("/") + "/")
-        conn = self._connect(file.host, file.port)
+        conn = self.client.connection(file.host, file.port)
         try:
             conn.request("HEAD", file.request_path, headers={"Cookie": self._cookie()})
             response = conn.getresponse()
@@ -1534,13 +1570,13 @@ class VSphereRestore(VSphereOperations):
                          sent)
 
     def _lease_progress(self, what: str, lease: Any, percent: int) -> None:
-        self.client._soap(f"{what}: report progress",
+        self.client.call(f"{what}: report progress",
                           lambda: lease.HttpNfcLeaseProgress(percent=percent))
 
     def _send_disk(self, what: str, url: str, name: str, size: int, blocks: Any,
                    progress: Any) -> int:
         """PUT one disk as a streamOptimized VMDK (chunked); the bytes sent."""
-        endpoint = self.client._endpoint
+        endpoint = self.client.endpoint
         parsed = urlsplit(url.replace("*", endpoint.host, 1))
         host = endpoint.host if parsed.hostname in (None, "*") else parsed.hostname
         port = parsed.port or endpoint.port
@@ -1549,7 +1585,7 @@ class VSphereRestore(VSphereOperations):
         stats = StreamStats()
         body = stream_optimized(blocks(), size, stats=stats,
                                 progress=lambda done: progress(name, done, size))
-        conn = self._connect(host, port)
+        conn = self.client.connection(host, port)
         try:
             conn.putrequest("PUT", path)
             conn.putheader("Cookie", self._cookie())
@@ -1657,7 +1693,7 @@ class VSphereRestore(VSphereOperations):
         try:
             self._vm_task(moref, what, start)
         except VCenterError as exc:
-            if done_already not in exc.message:
+            if exc.fault != done_already:
                 raise
 
     def power_off_vm(self, moref: str) -> None:
@@ -1674,7 +1710,7 @@ class VSphereRestore(VSphereOperations):
 
     def delete_directory(self, datacenter: str, directory: str) -> bool:
         """Delete `[ds] dir` (made by this restore); False when it was not there."""
-        dc = self.client._soap("find the datacenter",
+        dc = self.client.call("find the datacenter",
                                lambda: self.client.content.searchIndex.FindByInventoryPath(
                                    datacenter))
         manager = self.client.content.fileManager
@@ -1683,7 +1719,7 @@ class VSphereRestore(VSphereOperations):
                            lambda: manager.DeleteDatastoreFile_Task(name=directory,
                                                                     datacenter=dc))
         except VCenterError as exc:
-            if "FileNotFound" in exc.message or "NotFound" in exc.message:
+            if exc.fault in NOT_FOUND_FAULTS:
                 return False
             raise
         return True
@@ -1761,7 +1797,7 @@ class VSphereWatch:
 
     def inventory(self) -> Inventory:
         """The cached inventory, brought up to date (tags read again)."""
-        objects, fields = self.client._soap("watch the inventory", self._sync)
+        objects, fields = self.client.call("watch the inventory", self._sync)
         tags = self.client._read_tags()
         inventory, skipped = build_inventory(self.client.name, objects, fields, tags)
         for reason in skipped:
@@ -1769,8 +1805,8 @@ class VSphereWatch:
         return inventory
 
     def _sync(self) -> tuple[list[RawObject], list[Any]]:
-        content = self.client._content
-        if self._version is None or self._session != self.client._stub.cookie:
+        content = self.client.content
+        if self._version is None or self._session != self.client.stub.cookie:
             self._start()
         else:
             try:
@@ -1789,11 +1825,11 @@ class VSphereWatch:
         return objects, self._fields
 
     def _start(self) -> None:
-        content = self.client._content
+        content = self.client.content
         self._version = None
         self._objects.clear()
         self._fields = []
-        self._session = self.client._stub.cookie
+        self._session = self.client.stub.cookie
         old = [(self._filter, "DestroyPropertyFilter"), (self._view, "DestroyView"),
                (self._collector, "DestroyPropertyCollector")]
         for thing, destroy in old:  # the old session's, if it is still alive

@@ -16,15 +16,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from reconciler.errors import TagsUnavailable
+
 __all__ = ["TagsUnavailable", "read_vm_tags"]
 
 log = logging.getLogger(__name__)
 
 SESSION_HEADER = "vmware-api-session-id"
-
-
-class TagsUnavailable(Exception):
-    """The tagging API cannot be used here (not served, or credentials refused)."""
 
 
 def read_vm_tags(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
 
-from reconciler.errors import VmkeepError
+from reconciler.errors import EngineUnavailableError, VmkeepError
 from reconciler.model import EngineConfig
 
 __all__ = ["EngineUnavailableError", "connect", "leave_process"]
@@ -28,10 +28,6 @@ def leave_process(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-class EngineUnavailableError(VmkeepError):
-    """The engine's frontend cannot be reached or refused the connection."""
 
 
 def _read(path: str | None, what: str) -> bytes | None:

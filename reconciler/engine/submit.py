@@ -25,7 +25,7 @@ from reconciler import policies
 from reconciler.cli import common
 from reconciler.cli.common import parse_now
 from reconciler.engine.codec import action_from_json, files_to_json
-from reconciler.errors import UsageError, VmkeepError
+from reconciler.errors import ReconcileCancelled, ReconcileRunning, UsageError, VmkeepError
 from reconciler.executor import ActionOutcome, RunReport
 from reconciler.model import HostConfig
 from reconciler.observed import format_time
@@ -40,16 +40,6 @@ __all__ = [
 ]
 
 EXIT_PARTIAL = 3
-
-
-class ReconcileRunning(VmkeepError):
-    """Another controller's reconcile of the vCenter is running (its workflow ID is taken)."""
-
-
-class ReconcileCancelled(VmkeepError):
-    """Apply was interrupted and cancelled its reconciles (exit 130, as an interrupt)."""
-
-    exit_code = 130
 
 
 def reconcile_request(config: HostConfig, vcenter: str, run_id: str, files: list[Any],

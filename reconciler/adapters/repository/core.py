@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.errors import CorruptionError, RepositoryError
+from reconciler.errors import CorruptionError, PointExistsError, RepositoryError
 from reconciler.model import ExportPoint, VMRef
 
 from .format import (
@@ -47,10 +47,6 @@ from .packs import (
 )
 
 __all__ = ["PointExistsError", "RepositoryCore"]
-
-
-class PointExistsError(RepositoryError):
-    """A commit found its point already committed (by another writer of the same point)."""
 
 
 class RepositoryCore:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import blake3
 import zstandard
 
-from reconciler.errors import CorruptionError
+from reconciler.errors import CorruptionError, PackMissingError
 
 from .format import Layout, atomic_write, chunk_id, fsync_dir, new_pack_id
 
@@ -364,10 +364,6 @@ def _write_all(fd: int, buffer: bytearray) -> None:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-class PackMissingError(CorruptionError):
-    """A pack named by the index is gone (damage, or a concurrent GC moved its chunks)."""
 
 
 class _OpenPack:

@@ -23,10 +23,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import CorruptionError, RepositoryError, RepositoryLockedError
+from reconciler.errors import (
+    CorruptionError,
+    PointExistsError,
+    RepositoryError,
+    RepositoryLockedError,
+)
 from reconciler.model import ExportPoint, VMRef
 
-from .core import PointExistsError, RepositoryCore
+from .core import RepositoryCore
 from .format import (
     DEFAULT_CHUNK_SIZE,
     Descriptor,
