@@ -29,6 +29,7 @@ from reconciler.model import (
     SnapshotSpec,
     VMRef,
 )
+from reconciler.vmconfig import CONFIG_FILE, ControllerSpec, DiskSpec, VMConfig
 
 T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 
@@ -71,6 +72,8 @@ class FakeVCenter:
         self.fail_read = False
         #: Tasks still running per VM (uuid): (name, what it does when it completes).
         self.in_flight: dict[str, list[tuple[str, Callable[[], None]]]] = {}
+        #: NFC export leases aborted or completed; any other lease id is taken as open.
+        self.ended_leases: set[str] = set()
         self._next = 1
 
     def add(self, name: str, **kw: Any) -> FakeVMState:
@@ -144,7 +147,11 @@ class FakeVCenter:
         return io.BytesIO(self.vms[vm.instance_uuid].disks[disk.key])
 
     def abort_lease(self, lease_id: str) -> bool:
+        """As `VSphereOperations`: False for a lease that has already ended."""
         self.calls.append(("abort_lease", lease_id))
+        if lease_id in self.ended_leases:
+            return False
+        self.ended_leases.add(lease_id)
         return True
 
     def changed_extents(self, vm: VM, snapshot_id: str, disk: Disk,
@@ -152,7 +159,14 @@ class FakeVCenter:
         return None
 
     def vm_files(self, vm: VM) -> Mapping[str, bytes]:
-        return {f"{vm.name}.vmx": b'displayName = "x"\n'}
+        """As `VSphereOperations`: the .vmx and the VM's configuration (`vm-config.json`)."""
+        config = VMConfig(
+            name=vm.name, instance_uuid=vm.instance_uuid, folder=vm.folder, host=vm.host,
+            controllers=(ControllerSpec(1000, "ParaVirtualSCSIController", 0),),
+            disks=tuple(DiskSpec(d.key, 1000, unit, d.capacity_bytes, d.file)
+                        for unit, d in enumerate(vm.disks)),
+        )
+        return {f"{vm.name}.vmx": b'displayName = "x"\n', CONFIG_FILE: config.encode()}
 
     def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
         self.calls.append(("wait_for_tasks", vm.name))
