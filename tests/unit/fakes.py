@@ -260,14 +260,29 @@ class FakeStore:
 
 
 class FakeHooks:
-    def __init__(self, failing: Sequence[str] = ()) -> None:
+    """Hooks that succeed, fail (`failing`: exit status 3) or outlive their timeout (`slow`),
+    with `SubprocessHooks`'s messages; `defined` (None: any name) are those the host config
+    defines."""
+
+    def __init__(self, failing: Sequence[str] = (), slow: Sequence[str] = (),
+                 defined: Sequence[str] | None = None, timeout: float = 60.0) -> None:
         self.failing = set(failing)
+        self.slow = set(slow)
+        self.defined = None if defined is None else set(defined)
+        self.timeout = timeout
         self.ran: list[tuple[str, str]] = []
+        self.environments: list[dict[str, str]] = []
 
     def run(self, name: str, environment: Mapping[str, str]) -> None:
-        self.ran.append((name, environment["VMKEEP_PHASE"]))
+        if self.defined is not None and name not in self.defined:
+            raise HookError(f"hook {name!r} is not defined in the host config")
+        self.ran.append((name, environment.get("VMKEEP_PHASE", "")))
+        self.environments.append(dict(environment))
         if name in self.failing:
             raise HookError(f"hook {name!r} exited with status 3")
+        if name in self.slow:
+            raise HookError(f"hook {name!r} did not finish within {self.timeout:g}s and was "
+                            "killed")
 
 
 class FakeClock:
