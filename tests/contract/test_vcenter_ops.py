@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
+from reconciler.errors import VCenterError
 from reconciler.model import VM, PowerState
 from reconciler.ports import VCenterOps
 from reconciler.vmconfig import CONFIG_FILE, VMConfig
@@ -43,7 +44,7 @@ class Subject:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     run_vcsim("build", timeout=900)
-    simulator = start_simulator(tmp_path_factory.mktemp("vcsim-contract"), vms=16)
+    simulator = start_simulator(tmp_path_factory.mktemp("vcsim-contract"), vms=24)
     yield simulator
     simulator.stop()
 
@@ -132,6 +133,36 @@ def test_a_vm_removed_from_the_vcenter_is_not_found(subject: Subject) -> None:
     vm = subject.a_vm()
     subject.remove(vm)
     assert subject.ops.find_vm(vm.instance_uuid) is None
+
+
+#: Changes of a VM, each as the executor makes it.
+CHANGES: dict[str, Callable[[VCenterOps, VM], object]] = {
+    "create_snapshot": lambda ops, vm: ops.create_snapshot(vm, "late", "", memory=False,
+                                                           quiesce=False),
+    "power_off": lambda ops, vm: ops.power_off(vm),
+    "power_on": lambda ops, vm: ops.power_on(vm),
+    "shutdown_guest": lambda ops, vm: ops.shutdown_guest(vm),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_changing_a_vm_removed_meanwhile_is_a_vcenter_error(subject: Subject,
+                                                            change: str) -> None:
+    vm = subject.a_vm()
+    subject.remove(vm)
+    with pytest.raises(VCenterError):
+        CHANGES[change](subject.ops, vm)
+
+
+def test_removing_a_snapshot_of_a_vm_removed_meanwhile_is_not_an_error(
+    subject: Subject,
+) -> None:
+    ops, vm = subject.ops, subject.a_vm()
+    sid = ops.create_snapshot(vm, "orphan", "made by the contract", memory=False,
+                              quiesce=False)
+    subject.remove(vm)
+    ops.remove_snapshot(vm, sid)  # recovery cleans up after a VM that is gone
+    assert ops.find_vm(vm.instance_uuid) is None
 
 
 def test_a_created_snapshot_is_listed_and_removing_it_removes_only_that_one(

@@ -100,6 +100,13 @@ class FakeVCenter:
             snapshots=tuple(state.snapshots),
         )
 
+    def _state(self, vm: VM) -> FakeVMState:
+        """As `VSphereOperations`: a VM removed meanwhile is a `VCenterError`."""
+        state = self.vms.get(vm.instance_uuid)
+        if state is None:
+            raise VCenterError(self.name, f"VM {vm.name!r}: ManagedObjectNotFound")
+        return state
+
     # ---- VCenterOps
     def find_vm(self, instance_uuid: str) -> VM | None:
         state = self.vms.get(instance_uuid)
@@ -108,7 +115,7 @@ class FakeVCenter:
     def create_snapshot(self, vm: VM, name: str, description: str, *, memory: bool,
                         quiesce: bool) -> str:
         self.calls.append(("create_snapshot", f"{vm.name}:quiesce={quiesce}"))
-        state = self.vms[vm.instance_uuid]
+        state = self._state(vm)
         if vm.name in self.fail_snapshot_for:
             raise VCenterError(self.name, "FileFault: cannot create snapshot")
         if quiesce and self.fail_quiesce:
@@ -120,31 +127,33 @@ class FakeVCenter:
 
     def remove_snapshot(self, vm: VM, snapshot_id: str) -> None:
         self.calls.append(("remove_snapshot", snapshot_id))
-        state = self.vms[vm.instance_uuid]
+        state = self.vms.get(vm.instance_uuid)
+        if state is None:
+            return  # as `VSphereOperations`: the snapshot went with its VM, the goal holds
         state.snapshots = [s for s in state.snapshots if s.id != snapshot_id]
 
     def shutdown_guest(self, vm: VM) -> None:
         self.calls.append(("shutdown_guest", vm.name))
-        state = self.vms[vm.instance_uuid]
+        state = self._state(vm)
         if state.shuts_down:
             state.power = PowerState.OFF
 
     def power_off(self, vm: VM) -> None:
         self.calls.append(("power_off", vm.name))
-        self.vms[vm.instance_uuid].power = PowerState.OFF
+        self._state(vm).power = PowerState.OFF
 
     def power_on(self, vm: VM) -> None:
         self.calls.append(("power_on", vm.name))
-        self.vms[vm.instance_uuid].power = PowerState.ON
+        self._state(vm).power = PowerState.ON
 
     def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
-        return self.vm(self.vms[vm.instance_uuid]).disks
+        return self.vm(self._state(vm)).disks
 
     def open_disk(self, vm: VM, snapshot_id: str, disk: Disk,
                   on_lease: Callable[[str], None] | None = None) -> io.BytesIO:
         if self.fail_read:
             raise VCenterError(self.name, "HTTP 503 reading disk")
-        return io.BytesIO(self.vms[vm.instance_uuid].disks[disk.key])
+        return io.BytesIO(self._state(vm).disks[disk.key])
 
     def abort_lease(self, lease_id: str) -> bool:
         """As `VSphereOperations`: False for a lease that has already ended."""
