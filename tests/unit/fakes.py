@@ -29,6 +29,7 @@ from reconciler.model import (
     SnapshotSpec,
     VMRef,
 )
+from reconciler.vmconfig import CONFIG_FILE, ControllerSpec, DiskSpec, VMConfig
 
 T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 
@@ -71,6 +72,8 @@ class FakeVCenter:
         self.fail_read = False
         #: Tasks still running per VM (uuid): (name, what it does when it completes).
         self.in_flight: dict[str, list[tuple[str, Callable[[], None]]]] = {}
+        #: NFC export leases aborted or completed; any other lease id is taken as open.
+        self.ended_leases: set[str] = set()
         self._next = 1
 
     def add(self, name: str, **kw: Any) -> FakeVMState:
@@ -97,6 +100,13 @@ class FakeVCenter:
             snapshots=tuple(state.snapshots),
         )
 
+    def _state(self, vm: VM) -> FakeVMState:
+        """As `VSphereOperations`: a VM removed meanwhile is a `VCenterError`."""
+        state = self.vms.get(vm.instance_uuid)
+        if state is None:
+            raise VCenterError(self.name, f"VM {vm.name!r}: ManagedObjectNotFound")
+        return state
+
     # ---- VCenterOps
     def find_vm(self, instance_uuid: str) -> VM | None:
         state = self.vms.get(instance_uuid)
@@ -105,7 +115,7 @@ class FakeVCenter:
     def create_snapshot(self, vm: VM, name: str, description: str, *, memory: bool,
                         quiesce: bool) -> str:
         self.calls.append(("create_snapshot", f"{vm.name}:quiesce={quiesce}"))
-        state = self.vms[vm.instance_uuid]
+        state = self._state(vm)
         if vm.name in self.fail_snapshot_for:
             raise VCenterError(self.name, "FileFault: cannot create snapshot")
         if quiesce and self.fail_quiesce:
@@ -117,34 +127,40 @@ class FakeVCenter:
 
     def remove_snapshot(self, vm: VM, snapshot_id: str) -> None:
         self.calls.append(("remove_snapshot", snapshot_id))
-        state = self.vms[vm.instance_uuid]
+        state = self.vms.get(vm.instance_uuid)
+        if state is None:
+            return  # as `VSphereOperations`: the snapshot went with its VM, the goal holds
         state.snapshots = [s for s in state.snapshots if s.id != snapshot_id]
 
     def shutdown_guest(self, vm: VM) -> None:
         self.calls.append(("shutdown_guest", vm.name))
-        state = self.vms[vm.instance_uuid]
+        state = self._state(vm)
         if state.shuts_down:
             state.power = PowerState.OFF
 
     def power_off(self, vm: VM) -> None:
         self.calls.append(("power_off", vm.name))
-        self.vms[vm.instance_uuid].power = PowerState.OFF
+        self._state(vm).power = PowerState.OFF
 
     def power_on(self, vm: VM) -> None:
         self.calls.append(("power_on", vm.name))
-        self.vms[vm.instance_uuid].power = PowerState.ON
+        self._state(vm).power = PowerState.ON
 
     def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
-        return self.vm(self.vms[vm.instance_uuid]).disks
+        return self.vm(self._state(vm)).disks
 
     def open_disk(self, vm: VM, snapshot_id: str, disk: Disk,
                   on_lease: Callable[[str], None] | None = None) -> io.BytesIO:
         if self.fail_read:
             raise VCenterError(self.name, "HTTP 503 reading disk")
-        return io.BytesIO(self.vms[vm.instance_uuid].disks[disk.key])
+        return io.BytesIO(self._state(vm).disks[disk.key])
 
     def abort_lease(self, lease_id: str) -> bool:
+        """As `VSphereOperations`: False for a lease that has already ended."""
         self.calls.append(("abort_lease", lease_id))
+        if lease_id in self.ended_leases:
+            return False
+        self.ended_leases.add(lease_id)
         return True
 
     def changed_extents(self, vm: VM, snapshot_id: str, disk: Disk,
@@ -152,7 +168,14 @@ class FakeVCenter:
         return None
 
     def vm_files(self, vm: VM) -> Mapping[str, bytes]:
-        return {f"{vm.name}.vmx": b'displayName = "x"\n'}
+        """As `VSphereOperations`: the .vmx and the VM's configuration (`vm-config.json`)."""
+        config = VMConfig(
+            name=vm.name, instance_uuid=vm.instance_uuid, folder=vm.folder, host=vm.host,
+            controllers=(ControllerSpec(1000, "ParaVirtualSCSIController", 0),),
+            disks=tuple(DiskSpec(d.key, 1000, unit, d.capacity_bytes, d.file)
+                        for unit, d in enumerate(vm.disks)),
+        )
+        return {f"{vm.name}.vmx": b'displayName = "x"\n', CONFIG_FILE: config.encode()}
 
     def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
         self.calls.append(("wait_for_tasks", vm.name))
@@ -246,14 +269,29 @@ class FakeStore:
 
 
 class FakeHooks:
-    def __init__(self, failing: Sequence[str] = ()) -> None:
+    """Hooks that succeed, fail (`failing`: exit status 3) or outlive their timeout (`slow`),
+    with `SubprocessHooks`'s messages; `defined` (None: any name) are those the host config
+    defines."""
+
+    def __init__(self, failing: Sequence[str] = (), slow: Sequence[str] = (),
+                 defined: Sequence[str] | None = None, timeout: float = 60.0) -> None:
         self.failing = set(failing)
+        self.slow = set(slow)
+        self.defined = None if defined is None else set(defined)
+        self.timeout = timeout
         self.ran: list[tuple[str, str]] = []
+        self.environments: list[dict[str, str]] = []
 
     def run(self, name: str, environment: Mapping[str, str]) -> None:
-        self.ran.append((name, environment["VMKEEP_PHASE"]))
+        if self.defined is not None and name not in self.defined:
+            raise HookError(f"hook {name!r} is not defined in the host config")
+        self.ran.append((name, environment.get("VMKEEP_PHASE", "")))
+        self.environments.append(dict(environment))
         if name in self.failing:
             raise HookError(f"hook {name!r} exited with status 3")
+        if name in self.slow:
+            raise HookError(f"hook {name!r} did not finish within {self.timeout:g}s and was "
+                            "killed")
 
 
 class FakeClock:
