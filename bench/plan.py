@@ -20,6 +20,11 @@ separate process, its output going to a file (wall time, user+sys CPU and peak R
 `wait4`). The same command of the baseline revision (default: where this branch left
 `main`, exported with `git archive`) runs in turns with this tree's, in the same run, and
 both outputs must be byte-identical.
+
+    .venv/bin/python bench/plan.py [--whole] --noop
+
+`--noop` plans the no-op estate of issue 14 instead (fully covered, nothing due): the estate
+above after its plans were applied until nothing is left to do (not timed).
 """
 
 from __future__ import annotations
