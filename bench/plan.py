@@ -20,6 +20,11 @@ separate process, its output going to a file (wall time, user+sys CPU and peak R
 `wait4`). The same command of the baseline revision (default: where this branch left
 `main`, exported with `git archive`) runs in turns with this tree's, in the same run, and
 both outputs must be byte-identical.
+
+    .venv/bin/python bench/plan.py [--whole] --noop
+
+`--noop` plans the no-op estate of issue 14 instead (fully covered, nothing due): the estate
+above after its plans were applied until nothing is left to do (not timed).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import tempfile
 import time
 import timeit
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
@@ -50,6 +56,8 @@ from reconciler.markers import (  # noqa: E402
 )
 from reconciler.model import (  # noqa: E402
     VM,
+    Action,
+    ActionKind,
     Duration,
     ExportPoint,
     ExportSpec,
@@ -145,6 +153,36 @@ def estate(vms: int, points: int, policy_set: PolicySet, seed: int = 1) -> Obser
     return ObservedState(NOW, {"vc1": tuple(machines)}, {"nas": tuple(exports)})
 
 
+def settled(observed: ObservedState, policy_set: PolicySet) -> ObservedState:
+    """`observed` after applying its plans until nothing is left to do: the no-op estate of
+    issue 14 (every VM covered for the current slot, retention keeps every point)."""
+    for _ in range(4):
+        result = plan(policy_set, observed, NOW, Limits(max_deletes_per_run=10**9))
+        if not result.actions:
+            return observed
+        by_vm: dict[str, list[Action]] = {}
+        for action in result.actions:
+            by_vm.setdefault(action.vm.instance_uuid, []).append(action)
+        gone = {a.snapshot_id for a in result.actions if a.kind is ActionKind.SNAPSHOT_DELETE}
+        dropped = {a.point_id for a in result.actions if a.kind is ActionKind.EXPORT_DELETE}
+        machines = []
+        exports = [e for e in observed.targets["nas"] if e.id not in dropped]
+        for vm in observed.vcenters["vc1"]:
+            snaps = [s for s in vm.snapshots if s.id not in gone]
+            for a in by_vm.get(vm.instance_uuid, ()):
+                if a.kind is ActionKind.SNAPSHOT_CREATE:
+                    marker = Marker(a.policy, a.point_id, a.slot, MarkerKind.POINT)
+                    snaps.append(Snapshot(f"snapshot-{vm.moref}-{a.slot:%Y%m%d%H%M}",
+                                          format_name(marker), format_description(marker),
+                                          a.slot, False))
+                elif a.kind is ActionKind.EXPORT_CREATE:
+                    exports.append(ExportPoint(a.point_id, a.policy, vm.ref, a.slot, a.slot,
+                                               True, "nas"))
+            machines.append(replace(vm, snapshots=tuple(snaps)))
+        observed = ObservedState(NOW, {"vc1": tuple(machines)}, {"nas": tuple(exports)})
+    raise SystemExit("the no-op estate did not settle")
+
+
 def timed(policy_set: PolicySet, observed: ObservedState) -> tuple[float, float, int]:
     """Wall-clock and CPU time of one plan; the plan is freed after the clock stops."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -226,9 +264,13 @@ def whole(args: argparse.Namespace, policy_set: PolicySet) -> None:
             (work / "policies" / f"{policy.name}.yaml").write_text(policy_yaml(policy))
         started = time.perf_counter()
         state = estate(args.vms, args.points, policy_set)
+        if args.noop:
+            state = settled(state, policy_set)
         (work / "state.json").write_bytes(orjson.dumps(state_to_json(state)))
+        points = sum(len(v.snapshots) for v in state.vcenters["vc1"]) + len(state.targets["nas"])
         del state
         size = (work / "state.json").stat().st_size
+        print(f"{'no-op' if args.noop else 'nightly'} estate: {args.vms} VMs, {points} points")
         print(f"estate written in {time.perf_counter() - started:.1f} s: state.json "
               f"{size / 2**20:.0f} MiB; baseline {rev[:10]}", flush=True)
         trees = {"baseline": baseline_tree(rev, work / "baseline"), "this tree": ROOT}
@@ -267,6 +309,9 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV",
                         help="with --whole: the revision to compare with (default: merge-base "
                         "with main)")
+    parser.add_argument("--noop", action="store_true",
+                        help="the no-op estate: the normal night's estate after its plans "
+                        "were applied (fully covered, nothing due)")
     args = parser.parse_args()
     if args.whole:
         whole(args, policies(args.policies))
@@ -275,6 +320,8 @@ def main() -> None:
     small_n = max(1, args.vms // 10)
     small = estate(small_n, args.points, policy_set)
     large = estate(args.vms, args.points, policy_set)
+    if args.noop:
+        small, large = settled(small, policy_set), settled(large, policy_set)
     total_points = sum(len(v.snapshots) for v in large.vcenters["vc1"]) + len(large.targets["nas"])
     (t_small, c_small, a_small), (t_large, c_large, a_large) = best_of(
         args.repeat, policy_set, [small, large]

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from reconciler.markers import MarkerKind, parse_marker
+from reconciler.markers import MarkerKind, parse_marker, parse_point
 from reconciler.model import VM, Hygiene, ObservedState, PlanWarning, PointKind, Severity
 from reconciler.observed import Catalog, CatalogPoint, snapshot_depths
 
@@ -148,7 +148,10 @@ def temporary_findings(
     owned: set[str] = set()
     for vcenter, vms in sorted(observed.vcenters.items()):
         for vm in vms:
+            uuid = vm.instance_uuid
             for snap in vm.snapshots:
+                if parse_point(snap.name, snap.description, uuid) is not None:
+                    continue  # a restore point's marker as vmkeep writes it (no Marker built)
                 marker = parse_marker(snap.name, snap.description)
                 if (marker is None or marker.kind is not MarkerKind.EXPORT_TEMP
                         or marker.installation is None):

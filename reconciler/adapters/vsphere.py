@@ -86,8 +86,11 @@ from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
 from reconciler.adapters.vsphere_fast import (
     Missing,
+    ObjectUpdate,
     Page,
+    UpdateSet,
     parse_page,
+    parse_updates,
     token_of,
 )
 from reconciler.adapters.vsphere_inventory import (
@@ -1777,7 +1780,10 @@ class VSphereWatch:
     `enter` updates; the other ticks ask only for the changes since the last version
     (`maxWaitSeconds=0`: never blocks) and apply them — `enter`/`modify` assign properties,
     `remove`/`indirectRemove` drop them, `leave` drops the object. Tags come over REST,
-    which has no change feed: they are read again every tick.
+    which has no change feed: they are read again every tick. With the client's
+    `fast_inventory` (the default) the answers are read from their SOAP bytes by
+    `vsphere_fast`, like the full read's pages: at 10,000 VMs the first one is as big as a
+    full read (about 6x faster than pyVmomi's deserialiser, docs/benchmarks.md).
     """
 
     def __init__(self, client: VSphereClient) -> None:
@@ -1797,9 +1803,13 @@ class VSphereWatch:
 
     def inventory(self) -> Inventory:
         """The cached inventory, brought up to date (tags read again)."""
-        objects, fields = self.client.call("watch the inventory", self._sync)
-        tags = self.client._read_tags()
-        inventory, skipped = build_inventory(self.client.name, objects, fields, tags)
+        # Like the full read, the fast reader pauses the cyclic collector: a start reads
+        # every object at once.
+        fast = self.client.fast_inventory
+        with collector_paused() if fast else contextlib.nullcontext():
+            objects, fields = self.client.call("watch the inventory", self._sync)
+            tags = self.client._read_tags()
+            inventory, skipped = build_inventory(self.client.name, objects, fields, tags)
         for reason in skipped:
             log.warning("vCenter %r: VM left out of the inventory: %s", self.client.name, reason)
         return inventory
@@ -1855,38 +1865,62 @@ class VSphereWatch:
             raise
 
     def _updates(self) -> None:
-        collector = self._collector
         options = PC.WaitOptions(maxWaitSeconds=0)
         while True:
-            result = collector.WaitForUpdatesEx(version=self._version, options=options)
+            result = self._wait(options)
             if result is None:
                 return
-            for filter_update in result.filterSet or ():
-                for missing in filter_update.missingSet or ():
-                    raise _SessionLost(f"a watched object is gone: {missing.fault}")
-                for update in filter_update.objectSet or ():
-                    self._apply(update)
+            if result.gone:
+                raise _SessionLost(f"a watched object is gone: {result.gone[0]}")
+            for update in result.objects:
+                self._apply(update)
             self._version = result.version
             if not result.truncated:
                 return
 
-    def _apply(self, update: Any) -> None:
-        obj = update.obj
+    def _wait(self, options: Any) -> UpdateSet | None:
+        """One WaitForUpdatesEx: read from its SOAP bytes by `vsphere_fast` (the client's
+        `fast_inventory`; faults still come through pyVmomi), else through pyVmomi — at
+        10,000 VMs the first answer, everything as `enter` updates, is as big as a full read."""
+        if self.client.fast_inventory:
+            body = self.client._fetch_page(self._collector, "WaitForUpdatesEx",
+                                           [self._version, options])
+            try:
+                return parse_updates(body)
+            except ElementTree.ParseError as exc:
+                raise VCenterError(self.client.name, f"watch the inventory: an answer is not "
+                                   f"well-formed XML ({exc})") from None
+        result = self._collector.WaitForUpdatesEx(version=self._version, options=options)
+        if result is None:
+            return None
+        updates = UpdateSet(result.version, bool(result.truncated))
+        for filter_update in result.filterSet or ():
+            updates.gone += [type(m.fault).__name__.rsplit(".", 1)[-1]
+                             for m in filter_update.missingSet or ()]
+            for update in filter_update.objectSet or ():
+                obj = update.obj
+                updates.objects.append(ObjectUpdate(
+                    update.kind, obj._wsdlName, obj._moId,
+                    [(c.name, c.op, c.val) for c in update.changeSet or ()],
+                    [Missing(obj._wsdlName, obj._moId, m.path,
+                             type(m.fault).__name__.rsplit(".", 1)[-1])
+                     for m in update.missingSet or ()]))
+        return updates
+
+    def _apply(self, update: ObjectUpdate) -> None:
         if update.kind == "leave":
-            self._objects.pop(obj._moId, None)
+            self._objects.pop(update.id, None)
             return
-        for missing in update.missingSet or ():
-            fault = type(missing.fault).__name__.rsplit(".", 1)[-1]
-            self.client._check_missing(
-                Missing(obj._wsdlName, obj._moId, missing.path, fault), self._view._moId)
-        if obj._wsdlName == "CustomFieldsManager":
-            for change in update.changeSet or ():
-                if change.name == "field":
-                    self._fields = list(change.val or []) if change.op == "assign" else []
+        for missing in update.missing:
+            self.client._check_missing(missing, self._view._moId)
+        if update.obj_kind == "CustomFieldsManager":
+            for name, op, val in update.changes:
+                if name == "field":
+                    self._fields = list(val or []) if op == "assign" else []
             return
-        _, props = self._objects.setdefault(obj._moId, (obj._wsdlName, {}))
-        for change in update.changeSet or ():
-            if change.op in ("remove", "indirectRemove"):
-                props.pop(change.name, None)
+        _, props = self._objects.setdefault(update.id, (update.obj_kind, {}))
+        for name, op, val in update.changes:
+            if op in ("remove", "indirectRemove"):
+                props.pop(name, None)
             else:
-                props[change.name] = change.val
+                props[name] = val

@@ -15,6 +15,9 @@ the same answer with the standard library's expat parser instead and builds only
   lists; leaves are typed by their `xsi:type`, or by field name where the schema gives them
   no `xsi:type` (`key`, `capacityInKB`, `createTime`, …).
 
+The watch cache's `WaitForUpdatesEx` answers (`parse_updates`) are read the same way: a
+property change's value is the same XML as a property's in a page.
+
 `tests/integration/test_vsphere_fast_inventory.py` checks that both readers give equal
 inventories on random simulator estates. No third-party parser is needed: lxml measured no
 faster here, as the time goes into Python callbacks either way (docs/benchmarks.md).
@@ -30,7 +33,10 @@ from xml.etree.ElementTree import Element, fromstring
 
 from reconciler.adapters.vsphere_inventory import RawObject
 
-__all__ = ["Data", "Missing", "Page", "Ref", "parse_page", "strip_devices", "token_of"]
+__all__ = [
+    "Data", "Missing", "ObjectUpdate", "Page", "Ref", "UpdateSet", "parse_page", "parse_updates",
+    "strip_devices", "token_of",
+]
 
 #: A device element that is not a virtual disk (its xsi:type does not end in VirtualDisk).
 _OTHER_DEVICE = re.compile(
@@ -105,6 +111,29 @@ class Page:
     objects: list[RawObject] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
     token: str | None = None
+
+
+@dataclass
+class ObjectUpdate:
+    """One object's changes in a WaitForUpdatesEx answer: `kind` is enter, modify or leave;
+    `changes` are (property path, op, value) with op assign, add, remove or indirectRemove."""
+
+    kind: str
+    obj_kind: str
+    id: str
+    changes: list[tuple[str, str, Any]] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+
+
+@dataclass
+class UpdateSet:
+    """One answer of WaitForUpdatesEx; `gone` holds the fault type of every watched object
+    the collector reports missing (the filter's missingSet)."""
+
+    version: str
+    truncated: bool
+    objects: list[ObjectUpdate] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
 
 
 def strip_devices(body: bytes) -> bytes:
@@ -220,6 +249,19 @@ def _find(node: Element, name: str) -> Element | None:
     return None
 
 
+def _fault_type(node: Element) -> str:
+    """The type of a missingSet entry's fault ("NotAuthenticated")."""
+    outer = _find(node, "fault")
+    inner = _find(outer, "fault") if outer is not None else None
+    fault = (inner.get(_XSI_TYPE) if inner is not None else None) or "MethodFault"
+    return fault.rsplit(":", 1)[-1]
+
+
+def _missing(node: Element, kind: str, moid: str) -> Missing:
+    path = _find(node, "path")
+    return Missing(kind, moid, _text(path) if path is not None else "", _fault_type(node))
+
+
 def _object(node: Element, page: Page) -> None:
     kind, moid = "", ""
     props: dict[str, Any] = {}
@@ -237,13 +279,32 @@ def _object(node: Element, page: Page) -> None:
             if name is not None:
                 props[name] = _value(val) if val is not None else None
         elif tag == "missingSet":
-            path = _find(child, "path")
-            outer = _find(child, "fault")
-            inner = _find(outer, "fault") if outer is not None else None
-            fault = (inner.get(_XSI_TYPE) if inner is not None else None) or "MethodFault"
-            page.missing.append(Missing(kind, moid, _text(path) if path is not None else "",
-                                        fault.rsplit(":", 1)[-1]))
+            page.missing.append(_missing(child, kind, moid))
     page.objects.append(RawObject(kind, moid, props))
+
+
+def _update(node: Element) -> ObjectUpdate:
+    update = ObjectUpdate("", "", "")
+    for child in node:
+        tag = child.tag
+        if tag == "kind":
+            update.kind = child.text or ""
+        elif tag == "obj":
+            update.obj_kind, update.id = child.get("type") or "", child.text or ""
+        elif tag == "changeSet":
+            name = op = ""
+            val = None
+            for part in child:
+                if part.tag == "name":
+                    name = part.text or ""
+                elif part.tag == "op":
+                    op = part.text or ""
+                elif part.tag == "val":
+                    val = _value(part)
+            update.changes.append((name, op, val))
+        elif tag == "missingSet":
+            update.missing.append(_missing(child, update.obj_kind, update.id))
+    return update
 
 
 def token_of(body: bytes) -> str | None:
@@ -252,20 +313,26 @@ def token_of(body: bytes) -> str | None:
     return match.group(1).decode() if match else None
 
 
-def parse_page(body: bytes) -> Page:
-    """The objects, missing properties and continuation token of one answer (HTTP 200)."""
+def _returnval(body: bytes) -> Element | None:
+    """The `returnval` of an answer, devices cut and tags without the vim25 namespace; None
+    when the answer has none (an empty one)."""
     # Without the vim25 default namespace the tags are plain names ("objects", not
     # "{urn:vim25}objects"): cheaper to compare. An answer written otherwise is normalised.
     envelope = fromstring(strip_devices(body).replace(_VIM_NAMESPACE, b"", 1))
-    page = Page()
     soap_body = _find(envelope, "Body")
     response = soap_body[0] if soap_body is not None and len(soap_body) else None
     if response is None:
-        return page
+        return None
     if response.tag.startswith("{"):
         for element in response.iter():
             element.tag = _local(element.tag)
-    result = _find(response, "returnval")
+    return _find(response, "returnval")
+
+
+def parse_page(body: bytes) -> Page:
+    """The objects, missing properties and continuation token of one answer (HTTP 200)."""
+    page = Page()
+    result = _returnval(body)
     if result is None:
         return page  # an empty answer
     for child in result:
@@ -274,3 +341,25 @@ def parse_page(body: bytes) -> Page:
         elif child.tag == "token":
             page.token = child.text or None
     return page
+
+
+def parse_updates(body: bytes) -> UpdateSet | None:
+    """One WaitForUpdatesEx answer (HTTP 200); None when it has no update set (nothing
+    changed within the wait)."""
+    result = _returnval(body)
+    if result is None:
+        return None
+    updates = UpdateSet("", False)
+    for child in result:
+        tag = child.tag
+        if tag == "version":
+            updates.version = child.text or ""
+        elif tag == "truncated":
+            updates.truncated = (child.text or "").strip() == "true"
+        elif tag == "filterSet":
+            for part in child:
+                if part.tag == "objectSet":
+                    updates.objects.append(_update(part))
+                elif part.tag == "missingSet":
+                    updates.gone.append(_fault_type(part))
+    return updates

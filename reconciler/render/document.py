@@ -126,19 +126,24 @@ def _plan_to_json(plan: Plan) -> dict[str, Any]:
             }
             for w in plan.warnings
         ],
-        "retention": [
-            {
-                "pointId": d.point_id,
-                "kind": d.kind._value_,
-                "policy": d.policy,
-                "vm": _vm(d.vm),
-                "slot": format_time(d.slot),
-                "keep": d.keep,
-                "reasons": list(d.reasons),
-            }
-            for d in plan.retention
-        ],
+        "retention": _retention(plan.retention),
     }
+
+
+def _retention(decisions: tuple[RetentionDecision, ...]) -> list[dict[str, Any]]:
+    """The retention decisions; a VM's `vm` object is built once and shared by its points
+    (about 30 a VM: the plan's VMRef is one object per VM, held by the plan meanwhile)."""
+    refs: dict[int, dict[str, str]] = {}
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for d in decisions:
+        ref = d.vm
+        vm = refs.get(id(ref))
+        if vm is None:
+            vm = refs[id(ref)] = _vm(ref)
+        append({"pointId": d.point_id, "kind": d.kind._value_, "policy": d.policy, "vm": vm,
+                "slot": format_time(d.slot), "keep": d.keep, "reasons": list(d.reasons)})
+    return out
 
 
 #: The times vmkeep works with (`--now`, a saved plan's `now` and slots): from `EARLIEST` up

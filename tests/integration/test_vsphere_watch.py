@@ -69,11 +69,12 @@ def full_read(sim: Simulator) -> Inventory:
     return by_moref(read(sim, fast=True, page_size=100))
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["read by vsphere_fast", "read by pyvmomi"])
 def test_the_watch_cache_equals_a_full_read_after_random_changes(
-    start_vcsim: StartVcsim,
+    start_vcsim: StartVcsim, fast: bool,
 ) -> None:
     sim = start_vcsim(vms=4)
-    watch = VSphereWatch(VSphereClient(sim.config(), sim.password))
+    watch = VSphereWatch(VSphereClient(sim.config(), sim.password, fast_inventory=fast))
 
     @settings(max_examples=EXAMPLES, deadline=None,
               suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,5 @@
-"""The SOAP page reader's pure parts: device cutting, tokens, times, faults in missingSet."""
+"""The SOAP page reader's pure parts: device cutting, tokens, times, faults in missingSet, and
+the update sets of WaitForUpdatesEx (the watch cache)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,26 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.adapters.vsphere_fast import Ref, parse_page, parse_time, strip_devices, token_of
+from reconciler.adapters.vsphere_fast import (
+    Missing,
+    Ref,
+    parse_page,
+    parse_time,
+    parse_updates,
+    strip_devices,
+    token_of,
+)
 
 XSI = 'xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance"'
 
 
-def envelope(returnval: str) -> bytes:
+def envelope(returnval: str | None, method: str = "RetrievePropertiesEx") -> bytes:
+    inner = "" if returnval is None else f"<returnval>{returnval}</returnval>"
     return (
         '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
         'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
-        '<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval>'
-        f"{returnval}</returnval></RetrievePropertiesExResponse></soapenv:Body>"
+        f'<{method}Response xmlns="urn:vim25">{inner}</{method}Response></soapenv:Body>'
         "</soapenv:Envelope>"
     ).encode()
 
@@ -36,6 +45,10 @@ DEVICES = (
     "&lt;/VirtualDevice&gt;</label></deviceInfo></VirtualDevice>"
     "</val></propSet>"
 )
+
+#: The device list's `<val>` alone, as a property change carries it.
+DEVICE_VALUE = DEVICES.removeprefix("<propSet><name>config.hardware.device</name>").removesuffix(
+    "</propSet>")
 
 
 def test_only_virtual_disks_are_kept_of_a_device_list_and_read_like_pyvmomi_objects() -> None:
@@ -94,3 +107,37 @@ def test_a_page_that_is_not_xml_is_a_parse_error() -> None:
 
     with pytest.raises(ElementTree.ParseError):
         parse_page(b"<soapenv:Envelope><unclosed>")
+
+
+def test_an_update_set_reads_versions_kinds_changes_and_missing_properties() -> None:
+    updates = parse_updates(envelope(
+        "<version>7</version><filterSet><filter type=\"PropertyFilter\">f-1</filter>"
+        '<objectSet><kind>enter</kind><obj type="VirtualMachine">vm-1</obj>'
+        f'<changeSet><name>config.hardware.device</name><op>assign</op>{DEVICE_VALUE}'
+        "</changeSet>"
+        '<changeSet><name>name</name><op>assign</op><val xsi:type="xsd:string">a</val>'
+        "</changeSet><changeSet><name>snapshot</name><op>remove</op></changeSet>"
+        "<missingSet><path>guest</path><fault><fault xsi:type=\"NoPermission\"/>"
+        "</fault></missingSet></objectSet>"
+        '<objectSet><kind>leave</kind><obj type="VirtualMachine">vm-2</obj></objectSet>'
+        "</filterSet><truncated>true</truncated>", "WaitForUpdatesEx"))
+    assert updates is not None
+    assert (updates.version, updates.truncated, updates.gone) == ("7", True, [])
+    enter, leave = updates.objects
+    assert (enter.kind, enter.obj_kind, enter.id) == ("enter", "VirtualMachine", "vm-1")
+    (device, op, (disk,)), name, snapshot = enter.changes
+    assert (device, op, disk.key) == ("config.hardware.device", "assign", 2000)
+    assert name == ("name", "assign", "a") and snapshot == ("snapshot", "remove", None)
+    assert enter.missing == [Missing("VirtualMachine", "vm-1", "guest", "NoPermission")]
+    assert (leave.kind, leave.id, leave.changes) == ("leave", "vm-2", [])
+
+
+def test_an_update_set_names_a_watched_object_that_is_gone_and_an_empty_answer_is_none() -> None:
+    updates = parse_updates(envelope(
+        "<version>8</version><filterSet><filter type=\"PropertyFilter\">f-1</filter>"
+        '<missingSet><obj type="ContainerView">session[1]view</obj><fault>'
+        '<fault xsi:type="ManagedObjectNotFound"/></fault></missingSet></filterSet>'
+        "<truncated>false</truncated>", "WaitForUpdatesEx"))
+    assert updates is not None and updates.gone == ["ManagedObjectNotFound"]
+    assert not updates.truncated and updates.objects == []
+    assert parse_updates(envelope(None, "WaitForUpdatesEx")) is None
