@@ -214,7 +214,10 @@ class Reconciler:
                 installation=db.installation_id(),
             )
             hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
-            report = execute(plan, runner, self.limits, parallel=request.parallel, hosts=hosts)
+            stores = {vm.instance_uuid: vm.datastores for vms in state.vcenters.values()
+                      for vm in vms}
+            report = execute(plan, runner, self.limits, parallel=request.parallel, hosts=hosts,
+                             datastores=stores)
             report = RunReport(report.run_id, report.outcomes, tuple(notes))
             db.finish_run(run_id, self.clock(), report.counts())
             self.events.finished(report, plan)
