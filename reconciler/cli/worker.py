@@ -74,6 +74,7 @@ async def _serve(config: Any, queues: list[str], slots: int, identity: str) -> i
 
     from reconciler.engine.activities import WorkerActivities
     from reconciler.engine.connection import connect
+    from reconciler.engine.limits import LimitsWorkflow
     from reconciler.engine.workflows import BatchWorkflow, MaintenanceWorkflow, ReconcileWorkflow
 
     client = await connect(config.engine)
@@ -92,7 +93,7 @@ async def _serve(config: Any, queues: list[str], slots: int, identity: str) -> i
             task_queue=queue,
             identity=identity,
             activities=activities.all(),
-            workflows=[ReconcileWorkflow, BatchWorkflow, MaintenanceWorkflow]
+            workflows=[ReconcileWorkflow, BatchWorkflow, MaintenanceWorkflow, LimitsWorkflow]
             if is_default else [],
             activity_executor=executor,
             max_concurrent_activities=slots,
