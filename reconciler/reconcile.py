@@ -213,8 +213,12 @@ class Reconciler:
                 progress=progress,
                 installation=db.installation_id(),
             )
-            hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
-            report = execute(plan, runner, self.limits, parallel=request.parallel, hosts=hosts)
+            hosts = {vm.instance_uuid: f"{vm.vcenter}/{vm.host}"  # a host is its vCenter's
+                     for vms in state.vcenters.values() for vm in vms}
+            stores = {vm.instance_uuid: tuple(f"{vm.vcenter}/{d}" for d in vm.datastores)
+                      for vms in state.vcenters.values() for vm in vms}
+            report = execute(plan, runner, self.limits, parallel=request.parallel, hosts=hosts,
+                             datastores=stores)
             report = RunReport(report.run_id, report.outcomes, tuple(notes))
             db.finish_run(run_id, self.clock(), report.counts())
             self.events.finished(report, plan)
