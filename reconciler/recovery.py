@@ -109,8 +109,9 @@ class Recovery:
         """Every repair, tried even when one fails: `unfinished` actions (their runs were
         killed), then `shut_down` ones (failed or reconciled, their VM shut down by vmkeep
         and never seen back on), then the temporary snapshots of the VMs in `inventories`
-        and of those re-read, then the partial exports of the targets. Raises
-        `RecoveryError` naming every failure when some failed."""
+        and of those re-read, then the partial exports of the targets that no writer may
+        still be at work on (`PartialPoint.live`). Raises `RecoveryError` naming every
+        failure when some failed."""
         for record in unfinished:
             if record.vcenter not in self.unobserved:  # else: once that vCenter answers
                 self._attempt(f"action {record.id} of an interrupted run",
@@ -126,6 +127,8 @@ class Recovery:
                                   self.temporary_snapshots, name, vm)
         for tname, store in sorted(self.targets.items()):
             for partial in store.partials():
+                if partial.live:  # another process's export in a shared repository
+                    continue
                 self._attempt(f"partial export {partial.id} in target {tname!r}",
                               self.partial_export, tname, partial.id)
         if self.failures:

@@ -34,7 +34,7 @@ from reconciler.errors import RepositoryLockedError
 
 from .format import fsync_dir
 
-__all__ = ["Holder", "WriterLock"]
+__all__ = ["Holder", "WriterLock", "process_running"]
 
 
 @dataclass(frozen=True)
@@ -197,20 +197,26 @@ class WriterLock:
                 self._write_holder()
 
 
+def process_running(pid: int) -> bool:
+    """Whether a process of this host with that id runs (one of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _clear_dead_holders(shared_dir: Path) -> Holder | None:
     """Remove the holder files of writers of this host that are gone; the newest of them."""
     host = socket.gethostname()
     dead: list[Holder] = []
     for path in shared_dir.glob(f"{host}-*.json"):
         holder = Holder.from_file(path)
-        if holder is None or holder.host != host:
-            continue
-        try:
-            os.kill(holder.pid, 0)
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:
+        if holder is None or holder.host != host or process_running(holder.pid):
             continue
         path.unlink(missing_ok=True)
         dead.append(holder)
