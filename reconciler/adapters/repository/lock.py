@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import RepositoryLockedError
+from reconciler.processes import process_running
 
 from .format import fsync_dir
 
-__all__ = ["Holder", "WriterLock", "process_running"]
+__all__ = ["Holder", "WriterLock"]
 
 
 @dataclass(frozen=True)
@@ -195,19 +196,6 @@ class WriterLock:
             # the flock is what excludes; a missed renewal only ages the lease
             with contextlib.suppress(OSError):
                 self._write_holder()
-
-
-def process_running(pid: int) -> bool:
-    """Whether a process of this host with that id runs (one of another user counts)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _clear_dead_holders(shared_dir: Path) -> Holder | None:

@@ -30,6 +30,7 @@ from reconciler.errors import (
     RepositoryLockedError,
 )
 from reconciler.model import ExportPoint, VMRef
+from reconciler.processes import process_running
 
 from .core import RepositoryCore
 from .format import (
@@ -47,7 +48,7 @@ from .format import (
     validate_chunk_size,
 )
 from .gc import GcReport, collect
-from .lock import WriterLock, process_running
+from .lock import WriterLock
 from .packs import ChunkIndex, PackSummary
 from .reader import DiskReader
 from .verification import VerifyReport, verify
