@@ -5,6 +5,7 @@ This is the shell: it touches the environment and the file system so the core do
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,6 +45,8 @@ if TYPE_CHECKING:  # pyVmomi and the repository are imported when they are used
     from reconciler.adapters.repository import Repository, VerifyReport
     from reconciler.adapters.statedb import StateDB
     from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereRestore
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "capture", "config_path", "fuse_available", "git_source", "holds_journal", "hook_runner",
@@ -161,8 +164,9 @@ def capture(config: HostConfig, now: datetime,
     """The live observed state of every configured vCenter and target.
 
     A vCenter that cannot be read (login refused, TLS verification, network: any
-    `VCenterError`) does not stop the others: it is recorded in `unobserved` with the reason,
-    and said on stderr. A missing password is a configuration error and stops everything.
+    `VCenterError`; or a bug in vmkeep's reading of it) does not stop the others: it is
+    recorded in `unobserved` with the reason, and said on stderr. A missing password is a
+    configuration error and stops everything.
     `read` gives a vCenter's inventory (default: a full read; the controller: `WatchCaches`).
     """
     passwords = {name: resolve_password(vc) for name, vc in config.vcenters.items()}
@@ -172,12 +176,15 @@ def capture(config: HostConfig, now: datetime,
             inventories.append(read(name, vc, passwords[name]))
         except VCenterError as exc:
             unobserved[name] = exc.detail  # the name is said next to it
+        except Exception as exc:  # a bug reading this vCenter must not stop the others
+            log.debug("reading vCenter %r failed", name, exc_info=True)
+            unobserved[name] = (f"internal error reading it (a bug in vmkeep, please report "
+                                f"it; -v shows the traceback): {type(exc).__name__}: {exc}")
+        if name in unobserved:
             print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
                   "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
     targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
     return observed.observed_from(inventories, targets, now, unobserved)
-
-
 
 
 # ---------------------------------------------------------------------- one reconcile
