@@ -179,7 +179,7 @@ def capture(config: HostConfig, now: datetime,
         except Exception as exc:  # a bug reading this vCenter must not stop the others
             log.debug("reading vCenter %r failed", name, exc_info=True)
             unobserved[name] = (f"internal error reading it (a bug in vmkeep, please report "
-                                f"it; -v shows the traceback): {type(exc).__name__}: {exc}")
+                                f"it; -vv shows the traceback): {type(exc).__name__}: {exc}")
         if name in unobserved:
             print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
                   "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
