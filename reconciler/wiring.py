@@ -5,6 +5,7 @@ This is the shell: it touches the environment and the file system so the core do
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -52,8 +53,8 @@ __all__ = [
     "capture", "config_path", "fuse_available", "git_source", "holds_journal", "hook_runner",
     "http_server", "load_host_config", "missing_chunks", "open_journal", "open_repository",
     "open_state_db", "open_targets", "open_vcenters", "policy_directory", "read_verify_log",
-    "reconciler", "record_verify_log", "resolve_password", "serve_mount", "verify_points",
-    "vsphere_client", "vsphere_operations", "vsphere_restore",
+    "reconciler", "record_verify_log", "register_configured_secrets", "resolve_password",
+    "serve_mount", "verify_points", "vsphere_client", "vsphere_operations", "vsphere_restore",
 ]
 
 DEFAULT_CONFIG = "vmkeep.yaml"
@@ -94,6 +95,14 @@ def resolve_password(vc: VCenterConfig, environ: dict[str, str] | None = None) -
     password = _read_password(vc, os.environ if environ is None else environ)
     register_secret(password)
     return password
+
+
+def register_configured_secrets(config: HostConfig) -> None:
+    """Make `errors.mask` hide every vCenter password the host config names that can be
+    read now (one that cannot is simply not registered: nothing here needs it)."""
+    for vc in config.vcenters.values():
+        with contextlib.suppress(VmkeepError):
+            resolve_password(vc)
 
 
 def _read_password(vc: VCenterConfig, env: Mapping[str, str]) -> str:
