@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler import planner, policies, review
-from reconciler.cli import common
+from reconciler.cli import common, keep_until_exit
 from reconciler.cli.common import load_state, parse_now, write_json, write_stdout
 from reconciler.collector import collector_paused
 from reconciler.errors import UsageError
@@ -118,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     observed = _observed(args, config, now)
     result = planner.plan(policy_set, observed, now, config.limits if config else Limits(),
                           _transports(config), hygiene=config.hygiene if config else None)
+    keep_until_exit(observed, result)  # read-only: the process's end releases them at once
     _render_plan(result, args.output)
     if args.out:
         write_json(plan_to_json(result), args.out)
@@ -131,7 +132,9 @@ def _transports(config: HostConfig | None) -> dict[str, str]:
 
 def _render_plan(result: Plan, output: str) -> None:
     if output == "json":
-        _emit_json(plan_to_json(result))
+        document = plan_to_json(result)
+        keep_until_exit(document)
+        _emit_json(document)
     elif output == "markdown":
         _emit(render_markdown(result))
     else:
