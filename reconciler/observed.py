@@ -516,6 +516,29 @@ class Catalog:
 
 def snapshot_depths(snapshots: Sequence[Snapshot]) -> dict[str, int]:
     """Depth of every snapshot in its tree (a root snapshot is 1); cycles are cut."""
+    depths = _depths_parents_first(snapshots)
+    return depths if depths is not None else _depths_walked(snapshots)
+
+
+def _depths_parents_first(snapshots: Sequence[Snapshot]) -> dict[str, int] | None:
+    """The depths in one pass when every snapshot comes after its parent (the order vSphere's
+    snapshot tree is read in, depth first); None otherwise (a parent later or missing, an id
+    twice, a cycle), for the walk to decide."""
+    depths: dict[str, int] = {}
+    for s in snapshots:
+        parent, sid = s.parent_id, s.id
+        if sid in depths:
+            return None
+        if parent is None:
+            depths[sid] = 1
+        elif parent in depths:
+            depths[sid] = depths[parent] + 1
+        else:
+            return None
+    return depths
+
+
+def _depths_walked(snapshots: Sequence[Snapshot]) -> dict[str, int]:
     parents = {s.id: s.parent_id for s in snapshots}
     depths: dict[str, int] = {}
     for s in snapshots:
