@@ -21,7 +21,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from reconciler import planner, policies, review
+from reconciler import planner, policies
 from reconciler.cli import common, keep_until_exit
 from reconciler.cli.common import load_state, parse_now, write_json, write_stdout
 from reconciler.collector import collector_paused
@@ -30,7 +30,6 @@ from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import PolicySource
 from reconciler.render import plan_to_json, render_markdown, render_text
 from reconciler.render.json_text import json_bytes
-from reconciler.render.review import review_markdown, review_text, review_to_json
 from reconciler.wiring import capture
 
 __all__ = ["register", "run"]
@@ -142,6 +141,9 @@ def _render_plan(result: Plan, output: str) -> None:
 
 
 def _run_review(args: argparse.Namespace) -> int:
+    from reconciler import review  # review mode only: `vmkeep plan` does not import it
+    from reconciler.render.review import review_markdown, review_text, review_to_json
+
     if not args.repo and not args.policies and not args.rev and args.base and args.head \
             and common.use_configured_source(args):
         args.rev = None  # the host config's repository; --base and --head name revisions
