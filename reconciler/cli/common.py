@@ -207,8 +207,8 @@ _PIECE = 1 << 20  # write_in_pieces
 
 
 def write_in_pieces(stream: BinaryIO, data: bytes) -> None:
-    """Write `data` in pieces of 1 MiB rather than in one call. A 115 MiB plan written by one
-    `write(2)` took 0.6-0.9 s of kernel time on the benchmark machine, the same bytes in 1 MiB
+    """Write `data` in pieces of 1 MiB rather than in one call. A 110 MiB plan written by one
+    `write(2)` took 0.6-1.1 s of kernel time on the benchmark machine, the same bytes in 1 MiB
     writes 0.03 s (docs/benchmarks.md, plan)."""
     view = memoryview(data)
     for start in range(0, len(view), _PIECE):
