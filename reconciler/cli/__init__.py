@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import gc
 import importlib
 import logging
 import os
@@ -29,6 +28,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from gc import freeze as _freeze_heap  # not `gc`: the `gc` command's module takes that name
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -237,7 +237,7 @@ def keep_until_exit(*values: object) -> None:
     the command closes its files, locks and connections itself."""
     if _kept is not None:
         _kept.extend(values)
-        gc.freeze()
+        _freeze_heap()
 
 
 def entry() -> NoReturn:

@@ -277,3 +277,17 @@ def test_vmkeep_plan_imports_no_other_command_module(workdir: Path) -> None:
     assert "'reconciler.cli.plan'" in loaded
     for other in ("apply", "run", "status", "restore", "worker", "files", "mount", "forget"):
         assert f"'reconciler.cli.{other}'" not in loaded, loaded
+
+
+def test_a_plan_process_ends_the_same_with_every_command_module_imported(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The `gc` command's module is the package attribute `gc`; the exit must not trip on it."""
+    write_state(workdir / "state.json", days=5, covered=False)
+    argv = plan_args("-o", "json", "--detailed-exitcode")
+    assert main(argv) == 2
+    expected = capsys.readouterr().out
+    script = "from reconciler import cli\nassert cli.COMMANDS\ncli.entry()\n"
+    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=workdir, text=True,
+                          capture_output=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (2, expected, "")
