@@ -269,7 +269,10 @@ def _snapshots_fast(items: Any) -> tuple[Snapshot, ...] | None:
     for s in items:
         if type(s) is not dict:
             return None
-        sid, name, created = s.get("id"), s.get("name"), s.get("createdAt")
+        try:  # subscripts rather than .get where a field is required: 3x cheaper in 3.11
+            sid, name, created = s["id"], s["name"], s["createdAt"]
+        except KeyError:
+            return None
         description = s.get("description", "")
         quiesced, parent = s.get("quiesced", False), s.get("parentId")
         if (type(sid) is not str or type(name) is not str or type(created) is not str
@@ -369,13 +372,15 @@ def _points_fast(items: Any, target: str) -> tuple[ExportPoint, ...] | None:
     for data in items:
         if type(data) is not dict:
             return None
-        vm = data.get("vm")
-        if type(vm) is not dict:
+        try:  # subscripts where a field is required (see `_snapshots_fast`)
+            vm = data["vm"]
+            if type(vm) is not dict:
+                return None
+            pid, policy, name, uuid = data["id"], data["policy"], vm["name"], \
+                vm["instanceUuid"]
+            slot, created, complete = data["slot"], data["createdAt"], data["complete"]
+        except KeyError:
             return None
-        pid, policy, name, uuid = data.get("id"), data.get("policy"), vm.get("name"), \
-            vm.get("instanceUuid")
-        slot, created, complete = data.get("slot"), data.get("createdAt"), \
-            data.get("complete")
         consistency, size = data.get("consistency", ""), data.get("sizeBytes", 0)
         if not (type(pid) is str and type(policy) is str and type(name) is str
                 and type(uuid) is str and type(slot) is str and type(created) is str
@@ -511,6 +516,29 @@ class Catalog:
 
 def snapshot_depths(snapshots: Sequence[Snapshot]) -> dict[str, int]:
     """Depth of every snapshot in its tree (a root snapshot is 1); cycles are cut."""
+    depths = _depths_parents_first(snapshots)
+    return depths if depths is not None else _depths_walked(snapshots)
+
+
+def _depths_parents_first(snapshots: Sequence[Snapshot]) -> dict[str, int] | None:
+    """The depths in one pass when every snapshot comes after its parent (the order vSphere's
+    snapshot tree is read in, depth first); None otherwise (a parent later or missing, an id
+    twice, a cycle), for the walk to decide."""
+    depths: dict[str, int] = {}
+    for s in snapshots:
+        parent, sid = s.parent_id, s.id
+        if sid in depths:
+            return None
+        if parent is None:
+            depths[sid] = 1
+        elif parent in depths:
+            depths[sid] = depths[parent] + 1
+        else:
+            return None
+    return depths
+
+
+def _depths_walked(snapshots: Sequence[Snapshot]) -> dict[str, int]:
     parents = {s.id: s.parent_id for s in snapshots}
     depths: dict[str, int] = {}
     for s in snapshots:

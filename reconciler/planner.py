@@ -70,6 +70,7 @@ FORMAT_VERSION = 1
 
 _ACTION_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
 _slot_of = attrgetter("slot")
+_new = tuple.__new__
 _SNAPSHOT = PointKind.SNAPSHOT
 _GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
 
@@ -277,9 +278,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             )
     memo = _RetentionMemo(now)
 
-    groups: dict[_GroupKey, list[CatalogPoint]] = defaultdict(list)
-    for point in catalog.points:
-        groups[(point.policy, point.vm.instance_uuid, point.kind)].append(point)
+    groups = _grouped(catalog.points)
 
     candidates = {
         name: selection.Candidates(sorted(vms, key=_vm_order))
@@ -366,6 +365,25 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
         ),
         unobserved=dict(sorted(observed.unobserved.items())),
     )
+
+
+def _grouped(points: Iterable[CatalogPoint]) -> dict[_GroupKey, list[CatalogPoint]]:
+    """The points by (policy, VM, kind), in catalog order. A VM's points of one policy and
+    kind mostly come one after the other (its snapshots, a target's list of its exports):
+    such a run is recognised by its `VMRef` object without building and hashing a key for
+    every point (300,000 at 10,000 VMs)."""
+    groups: dict[_GroupKey, list[CatalogPoint]] = defaultdict(list)
+    last: tuple[object, str, PointKind] | None = None
+    bucket: list[CatalogPoint] = []
+    for point in points:
+        ref, policy, kind = point.vm, point.policy, point.kind
+        if last is not None and ref is last[0] and kind is last[2] and policy == last[1]:
+            bucket.append(point)
+            continue
+        bucket = groups[(policy, ref.instance_uuid, kind)]
+        bucket.append(point)
+        last = (ref, policy, kind)
+    return groups
 
 
 def _explain_transports(actions: list[Action], observed: ObservedState,
@@ -570,16 +588,18 @@ def _retain(group: _Group, base: _History,
             requires = (group.ctx.new_id,)
         else:
             guarded = max(complete, key=_slot_of)
-    policy, ref = group.ctx.policy.name, group.ctx.ref
+    policy, ref, kind = group.ctx.policy.name, group.ctx.ref, k.kind
     deletions: list[Action] = []
     decisions: list[RetentionDecision] = []
+    append = decisions.append
     for p in complete:
         verdict = _GUARDED if p is guarded else verdicts[p.slot]
-        decisions.append(
-            RetentionDecision(p.point_id, k.kind, policy, ref, p.slot, verdict.keep,
-                              verdict.reasons)
-        )
-        if not verdict.keep:
+        keep = verdict.keep
+        # Every field given, in order: built without the named tuple's Python-level __new__
+        # (a decision per complete point: 290,000 at 10,000 VMs).
+        append(_new(RetentionDecision, (p.point_id, kind, policy, ref, p.slot, keep,
+                                        verdict.reasons)))
+        if not keep:
             deletions.append(_delete(group, p, verdict.reasons[0], requires))
     return deletions, decisions
 

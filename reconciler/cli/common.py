@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 import orjson
 
@@ -50,6 +50,7 @@ __all__ = [
     "policy_source_from_args",
     "run_on_target",
     "use_configured_source",
+    "write_in_pieces",
     "write_json",
 ]
 
@@ -198,8 +199,20 @@ def write_stdout(data: bytes) -> None:
         sys.stdout.flush()
         return
     sys.stdout.flush()
-    buffer.write(data)
+    write_in_pieces(buffer, data)
     buffer.flush()
+
+
+_PIECE = 1 << 20  # write_in_pieces
+
+
+def write_in_pieces(stream: BinaryIO, data: bytes) -> None:
+    """Write `data` in pieces of 1 MiB rather than in one call. A 110 MiB plan written by one
+    `write(2)` took 0.6-1.1 s of kernel time on the benchmark machine, the same bytes in 1 MiB
+    writes 0.03 s (docs/benchmarks.md, plan)."""
+    view = memoryview(data)
+    for start in range(0, len(view), _PIECE):
+        stream.write(view[start:start + _PIECE])
 
 
 def write_json(document: Any, path: str | None) -> None:
@@ -222,7 +235,7 @@ def write_json(document: Any, path: str | None) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(text)
+            write_in_pieces(handle, text)
         os.replace(tmp, target)
     except OSError as exc:
         if tmp:  # a full disk or a directory in the way: leave no temporary file behind

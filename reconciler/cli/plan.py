@@ -21,8 +21,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from reconciler import planner, policies, review
-from reconciler.cli import common
+from reconciler import planner, policies
+from reconciler.cli import common, keep_until_exit
 from reconciler.cli.common import load_state, parse_now, write_json, write_stdout
 from reconciler.collector import collector_paused
 from reconciler.errors import UsageError
@@ -30,7 +30,6 @@ from reconciler.model import HostConfig, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import PolicySource
 from reconciler.render import plan_to_json, render_markdown, render_text
 from reconciler.render.json_text import json_bytes
-from reconciler.render.review import review_markdown, review_text, review_to_json
 from reconciler.wiring import capture
 
 __all__ = ["register", "run"]
@@ -118,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     observed = _observed(args, config, now)
     result = planner.plan(policy_set, observed, now, config.limits if config else Limits(),
                           _transports(config), hygiene=config.hygiene if config else None)
+    keep_until_exit(observed, result)  # read-only: the process's end releases them at once
     _render_plan(result, args.output)
     if args.out:
         write_json(plan_to_json(result), args.out)
@@ -131,7 +131,9 @@ def _transports(config: HostConfig | None) -> dict[str, str]:
 
 def _render_plan(result: Plan, output: str) -> None:
     if output == "json":
-        _emit_json(plan_to_json(result))
+        document = plan_to_json(result)
+        keep_until_exit(document)
+        _emit_json(document)
     elif output == "markdown":
         _emit(render_markdown(result))
     else:
@@ -139,6 +141,9 @@ def _render_plan(result: Plan, output: str) -> None:
 
 
 def _run_review(args: argparse.Namespace) -> int:
+    from reconciler import review  # review mode only: `vmkeep plan` does not import it
+    from reconciler.render.review import review_markdown, review_text, review_to_json
+
     if not args.repo and not args.policies and not args.rev and args.base and args.head \
             and common.use_configured_source(args):
         args.rev = None  # the host config's repository; --base and --head name revisions

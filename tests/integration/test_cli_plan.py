@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -215,3 +218,76 @@ def test_state_export_reads_every_configured_target(
     assert document["targets"] == {"nas": {"points": []}}
     assert document["capturedAt"] == NOW
     assert "wrote state.json" in capsys.readouterr().err
+
+
+# `vmkeep plan` as a process: it imports its own command module only, and it ends without
+# freeing its large values one by one (`reconciler.cli.keep_until_exit`) yet with every byte
+# of its output written and its exit code kept; called in-process (`main`), it frees them.
+
+
+def run_vmkeep(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=cwd, text=True,
+                          capture_output=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("output", ["json", "text", "markdown"])
+def test_a_plan_process_writes_all_its_output_and_keeps_its_exit_code(
+    workdir: Path, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    write_state(workdir / "state.json", days=5, covered=False)
+    argv = plan_args("-o", output, "--detailed-exitcode")
+    assert main([*argv, "--out", "in-process.json"]) == 2
+    expected = capsys.readouterr().out
+    done = run_vmkeep(workdir, *argv, "--out", "process.json")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == expected
+    assert done.stderr == ""
+    saved = (workdir / "process.json").read_bytes()
+    assert saved == (workdir / "in-process.json").read_bytes()
+    assert len(json.loads(saved)["actions"]) == 4
+
+
+def test_a_plan_process_that_fails_to_save_still_says_why_and_exits_1(workdir: Path) -> None:
+    write_state(workdir / "state.json", days=5, covered=False)
+    (workdir / "out" / "plan.json").mkdir(parents=True)  # --out names a directory
+    done = run_vmkeep(workdir, *plan_args("-o", "json", "--out", "out/plan.json"))
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["actions"]  # the plan was shown before the save failed
+    assert done.stderr.startswith("vmkeep: error: cannot write 'out/plan.json'")
+
+
+def test_a_plan_called_in_process_leaves_the_collector_as_it_found_it(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_state(workdir / "state.json", days=5, covered=False)
+    frozen = gc.get_freeze_count()
+    assert main(plan_args("-o", "json")) == 0
+    assert json.loads(capsys.readouterr().out)["actions"]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+
+
+def test_vmkeep_plan_imports_no_other_command_module(workdir: Path) -> None:
+    write_state(workdir / "state.json", days=5, covered=False)
+    script = ("import sys\nfrom reconciler.cli import main\nmain(sys.argv[1:])\n"
+              "print(sorted(m for m in sys.modules if m.startswith('reconciler.cli.')))")
+    done = subprocess.run([sys.executable, "-c", script, *plan_args("-o", "json")],
+                          cwd=workdir, capture_output=True, text=True, timeout=60, check=True)
+    loaded = done.stdout.splitlines()[-1]
+    assert "'reconciler.cli.plan'" in loaded
+    for other in ("apply", "run", "status", "restore", "worker", "files", "mount", "forget"):
+        assert f"'reconciler.cli.{other}'" not in loaded, loaded
+
+
+def test_a_plan_process_ends_the_same_with_every_command_module_imported(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The `gc` command's module is the package attribute `gc`; the exit must not trip on it."""
+    write_state(workdir / "state.json", days=5, covered=False)
+    argv = plan_args("-o", "json", "--detailed-exitcode")
+    assert main(argv) == 2
+    expected = capsys.readouterr().out
+    script = "from reconciler import cli\nassert cli.COMMANDS\ncli.entry()\n"
+    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=workdir, text=True,
+                          capture_output=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (2, expected, "")

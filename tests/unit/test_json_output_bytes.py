@@ -6,11 +6,14 @@ the documents written this way (plan, review, state) have no floating-point fiel
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.cli.common import write_json
 from reconciler.render.json_text import json_bytes
 
 LEAVES = st.one_of(
@@ -38,3 +41,15 @@ def test_what_orjson_refuses_is_written_by_the_standard_library() -> None:
     document = {"big": 2**70, "list": [1, "é"]}
     assert json_bytes(document) == (json.dumps(document, indent=2, ensure_ascii=False)
                                     + "\n").encode()
+
+
+def test_a_document_of_several_pieces_is_written_whole_to_a_file_and_to_stdout(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    document = {"points": [{"id": f"p{i}", "name": "é" * (i % 7)} for i in range(60_000)]}
+    expected = json_bytes(document)
+    assert len(expected) > 3 * (1 << 20)  # several 1 MiB pieces, the last one partial
+    write_json(document, str(tmp_path / "plan.json"))
+    assert (tmp_path / "plan.json").read_bytes() == expected
+    write_json(document, None)
+    assert capsysbinary.readouterr().out == expected

@@ -10,6 +10,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from reconciler.errors import InputError
@@ -24,9 +26,11 @@ from reconciler.markers import (
 )
 from reconciler.model import PointKind, Snapshot
 from reconciler.observed import (
+    _depths_walked,
     build_catalog,
     canonical_json,
     digest,
+    snapshot_depths,
     state_from_json,
     state_to_json,
 )
@@ -227,6 +231,26 @@ def test_snapshot_depth_follows_parents_and_survives_cycles() -> None:
     }
     assert (depths["a"], depths["b"], depths["c"]) == (1, 2, 3)
     assert {depths["x"], depths["y"]} == {1, 2}
+
+
+def test_depths_of_parents_listed_first_are_those_of_the_walk() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    chain = [Snapshot(f"s{i}", "n", "", t, False, f"s{i - 1}" if i else None) for i in range(9)]
+    branches = [*chain[:3], Snapshot("r", "n", "", t, False, None),
+                Snapshot("b", "n", "", t, False, "s1"), Snapshot("c", "n", "", t, False, "r")]
+    for snaps in (chain, branches, chain[::-1]):
+        assert snapshot_depths(snaps) == _depths_walked(snaps)
+    assert snapshot_depths(chain)["s8"] == 9
+    assert snapshot_depths(branches) == {"s0": 1, "s1": 2, "s2": 3, "r": 1, "b": 3, "c": 2}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.none() | st.sampled_from("abcdefg")),
+                max_size=8))
+def test_snapshot_depths_equal_the_walk_on_any_forest(pairs: list[tuple[str, str | None]]) -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    snaps = [Snapshot(sid, "n", "", t, False, parent) for sid, parent in pairs]
+    assert snapshot_depths(snaps) == _depths_walked(snaps)
 
 
 @pytest.mark.parametrize("vms", [0, 1, 3000])
