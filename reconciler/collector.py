@@ -4,8 +4,10 @@ Reading a 10,000-VM state (about 500,000 small acyclic values) or writing a plan
 document (about 1.5 million dicts and lists) makes the collector walk the whole, growing heap
 again and again: half of the conversion's time in profiles. Nothing these conversions build
 holds a reference cycle, so reference counting frees everything; the pause only skips
-useless walks. The planner and the vSphere inventory reader pause it for the same reason;
-a base module (no imports of vmkeep's own), so adapters may use it too.
+useless walks. The pure core never switches it (process-wide state; `test_layering` checks):
+its callers do — the plan and status commands, the reconcile service and the engine's plan
+activity around planning, `load_state` around reading a state file — and so does the vSphere
+inventory reader. A base module (no imports of vmkeep's own), so adapters may use it too.
 """
 
 from __future__ import annotations

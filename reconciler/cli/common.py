@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 import orjson
 
 from reconciler import observed, wiring
+from reconciler.collector import collector_paused
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.model import HostConfig, ObservedState
 from reconciler.ports import PolicySource
@@ -187,7 +188,8 @@ def load_state(path: str) -> ObservedState:
     except RecursionError:
         raise UsageError(f"state file {path!r} is not a vmkeep state: nested too deeply") \
             from None
-    return observed.state_from_json(data, path)
+    with collector_paused():  # ~500,000 acyclic values at 10,000 VMs
+        return observed.state_from_json(data, path)
 
 
 def write_stdout(data: bytes) -> None:

@@ -131,6 +131,31 @@ def test_base_and_pure_core_do_no_io(module: str, path: Path) -> None:
         )
 
 
+#: Process-wide switches the pure core leaves to its callers (the cyclic collector's pause).
+PROCESS_STATE = {"gc", "reconciler.collector"}
+
+
+def pure_core_touches_process_state(module: str, path: Path) -> set[str]:
+    if module == "reconciler" or module.split(".")[1] == ADAPTERS or layer_of(module) != 1:
+        return set()
+    return {name for name in imports_of(module, path) if name in PROCESS_STATE}
+
+
+@pytest.mark.parametrize(("module", "path"), ALL, ids=[m for m, _ in ALL])
+def test_the_pure_core_leaves_the_garbage_collector_to_its_callers(module: str,
+                                                                   path: Path) -> None:
+    assert not pure_core_touches_process_state(module, path), (
+        f"{module} is in the pure core but pauses the process's garbage collector; pause it "
+        "in the caller (cli, reconcile, the engine's plan activity)"
+    )
+
+
+def test_the_collector_rule_sees_a_pure_core_module_pausing_it(tmp_path: Path) -> None:
+    bad = tmp_path / "planner.py"
+    bad.write_text("from reconciler.collector import collector_paused\n", encoding="utf-8")
+    assert pure_core_touches_process_state("reconciler.planner", bad) == {"reconciler.collector"}
+
+
 def test_the_layer_checker_sees_a_violation_when_one_exists(tmp_path: Path) -> None:
     bad = tmp_path / "planner.py"
     bad.write_text("from reconciler.cli import main\nimport pyVmomi\n", encoding="utf-8")
