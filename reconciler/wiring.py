@@ -38,7 +38,6 @@ from reconciler.ports import (
     RestoreTarget,
     VCenterOps,
 )
-from reconciler.reconcile import ReconcileEvents, Reconciler
 
 if TYPE_CHECKING:  # pyVmomi and the repository are imported when they are used
     from reconciler.adapters.fuse_mount import Tree
@@ -46,6 +45,7 @@ if TYPE_CHECKING:  # pyVmomi and the repository are imported when they are used
     from reconciler.adapters.repository import Repository, VerifyReport
     from reconciler.adapters.statedb import StateDB
     from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereRestore
+    from reconciler.reconcile import ReconcileEvents, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,8 @@ def reconciler(config: HostConfig, passwords: Mapping[str, str], *,
                watch: WatchCaches | None = None) -> Reconciler:
     """The reconcile service on the real adapters of `config` (nothing is opened yet);
     with `watch`, observed through the controller's watch caches."""
+    from reconciler.reconcile import Reconciler  # apply and run only: `plan` does not pay
+
     return Reconciler(
         observe=(lambda now: capture(config, now)) if watch is None else (
             lambda now: watch.capture(config, now)),
