@@ -695,12 +695,27 @@ class _Counting:
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
-        self.count += len(data)
-        if self.count >= self._next or not data or self.count == self._total:
+        self._counted(len(data))
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        """`read` into a reused buffer, through the inner stream's `readinto` if it has one."""
+        readinto = getattr(self._inner, "readinto", None)
+        if readinto is not None:
+            n = int(readinto(buffer))
+        else:
+            data = self._inner.read(len(buffer))
+            n = len(data)
+            memoryview(buffer)[:n] = data
+        self._counted(n)
+        return n
+
+    def _counted(self, n: int) -> None:
+        self.count += n
+        if self.count >= self._next or not n or self.count == self._total:
             self._next = self.count + self.STEP
             self._progress(Progress(self._action, "bytes", self._disk,
                                     min(self.count, self._total), self._total))
-        return data
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         return self._inner.seek(offset, whence)
