@@ -211,3 +211,18 @@ def test_a_20_mib_disk_crosses_the_real_block_and_batch_sizes(
     assert (tmp_path / "restored.img").read_bytes() == bytes(new)
     repo.close()
 
+
+
+def test_a_chunk_that_only_begins_with_zeros_is_stored_not_taken_for_a_zero_chunk(
+    tmp_path: Path,
+) -> None:
+    """The writer looks at a chunk's first bytes before comparing it with zeros whole."""
+    data = b"".join(bytes(CHUNK - k) + noise(("end", k), k) for k in (1, 100, CHUNK // 2))
+    data += bytes(CHUNK) + bytes(CHUNK // 4)  # a zero chunk, then a short zero tail
+    repo = open_repo(tmp_path)
+    with repo.begin_point(point_id(1), "nightly", VM, SLOT) as w:
+        result = w.add_disk("d0", io.BytesIO(data), size=len(data))
+        w.commit("crash")
+    assert (result.chunks, result.zero_chunks, result.new_chunks) == (5, 2, 3)
+    assert read_disk(repo, point_id(1), "d0") == data
+    repo.close()

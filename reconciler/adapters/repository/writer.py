@@ -52,6 +52,7 @@ from .packs import FLAG_RAW, FLAG_ZSTD, KIND_DATA, KIND_TABLE, PackWriter
 __all__ = ["Checkpoint", "DiskResult", "PointWriter", "SeekableStream"]
 
 BLOCK_SIZE = 8 * 1024 * 1024
+ZERO_PROBE = 64  # bytes looked at before a chunk is compared with zeros whole
 T = TypeVar("T")
 
 
@@ -124,13 +125,16 @@ class ChunkEncoder:
             c = self._local.c = zstandard.ZstdCompressor(level=self.level)
         return c
 
-    def compress(self, raw: bytes | bytearray) -> tuple[int, bytes | bytearray]:
+    def compress(self, raw: bytes | bytearray | memoryview) -> tuple[int, bytes | bytearray]:
+        """(flag, payload); a chunk stored raw is copied out (`raw` may view a reused buffer)."""
         packed = self._compressor().compress(raw)
         if len(packed) > len(raw) - (len(raw) >> 5):  # saves under 3 %: store raw
-            return FLAG_RAW, raw
+            return FLAG_RAW, raw if isinstance(raw, bytes | bytearray) else raw.tobytes()
         return FLAG_ZSTD, packed
 
     def encode(self, first: int, block: bytes | bytearray) -> BlockResult:
+        """Chunks are hashed and compressed as views of `block`, not copies; only chunks
+        stored raw are copied out, so nothing returned refers to `block` (a reused buffer)."""
         cs = self.chunk_size
         n = (len(block) + cs - 1) // cs
         if len(block) == len(self.zero_block) and block == self.zero_block:
@@ -139,9 +143,13 @@ class ChunkEncoder:
         flags: list[int] = []
         payloads: list[bytes | bytearray | None] = []
         zero, known = self.zero, self.known
+        probe = zero[:ZERO_PROBE]
+        view = memoryview(block)
         for pos in range(0, len(block), cs):
-            raw = block[pos : pos + cs]
-            if raw == zero or (len(raw) < cs and raw == zero[: len(raw)]):
+            raw = view[pos : pos + cs]
+            # a cheap look at the chunk's first bytes before comparing a copy of it whole
+            if block[pos : pos + ZERO_PROBE] == probe[: len(raw)] and \
+                    block[pos : pos + cs] == zero[: len(raw)]:
                 ids.append(ZERO_ID)
                 flags.append(FLAG_RAW)
                 payloads.append(None)
