@@ -45,7 +45,14 @@ from reconciler.model import (
     PowerState,
     Snapshot,
 )
-from reconciler.ports import DiskStream, ExportStore, HookRunner, Journal, VCenterOps
+from reconciler.ports import (
+    DiskStream,
+    ExportStore,
+    HookRunner,
+    Journal,
+    VCenterOps,
+    read_into,
+)
 
 __all__ = [
     "ActionOutcome",
@@ -699,14 +706,7 @@ class _Counting:
         return data
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
-        """`read` into a reused buffer, through the inner stream's `readinto` if it has one."""
-        readinto = getattr(self._inner, "readinto", None)
-        if readinto is not None:
-            n = int(readinto(buffer))
-        else:
-            data = self._inner.read(len(buffer))
-            n = len(data)
-            memoryview(buffer)[:n] = data
+        n = read_into(self._inner, buffer)
         self._counted(n)
         return n
 

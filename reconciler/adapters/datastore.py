@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError, backoff_delay
+from reconciler.ports import read_into
 
 __all__ = [
     "DatastoreFile",
@@ -304,21 +305,13 @@ class ZeroExtended:
         return data
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
-        """`read` into a caller's buffer; through the inner stream's own `readinto` when it
-        has one."""
+        """`read` into a caller's buffer (through the inner stream's `readinto` if any)."""
         view = memoryview(buffer).cast("B")
         n = min(len(view), self.size - self._pos)
         if n <= 0:
             return 0
         inner_left = max(0, self._inner.size - self._pos)
-        got = 0
-        readinto = getattr(self._inner, "readinto", None)
-        if inner_left and readinto is not None:
-            got = readinto(view[: min(n, inner_left)])
-        elif inner_left:
-            data = self._inner.read(min(n, inner_left))
-            got = len(data)
-            view[:got] = data
+        got = read_into(self._inner, view[: min(n, inner_left)]) if inner_left else 0
         if got < n and self._pos + got >= self._inner.size:
             view[got:n] = bytes(n - got)
             got = n
