@@ -28,6 +28,10 @@ Measured, in the same run:
   wall time (start-up, capture and plan, snapshots, journal, summary) is "outside data
   movement".
 
+With `--baseline REF` (say `main`) the same day is also exported by that revision's code
+(`git archive REF`, run from its own directory into its own empty target), right after the
+new code's run: on a shared machine the ratio between the two is what to compare.
+
 Nothing is asserted; figures are printed (and written as JSON with --json).
 """
 
@@ -301,13 +305,14 @@ def raw_nfc_download(config: VCenterConfig, password: str, vms: list[Any],
     return seconds
 
 
-def run_apply(root: Path, config: Path, password: str, now: str) -> tuple[float, float, float,
-                                                                          dict[str, Any]]:
+def run_apply(root: Path, config: Path, password: str, now: str, code: Path = ROOT
+              ) -> tuple[float, float, float, dict[str, Any]]:
+    """`vmkeep apply` of the code in `code` (the working tree, or a baseline's checkout)."""
     argv = [sys.executable, "-m", "reconciler", "apply", "--config", str(config),
             "--policies", str(root / "policies"), "--now", now, "--auto-approve", "-o", "json"]
-    env = {**os.environ, "VMKEEP_BENCH_PASSWORD": password}
+    env = {**os.environ, "VMKEEP_BENCH_PASSWORD": password, "PYTHONPATH": str(code)}
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     out = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -333,10 +338,12 @@ def transfer_union(report: dict[str, Any]) -> float:
 
 
 def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config: Path,
-                info: dict[str, Any], vc: VCenterConfig, vms: list[Any]) -> Figures:
-    download = raw_nfc_download if args.transport == "nfc" else raw_download
-    raw = download(vc, info["password"], vms, args.parallel)
-    wall, cpu, rss, report = run_apply(root, config, info["password"], now)
+                info: dict[str, Any], vc: VCenterConfig, vms: list[Any],
+                code: Path = ROOT, raw: float | None = None) -> Figures:
+    if raw is None:
+        download = raw_nfc_download if args.transport == "nfc" else raw_download
+        raw = download(vc, info["password"], vms, args.parallel)
+    wall, cpu, rss, report = run_apply(root, config, info["password"], now, code)
     exports = [o for o in report["outcomes"] if o["kind"] == "export.create"]
     failed = [o for o in report["outcomes"] if o["status"] == "failed"]
     if failed or len(exports) != len(vms):
@@ -352,6 +359,15 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
         bytes_read=sum(o["bytesRead"] for o in exports),
         bytes_stored=sum(o["bytesStored"] for o in exports),
     )
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The tree of git revision `ref`, unpacked into `into` (no worktree is registered)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def parse_size(text: str) -> int:
@@ -370,6 +386,8 @@ def main() -> None:
                         help="nfc: vSAN datastores, transport: nfc, raw = the lease URLs")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-apply")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run this git revision's code (e.g. main) for each day")
     args = parser.parse_args()
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -378,17 +396,28 @@ def main() -> None:
     print(f"set-up: simulator with {args.vms} VMs, {args.size // MiB} MiB of data each",
           file=sys.stderr)
     info = start_simulator(state, args.vms, args.transport)
+    results: list[Figures] = []
     try:
         vc = VCenterConfig(name="sim", url=info["url"], username=info["username"],
                            ca_file=info["caFile"])
         with VSphereClient(vc, info["password"]) as client:
             vms = prepare_disks(client, info, args.size)
         config = write_config(args.work, info, args.parallel, args.transport)
-        results = [measure_day("1", DAY1, args, args.work, config, info, vc, vms)]
-        if args.day2:
-            change_disks(info, vms, 0.01)
-            results.append(measure_day("2 (1 % changed)", DAY2, args, args.work, config, info,
-                                       vc, vms))
+        base = checkout(args.baseline, args.work / "baseline-code") if args.baseline else None
+        base_root = args.work / "baseline"
+        base_config = write_config(base_root, info, args.parallel, args.transport) if base \
+            else config
+        for number, (day, now) in enumerate([("1", DAY1), ("2 (1 % changed)", DAY2)]):
+            if number and not args.day2:
+                break
+            if number:
+                change_disks(info, vms, 0.01)
+            figures = measure_day(day, now, args, args.work, config, info, vc, vms)
+            results.append(figures)
+            if base is not None:
+                results.append(measure_day(f"{day}, baseline {args.baseline}", now, args,
+                                           base_root, base_config, info, vc, vms, base,
+                                           figures.raw_seconds))
     finally:
         stop_simulator(state)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
@@ -396,6 +425,11 @@ def main() -> None:
         print(f"\n| day {figures.day} | |\n|---|---|")
         for name, value in figures.rows():
             print(f"| {name} | {value} |")
+    pairs = zip(results[::2], results[1::2], strict=True) if args.baseline else iter(())
+    for new, old in pairs:
+        print(f"day {new.day}: apply wall, new / baseline: "
+              f"{new.apply_seconds / old.apply_seconds:.2f}; apply CPU, new / baseline: "
+              f"{new.apply_cpu / old.apply_cpu:.2f}")
     if args.json:
         args.json.write_text(json.dumps([asdict(f) for f in results], indent=2))
 
