@@ -81,15 +81,24 @@ spec:
 
 
 @functools.cache
-def _image_builder() -> Any:
-    """`bench/repository.py`'s image generator (one definition of "VM-disk-like")."""
-    spec = importlib.util.spec_from_file_location("bench_repository",
-                                                  ROOT / "bench" / "repository.py")
+def _bench_module(name: str) -> Any:
+    """Another benchmark's module, `bench/<name>.py`."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _image_builder() -> Any:
+    """`bench/repository.py`'s image generator (one definition of "VM-disk-like")."""
+    return _bench_module("repository")
+
+
+def machine_reference() -> str:
+    """`bench/inventory.py`'s reference timing of this machine, with the load average."""
+    return str(_bench_module("inventory").machine_reference())
 
 
 @dataclass
@@ -395,6 +404,7 @@ def main() -> None:
     state = args.work / "sim"
     print(f"set-up: simulator with {args.vms} VMs, {args.size // MiB} MiB of data each",
           file=sys.stderr)
+    reference = machine_reference()
     info = start_simulator(state, args.vms, args.transport)
     results: list[Figures] = []
     try:
@@ -420,7 +430,7 @@ def main() -> None:
                                            figures.raw_seconds))
     finally:
         stop_simulator(state)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"before: {reference}; after: {machine_reference()}")
     for figures in results:
         print(f"\n| day {figures.day} | |\n|---|---|")
         for name, value in figures.rows():
