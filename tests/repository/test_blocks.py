@@ -216,7 +216,7 @@ def test_a_20_mib_disk_crosses_the_real_block_and_batch_sizes(
 def test_a_chunk_that_only_begins_with_zeros_is_stored_not_taken_for_a_zero_chunk(
     tmp_path: Path,
 ) -> None:
-    """The writer looks at a chunk's first bytes before comparing it with zeros whole."""
+    """The writer compares each chunk of a block with zeros in place, up to its last byte."""
     data = b"".join(bytes(CHUNK - k) + noise(("end", k), k) for k in (1, 100, CHUNK // 2))
     data += bytes(CHUNK) + bytes(CHUNK // 4)  # a zero chunk, then a short zero tail
     repo = open_repo(tmp_path)

@@ -52,7 +52,6 @@ from .packs import FLAG_RAW, FLAG_ZSTD, KIND_DATA, KIND_TABLE, PackWriter
 __all__ = ["Checkpoint", "DiskResult", "PointWriter", "SeekableStream"]
 
 BLOCK_SIZE = 8 * 1024 * 1024
-ZERO_PROBE = 64  # bytes looked at before a chunk is compared with zeros whole
 T = TypeVar("T")
 
 
@@ -143,13 +142,11 @@ class ChunkEncoder:
         flags: list[int] = []
         payloads: list[bytes | bytearray | None] = []
         zero, known = self.zero, self.known
-        probe = zero[:ZERO_PROBE]
         view = memoryview(block)
         for pos in range(0, len(block), cs):
             raw = view[pos : pos + cs]
-            # a cheap look at the chunk's first bytes before comparing a copy of it whole
-            if block[pos : pos + ZERO_PROBE] == probe[: len(raw)] and \
-                    block[pos : pos + cs] == zero[: len(raw)]:
+            # compared in place (memcmp, stops at the first non-zero byte), not as a copy
+            if block.startswith(zero if len(raw) == cs else zero[: len(raw)], pos):
                 ids.append(ZERO_ID)
                 flags.append(FLAG_RAW)
                 payloads.append(None)
