@@ -5,6 +5,7 @@ datastore HTTP download of the same bytes.
     .venv/bin/python bench/apply.py --vms 4 --size 64M    # quick check
     .venv/bin/python bench/apply.py --day2                # also a next day, 1 % changed
     .venv/bin/python bench/apply.py --transport nfc       # vSAN: NFC ExportSnapshot leases
+    .venv/bin/python bench/apply.py --baseline main --rounds 3   # against main's code, 3 times
 
 Set-up (not measured): a simulator with --vms VMs; each VM's disk grown to --size and its
 flat file filled with a VM-disk-like image (1 MiB regions: ~40 % zero, ~30 % text-like,
@@ -29,8 +30,10 @@ Measured, in the same run:
   movement".
 
 With `--baseline REF` (say `main`) the same day is also exported by that revision's code
-(`git archive REF`, run from its own directory into its own empty target), right after the
-new code's run: on a shared machine the ratio between the two is what to compare.
+(`git archive REF`, run from its own directory into its own empty target) next to the new
+code's run, after the same raw download: on a shared machine the ratio between the two is
+what to compare. `--rounds N` repeats day 1 (raw, new, baseline; the order of the two
+alternating) into fresh targets and prints one line per round.
 
 Nothing is asserted; figures are printed (and written as JSON with --json).
 """
@@ -370,6 +373,40 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
     )
 
 
+def measure_round(turn: int, day: str, now: str, args: argparse.Namespace,
+                  info: dict[str, Any], vc: VCenterConfig, vms: list[Any],
+                  base: Path | None) -> list[Figures]:
+    """One raw download, then the new code's apply and (with a baseline) the baseline's, each
+    into its own target (fresh in every round of day 1); the baseline goes first in odd
+    rounds, so neither always runs on a machine the other has just warmed up."""
+    runs = [("", args.work / f"new-{turn}", ROOT)]
+    if base is not None:
+        runs.append((f", baseline {args.baseline}", args.work / f"baseline-{turn}", base))
+        if turn % 2:
+            runs.reverse()
+    download = raw_nfc_download if args.transport == "nfc" else raw_download
+    raw = download(vc, info["password"], vms, args.parallel)
+    out = {label: measure_day(day + label, now, args, root,
+                              write_config(root, info, args.parallel, args.transport),
+                              info, vc, vms, code, raw)
+           for label, root, code in runs}
+    return sorted(out.values(), key=lambda f: "baseline" in f.day)  # new code first
+
+
+def summarise(results: list[Figures], baseline: bool) -> None:
+    """Per round: apply / raw of the new code (and of the baseline), and new / baseline."""
+    step = 2 if baseline else 1
+    for k in range(0, len(results), step):
+        new = results[k]
+        line = f"day {new.day}: apply / raw {new.raw_seconds / new.apply_seconds:.2f}"
+        if baseline:
+            old = results[k + 1]
+            line += (f", baseline {old.raw_seconds / old.apply_seconds:.2f}; apply wall new / "
+                     f"baseline {new.apply_seconds / old.apply_seconds:.2f}, apply CPU new / "
+                     f"baseline {new.apply_cpu / old.apply_cpu:.2f}")
+        print(line)
+
+
 def checkout(ref: str, into: Path) -> Path:
     """The tree of git revision `ref`, unpacked into `into` (no worktree is registered)."""
     into.mkdir(parents=True)
@@ -395,6 +432,8 @@ def main() -> None:
                         help="nfc: vSAN datastores, transport: nfc, raw = the lease URLs")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-apply")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="day 1 this many times (fresh targets), one line per round")
     parser.add_argument("--baseline", metavar="REF",
                         help="also run this git revision's code (e.g. main) for each day")
     args = parser.parse_args()
@@ -412,34 +451,23 @@ def main() -> None:
                            ca_file=info["caFile"])
         with VSphereClient(vc, info["password"]) as client:
             vms = prepare_disks(client, info, args.size)
-        config = write_config(args.work, info, args.parallel, args.transport)
         base = checkout(args.baseline, args.work / "baseline-code") if args.baseline else None
-        base_root = args.work / "baseline"
-        base_config = write_config(base_root, info, args.parallel, args.transport) if base \
-            else config
         for number, (day, now) in enumerate([("1", DAY1), ("2 (1 % changed)", DAY2)]):
             if number and not args.day2:
                 break
             if number:
                 change_disks(info, vms, 0.01)
-            figures = measure_day(day, now, args, args.work, config, info, vc, vms)
-            results.append(figures)
-            if base is not None:
-                results.append(measure_day(f"{day}, baseline {args.baseline}", now, args,
-                                           base_root, base_config, info, vc, vms, base,
-                                           figures.raw_seconds))
+            for turn in range(args.rounds if not number else 1):
+                results.extend(measure_round(turn, day, now, args, info, vc, vms, base))
     finally:
         stop_simulator(state)
     print(f"before: {reference}; after: {machine_reference()}")
-    for figures in results:
+    for figures in results[: 2 if base else 1] + results[2 * args.rounds if base
+                                                           else args.rounds:]:
         print(f"\n| day {figures.day} | |\n|---|---|")
         for name, value in figures.rows():
             print(f"| {name} | {value} |")
-    pairs = zip(results[::2], results[1::2], strict=True) if args.baseline else iter(())
-    for new, old in pairs:
-        print(f"day {new.day}: apply wall, new / baseline: "
-              f"{new.apply_seconds / old.apply_seconds:.2f}; apply CPU, new / baseline: "
-              f"{new.apply_cpu / old.apply_cpu:.2f}")
+    summarise(results, base is not None)
     if args.json:
         args.json.write_text(json.dumps([asdict(f) for f in results], indent=2))
 
