@@ -176,7 +176,7 @@ def prepare_disks(client: VSphereClient, info: dict[str, Any], size: int) -> lis
     """Grow every VM's disk to `size` and write its image into the datastore directory."""
     images = _image_builder()
     client.call("log in", lambda: None)
-    content = client._content
+    content = client.content
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
     refs = sorted(view.view, key=lambda v: v.name)
     view.DestroyView()
@@ -251,7 +251,7 @@ def raw_download(config: VCenterConfig, password: str, vms: list[Any], parallel:
                                 read_timeout=120)
     with VSphereClient(config, password) as client:
         client.call("log in", lambda: None)
-        cookie = str(client._stub.cookie)
+        cookie = str(client.stub.cookie)
 
         def one(vm: Any) -> int:
             datastore, path = parse_datastore_path(vm.disks[0].file)
@@ -280,10 +280,10 @@ def raw_nfc_download(config: VCenterConfig, password: str, vms: list[Any],
                                 read_timeout=120)
     with VSphereClient(config, password) as client:
         client.call("log in", lambda: None)
-        cookie = str(client._stub.cookie)
+        cookie = str(client.stub.cookie)
         prepared = []
         for vm in vms:
-            ref = vim.VirtualMachine(vm.moref, client._stub)
+            ref = vim.VirtualMachine(vm.moref, client.stub)
             task = ref.CreateSnapshot_Task(name="bench-raw", description="", memory=False,
                                            quiesce=False)
             wait(task)

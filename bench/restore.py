@@ -74,7 +74,7 @@ def raw_upload(config: VCenterConfig, password: str, source: Path) -> float:
                                 read_timeout=300)
     with VSphereClient(config, password) as client:
         client.call("log in", lambda: None)
-        cookie = str(client._stub.cookie)
+        cookie = str(client.stub.cookie)
     file = DatastoreFile(config.name, endpoint.host, endpoint.port, "DC0", "LocalDS_0",
                          "bench-raw/raw-flat.vmdk")
     size = source.stat().st_size

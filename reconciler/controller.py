@@ -21,7 +21,9 @@ repair of interrupted runs, the guards), run in this process. What the loop adds
 * **metrics** in Prometheus' text format, written atomically after every reconcile to
   `metrics_file` (for node_exporter's textfile collector);
 * **stopping**: SIGTERM or SIGINT ends the loop after the running reconcile; a second one
-  stops that reconcile too (the next start repairs what it left, from the journal).
+  stops that reconcile too (the next start repairs what it left, from the journal). With an
+  engine the first one cancels the running reconcile on the engine (its exports stop at
+  their next heartbeat, their temporary snapshots are removed) and `run` exits 130.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -201,6 +204,8 @@ class Controller:
         self.last_good: str | None = None  # newest Git revision that validated
         self.seen: str | None = None  # newest Git revision looked at
         self._signals = 0
+        self._engine_running = False  # a stop cancels an engine reconcile at once
+        self.cancelled = False  # a stop cancelled a reconcile: run exits 130
         self.ops = Operations(self)  # endpoints, health, logs, scheduled verification
         #: Inventories kept current across ticks with WaitForUpdatesEx (docs/controller.md).
         self.watch = wiring.WatchCaches()
@@ -242,7 +247,7 @@ class Controller:
                 wake = min(next_tick, next_poll) if self.args.repo else next_tick
                 self.stop.wait(max(0.05, min(1.0, wake - now)))
         self._say("stopped")
-        return 0
+        return 130 if self.cancelled else 0
 
     def reconcile(self, reason: str) -> int:
         """One reconcile; never raises for what a next tick may fix (returns the exit code)."""
@@ -287,6 +292,9 @@ class Controller:
             if type(exc).__name__ == "ReconcileRunning":  # engine: another controller's run
                 code, result = 0, "skipped"
                 self._say(f"skipped: {exc}")
+            elif type(exc).__name__ == "ReconcileCancelled":  # engine: stopped by a signal
+                code, result, self.cancelled = exc.exit_code, "cancelled", True
+                self._say(str(exc))
             else:
                 code = exc.exit_code
                 self._say(f"error: {exc}")
@@ -325,10 +333,27 @@ class Controller:
         if policy_set is None:
             source = self._source(rev) if a.repo else common.policy_source_from_args(a)
             policy_set = policies.parse_policies(source.files(), config, source.revision)
+        if config.engine is not None:  # the scaled tier: docs/scale-out.md
+            return self._on_engine(config, rev, now)
         passwords = {name: wiring.resolve_password(vc) for name, vc in config.vcenters.items()}
         service = wiring.reconciler(config, passwords, approve=lambda _plan: None,
                                     events=apply.ApplyEvents(a.output), watch=self.watch)
         return service.run(ReconcileRequest(policy_set, now, None, a.max_deletes, a.parallel))
+
+    def _on_engine(self, config: HostConfig, rev: str | None,
+                   now: datetime) -> apply.ApplyResult:
+        """The reconcile as one run on the engine, followed until it ends; a stop (SIGTERM,
+        SIGINT) cancels it rather than waiting for it (`ReconcileCancelled`, exit 130)."""
+        from reconciler.engine.submit import engine_reconcile
+
+        source = self._source(rev)
+        self._engine_running = True
+        try:
+            done = engine_reconcile(config, list(source.files()), source.revision, now,
+                                    self.args.max_deletes, self.args.output, stop=self.stop)
+        finally:
+            self._engine_running = False
+        return apply.ApplyResult(done.code, done.revision, None, done.report)
 
     def _valid_revision(self, config: HostConfig) -> tuple[bool, str | None, PolicySet | None]:
         """Whether to apply, which revision and, when it is the newest, its policies (parsed
@@ -382,8 +407,12 @@ class Controller:
             self._signals += 1
             if self._signals > 1:
                 raise KeyboardInterrupt  # stop the running reconcile too
-            self._say(f"{signal.Signals(signum).name}: stopping after the running reconcile "
-                      "(send it again to stop at once)")
+            if self._engine_running:
+                self._say(f"{signal.Signals(signum).name}: cancelling the running reconcile "
+                          "on the engine")
+            else:
+                self._say(f"{signal.Signals(signum).name}: stopping after the running "
+                          "reconcile (send it again to stop at once)")
             self.stop.set()
 
         if threading.current_thread() is not threading.main_thread():

@@ -123,8 +123,7 @@ def queue_for(vm: VM, proxies: Mapping[str, ProxyConfig],
     """The task queue serving `vm`: the first proxy queue by name that lists its host, its
     cluster (`vm.cluster`, the host's compute resource) or a datastore of one of its disks;
     else `default`."""
-    datastores = {disk.file[1:].partition("]")[0] for disk in vm.disks
-                  if disk.file.startswith("[")}
+    datastores = set(vm.datastores)
     for name in sorted(proxies):
         proxy = proxies[name]
         if (vm.host and vm.host in proxy.hosts) or (vm.cluster and vm.cluster in proxy.clusters) \

@@ -568,10 +568,12 @@ def execute(
     *,
     parallel: int | None = None,
     hosts: Mapping[str, str] | None = None,
+    datastores: Mapping[str, tuple[str, ...]] | None = None,
 ) -> RunReport:
     """Run every action of `plan`: VMs in parallel, one action per VM at a time.
 
-    `hosts` maps instance UUIDs to ESXi hosts for the per-host snapshot limit.
+    `hosts` maps instance UUIDs to ESXi hosts for the per-host snapshot limit, `datastores`
+    to the datastores of their disks for the per-datastore export limit (when set).
     """
     by_vm: dict[tuple[str, str], list[Action]] = defaultdict(list)
     for action in plan.actions:
@@ -586,6 +588,8 @@ def execute(
     def host_slot(uuid: str) -> threading.BoundedSemaphore:
         with guard:
             return per_host[host_of.get(uuid, "")]
+
+    per_store = _DatastoreSlots(limits.concurrent_exports_per_datastore, datastores or {})
 
     def one_vm(actions: list[Action]) -> list[ActionOutcome]:
         outcomes: list[ActionOutcome] = []
@@ -602,7 +606,7 @@ def execute(
                 if semaphore is None:
                     outcome = runner.run(action)
                 else:
-                    with semaphore:
+                    with semaphore, per_store.held(action):
                         outcome = runner.run(action)
             if outcome.status == OutcomeStatus.FAILED and not action.kind.is_delete:
                 failed_policies.add(action.policy)
@@ -623,6 +627,29 @@ def execute(
                 except VmkeepError as exc:  # the actions are done; the garbage waits
                     log.warning("target %r: garbage not collected after the run: %s", name, exc)
     return RunReport(runner.run_id, outcomes)
+
+
+class _DatastoreSlots:
+    """`limits.concurrentExportsPerDatastore` in the thread pool: an export holds a slot of
+    each datastore its VM's disks are on, taken in name order (no two exports wait on each
+    other crosswise); a limit of 0 holds nothing."""
+
+    def __init__(self, limit: int, datastores: Mapping[str, tuple[str, ...]]) -> None:
+        self._limit = limit
+        self._of = datastores
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._guard = threading.Lock()
+
+    def held(self, action: Action) -> contextlib.ExitStack:
+        """Take the export's slots now; leaving the returned stack gives them back."""
+        names = sorted(set(self._of.get(action.vm.instance_uuid, ()))) if self._limit else []
+        with self._guard:
+            slots = [self._slots.setdefault(n, threading.BoundedSemaphore(self._limit))
+                     for n in names]
+        stack = contextlib.ExitStack()
+        for slot in slots:
+            stack.enter_context(slot)
+        return stack
 
 
 def _order(action: Action) -> tuple[int, str]:

@@ -40,7 +40,7 @@ from reconciler.adapters.disk_image import (
 from reconciler.adapters.fuse_mount import Leaf, Tree
 from reconciler.errors import UsageError, VmkeepError
 from reconciler.ports import RestorablePoint
-from reconciler.restore import _alive  # one "is that process still there" for both
+from reconciler.processes import process_running
 
 __all__ = [
     "Entry",
@@ -337,7 +337,8 @@ def _clear_leftovers(directory: Path) -> None:
     """Remove staging directories of extractions whose process is gone."""
     for entry in directory.iterdir():
         pid = entry.name.removeprefix(STAGING_PREFIX)
-        if entry.name.startswith(STAGING_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+        if entry.name.startswith(STAGING_PREFIX) and pid.isdigit() \
+                and not process_running(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

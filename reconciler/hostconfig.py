@@ -235,6 +235,8 @@ def _convert(
             concurrent_snapshots_per_host=limit(
                 "concurrentSnapshotsPerHost", defaults.concurrent_snapshots_per_host
             ),
+            concurrent_exports_per_datastore=limit(
+                "concurrentExportsPerDatastore", defaults.concurrent_exports_per_datastore),
             verify_bytes_per_hour=limit("verifyBytesPerHour", defaults.verify_bytes_per_hour),
         ),
         hooks=hooks,

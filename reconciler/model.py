@@ -87,6 +87,8 @@ class Limits:
     concurrent_snapshots_per_host: int = 2
     #: Scheduled verification reads at most about this many bytes per hour (10 GiB).
     verify_bytes_per_hour: int = 10 * 2**30
+    #: Exports reading from one datastore at once; 0: no limit.
+    concurrent_exports_per_datastore: int = 0
 
 
 #: Variables of vmkeep's own environment every hook gets; nothing else is passed on.
@@ -247,6 +249,12 @@ class VM:
     @property
     def ref(self) -> VMRef:
         return VMRef(self.name, self.instance_uuid)
+
+    @property
+    def datastores(self) -> tuple[str, ...]:
+        """The names of the datastores its disks are on (from `[name] path`), sorted."""
+        return tuple(sorted({d.file[1:].partition("]")[0] for d in self.disks
+                             if d.file.startswith("[")}))
 
 
 @dataclass(frozen=True)

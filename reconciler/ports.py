@@ -186,6 +186,12 @@ class PartialPoint(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def live(self) -> bool:
+        """A writer may still be at work on it (this process, a running process of this
+        host, or another host's session touched within the writer lease): not a leftover."""
+        ...
+
 
 class ExportStore(Protocol):
     """An export target: the catalog of committed points and a way to add and remove them.

@@ -12,7 +12,7 @@ builds a request: nothing here reads user input. In order:
 2. the vCenters and the export targets are opened, and the state observed; a vCenter that
    cannot be observed is recorded as such and left alone (per-vCenter isolation);
 3. what interrupted runs left is repaired (`vcenter_restore.clean_leftovers`, then
-   `recovery.recover_journaled`), and the state observed again when anything was;
+   `recovery.JournaledRecovery`), and the state observed again when anything was;
 4. the plan is made (or a saved plan checked for staleness and re-made with today's
    limits); a blocked plan stops here, before any action;
 5. the approval callback is asked (it raises to refuse), the run is journaled and executed;
@@ -39,7 +39,7 @@ from reconciler.executor import ActionRunner, Progress, RunReport, execute
 from reconciler.lease import LEASE, LeaseKeeper, holder_is_dead, new_holder, take_lease
 from reconciler.model import HostConfig, Hygiene, Limits, ObservedState, Plan, PolicySet
 from reconciler.ports import ExportStore, HookRunner, Journal, RestoreTarget, VCenterOps
-from reconciler.recovery import RecoveryJournal, recover_journaled
+from reconciler.recovery import JournaledRecovery, RecoveryJournal
 from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
 from reconciler.vcenter_restore import Journal as RestoreJournal
 from reconciler.vcenter_restore import clean_leftovers
@@ -213,8 +213,12 @@ class Reconciler:
                 progress=progress,
                 installation=db.installation_id(),
             )
-            hosts = {vm.instance_uuid: vm.host for vms in state.vcenters.values() for vm in vms}
-            report = execute(plan, runner, self.limits, parallel=request.parallel, hosts=hosts)
+            hosts = {vm.instance_uuid: f"{vm.vcenter}/{vm.host}"  # a host is its vCenter's
+                     for vms in state.vcenters.values() for vm in vms}
+            stores = {vm.instance_uuid: tuple(f"{vm.vcenter}/{d}" for d in vm.datastores)
+                      for vms in state.vcenters.values() for vm in vms}
+            report = execute(plan, runner, self.limits, parallel=request.parallel, hosts=hosts,
+                             datastores=stores)
             report = RunReport(report.run_id, report.outcomes, tuple(notes))
             db.finish_run(run_id, self.clock(), report.counts())
             self.events.finished(report, plan)
@@ -242,9 +246,9 @@ class Reconciler:
         notes = clean_leftovers(db, restore_target, self.is_dead)
         for note in notes:
             self.events.repaired(note)
-        return notes + recover_journaled(db, holder, run_id, vcenters.ops(), state, targets,
-                                         self.clock, self.events.repaired,
-                                         other_kinds={RESTORE_KIND})
+        recovery = JournaledRecovery(db, vcenters.ops(), targets, self.clock,
+                                     self.events.repaired, other_kinds={RESTORE_KIND})
+        return notes + recovery.run(holder, run_id, state)
 
     def _the_plan(self, saved: Plan | None, policy_set: PolicySet, state: ObservedState,
                   limits: Limits, now: datetime) -> Plan:

@@ -1,6 +1,6 @@
 """Crash recovery: repair what an interrupted run of *this installation* left, and only that.
 
-`vmkeep apply` runs it under the applier lease, before planning (`recover_journaled`):
+`vmkeep apply` runs it under the applier lease, before planning (`JournaledRecovery`):
 
 1. **NFC export leases.** A lease an interrupted export was reading from (journaled as
    `nfcLease`) is aborted first: a held lease blocks the VM's power operations.
@@ -19,7 +19,7 @@
    restore point (then it is ours); otherwise it is reported like another's.
 5. **Partial exports** in this installation's targets are discarded.
 
-Each repair is one line ("powered VM 'db' back on …"); `recover_journaled` journals them
+Each repair is one line ("powered VM 'db' back on …"); `JournaledRecovery` journals them
 with the recovery (and its error, when it failed), settles the interrupted runs, and marks
 their actions reconciled. A recovery that fails part-way raises `RecoveryError` after trying
 every repair; the next apply tries again.
@@ -38,12 +38,12 @@ from reconciler.model import VM, ObservedState, PowerState
 from reconciler.ports import ExportStore, VCenterOps
 
 __all__ = [
+    "JournaledRecovery",
     "Recovery",
     "RecoveryError",
     "RecoveryJournal",
     "RepairJournal",
     "UnfinishedAction",
-    "recover_journaled",
     "temporaries",
 ]
 
@@ -109,8 +109,9 @@ class Recovery:
         """Every repair, tried even when one fails: `unfinished` actions (their runs were
         killed), then `shut_down` ones (failed or reconciled, their VM shut down by vmkeep
         and never seen back on), then the temporary snapshots of the VMs in `inventories`
-        and of those re-read, then the partial exports of the targets. Raises
-        `RecoveryError` naming every failure when some failed."""
+        and of those re-read, then the partial exports of the targets that no writer may
+        still be at work on (`PartialPoint.live`). Raises `RecoveryError` naming every
+        failure when some failed."""
         for record in unfinished:
             if record.vcenter not in self.unobserved:  # else: once that vCenter answers
                 self._attempt(f"action {record.id} of an interrupted run",
@@ -126,6 +127,8 @@ class Recovery:
                                   self.temporary_snapshots, name, vm)
         for tname, store in sorted(self.targets.items()):
             for partial in store.partials():
+                if partial.live:  # another process's export in a shared repository
+                    continue
                 self._attempt(f"partial export {partial.id} in target {tname!r}",
                               self.partial_export, tname, partial.id)
         if self.failures:
@@ -298,7 +301,7 @@ def temporaries(state: ObservedState, installation: str | None,
 
 
 class RecoveryJournal(RepairJournal, Protocol):
-    """What `recover_journaled` needs of the state DB (see adapters.statedb)."""
+    """What `JournaledRecovery` needs of the state DB (see adapters.statedb)."""
 
     def unfinished_actions(self) -> Sequence[UnfinishedAction]: ...
 
@@ -319,60 +322,63 @@ class RecoveryJournal(RepairJournal, Protocol):
     def end_recovery(self, recovery_id: int, now: float, error: str | None = None) -> None: ...
 
 
-def recover_journaled(
-    journal: RecoveryJournal,
-    holder: str,
-    run_id: str,
-    vcenters: Mapping[str, VCenterOps],
-    state: ObservedState,
-    targets: Mapping[str, ExportStore],
-    clock: Callable[[], float],
-    say: Callable[[str], None] = lambda _: None,
-    *,
-    other_kinds: Collection[str] = (),
-) -> list[str]:
+@dataclass
+class JournaledRecovery:
     """`Recovery` with its journal: the repairs (each also given to `say`, and journaled),
     the interrupted runs settled, a failure journaled before it is raised. Journal rows of
     `other_kinds` (e.g. a restore's, cleaned up by its own service) are left alone."""
-    recovery = journal.begin_recovery(holder, clock())
-    interrupted = journal.interrupted_runs()
-    notes: list[str] = []
 
-    def note(text: str) -> None:
-        journal.record_repair(recovery, text, clock())
-        say(text)
-        notes.append(text)
+    journal: RecoveryJournal
+    vcenters: Mapping[str, VCenterOps]
+    targets: Mapping[str, ExportStore]
+    clock: Callable[[], float]
+    say: Callable[[str], None] = lambda _: None
+    other_kinds: Collection[str] = ()
 
-    try:
-        for run in interrupted:
-            counts = journal.action_counts(run)
-            open_actions = counts.get("started", 0)
-            if open_actions:
-                note(f"run {run} was interrupted: {open_actions} action(s) without an outcome "
-                     "checked for what they left")
-            else:
-                note(f"run {run} was interrupted; no action of it was left without an outcome")
-        repairs = Recovery(
-            journal, vcenters, targets, clock,
-            installation=journal.installation_id(),
-            left_alone=lambda text: log.warning("%s", text),
-            unobserved={*state.unobserved,
-                        *(name for name in vcenters if name not in state.vcenters)},
-        ).run(
-            [a for a in journal.unfinished_actions() if a.kind not in other_kinds],
-            state.vcenters,
-            journal.failed_with_vm_shut_down(),
-        )
-        for text in repairs:
-            note(text)
-        for run in interrupted:
-            if not journal.action_counts(run).get("started"):  # else: a vCenter was down
-                journal.settle_interrupted_run(run, run_id)
-    except VmkeepError as exc:
-        journal.end_recovery(recovery, clock(), str(exc))
-        raise
-    except Exception as exc:  # a bug: journaled so that status shows it, then surfaced
-        journal.end_recovery(recovery, clock(), f"{type(exc).__name__}: {exc}")
-        raise
-    journal.end_recovery(recovery, clock())
-    return notes
+    def run(self, holder: str, run_id: str, state: ObservedState) -> list[str]:
+        """Recover as `holder` (the applier lease's holder) before run `run_id`, on the
+        state observed: the repairs made."""
+        journal, clock, say = self.journal, self.clock, self.say
+        vcenters, targets, other_kinds = self.vcenters, self.targets, self.other_kinds
+        recovery = journal.begin_recovery(holder, clock())
+        interrupted = journal.interrupted_runs()
+        notes: list[str] = []
+
+        def note(text: str) -> None:
+            journal.record_repair(recovery, text, clock())
+            say(text)
+            notes.append(text)
+
+        try:
+            for run in interrupted:
+                counts = journal.action_counts(run)
+                open_actions = counts.get("started", 0)
+                if open_actions:
+                    note(f"run {run} was interrupted: {open_actions} action(s) without an outcome "
+                         "checked for what they left")
+                else:
+                    note(f"run {run} was interrupted; no action of it was left without an outcome")
+            repairs = Recovery(
+                journal, vcenters, targets, clock,
+                installation=journal.installation_id(),
+                left_alone=lambda text: log.warning("%s", text),
+                unobserved={*state.unobserved,
+                            *(name for name in vcenters if name not in state.vcenters)},
+            ).run(
+                [a for a in journal.unfinished_actions() if a.kind not in other_kinds],
+                state.vcenters,
+                journal.failed_with_vm_shut_down(),
+            )
+            for text in repairs:
+                note(text)
+            for run in interrupted:
+                if not journal.action_counts(run).get("started"):  # else: a vCenter was down
+                    journal.settle_interrupted_run(run, run_id)
+        except VmkeepError as exc:
+            journal.end_recovery(recovery, clock(), str(exc))
+            raise
+        except Exception as exc:  # a bug: journaled so that status shows it, then surfaced
+            journal.end_recovery(recovery, clock(), f"{type(exc).__name__}: {exc}")
+            raise
+        journal.end_recovery(recovery, clock())
+        return notes

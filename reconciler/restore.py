@@ -33,6 +33,7 @@ from typing import Any
 
 from reconciler.errors import RepositoryError, UsageError, VmkeepError
 from reconciler.ports import RestoreSource
+from reconciler.processes import process_running
 
 __all__ = ["RestoreReport", "RestoredDisk", "descriptor", "restore_point"]
 
@@ -163,18 +164,8 @@ def _clear_leftovers(directory: Path) -> None:
         return
     for entry in directory.parent.iterdir():
         pid = entry.name.removeprefix(prefix)
-        if entry.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+        if entry.name.startswith(prefix) and pid.isdigit() and not process_running(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _choose(stored: Sequence[Any], wanted: Sequence[str], point_id: str) -> list[Any]:

@@ -5,6 +5,8 @@ This is the shell: it touches the environment and the file system so the core do
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,12 +47,14 @@ if TYPE_CHECKING:  # pyVmomi and the repository are imported when they are used
     from reconciler.adapters.statedb import StateDB
     from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereRestore
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "capture", "config_path", "fuse_available", "git_source", "holds_journal", "hook_runner",
     "http_server", "load_host_config", "missing_chunks", "open_journal", "open_repository",
     "open_state_db", "open_targets", "open_vcenters", "policy_directory", "read_verify_log",
-    "reconciler", "record_verify_log", "resolve_password", "serve_mount", "verify_points",
-    "vsphere_client", "vsphere_operations", "vsphere_restore",
+    "reconciler", "record_verify_log", "register_configured_secrets", "resolve_password",
+    "serve_mount", "verify_points", "vsphere_client", "vsphere_operations", "vsphere_restore",
 ]
 
 DEFAULT_CONFIG = "vmkeep.yaml"
@@ -91,6 +95,14 @@ def resolve_password(vc: VCenterConfig, environ: dict[str, str] | None = None) -
     password = _read_password(vc, os.environ if environ is None else environ)
     register_secret(password)
     return password
+
+
+def register_configured_secrets(config: HostConfig) -> None:
+    """Make `errors.mask` hide every vCenter password the host config names that can be
+    read now (one that cannot is simply not registered: nothing here needs it)."""
+    for vc in config.vcenters.values():
+        with contextlib.suppress(VmkeepError):
+            resolve_password(vc)
 
 
 def _read_password(vc: VCenterConfig, env: Mapping[str, str]) -> str:
@@ -161,8 +173,9 @@ def capture(config: HostConfig, now: datetime,
     """The live observed state of every configured vCenter and target.
 
     A vCenter that cannot be read (login refused, TLS verification, network: any
-    `VCenterError`) does not stop the others: it is recorded in `unobserved` with the reason,
-    and said on stderr. A missing password is a configuration error and stops everything.
+    `VCenterError`; or a bug in vmkeep's reading of it) does not stop the others: it is
+    recorded in `unobserved` with the reason, and said on stderr. A missing password is a
+    configuration error and stops everything.
     `read` gives a vCenter's inventory (default: a full read; the controller: `WatchCaches`).
     """
     passwords = {name: resolve_password(vc) for name, vc in config.vcenters.items()}
@@ -172,12 +185,15 @@ def capture(config: HostConfig, now: datetime,
             inventories.append(read(name, vc, passwords[name]))
         except VCenterError as exc:
             unobserved[name] = exc.detail  # the name is said next to it
+        except Exception as exc:  # a bug reading this vCenter must not stop the others
+            log.debug("reading vCenter %r failed", name, exc_info=True)
+            unobserved[name] = (f"internal error reading it (a bug in vmkeep, please report "
+                                f"it; -vv shows the traceback): {type(exc).__name__}: {exc}")
+        if name in unobserved:
             print(f"vmkeep: vCenter {name!r} could not be observed: {unobserved[name]}; its "
                   "VMs' coverage is unknown and nothing is decided for them", file=sys.stderr)
     targets = {name: _target_points(t) for name, t in sorted(config.targets.items())}
     return observed.observed_from(inventories, targets, now, unobserved)
-
-
 
 
 # ---------------------------------------------------------------------- one reconcile

@@ -10,10 +10,11 @@ Reconciles (plans and applies, as `vmkeep apply --auto-approve`) at start, every
 every `--poll`) or a changed file in the policy directory. A revision whose policies do not
 validate is not applied; the last valid one goes on being applied. Metrics go to
 `--metrics-file` (Prometheus text format) after every reconcile. SIGTERM/SIGINT stop the
-loop after the running reconcile. `--once` reconciles once and exits with apply's code (0,
-1, or 3 when some actions failed). `--listen 127.0.0.1:9469` serves /metrics, /healthz,
-/readyz, /api/status and a status page at /; `--log-format json` writes JSON lines. Without
-a source flag the host config's `policies` is followed. See `docs/controller.md`.
+loop after the running reconcile; with an engine they cancel it (exit 130). `--once`
+reconciles once and exits with apply's code (0, 1, or 3 when some actions failed).
+`--listen 127.0.0.1:9469` serves /metrics, /healthz, /readyz, /api/status and a status page
+at /; `--log-format json` writes JSON lines. Without a source flag the host config's
+`policies` is followed. See `docs/controller.md`.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from reconciler import planner, policies, wiring
 from reconciler.cli import common
 from reconciler.cli.common import load_state, parse_now
 from reconciler.cli.scheduled_verify import verification_view
-from reconciler.errors import UsageError, VmkeepError
+from reconciler.errors import UsageError, VmkeepError, mask
 from reconciler.executor import OutcomeStatus
 from reconciler.lease import LEASE, holder_is_dead
 from reconciler.model import HostConfig, ObservedState, Plan
@@ -83,6 +83,8 @@ def collect_status(args: argparse.Namespace) -> Status:
     if args.runs < 0:
         raise UsageError("--runs must be 0 or more")
     config = wiring.load_host_config(args.config)
+    # a journal written before vmkeep masked secrets may hold one: masked when shown
+    wiring.register_configured_secrets(config)
     now = parse_now(args.now)
     if Path(config.state).is_dir():  # checked before vCenter is asked anything
         raise VmkeepError(f"the state DB {config.state!r} is a directory; set `state` in the "
@@ -147,8 +149,8 @@ def _journal_status(config: HostConfig, now: datetime, plan: Plan | None, keep: 
                "it on if it is" for a in shut_down]
     pending += ours
     recovery = None if last is None else RecoveryInfo(
-        last.holder, _moment(last.started_at) or now, _moment(last.finished_at), last.error,
-        last.repairs)
+        last.holder, _moment(last.started_at) or now, _moment(last.finished_at),
+        None if last.error is None else mask(last.error), tuple(map(mask, last.repairs)))
     return summarize(now, runs, [_journal(a, now) for a in failed],
                      [_journal(a, now) for a in unfinished], holder, plan, keep_runs=keep,
                      verification=verification,
@@ -172,4 +174,5 @@ def _run(db: StateDB, r: Mapping[str, Any], now: datetime) -> RunRecord:
 
 def _journal(a: ActionRecord, now: datetime) -> JournalAction:
     return JournalAction(a.run_id, a.kind, a.point_id, a.vm_name, a.vm_uuid, a.vcenter,
-                         _moment(a.started_at) or now, a.status, a.error)
+                         _moment(a.started_at) or now, a.status,
+                         None if a.error is None else mask(a.error))

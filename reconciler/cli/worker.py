@@ -8,8 +8,10 @@ thread pool uses. It serves the task queues named by `--queue` (proxy queues fro
 `proxies:`, or the default queue by its name); without `--queue` it serves the default
 queue, where the workflows themselves and the work of VMs no proxy claims run. At least one
 worker of an installation serves the default queue. `--slots N` is how many activities this
-worker runs at once (default 4). SIGTERM or SIGINT stops polling and lets running
-activities finish (up to 30 s; the engine retries the rest elsewhere).
+worker runs at once (default 4); the slots of a proxy queue, host or datastore across the
+whole estate are the limiter workflow's (`reconciler/engine/limits.py`). SIGTERM or SIGINT
+stops polling and lets running activities finish (up to 30 s; the engine retries the rest
+elsewhere).
 
 Exit codes: 0 stopped by a signal, 1 bad configuration (no `engine:`, an unknown queue).
 """
@@ -74,6 +76,7 @@ async def _serve(config: Any, queues: list[str], slots: int, identity: str) -> i
 
     from reconciler.engine.activities import WorkerActivities
     from reconciler.engine.connection import connect
+    from reconciler.engine.limits import LimitsWorkflow
     from reconciler.engine.workflows import BatchWorkflow, MaintenanceWorkflow, ReconcileWorkflow
 
     client = await connect(config.engine)
@@ -92,7 +95,7 @@ async def _serve(config: Any, queues: list[str], slots: int, identity: str) -> i
             task_queue=queue,
             identity=identity,
             activities=activities.all(),
-            workflows=[ReconcileWorkflow, BatchWorkflow, MaintenanceWorkflow]
+            workflows=[ReconcileWorkflow, BatchWorkflow, MaintenanceWorkflow, LimitsWorkflow]
             if is_default else [],
             activity_executor=executor,
             max_concurrent_activities=slots,

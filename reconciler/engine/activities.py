@@ -141,7 +141,8 @@ class WorkerActivities:
             vm = vms.get(action.vm.instance_uuid)
             queue = engine_config.queue_for(vm, self.config.proxies, default) if vm else default
             actions.append({"action": action_to_json(action), "queue": queue,
-                            "host": vm.host if vm else ""})
+                            "host": vm.host if vm else "",
+                            "datastores": list(vm.datastores) if vm else []})
         deletions = sum(1 for a in actions if a["action"]["kind"].endswith(".delete"))
         held = 0
         if deletions > request.get("maxDeletes", self.config.limits.max_deletes_per_run):
@@ -194,11 +195,13 @@ class WorkerActivities:
             # a retry after the engine lost the try (its proxy died or stopped answering)
             resume=info.attempt > 1 and action.kind is ActionKind.EXPORT_CREATE,
         )
+        started = time.time()
         try:
             outcome = runner.run(action)
         finally:
             stop.set()
             ticker.join()
+        ended = time.time()
         if activity.is_cancelled():
             # the runner recorded the cancellation as a failure; the engine must see it as
             # what it is (the export is aborted and its temporary snapshot removed by now)
@@ -210,6 +213,7 @@ class WorkerActivities:
               file=sys.stderr, flush=True)
         result = outcome_to_json(outcome, self.identity)
         result["attempt"] = info.attempt
+        result["startedAt"], result["endedAt"] = started, ended  # on this proxy's clock
         if isinstance(previous, dict):
             result["resumedFrom"] = {"proxy": previous.get("proxy"),
                                      "disk": previous.get("disk"),

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +31,7 @@ from reconciler.errors import ReconcileCancelled, ReconcileRunning, UsageError, 
 from reconciler.executor import ActionOutcome, RunReport
 from reconciler.model import HostConfig
 from reconciler.observed import format_time
+from reconciler.ports import PolicyFile
 
 __all__ = [
     "EXIT_PARTIAL",
@@ -36,6 +39,7 @@ __all__ = [
     "ReconcileCancelled",
     "ReconcileRunning",
     "engine_apply",
+    "engine_reconcile",
     "reconcile_request",
 ]
 
@@ -56,6 +60,7 @@ def reconcile_request(config: HostConfig, vcenter: str, run_id: str, files: list
         "slots": {q: p.slots for q, p in config.proxies.items()},
         "defaultSlots": max(1, config.limits.concurrent_exports),
         "hostSlots": config.limits.concurrent_snapshots_per_host,
+        "datastoreSlots": config.limits.concurrent_exports_per_datastore,
         "maxDeletes": max_deletes,
         "heartbeatSeconds": config.engine.heartbeat_seconds,
         "attempts": config.engine.attempts,
@@ -75,24 +80,33 @@ def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> 
     source = common.policy_source_from_args(args)
     files = list(source.files())
     policy_set = policies.parse_policies(files, config, source.revision)  # bad input: stop
-    now = parse_now(args.now)
-    max_deletes = config.limits.max_deletes_per_run if args.max_deletes is None \
-        else args.max_deletes
+    return engine_reconcile(config, files, policy_set.revision, parse_now(args.now),
+                            args.max_deletes, args.output, **extra)
+
+
+def engine_reconcile(config: HostConfig, files: list[PolicyFile], revision: str | None,
+                     now: datetime, max_deletes: int | None, output: str, *,
+                     stop: threading.Event | None = None, **extra: Any) -> EngineRun:
+    """One reconcile of every vCenter on the engine, followed until it ends, for `apply`
+    and for `vmkeep run` (the policies already checked). SIGINT/SIGTERM — or, for `run`,
+    `stop` being set — cancel it: `ReconcileCancelled` (exit 130)."""
+    if max_deletes is None:
+        max_deletes = config.limits.max_deletes_per_run
     run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    journal = _Journal(config, run_id, policy_set.revision)
+    journal = _Journal(config, run_id, revision)
     extra.setdefault("installation", journal.db.installation_id())  # marks its temporaries
     requests = [reconcile_request(config, name, run_id, files_to_json(files),
-                                  policy_set.revision, now, max_deletes, **extra)
+                                  revision, now, max_deletes, **extra)
                 for name in sorted(config.vcenters)]
     try:
-        results = asyncio.run(_submit_and_follow(config, requests, args.output))
+        results = asyncio.run(_submit_and_follow(config, requests, output, stop))
     except ReconcileRunning:
         journal.forget()  # nothing of this apply ran
         raise
     outcomes = [o for r in results for o in r["outcomes"]]
     journal.finish(outcomes)
     failed = [o for o in outcomes if o["status"] == "failed"]
-    _summary(run_id, results, outcomes, args.output)
+    _summary(run_id, results, outcomes, output)
     report = RunReport(run_id, tuple(
         ActionOutcome(action_from_json(o["action"]), o["status"], o.get("message", ""),
                       o.get("consistency", ""),
@@ -101,7 +115,7 @@ def engine_apply(args: argparse.Namespace, config: HostConfig, **extra: Any) -> 
                       bytes_stored=int(o.get("bytesStored", 0)),
                       seconds=float(o.get("seconds", 0.0)))
         for o in outcomes))
-    return EngineRun(EXIT_PARTIAL if failed else 0, policy_set.revision, report)
+    return EngineRun(EXIT_PARTIAL if failed else 0, revision, report)
 
 
 class _Journal:
@@ -174,8 +188,24 @@ async def _start_maintenance(client: Any, config: HostConfig, targets: set[str])
             continue
 
 
+async def _start_limiter(client: Any, config: HostConfig) -> None:
+    """The installation's limiter workflow (slots across the estate, `engine/limits.py`):
+    started by the first controller that needs it, then running for good."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from reconciler.engine.limits import LimitsWorkflow, limits_id
+
+    assert config.engine is not None
+    queue = config.engine.task_queue
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # running: it serves us too
+        await client.start_workflow(
+            LimitsWorkflow.run, {"checkSeconds": config.engine.heartbeat_seconds},
+            id=limits_id(queue), task_queue=queue)
+
+
 async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
-                             output: str) -> list[dict[str, Any]]:
+                             output: str, stopped: threading.Event | None
+                             ) -> list[dict[str, Any]]:
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -184,6 +214,7 @@ async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
 
     assert config.engine is not None
     client = await connect(config.engine)
+    await _start_limiter(client, config)
     handles = []
     for request in requests:
         wid = reconcile_id(request["vcenter"])
@@ -198,9 +229,10 @@ async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
                 f"engine (workflow {wid}); nothing was submitted. Wait for it, or see "
                 f"`temporal workflow describe --workflow-id {wid}`") from None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    if stopped is None:  # apply: the signals are ours (run's controller has its own)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
     if output == "text":
         print(f"Submitted reconcile {requests[0]['runId'] if requests else ''} of "
               f"{len(handles)} vCenter(s) to {config.engine.address}", flush=True)
@@ -211,7 +243,8 @@ async def _submit_and_follow(config: HostConfig, requests: list[dict[str, Any]],
         waiting = asyncio.ensure_future(handle.result())
         while not waiting.done():
             done, _ = await asyncio.wait({waiting}, timeout=1.0)
-            if stop.is_set() and not cancelled:
+            if (stop.is_set() or (stopped is not None and stopped.is_set())) \
+                    and not cancelled:
                 cancelled = True
                 print("vmkeep: cancelling: running exports stop at their next heartbeat",
                       file=sys.stderr, flush=True)

@@ -5,8 +5,9 @@ only reconcile of that vCenter across every controller host. It plans through th
 `vmkeep.plan` activity, then runs the VMs' actions in batches, each batch a child workflow
 (`BatchWorkflow`), so no history grows with the size of the estate. A batch runs each VM's
 actions in order (creations, then deletions; a VM's deletions are skipped when its backup
-under that policy failed) on the VM's proxy queue, holding the per-queue `slots` and the
-per-host snapshot limit across all proxies. An export that fails for good (its proxy died,
+under that policy failed) on the VM's proxy queue, holding its slots (proxy queue, host,
+datastores) from the estate's limiter workflow (`limits`), so they hold across every vCenter
+and proxy. An export that fails for good (its proxy died,
 the retries ran out) or is cancelled is followed by `vmkeep.compensate` on any worker: its
 temporary snapshot is removed.
 
@@ -19,12 +20,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
+
+from reconciler.engine.limits import ACQUIRE, GRANTED, PING, RELEASE, limit_keys, limits_id
 
 __all__ = [
     "BatchWorkflow",
@@ -94,24 +99,37 @@ class ReconcileWorkflow:
 
 @workflow.defn(name="vmkeep.batch")
 class BatchWorkflow:
+    def __init__(self) -> None:
+        self._granted: set[str] = set()
+        self._tokens = 0
+
+    @workflow.signal(name=GRANTED)
+    def granted(self, token: str) -> None:
+        self._granted.add(token)
+
+    @workflow.signal(name=PING)
+    def ping(self) -> None:
+        """The limiter asks whether this workflow still runs (a signal to it succeeds)."""
+
+    @asynccontextmanager
+    async def _slots(self, request: dict[str, Any], entry: dict[str, Any]
+                     ) -> AsyncIterator[None]:
+        """Hold the action's slots of the estate's limiter (`limits`) while it runs."""
+        self._tokens += 1
+        me = workflow.info().workflow_id
+        token = f"{me}#{self._tokens}"
+        limiter = workflow.get_external_workflow_handle(limits_id(request["defaultQueue"]))
+        await limiter.signal(ACQUIRE, {"token": token, "workflow": me,
+                                       "keys": limit_keys(request, entry)})
+        try:
+            await workflow.wait_condition(lambda: token in self._granted)
+            yield
+        finally:
+            self._granted.discard(token)
+            await limiter.signal(RELEASE, token)  # also after a failure or a cancellation
+
     @workflow.run
     async def run(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        slots = {q: asyncio.Semaphore(max(1, int(n)))
-                 for q, n in request.get("slots", {}).items()}
-        default_slots = max(1, int(request.get("defaultSlots", 4)))
-        host_limit = max(1, int(request.get("hostSlots", 2)))
-        hosts: dict[str, asyncio.Semaphore] = {}
-
-        def slot(queue: str) -> asyncio.Semaphore:
-            if queue not in slots:
-                slots[queue] = asyncio.Semaphore(default_slots)
-            return slots[queue]
-
-        def host(name: str) -> asyncio.Semaphore:
-            if name not in hosts:
-                hosts[name] = asyncio.Semaphore(host_limit)
-            return hosts[name]
-
         async def one_vm(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             done: list[dict[str, Any]] = []
             failed: set[str] = set()
@@ -124,7 +142,7 @@ class BatchWorkflow:
                                  "message": "not pruned: this run's backup of the VM under "
                                  "this policy failed"})
                     continue
-                async with slot(entry["queue"]), host(entry.get("host", "")):
+                async with self._slots(request, entry):
                     outcome = await _run_action(request, entry)
                 if outcome["status"] == "failed" and not deleting:
                     failed.add(action["policy"])

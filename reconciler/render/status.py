@@ -73,6 +73,7 @@ def status_to_json(status: Status) -> dict[str, Any]:
         "pending": None if plan is None else {
             **{kind.value: summary(plan)[kind.value] for kind in ActionKind},
             "blocked": plan.blocked, "blockedReason": plan.blocked_reason,
+            "held": len(plan.held), "heldReason": plan.held_reason or None,
         },
         "findings": [_finding_json(w) for w in status.findings],
         "verification": None if status.verification is None

@@ -9,7 +9,6 @@ resolved (`pinned`).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from reconciler.adapters.git import MAX_FILE_BYTES, GitSource
 from reconciler.adapters.policydir import PolicyDirectory
 from reconciler.errors import SourceError
 from reconciler.ports import PolicySource
+from tests.gitrepo import git
 
 POLICY = b"kind: BackupPolicy\n"
 
@@ -40,15 +40,6 @@ class Subject:
 
     def names(self, source: PolicySource) -> list[str]:
         return [self.relative(f.path) for f in source.files()]
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com",
-         "-c", "init.defaultBranch=main", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    )
-    return done.stdout.strip()
 
 
 def _directory(tmp_path: Path) -> Subject:

@@ -169,8 +169,9 @@ def test_two_controllers_for_one_vcenter_run_one_reconcile_at_a_time(
     assert len(estate.points()) == 1
 
 
+@pytest.mark.parametrize("command", ["apply", "run"])
 def test_cancelling_a_run_stops_its_export_and_removes_the_temporary_snapshot(
-        tmp_path: Path, start_vcsim, temporal: TemporalServer) -> None:
+        command: str, tmp_path: Path, start_vcsim, temporal: TemporalServer) -> None:
     queue = f"cancel{next(_queues)}-{os.getpid()}"
     hooks = '{settle: {command: [/bin/sleep, "20"], timeout: 1m}}'
     with engine_estate(start_vcsim(vms=1), tmp_path, temporal, queue,
@@ -178,7 +179,8 @@ def test_cancelling_a_run_stops_its_export_and_removes_the_temporary_snapshot(
         (estate.policies / "gold.yaml").write_text(EXPORTS_ONLY.replace(
             "consistency: {mode: crash}", "consistency: {mode: crash, hooks: {post: [settle]}}"))
         estate.start_worker("proxy-0", "--slots", "1")
-        apply = estate.start_apply(day(0))
+        start = estate.start_apply if command == "apply" else estate.start_run
+        apply = start(day(0))  # `vmkeep run`: the controller loop, cancelled by its first signal
         deadline = time.monotonic() + 60
         while not temporary_snapshots(estate):  # taken; the export waits for its post hook
             assert time.monotonic() < deadline and apply.poll() is None

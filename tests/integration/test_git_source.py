@@ -3,7 +3,6 @@ branches, tags and a force-push. The user's own checkout must never change."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import git as git_module
@@ -12,6 +11,7 @@ import pytest
 from reconciler.adapters.git import MAX_FILE_BYTES, GitSource
 from reconciler.errors import SourceError
 from reconciler.policies import check_policies, parse_policies
+from tests.gitrepo import git
 
 POLICY = """\
 apiVersion: vmkeep/v1
@@ -24,15 +24,6 @@ spec:
   schedule: {{cron: "0 1 * * *"}}
   snapshots: {{keep: {{last: {keep}}}}}
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com",
-         "-c", "init.defaultBranch=main", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    )
-    return done.stdout.strip()
 
 
 def write(clone: Path, relative: str, name: str, keep: int = 2) -> None:

@@ -91,3 +91,37 @@ def test_a_failing_hook_never_puts_the_vcenter_password_in_output_journal_or_sta
     assert errors and all(f"tried {MASK}" in e for e in errors)
     for text in (run.out, run.err, status.out, status.err, *errors):
         assert password not in text
+
+
+def test_status_masks_a_password_a_journal_from_before_masking_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from reconciler.adapters.statedb import StateDB
+
+    password = "hunter2-old-journal"
+    monkeypatch.setenv("VMKEEP_OLD_PW", password)
+    monkeypatch.chdir(tmp_path)  # no policies: the journal alone, no vCenter asked
+    config = tmp_path / "vmkeep.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        vcenters:
+          sim: {{url: "https://vc.example.com/sdk", username: u, passwordEnv: VMKEEP_OLD_PW}}
+        targets:
+          local: {{type: directory, path: "{tmp_path / 'target'}"}}
+        state: "{tmp_path / 'state.db'}"
+        """))
+    with StateDB(tmp_path / "state.db") as db:
+        db.start_run("run-1", "host/1/run-1", 1.0)
+        action = db.record_intent("run-1", kind="export.create", point_id="p/u/20261125T010000Z",
+                                  vm_uuid="u", vm_name="app", vcenter="sim", now=1.0)
+        db.record_outcome(action, "failed", 2.0, "login failed")
+        db.finish_run("run-1", 3.0, {"failed": 1})
+        recovery = db.begin_recovery("host/2/run-2", 4.0)
+        db.end_recovery(recovery, 5.0, "recovery failed")
+    with sqlite3.connect(tmp_path / "state.db") as raw:  # as an older vmkeep wrote them
+        raw.execute("UPDATE actions SET error = ?", (f"login as u:{password} failed",))
+        raw.execute("UPDATE recoveries SET error = ?", (f"recovery with {password} failed",))
+
+    for output in ("text", "json"):
+        assert main(["status", "--config", str(config), "-o", output]) == 0
+        out = capsys.readouterr().out
+        assert password not in out and MASK in out, out

@@ -225,12 +225,14 @@ class FakeManifest:
 @dataclass(frozen=True)
 class FakePartial:
     id: str
+    live: bool = False
 
 
 class FakeStore:
     def __init__(self) -> None:
         self.committed: dict[str, tuple[ExportPoint, dict[str, bytes], dict[str, Any]]] = {}
         self.partial: set[str] = set()
+        self.live_partials: set[str] = set()  # being written by another process
         self.aborted: list[str] = []
         self.gc_runs = 0
 
@@ -259,7 +261,7 @@ class FakeStore:
             raise RepositoryError(f"no restore point {point_id!r} in the fake store") from None
 
     def partials(self) -> list[FakePartial]:
-        return [FakePartial(p) for p in sorted(self.partial)]
+        return [FakePartial(p, p in self.live_partials) for p in sorted(self.partial)]
 
     def discard_partial(self, point_id: str) -> None:
         self.partial.discard(point_id)

@@ -324,6 +324,15 @@ def test_export_deletions_are_followed_by_garbage_collection(tmp_path):
     assert w.store.gc_runs == 1
 
 
+def test_recovery_leaves_a_partial_export_another_writer_is_at_work_on_alone(tmp_path):
+    w = world(tmp_path)
+    w.store.partial.update({"gold/uuid-app/20261125T010000Z", "gold/uuid-web/20261125T010000Z"})
+    w.store.live_partials.add("gold/uuid-web/20261125T010000Z")  # a worker exports it now
+    notes = Recovery(w.db, {"sim": w.vc}, {"local": w.store}, lambda: 2.0).run([], {})
+    assert w.store.partial == {"gold/uuid-web/20261125T010000Z"}
+    assert notes == ["discarded partial export gold/uuid-app/20261125T010000Z in target 'local'"]
+
+
 def test_recovery_powers_on_what_a_crashed_run_shut_down_and_removes_its_leftovers(tmp_path):
     w = world(tmp_path)
     state = w.vc.add("app", power=PowerState.OFF)

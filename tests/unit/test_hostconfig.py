@@ -69,6 +69,15 @@ def test_an_empty_config_gets_defaults() -> None:
     assert config.vcenters == {} and config.state == "conf/vmkeep.db"
 
 
+@pytest.mark.parametrize(("text", "limit"), [
+    (b"{}\n", 0),
+    (b"limits: {concurrentExportsPerDatastore: 3}\n", 3),
+], ids=["unlimited by default", "set"])
+def test_exports_per_datastore_are_unlimited_unless_limited(text: bytes, limit: int) -> None:
+    config = hostconfig.parse(text, "conf/vmkeep.yaml")
+    assert config.limits.concurrent_exports_per_datastore == limit
+
+
 def test_a_literal_password_is_refused_without_echoing_it() -> None:
     found = problems(b"vcenters:\n  prod:\n    url: https://vc\n    username: u\n"
                      b"    password: s3cr3t-Value\n")
@@ -101,6 +110,8 @@ def test_secrets_in_wrong_places_are_never_echoed() -> None:
          ":2:46: `targets.nas.chunkSize` must be a power of two"),
         (b"limits: {maxDeletesPerRun: -1}\n",
          ":1:28: `limits.maxDeletesPerRun` must be at least 0"),
+        (b"limits: {concurrentExportsPerDatastore: -1}\n",
+         "`limits.concurrentExportsPerDatastore` must be at least 0"),
         (b"limts: {}\n", ":1:1: unknown key `limts` (did you mean `limits`?)"),
         (b"hooks:\n  x: {command: []}\n", ":2:16: `hooks.x.command` must not be empty"),
         (b"hooks:\n  x: {command: [a], timeout: 1mo}\n", ":2:30: `hooks.x.timeout`: duration 1mo"),

@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
-BASE = {"model", "errors", "ports", "vmconfig", "collector"}
+BASE = {"model", "errors", "ports", "vmconfig", "collector", "processes"}
 SERVICES = {"executor", "restore", "consistency", "files", "vcenter_restore", "recovery",
             "reconcile", "lease"}
 SHELL = {"cli", "controller", "wiring", "__main__", "engine"}

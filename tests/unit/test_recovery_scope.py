@@ -13,7 +13,7 @@ from reconciler.executor import OutcomeStatus
 from reconciler.findings import temporary_findings
 from reconciler.markers import MarkerKind, parse_marker
 from reconciler.model import ActionKind, ObservedState, PowerState
-from reconciler.recovery import Recovery, RecoveryError, recover_journaled
+from reconciler.recovery import JournaledRecovery, Recovery, RecoveryError
 
 from .fakes import T0, FakeStore, FakeVCenter
 from .test_executor import marked, world
@@ -146,8 +146,8 @@ def test_the_journaled_recovery_records_repairs_settles_the_killed_run_and_keeps
                                   installation=me))
     observed = ObservedState(captured_at=T0, vcenters={"sim": (vc.vm(state),)}, targets={})
     said: list[str] = []
-    notes = recover_journaled(db, "host/2/next", "next", {"sim": vc}, observed,
-                              {"local": store}, lambda: 10.0, said.append)
+    notes = JournaledRecovery(db, {"sim": vc}, {"local": store}, lambda: 10.0,
+                              said.append).run("host/2/next", "next", observed)
     assert notes == said == [
         "run killed was interrupted: 2 action(s) without an outcome checked for what they left",
         "removed leftover export snapshot snap-t of VM 'app' (sim)",
@@ -165,7 +165,8 @@ def test_the_journaled_recovery_records_repairs_settles_the_killed_run_and_keeps
     observed = ObservedState(captured_at=T0, vcenters={"sim": tuple(
         vc.vm(s) for s in vc.vms.values())}, targets={})
     with pytest.raises(RecoveryError):
-        recover_journaled(db, "host/3/again", "again", {"sim": vc}, observed, {}, lambda: 20.0)
+        JournaledRecovery(db, {"sim": vc}, {}, lambda: 20.0).run("host/3/again", "again",
+                                                                 observed)
     failed = db.last_recovery()
     assert failed is not None and failed.error is not None and "NoPermission" in failed.error
 
@@ -291,7 +292,7 @@ def test_what_concerns_a_vcenter_that_cannot_be_read_now_waits_for_a_later_run(
     db.record_intent("killed", kind="export.create", point_id="p", vm_uuid=UUID,
                      vm_name="app", vcenter="sim", now=1.0)
     observed = ObservedState(captured_at=T0, vcenters={}, targets={})  # "sim" not read
-    recover_journaled(db, "host/2/next", "next", {"sim": vc}, observed, {}, lambda: 5.0)
+    JournaledRecovery(db, {"sim": vc}, {}, lambda: 5.0).run("host/2/next", "next", observed)
     assert [a.vm_name for a in db.unfinished_actions()] == ["app"]
     assert db.interrupted_runs() == ["killed"]
     assert ("wait_for_tasks", "app") not in vc.calls

@@ -100,3 +100,12 @@ def test_the_text_view_lists_runs_failures_and_coverage_problems() -> None:
     assert "Coverage (revision abc123): 1 covered, 0 due, 1 late, 0 missing" in text
     assert "  late     vc1/vm-1 [gold] slot 2026-11-25T12:00:00Z, last point never" in text
     assert "an apply now would create 0 and delete 0 restore point(s)" in text
+
+
+def test_the_json_pending_counts_the_deletions_the_budget_holds_back() -> None:
+    reason = "1 deletions exceed limits.maxDeletesPerRun (0)"
+    held = replace(plan(), held=(HELD,), held_reason=reason)
+    pending = status_to_json(summarize(NOW, [], [], [], None, held))["pending"]
+    assert pending["held"] == 1
+    assert pending["heldReason"] == reason
+    assert status_to_json(summarize(NOW, [], [], [], None, plan()))["pending"]["held"] == 0

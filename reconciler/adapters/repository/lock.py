@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import RepositoryLockedError
+from reconciler.processes import process_running
 
 from .format import fsync_dir
 
@@ -203,14 +204,7 @@ def _clear_dead_holders(shared_dir: Path) -> Holder | None:
     dead: list[Holder] = []
     for path in shared_dir.glob(f"{host}-*.json"):
         holder = Holder.from_file(path)
-        if holder is None or holder.host != host:
-            continue
-        try:
-            os.kill(holder.pid, 0)
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:
+        if holder is None or holder.host != host or process_running(holder.pid):
             continue
         path.unlink(missing_ok=True)
         dead.append(holder)

@@ -30,6 +30,7 @@ from reconciler.errors import (
     RepositoryLockedError,
 )
 from reconciler.model import ExportPoint, VMRef
+from reconciler.processes import process_running
 
 from .core import RepositoryCore
 from .format import (
@@ -62,12 +63,14 @@ DEFAULT_PACK_SIZE = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class PartialExport:
-    """An export that began but has no manifest: still running, or crashed (garbage)."""
+    """An export that began but has no manifest: still running, or crashed (garbage).
+    `live`: a writer may still be at work on it (see `Repository.partials`)."""
 
     id: str
     started_at: datetime
     host: str
     pid: int
+    live: bool = False
 
 
 def _utcnow() -> datetime:
@@ -254,19 +257,37 @@ class Repository:
         return self._core.manifest(point_id)
 
     def partials(self) -> list[PartialExport]:
-        """Exports that started but never committed (in progress now, or crashed)."""
+        """Exports that started but never committed (in progress now, or crashed).
+
+        Each says whether a writer may still be at work on it (`live`): one of this process
+        (writing it now), a process of this host that is still running, or — written from
+        another host, whose processes cannot be seen — a session whose marker was touched
+        (at its start and every checkpoint) within the repository's writer lease, the rule
+        GC spares a resumable session by. Recovery leaves live ones alone: with many
+        writers they are other processes' exports, not leftovers."""
         out: list[PartialExport] = []
+        now = time.time()
         for path in sorted(self.layout.partial.glob("*.json")):
             try:
                 body = json.loads(path.read_bytes())
                 point_id = str(body["id"])
                 started = datetime.fromisoformat(body["startedAt"])
                 host, pid = str(body.get("host", "")), int(body.get("pid", 0))
+                touched = path.stat().st_mtime
             except (OSError, ValueError, KeyError, TypeError):
-                point_id, started, host, pid = unquote_id(path.stem), datetime.min, "", 0
+                point_id, started, host, pid, touched = (unquote_id(path.stem), datetime.min,
+                                                         "", 0, 0.0)
             if not self.layout.point(point_id).exists():
-                out.append(PartialExport(point_id, started, host, pid))
+                live = self._writer_may_be_live(point_id, host, pid, now - touched)
+                out.append(PartialExport(point_id, started, host, pid, live))
         return out
+
+    def _writer_may_be_live(self, point_id: str, host: str, pid: int, age: float) -> bool:
+        if host != socket.gethostname():
+            return bool(host) and age < self._core.writer_lease
+        if pid == os.getpid():
+            return point_id in self._core.writers
+        return process_running(pid)
 
     def discard_partial(self, point_id: str) -> None:
         """Forget a crashed export's marker; its data is garbage that `gc` reclaims."""
