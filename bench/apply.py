@@ -5,6 +5,7 @@ datastore HTTP download of the same bytes.
     .venv/bin/python bench/apply.py --vms 4 --size 64M    # quick check
     .venv/bin/python bench/apply.py --day2                # also a next day, 1 % changed
     .venv/bin/python bench/apply.py --transport nfc       # vSAN: NFC ExportSnapshot leases
+    .venv/bin/python bench/apply.py --baseline main --rounds 3   # against main's code, 3 times
 
 Set-up (not measured): a simulator with --vms VMs; each VM's disk grown to --size and its
 flat file filled with a VM-disk-like image (1 MiB regions: ~40 % zero, ~30 % text-like,
@@ -27,6 +28,12 @@ Measured, in the same run:
   how long it took; the union of those intervals is the time data was moving, the rest of the
   wall time (start-up, capture and plan, snapshots, journal, summary) is "outside data
   movement".
+
+With `--baseline REF` (say `main`) the same day is also exported by that revision's code
+(`git archive REF`, run from its own directory into its own empty target) next to the new
+code's run, after the same raw download: on a shared machine the ratio between the two is
+what to compare. `--rounds N` repeats day 1 (raw, new, baseline; the order of the two
+alternating) into fresh targets and prints one line per round.
 
 Nothing is asserted; figures are printed (and written as JSON with --json).
 """
@@ -77,15 +84,24 @@ spec:
 
 
 @functools.cache
-def _image_builder() -> Any:
-    """`bench/repository.py`'s image generator (one definition of "VM-disk-like")."""
-    spec = importlib.util.spec_from_file_location("bench_repository",
-                                                  ROOT / "bench" / "repository.py")
+def _bench_module(name: str) -> Any:
+    """Another benchmark's module, `bench/<name>.py`."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _image_builder() -> Any:
+    """`bench/repository.py`'s image generator (one definition of "VM-disk-like")."""
+    return _bench_module("repository")
+
+
+def machine_reference() -> str:
+    """`bench/inventory.py`'s reference timing of this machine, with the load average."""
+    return str(_bench_module("inventory").machine_reference())
 
 
 @dataclass
@@ -301,13 +317,14 @@ def raw_nfc_download(config: VCenterConfig, password: str, vms: list[Any],
     return seconds
 
 
-def run_apply(root: Path, config: Path, password: str, now: str) -> tuple[float, float, float,
-                                                                          dict[str, Any]]:
+def run_apply(root: Path, config: Path, password: str, now: str, code: Path = ROOT
+              ) -> tuple[float, float, float, dict[str, Any]]:
+    """`vmkeep apply` of the code in `code` (the working tree, or a baseline's checkout)."""
     argv = [sys.executable, "-m", "reconciler", "apply", "--config", str(config),
             "--policies", str(root / "policies"), "--now", now, "--auto-approve", "-o", "json"]
-    env = {**os.environ, "VMKEEP_BENCH_PASSWORD": password}
+    env = {**os.environ, "VMKEEP_BENCH_PASSWORD": password, "PYTHONPATH": str(code)}
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     out = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -333,10 +350,12 @@ def transfer_union(report: dict[str, Any]) -> float:
 
 
 def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config: Path,
-                info: dict[str, Any], vc: VCenterConfig, vms: list[Any]) -> Figures:
-    download = raw_nfc_download if args.transport == "nfc" else raw_download
-    raw = download(vc, info["password"], vms, args.parallel)
-    wall, cpu, rss, report = run_apply(root, config, info["password"], now)
+                info: dict[str, Any], vc: VCenterConfig, vms: list[Any],
+                code: Path = ROOT, raw: float | None = None) -> Figures:
+    if raw is None:
+        download = raw_nfc_download if args.transport == "nfc" else raw_download
+        raw = download(vc, info["password"], vms, args.parallel)
+    wall, cpu, rss, report = run_apply(root, config, info["password"], now, code)
     exports = [o for o in report["outcomes"] if o["kind"] == "export.create"]
     failed = [o for o in report["outcomes"] if o["status"] == "failed"]
     if failed or len(exports) != len(vms):
@@ -352,6 +371,49 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
         bytes_read=sum(o["bytesRead"] for o in exports),
         bytes_stored=sum(o["bytesStored"] for o in exports),
     )
+
+
+def measure_round(turn: int, day: str, now: str, args: argparse.Namespace,
+                  info: dict[str, Any], vc: VCenterConfig, vms: list[Any],
+                  base: Path | None) -> list[Figures]:
+    """One raw download, then the new code's apply and (with a baseline) the baseline's, each
+    into its own target (fresh in every round of day 1); the baseline goes first in odd
+    rounds, so neither always runs on a machine the other has just warmed up."""
+    runs = [("", args.work / f"new-{turn}", ROOT)]
+    if base is not None:
+        runs.append((f", baseline {args.baseline}", args.work / f"baseline-{turn}", base))
+        if turn % 2:
+            runs.reverse()
+    download = raw_nfc_download if args.transport == "nfc" else raw_download
+    raw = download(vc, info["password"], vms, args.parallel)
+    out = {label: measure_day(day + label, now, args, root,
+                              write_config(root, info, args.parallel, args.transport),
+                              info, vc, vms, code, raw)
+           for label, root, code in runs}
+    return sorted(out.values(), key=lambda f: "baseline" in f.day)  # new code first
+
+
+def summarise(results: list[Figures], baseline: bool) -> None:
+    """Per round: apply / raw of the new code (and of the baseline), and new / baseline."""
+    step = 2 if baseline else 1
+    for k in range(0, len(results), step):
+        new = results[k]
+        line = f"day {new.day}: apply / raw {new.raw_seconds / new.apply_seconds:.2f}"
+        if baseline:
+            old = results[k + 1]
+            line += (f", baseline {old.raw_seconds / old.apply_seconds:.2f}; apply wall new / "
+                     f"baseline {new.apply_seconds / old.apply_seconds:.2f}, apply CPU new / "
+                     f"baseline {new.apply_cpu / old.apply_cpu:.2f}")
+        print(line)
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The tree of git revision `ref`, unpacked into `into` (no worktree is registered)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def parse_size(text: str) -> int:
@@ -370,6 +432,10 @@ def main() -> None:
                         help="nfc: vSAN datastores, transport: nfc, raw = the lease URLs")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-apply")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="day 1 this many times (fresh targets), one line per round")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run this git revision's code (e.g. main) for each day")
     args = parser.parse_args()
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -377,25 +443,31 @@ def main() -> None:
     state = args.work / "sim"
     print(f"set-up: simulator with {args.vms} VMs, {args.size // MiB} MiB of data each",
           file=sys.stderr)
+    reference = machine_reference()
     info = start_simulator(state, args.vms, args.transport)
+    results: list[Figures] = []
     try:
         vc = VCenterConfig(name="sim", url=info["url"], username=info["username"],
                            ca_file=info["caFile"])
         with VSphereClient(vc, info["password"]) as client:
             vms = prepare_disks(client, info, args.size)
-        config = write_config(args.work, info, args.parallel, args.transport)
-        results = [measure_day("1", DAY1, args, args.work, config, info, vc, vms)]
-        if args.day2:
-            change_disks(info, vms, 0.01)
-            results.append(measure_day("2 (1 % changed)", DAY2, args, args.work, config, info,
-                                       vc, vms))
+        base = checkout(args.baseline, args.work / "baseline-code") if args.baseline else None
+        for number, (day, now) in enumerate([("1", DAY1), ("2 (1 % changed)", DAY2)]):
+            if number and not args.day2:
+                break
+            if number:
+                change_disks(info, vms, 0.01)
+            for turn in range(args.rounds if not number else 1):
+                results.extend(measure_round(turn, day, now, args, info, vc, vms, base))
     finally:
         stop_simulator(state)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-    for figures in results:
+    print(f"before: {reference}; after: {machine_reference()}")
+    for figures in results[: 2 if base else 1] + results[2 * args.rounds if base
+                                                           else args.rounds:]:
         print(f"\n| day {figures.day} | |\n|---|---|")
         for name, value in figures.rows():
             print(f"| {name} | {value} |")
+    summarise(results, base is not None)
     if args.json:
         args.json.write_text(json.dumps([asdict(f) for f in results], indent=2))
 

@@ -181,8 +181,7 @@ def run_vmkeep(
         day,
         "--chunk-size",
         str(args.chunk_size[0]),
-        "--level",
-        str(args.level),
+        *(["--level", str(args.level)] if args.level is not None else []),
     ]
     if previous and extents:
         argv += ["--previous", previous, "--extents", str(extents)]
@@ -324,7 +323,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/var/tmp/vmkeep-bench")
     parser.add_argument("--tools", default="vmkeep,restic,borg")
     parser.add_argument("--chunk-size", type=parse_size, action="append", default=[])
-    parser.add_argument("--level", type=int, default=3, help="vmkeep zstd level")
+    parser.add_argument("--level", type=int, default=None,
+                        help="vmkeep zstd level (default: the repository's; 1 when new)")
     parser.add_argument("--json", help="write the runs as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)

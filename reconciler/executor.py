@@ -45,7 +45,14 @@ from reconciler.model import (
     PowerState,
     Snapshot,
 )
-from reconciler.ports import DiskStream, ExportStore, HookRunner, Journal, VCenterOps
+from reconciler.ports import (
+    DiskStream,
+    ExportStore,
+    HookRunner,
+    Journal,
+    VCenterOps,
+    read_into,
+)
 
 __all__ = [
     "ActionOutcome",
@@ -722,12 +729,20 @@ class _Counting:
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
-        self.count += len(data)
-        if self.count >= self._next or not data or self.count == self._total:
+        self._counted(len(data))
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        n = read_into(self._inner, buffer)
+        self._counted(n)
+        return n
+
+    def _counted(self, n: int) -> None:
+        self.count += n
+        if self.count >= self._next or not n or self.count == self._total:
             self._next = self.count + self.STEP
             self._progress(Progress(self._action, "bytes", self._disk,
                                     min(self.count, self._total), self._total))
-        return data
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         return self._inner.seek(offset, whence)

@@ -37,6 +37,7 @@ __all__ = [
     "StoredItem",
     "StoredPoint",
     "VCenterOps",
+    "read_into",
 ]
 
 
@@ -75,6 +76,18 @@ class DiskStream(Protocol):
     def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
     def close(self) -> None: ...
+
+
+def read_into(stream: DiskStream, buffer: bytearray | memoryview) -> int:
+    """Fill up to `len(buffer)` bytes of `buffer` from `stream` (as `readinto` does), through
+    the stream's own `readinto` when it has one — a wrapper of a disk stream offers
+    `readinto` by passing it on with this, so a reader of reused buffers reaches the socket."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        return int(readinto(buffer))
+    data = stream.read(len(buffer))
+    memoryview(buffer)[: len(data)] = data
+    return len(data)
 
 
 class VCenterOps(Protocol):

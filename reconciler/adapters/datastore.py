@@ -17,10 +17,11 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError, backoff_delay
+from reconciler.ports import read_into
 
 __all__ = [
     "DatastoreFile",
@@ -33,6 +34,8 @@ __all__ = [
 
 #: Bytes asked for per Range request; large enough to stream at full speed.
 REQUEST_BYTES = 64 << 20
+
+T = TypeVar("T", bytes, int)
 
 _DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<path>.*)$")
 
@@ -130,11 +133,26 @@ class RangeReader:
                                                                            self.size - self._pos)
         parts: list[bytes] = []
         while want > 0:
-            data = self._read_some(want)
+            data = self._read_some(lambda resp, n: resp.read(n), want)
             parts.append(data)
             self._pos += len(data)
             want -= len(data)
         return b"".join(parts)
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        """Fill `buffer` (up to the end of the file) straight from the socket: no new bytes
+        object per read, so a reused buffer costs no fresh pages."""
+        view = memoryview(buffer).cast("B")
+        start = self._pos
+        end = min(self.size, start + len(view))
+
+        def step(resp: http.client.HTTPResponse, n: int) -> int:
+            at = self._pos - start  # not moved by a failed attempt: a retry fills it again
+            return resp.readinto(view[at : at + n])
+
+        while self._pos < end:
+            self._pos += self._read_some(step, end - self._pos)
+        return end - start if end > start else 0
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
@@ -160,13 +178,15 @@ class RangeReader:
 
     # ------------------------------------------------------------------ internals
 
-    def _read_some(self, want: int) -> bytes:
+    def _read_some(self, step: Callable[[http.client.HTTPResponse, int], T], want: int) -> T:
+        """`step(response, n)` reads at most n (> 0) bytes of the current range at `_pos`;
+        dropped connections and 5xx answers are retried from `_pos`."""
         for attempt in range(1, self._attempts + 1):
             try:
                 if self._resp is None or self._pos >= self._resp_end:
                     self._open_range()
                 assert self._resp is not None
-                data = self._resp.read(min(want, self._resp_end - self._pos))
+                data = step(self._resp, min(want, self._resp_end - self._pos))
                 if not data:
                     raise http.client.IncompleteRead(b"")
                 return data
@@ -283,6 +303,20 @@ class ZeroExtended:
             data += bytes(n - len(data))
         self._pos += len(data)
         return data
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        """`read` into a caller's buffer (through the inner stream's `readinto` if any)."""
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self.size - self._pos)
+        if n <= 0:
+            return 0
+        inner_left = max(0, self._inner.size - self._pos)
+        got = read_into(self._inner, view[: min(n, inner_left)]) if inner_left else 0
+        if got < n and self._pos + got >= self._inner.size:
+            view[got:n] = bytes(n - got)
+            got = n
+        self._pos += got
+        return got
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]

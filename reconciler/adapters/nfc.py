@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from reconciler.adapters.datastore import Connect, HttpFile, ZeroExtended
 from reconciler.adapters.vmdk import SECTOR, StreamOptimizedReader, VmdkError, is_sparse_vmdk
 from reconciler.errors import TransientError, VCenterError
-from reconciler.ports import DiskStream
+from reconciler.ports import DiskStream, read_into
 
 __all__ = [
     "LeasedStream",
@@ -349,6 +349,9 @@ class Transported:
 
     def read(self, size: int = -1, /) -> bytes:
         return self._inner.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        return read_into(self._inner, buffer)
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         return self._inner.seek(offset, whence)

@@ -18,6 +18,7 @@ import pytest
 from reconciler.adapters.datastore import (
     DatastoreFile,
     RangeReader,
+    ZeroExtended,
     flat_extent,
     parse_datastore_path,
     upload,
@@ -122,6 +123,37 @@ def test_a_dropped_connection_resumes_where_it_stopped(server) -> None:
     got = b"".join(iter(lambda: reader.read(1 << 20), b""))
     assert got == DATA
     assert reader.resumes == 3
+
+
+def test_reading_into_a_reused_buffer_resumes_where_a_dropped_connection_stopped(
+    server,
+) -> None:
+    file = ds_file(*server)
+    put(file, DATA)
+    Handler.faults.extend(["ok", "drop", "503", "drop"])
+    reader = RangeReader(file, connect, "c", sleep=lambda s: None, request_bytes=1 << 20)
+    buffer = bytearray(700_000)  # not a divisor of the range size: reads cross ranges
+    parts = []
+    while n := reader.readinto(buffer):
+        parts.append(bytes(buffer[:n]))
+    assert b"".join(parts) == DATA
+    assert reader.resumes == 3
+    assert reader.readinto(buffer) == 0
+
+
+def test_a_zero_extended_file_reads_into_a_buffer_as_its_bytes_then_zeros(server) -> None:
+    file = ds_file(*server)
+    put(file, DATA)
+    stream = ZeroExtended(RangeReader(file, connect, "c"), len(DATA) + 1_000_000)
+    buffer = bytearray(1 << 20)
+    parts = []
+    while n := stream.readinto(buffer):
+        parts.append(bytes(buffer[:n]))
+    assert b"".join(parts) == DATA + bytes(1_000_000)
+    stream.seek(len(DATA) - 5)
+    assert stream.readinto(buffer) == 1_000_005
+    assert bytes(buffer[:1_000_005]) == DATA[-5:] + bytes(1_000_000)
+    stream.close()
 
 
 def test_reads_after_a_seek_start_at_the_new_offset(server) -> None:

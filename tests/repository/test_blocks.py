@@ -211,3 +211,45 @@ def test_a_20_mib_disk_crosses_the_real_block_and_batch_sizes(
     assert (tmp_path / "restored.img").read_bytes() == bytes(new)
     repo.close()
 
+
+
+def test_a_chunk_that_only_begins_with_zeros_is_stored_not_taken_for_a_zero_chunk(
+    tmp_path: Path,
+) -> None:
+    """The writer compares each chunk of a block with zeros in place, up to its last byte."""
+    data = b"".join(bytes(CHUNK - k) + noise(("end", k), k) for k in (1, 100, CHUNK // 2))
+    data += bytes(CHUNK) + bytes(CHUNK // 4)  # a zero chunk, then a short zero tail
+    repo = open_repo(tmp_path)
+    with repo.begin_point(point_id(1), "nightly", VM, SLOT) as w:
+        result = w.add_disk("d0", io.BytesIO(data), size=len(data))
+        w.commit("crash")
+    assert (result.chunks, result.zero_chunks, result.new_chunks) == (5, 2, 3)
+    assert read_disk(repo, point_id(1), "d0") == data
+    repo.close()
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_the_next_disk_is_read_into_the_buffers_of_the_disk_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fresh buffers are zero-filled, page by page: a repository keeps a few read rings."""
+    blocks: list[bytes | bytearray] = []  # kept alive: no buffer's identity is reused
+    encode = ChunkEncoder.encode
+
+    def spy(self: ChunkEncoder, first: int, block: bytes | bytearray) -> BlockResult:
+        blocks.append(block)
+        return encode(self, first, block)
+
+    monkeypatch.setattr(ChunkEncoder, "encode", spy)
+    first, second = layered_disk(20, BLOCK, 0), layered_disk(20, BLOCK, 99)[::-1]
+    repo = open_repo(tmp_path / "repo")
+    export(repo, point_id(1), {"d0": first})
+    ring = {id(b) for b in blocks if isinstance(b, bytearray)}
+    assert len(ring) == 2 * repo._core.threads + 2
+    kept, blocks[:] = blocks[:], []  # the first export's buffers stay alive either way
+    export(repo, point_id(2), {"d0": second, "d1": first})
+    assert {id(b) for b in blocks if isinstance(b, bytearray)} == ring
+    assert read_disk(repo, point_id(2), "d0") == second
+    assert read_disk(repo, point_id(2), "d1") == first
+    assert kept
+    repo.close()

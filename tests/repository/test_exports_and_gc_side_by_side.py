@@ -28,7 +28,7 @@ def test_a_pack_whose_write_failed_is_never_published_to_concurrent_exports(
     real_write = packs_module._write_all
     calls = [0]
 
-    def full_once(fd: int, buffer: bytearray) -> None:
+    def full_once(fd: int, buffer: list[bytes | bytearray]) -> None:
         calls[0] += 1
         if calls[0] == 1:
             raise OSError(errno.ENOSPC, "No space left on device")

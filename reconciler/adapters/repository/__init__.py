@@ -12,7 +12,7 @@ rename. See `docs/repository-format.md` for the on-disk format.
     repo.open_disk(point_id, "disk-2000").read_into(out)
 """
 
-from .format import DEFAULT_CHUNK_SIZE, DiskRecord, FileRecord, Manifest
+from .format import DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION_LEVEL, DiskRecord, FileRecord, Manifest
 from .gc import GcReport
 from .lock import Holder
 from .reader import DiskReader
@@ -22,6 +22,7 @@ from .writer import DiskResult, PointWriter
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_COMPRESSION_LEVEL",
     "ChunkDamage",
     "DiskReader",
     "DiskRecord",

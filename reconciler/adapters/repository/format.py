@@ -32,6 +32,7 @@ from reconciler.errors import CorruptionError, RepositoryError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_COMPRESSION_LEVEL",
     "FORMAT_VERSION",
     "ID_SIZE",
     "TABLE_ENTRIES",
@@ -60,6 +61,11 @@ ID_SIZE = 32
 ZERO_ID = bytes(ID_SIZE)
 #: Chunk ids per table block (a disk's chunk list is stored as chunks of this many ids).
 TABLE_ENTRIES = 2048
+#: The zstd level of a repository created now (a repository's level is in its descriptor).
+DEFAULT_COMPRESSION_LEVEL = 1
+#: The level of a repository whose descriptor names none: created before the setting was.
+LEGACY_COMPRESSION_LEVEL = 3
+MAX_COMPRESSION_LEVEL = 22
 
 
 def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
@@ -106,6 +112,7 @@ class Descriptor:
     hash: str = "blake3-256"
     compression: str = "zstd"
     repository_id: str = ""
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
 
     def to_json(self) -> bytes:
         body = {
@@ -114,6 +121,7 @@ class Descriptor:
             "chunkSize": self.chunk_size,
             "hash": self.hash,
             "compression": self.compression,
+            "compressionLevel": self.compression_level,
             "id": self.repository_id,
         }
         return json.dumps(body, indent=2).encode() + b"\n"
@@ -130,6 +138,7 @@ class Descriptor:
                 hash=str(body["hash"]),
                 compression=str(body["compression"]),
                 repository_id=str(body.get("id", "")),
+                compression_level=int(body.get("compressionLevel", LEGACY_COMPRESSION_LEVEL)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RepositoryError(f"{where}: unreadable repository descriptor ({exc})") from None
@@ -139,7 +148,16 @@ class Descriptor:
                 f"(it reads format {FORMAT_VERSION}); upgrade vmkeep"
             )
         validate_chunk_size(desc.chunk_size, where)
+        validate_compression_level(desc.compression_level, where)
         return desc
+
+
+def validate_compression_level(level: int, where: str) -> None:
+    if not 1 <= level <= MAX_COMPRESSION_LEVEL:
+        raise RepositoryError(
+            f"{where}: zstd compression level {level} must be between 1 and "
+            f"{MAX_COMPRESSION_LEVEL}"
+        )
 
 
 def validate_chunk_size(size: int, where: str) -> None:

@@ -10,6 +10,8 @@ in `packs/` is never truncated by a crash; its index is written after it, the sa
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import os
 import struct
 import threading
@@ -54,6 +56,7 @@ KIND_DATA = 0
 KIND_TABLE = 1
 WRITE_BUFFER = 4 * 1024 * 1024
 MAX_PENDING_WRITES = 8  # buffers queued for the I/O thread (32 MiB)
+IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
 class Location(NamedTuple):
@@ -249,7 +252,8 @@ class PackWriter:
         self._pack = ""
         self._tmp = Path()
         self._size = 0
-        self._buffer = bytearray()
+        self._parts: list[bytes | bytearray] = []  # queued for one writev: headers, payloads
+        self._buffered = 0
         self._entries: list[tuple[bytes, Location]] = []
         self._io: ThreadPoolExecutor | None = None
         self._pending: collections.deque[Future[None]] = collections.deque()
@@ -262,14 +266,14 @@ class PackWriter:
             self._open()
         header = ENTRY.pack(cid, flags, kind, raw_len, len(payload))
         data_at = self._size + len(header)
-        self._buffer += header
-        self._buffer += payload
+        self._parts += (header, payload)  # no copy: the I/O thread writes them with writev
+        self._buffered += len(header) + len(payload)
         self._entries.append(
             (cid, Location(self._pack, data_at, len(payload), raw_len, flags, kind))
         )
         self._size = data_at + len(payload)
         self.bytes_written += len(payload)
-        if len(self._buffer) >= WRITE_BUFFER:
+        if self._buffered >= WRITE_BUFFER:
             self._drain()
         if self._size >= self.target_size:
             self.finish()
@@ -278,7 +282,8 @@ class PackWriter:
         self._pack = new_pack_id()
         self._tmp = self.layout.tmp / f"{self._pack}.pack"
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._buffer = bytearray(PACK_MAGIC)
+        self._parts = [PACK_MAGIC]
+        self._buffered = len(PACK_MAGIC)
         self._size = len(PACK_MAGIC)
         self._entries = []
 
@@ -291,8 +296,8 @@ class PackWriter:
 
     def _drain(self) -> None:
         assert self._fd is not None
-        buffer, self._buffer = self._buffer, bytearray()
-        self._submit(_write_all, self._fd, buffer)
+        parts, self._parts, self._buffered = self._parts, [], 0
+        self._submit(_write_all, self._fd, parts)
 
     def finish(self) -> None:
         """Close the current pack; it is sealed and published in the background."""
@@ -324,6 +329,7 @@ class PackWriter:
             tmp.unlink(missing_ok=True)
             raise OSError(f"pack {summary.pack} is incomplete (a write failed); not published")
         os.fsync(fd)
+        _drop_cached(fd)
         os.close(fd)
         final = self.layout.pack(summary.pack)
         self.layout.make_dir(final.parent)  # a new packs/<xx>/ is made durable in packs/
@@ -348,7 +354,7 @@ class PackWriter:
         self._fd = None
         self._tmp.unlink(missing_ok=True)
         self._entries = []
-        self._buffer = bytearray()
+        self._parts, self._buffered = [], 0
 
     def _shutdown(self) -> None:
         if self._io is not None:
@@ -356,11 +362,31 @@ class PackWriter:
             self._io = None
 
 
-def _write_all(fd: int, buffer: bytearray) -> None:
-    view = memoryview(buffer)
-    while view:
-        view = view[os.write(fd, view) :]
-    view.release()
+def _drop_cached(fd: int) -> None:
+    """Let the kernel drop a durable pack's pages from the page cache (as borg does for its
+    segments): an export writes far more than anyone reads back soon, and the next pack's
+    pages are then the ones just freed, not fresh memory to map and clear (in
+    `bench/apply.py` the kernel's copying of packs fell from 26 % to 11 % of apply's CPU
+    samples: docs/benchmarks.md)."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _write_all(fd: int, parts: list[bytes | bytearray]) -> None:
+    """Write `parts` in order with as few `writev` calls as the kernel allows."""
+    pending: collections.deque[memoryview] = collections.deque(
+        memoryview(p) for p in parts if len(p))
+    while pending:
+        written = os.writev(fd, list(itertools.islice(pending, IOV_MAX)))
+        while written:
+            head = pending[0]
+            if written >= len(head):
+                written -= len(head)
+                pending.popleft()
+            else:
+                pending[0] = head[written:]
+                written = 0
 
 
 # --------------------------------------------------------------------------- reading

@@ -35,6 +35,7 @@ from reconciler.processes import process_running
 from .core import RepositoryCore
 from .format import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_COMPRESSION_LEVEL,
     Descriptor,
     Layout,
     Manifest,
@@ -46,6 +47,7 @@ from .format import (
     quote_id,
     unquote_id,
     validate_chunk_size,
+    validate_compression_level,
 )
 from .gc import GcReport, collect
 from .lock import WriterLock
@@ -85,7 +87,7 @@ class Repository:
         *,
         target: str = "",
         threads: int | None = None,
-        compression_level: int = 3,
+        compression_level: int | None = None,
         pack_size: int = DEFAULT_PACK_SIZE,
         lock_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
@@ -95,7 +97,8 @@ class Repository:
             descriptor,
             target=target,
             threads=threads,
-            compression_level=compression_level,
+            compression_level=descriptor.compression_level if compression_level is None
+            else compression_level,
             pack_size=pack_size,
             lock_timeout=lock_timeout,
             clock=clock,
@@ -114,19 +117,24 @@ class Repository:
         chunk_size: int | None = None,
         target: str = "",
         threads: int | None = None,
-        compression_level: int = 3,
+        compression_level: int | None = None,
         pack_size: int = DEFAULT_PACK_SIZE,
         lock_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
     ) -> Repository:
         """Open the repository at `path`, creating it (with `chunk_size`) if allowed.
 
+        `compression_level` (zstd) is recorded in the descriptor of a repository created
+        here (default `DEFAULT_COMPRESSION_LEVEL`); an existing repository keeps the level
+        it was created with unless one is given, which then holds for this session only.
         `target` names it in the catalog; `threads` hash and compress in parallel (default:
         one per CPU); `lock_timeout` is how long a writer waits for the lock; `clock` gives
         the manifests' `createdAt`.
         """
         root = Path(path)
         layout = Layout(root)
+        if compression_level is not None:
+            validate_compression_level(compression_level, str(root))
         if layout.descriptor.is_file():
             descriptor = Descriptor.from_json(layout.descriptor.read_bytes(), str(root))
             if chunk_size is not None and chunk_size != descriptor.chunk_size:
@@ -146,7 +154,9 @@ class Repository:
         else:
             size = chunk_size or DEFAULT_CHUNK_SIZE
             validate_chunk_size(size, str(root))
-            descriptor = Descriptor(chunk_size=size, repository_id=new_pack_id())
+            level = DEFAULT_COMPRESSION_LEVEL if compression_level is None else compression_level
+            descriptor = Descriptor(chunk_size=size, repository_id=new_pack_id(),
+                                    compression_level=level)
             try:
                 layout.make_dir(root)
                 for directory in layout.directories():

@@ -124,13 +124,16 @@ class ChunkEncoder:
             c = self._local.c = zstandard.ZstdCompressor(level=self.level)
         return c
 
-    def compress(self, raw: bytes | bytearray) -> tuple[int, bytes | bytearray]:
+    def compress(self, raw: bytes | bytearray | memoryview) -> tuple[int, bytes | bytearray]:
+        """(flag, payload); a chunk stored raw is copied out (`raw` may view a reused buffer)."""
         packed = self._compressor().compress(raw)
         if len(packed) > len(raw) - (len(raw) >> 5):  # saves under 3 %: store raw
-            return FLAG_RAW, raw
+            return FLAG_RAW, raw if isinstance(raw, bytes | bytearray) else raw.tobytes()
         return FLAG_ZSTD, packed
 
     def encode(self, first: int, block: bytes | bytearray) -> BlockResult:
+        """Chunks are hashed and compressed as views of `block`, not copies; only chunks
+        stored raw are copied out, so nothing returned refers to `block` (a reused buffer)."""
         cs = self.chunk_size
         n = (len(block) + cs - 1) // cs
         if len(block) == len(self.zero_block) and block == self.zero_block:
@@ -139,9 +142,11 @@ class ChunkEncoder:
         flags: list[int] = []
         payloads: list[bytes | bytearray | None] = []
         zero, known = self.zero, self.known
+        view = memoryview(block)
         for pos in range(0, len(block), cs):
-            raw = block[pos : pos + cs]
-            if raw == zero or (len(raw) < cs and raw == zero[: len(raw)]):
+            raw = view[pos : pos + cs]
+            # compared in place (memcmp, stops at the first non-zero byte), not as a copy
+            if block.startswith(zero if len(raw) == cs else zero[: len(raw)], pos):
                 ids.append(ZERO_ID)
                 flags.append(FLAG_RAW)
                 payloads.append(None)
@@ -215,23 +220,22 @@ class PreviousChunks:
 
 
 def read_full(
-    stream: BinaryIO | SeekableStream, size: int | None, ring: int = 0
+    stream: BinaryIO | SeekableStream, size: int | None, ring: Sequence[bytearray] = ()
 ) -> Iterator[bytes | bytearray]:
     """Blocks of exactly BLOCK_SIZE bytes (the last may be shorter), tolerating short reads.
 
-    With `ring` > 0 and a stream that has `readinto`, full blocks are read into `ring`
-    reused buffers (no fresh memory to fault in per block); a consumer must be done with a
-    block before `ring` more have been yielded.
+    With a `ring` of BLOCK_SIZE buffers and a stream that has `readinto`, full blocks are
+    read into those buffers in turn (no fresh memory to fault in per block); a consumer must
+    be done with a block before `len(ring)` more have been yielded.
     """
     readinto = getattr(stream, "readinto", None) if ring else None
-    buffers = [bytearray(BLOCK_SIZE) for _ in range(ring)] if readinto else []
     remaining = size
     k = 0
     while remaining is None or remaining > 0:
         want = BLOCK_SIZE if remaining is None else min(BLOCK_SIZE, remaining)
         got = 0
         if readinto is not None:
-            buf = buffers[k % ring]
+            buf = ring[k % len(ring)]
             k += 1
             view = memoryview(buf)
             while got < want:
@@ -394,9 +398,12 @@ class PointWriter:
             ids = list(self._resumed_ids)
             stream.seek(offset)
         since = 0
+        # a block is free again once its result is consumed: the window holds 2*threads
+        ring = self.core.take_buffers(2 * self.core.threads + 2, BLOCK_SIZE) \
+            if base is None and hasattr(stream, "readinto") else []
         if base is None:
             results = self._encode(self.encoder.encode,
-                                   self._full_blocks(stream, size, stats, offset))
+                                   self._full_blocks(stream, size, stats, offset, ring))
         else:
             assert size is not None
             chunks = (size + cs - 1) // cs
@@ -422,6 +429,7 @@ class PointWriter:
                 if since >= self.core.checkpoint_bytes and len(ids) * cs < size:
                     since = 0
                     self._checkpoint(name, size, ids, stats)
+        self.core.give_buffers(ring)  # every block is encoded: none is read from any more
         if base is not None:
             stats["read"] = counter[0]
         total = size if size is not None else stats["read"]
@@ -456,12 +464,11 @@ class PointWriter:
 
     def _full_blocks(
         self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int],
-        offset: int = 0,
+        offset: int, ring: Sequence[bytearray],
     ) -> Iterator[tuple[int, bytes | bytearray]]:
         first = offset // self.core.chunk_size
         left = None if size is None else size - offset
-        # a block is free again once its result is consumed: the window holds 2*threads
-        for block in read_full(stream, left, ring=2 * self.core.threads + 2):
+        for block in read_full(stream, left, ring):
             stats["read"] += len(block)
             yield first, block
             first += len(block) // self.core.chunk_size
