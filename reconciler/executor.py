@@ -579,17 +579,9 @@ def execute(
     for action in plan.actions:
         by_vm[(action.vcenter, action.vm.instance_uuid)].append(action)
     exports = threading.BoundedSemaphore(max(1, limits.concurrent_exports))
-    per_host: dict[str, threading.BoundedSemaphore] = defaultdict(
-        lambda: threading.BoundedSemaphore(max(1, limits.concurrent_snapshots_per_host))
-    )
-    host_of = hosts or {}
-    guard = threading.Lock()
-
-    def host_slot(uuid: str) -> threading.BoundedSemaphore:
-        with guard:
-            return per_host[host_of.get(uuid, "")]
-
-    per_store = _DatastoreSlots(limits.concurrent_exports_per_datastore, datastores or {})
+    per_host = _Slots(max(1, limits.concurrent_snapshots_per_host))
+    per_store = _Slots(limits.concurrent_exports_per_datastore)
+    host_of, stores_of = hosts or {}, datastores or {}
 
     def one_vm(actions: list[Action]) -> list[ActionOutcome]:
         outcomes: list[ActionOutcome] = []
@@ -602,11 +594,12 @@ def execute(
                 ))
                 continue
             semaphore = exports if action.kind is ActionKind.EXPORT_CREATE else None
-            with host_slot(action.vm.instance_uuid):
+            uuid = action.vm.instance_uuid
+            with per_host.held([host_of.get(uuid, "")]):
                 if semaphore is None:
                     outcome = runner.run(action)
                 else:
-                    with semaphore, per_store.held(action):
+                    with semaphore, per_store.held(stores_of.get(uuid, ())):
                         outcome = runner.run(action)
             if outcome.status == OutcomeStatus.FAILED and not action.kind.is_delete:
                 failed_policies.add(action.policy)
@@ -629,20 +622,20 @@ def execute(
     return RunReport(runner.run_id, outcomes)
 
 
-class _DatastoreSlots:
-    """`limits.concurrentExportsPerDatastore` in the thread pool: an export holds a slot of
-    each datastore its VM's disks are on, taken in name order (no two exports wait on each
-    other crosswise); a limit of 0 holds nothing."""
+class _Slots:
+    """`limit` slots per key (an ESXi host: `limits.concurrentSnapshotsPerHost`; a datastore:
+    `limits.concurrentExportsPerDatastore`) in the thread pool. An action holds one slot of
+    each of its keys, taken in name order (no two actions wait on each other crosswise); a
+    limit of 0 holds nothing."""
 
-    def __init__(self, limit: int, datastores: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._of = datastores
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._guard = threading.Lock()
 
-    def held(self, action: Action) -> contextlib.ExitStack:
-        """Take the export's slots now; leaving the returned stack gives them back."""
-        names = sorted(set(self._of.get(action.vm.instance_uuid, ()))) if self._limit else []
+    def held(self, keys: Iterable[str]) -> contextlib.ExitStack:
+        """Take a slot of each key now; leaving the returned stack gives them back."""
+        names = sorted(set(keys)) if self._limit > 0 else []
         with self._guard:
             slots = [self._slots.setdefault(n, threading.BoundedSemaphore(self._limit))
                      for n in names]
