@@ -53,7 +53,7 @@ __all__ = [
     "capture", "config_path", "fuse_available", "git_source", "holds_journal", "hook_runner",
     "http_server", "load_host_config", "missing_chunks", "open_journal", "open_repository",
     "open_state_db", "open_targets", "open_vcenters", "policy_directory", "read_verify_log",
-    "reconciler", "record_verify_log", "register_configured_secrets", "resolve_password",
+    "reconciler", "record_verify_log", "resolve_password",
     "serve_mount", "verify_points", "vsphere_client", "vsphere_operations", "vsphere_restore",
 ]
 
@@ -83,9 +83,7 @@ def load_host_config(explicit: str | None) -> HostConfig:
     except OSError as exc:
         raise UsageError(f"cannot read host config {str(path)!r}: {exc.strerror}") from None
     config = hostconfig.parse(data, str(path))
-    for vc in config.vcenters.values():  # masked from here on, even before any login
-        if vc.password_env and os.environ.get(vc.password_env):
-            register_secret(os.environ[vc.password_env])
+    _register_secrets(config)  # masked from here on, even before any login
     return config
 
 
@@ -97,9 +95,10 @@ def resolve_password(vc: VCenterConfig, environ: dict[str, str] | None = None) -
     return password
 
 
-def register_configured_secrets(config: HostConfig) -> None:
+def _register_secrets(config: HostConfig) -> None:
     """Make `errors.mask` hide every vCenter password the host config names that can be
-    read now (one that cannot is simply not registered: nothing here needs it)."""
+    read now, from its variable or its file (one that cannot is not registered here: the
+    command that needs it says why it cannot be read)."""
     for vc in config.vcenters.values():
         with contextlib.suppress(VmkeepError):
             resolve_password(vc)

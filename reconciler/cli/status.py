@@ -84,8 +84,6 @@ def collect_status(args: argparse.Namespace) -> Status:
     if args.runs < 0:
         raise UsageError("--runs must be 0 or more")
     config = wiring.load_host_config(args.config)
-    # a journal written before vmkeep masked secrets may hold one: masked when shown
-    wiring.register_configured_secrets(config)
     now = parse_now(args.now)
     if Path(config.state).is_dir():  # checked before vCenter is asked anything
         raise VmkeepError(f"the state DB {config.state!r} is a directory; set `state` in the "
