@@ -18,7 +18,7 @@ How it talks:
   Managed object references are built through `VSphereClient.ref`/`stub`/`content`, which
   open the session when none is open: every operation works as the first call on a client.
   Operations use the client's public surface only (`call`, `sleep`, `endpoint`,
-  `connection`, `stub`, `content`, `ref`).
+  `connection`, `stub`, `content`, `ref`, `retrieve` for a paged property read).
 * **Errors** come out as `AuthenticationError` (naming the vCenter and user, never the
   password), `CertificateError` (with what the server presented and what to set),
   `TransientError` (after the retries) or `VCenterError`; a fault's class name is kept in
@@ -297,7 +297,7 @@ class VSphereClient:
         view = content.viewManager.CreateContainerView(
             container=content.rootFolder, type=_inventory_kinds(), recursive=True)
         try:
-            objects, fields = self._retrieve(self._inventory_spec(view), view)
+            objects, fields = self.retrieve(self._inventory_spec(view), view)
         except vmodl.fault.ManagedObjectNotFound as exc:
             if getattr(exc.obj, "_moId", None) == view._moId:
                 raise _SessionLost("the ContainerView vanished with its session") from exc
@@ -347,7 +347,7 @@ class VSphereClient:
             objectSet=object_set, propSet=prop_set, reportMissingObjectsInResults=True
         )
 
-    def _retrieve(self, spec: Any, view: Any, *, fast: bool | None = None
+    def retrieve(self, spec: Any, view: Any, *, fast: bool | None = None
                   ) -> tuple[list[RawObject], list[Any]]:
         """One RetrievePropertiesEx and its continuation pages.
 
@@ -1335,7 +1335,7 @@ class VSphereRestore(VSphereOperations):
                          for k, v in paths.items()],
             )
             # restore passes these properties on to pyVmomi calls: pyVmomi objects, not Refs
-            objects, _ = self.client._retrieve(spec, view, fast=False)
+            objects, _ = self.client.retrieve(spec, view, fast=False)
             return objects
         finally:
             try:
