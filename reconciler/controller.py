@@ -47,7 +47,13 @@ from typing import Any, TextIO
 from reconciler import policies, wiring
 from reconciler.cli import apply, common
 from reconciler.cli.operations import Operations
-from reconciler.errors import InputError, LeaseHeldError, VmkeepError
+from reconciler.errors import (
+    InputError,
+    LeaseHeldError,
+    ReconcileCancelled,
+    ReconcileRunning,
+    VmkeepError,
+)
 from reconciler.executor import OutcomeStatus, RunReport
 from reconciler.metrics import Histogram, textfile
 from reconciler.model import CoverageState, HostConfig, Plan, PolicySet
@@ -285,19 +291,15 @@ class Controller:
                 if outcome.report is not None:
                     self.metrics.actions.update(
                         (o.action.kind.value, o.status) for o in outcome.report.outcomes)
-        except LeaseHeldError as exc:
+        except (LeaseHeldError, ReconcileRunning) as exc:  # engine: another controller's run
             code, result = 0, "skipped"
             self._say(f"skipped: {exc}")
+        except ReconcileCancelled as exc:  # engine: stopped by a signal
+            code, result, self.cancelled = exc.exit_code, "cancelled", True
+            self._say(str(exc))
         except VmkeepError as exc:
-            if type(exc).__name__ == "ReconcileRunning":  # engine: another controller's run
-                code, result = 0, "skipped"
-                self._say(f"skipped: {exc}")
-            elif type(exc).__name__ == "ReconcileCancelled":  # engine: stopped by a signal
-                code, result, self.cancelled = exc.exit_code, "cancelled", True
-                self._say(str(exc))
-            else:
-                code = exc.exit_code
-                self._say(f"error: {exc}")
+            code = exc.exit_code
+            self._say(f"error: {exc}")
         except Exception:  # a bug must not end the backups: log it, try again next tick
             self._say("unexpected error:\n" + traceback.format_exc().rstrip())
         self.metrics.reconciles[result] += 1
