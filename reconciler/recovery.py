@@ -338,15 +338,14 @@ class JournaledRecovery:
     def run(self, holder: str, run_id: str, state: ObservedState) -> list[str]:
         """Recover as `holder` (the applier lease's holder) before run `run_id`, on the
         state observed: the repairs made."""
-        journal, clock, say = self.journal, self.clock, self.say
-        vcenters, targets, other_kinds = self.vcenters, self.targets, self.other_kinds
+        journal, clock = self.journal, self.clock
         recovery = journal.begin_recovery(holder, clock())
         interrupted = journal.interrupted_runs()
         notes: list[str] = []
 
         def note(text: str) -> None:
             journal.record_repair(recovery, text, clock())
-            say(text)
+            self.say(text)
             notes.append(text)
 
         try:
@@ -359,13 +358,13 @@ class JournaledRecovery:
                 else:
                     note(f"run {run} was interrupted; no action of it was left without an outcome")
             repairs = Recovery(
-                journal, vcenters, targets, clock,
+                journal, self.vcenters, self.targets, clock,
                 installation=journal.installation_id(),
                 left_alone=lambda text: log.warning("%s", text),
                 unobserved={*state.unobserved,
-                            *(name for name in vcenters if name not in state.vcenters)},
+                            *(name for name in self.vcenters if name not in state.vcenters)},
             ).run(
-                [a for a in journal.unfinished_actions() if a.kind not in other_kinds],
+                [a for a in journal.unfinished_actions() if a.kind not in self.other_kinds],
                 state.vcenters,
                 journal.failed_with_vm_shut_down(),
             )
