@@ -258,9 +258,10 @@ def raw_download(config: VCenterConfig, password: str, vms: list[Any], parallel:
             file = DatastoreFile(config.name, endpoint.host, endpoint.port, "DC0", datastore,
                                  path[: -len(".vmdk")] + "-flat.vmdk")
             total = 0
+            buffer = bytearray(8 * MiB)  # as an export reads: into a reused buffer
             with RangeReader(file, connect, cookie) as reader:
-                while chunk := reader.read(8 * MiB):
-                    total += len(chunk)
+                while n := reader.readinto(buffer):
+                    total += n
             return total
 
         started = time.perf_counter()

@@ -32,6 +32,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     files: ClassVar[dict[str, bytes]] = {}
     faults: ClassVar[list[str]] = []  # consumed one per GET: "drop", "503", "ok"
     cookies: ClassVar[list[str]] = []
+    peers: ClassVar[list[tuple[str, int]]] = []  # the client's address, per GET
+    version: ClassVar[str] = "HTTP/1.0"
 
     def log_message(self, *args: object) -> None:
         pass
@@ -44,6 +46,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.cookies.append(self.headers.get("Cookie", ""))
+        self.peers.append(self.client_address)
         data = self.files[self.path]
         fault = self.faults.pop(0) if self.faults else "ok"
         if fault == "503":
@@ -72,12 +75,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, int]]:
+@pytest.fixture(params=["HTTP/1.0", "HTTP/1.1"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """The server, closing the connection after each answer (1.0) or keeping it (1.1: the
+    reader then reads bodies off the socket itself and must leave the connection reusable)."""
     Handler.files.clear()
     Handler.faults.clear()
     Handler.cookies.clear()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Handler.peers.clear()
+    Handler.version = request.param
+    handler = type("Versioned", (Handler,), {"protocol_version": request.param})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield "127.0.0.1", srv.server_address[1]
@@ -139,6 +147,24 @@ def test_reading_into_a_reused_buffer_resumes_where_a_dropped_connection_stopped
     assert b"".join(parts) == DATA
     assert reader.resumes == 3
     assert reader.readinto(buffer) == 0
+
+
+def test_every_range_of_a_file_comes_over_one_connection_when_the_server_keeps_it_alive(
+    server,
+) -> None:
+    file = ds_file(*server)
+    put(file, DATA)
+    reader = RangeReader(file, connect, "c", request_bytes=1 << 20)
+    buffer = bytearray(3 << 20)
+    got = bytearray()
+    while n := reader.readinto(buffer):
+        got += buffer[:n]
+    reader.seek(1 << 20)
+    again = reader.read(1 << 20)
+    assert (bytes(got), again) == (DATA, DATA[1 << 20 : 2 << 20])
+    assert (reader.requests, reader.resumes) == (6, 0)  # HEAD, 4 ranges, 1 after the seek
+    connections = len(set(Handler.peers))
+    assert connections == (1 if Handler.version == "HTTP/1.1" else 5)
 
 
 def test_a_zero_extended_file_reads_into_a_buffer_as_its_bytes_then_zeros(server) -> None:
