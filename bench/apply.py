@@ -46,6 +46,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,7 @@ class Figures:
     transfer_seconds: float  # union of the exports' transfer intervals
     bytes_read: int
     bytes_stored: int
+    apply_switches: int = 0  # voluntary + involuntary context switches (wait4)
 
     @property
     def total(self) -> int:
@@ -138,6 +140,9 @@ class Figures:
             ("apply / raw throughput", f"{apply / raw:.2f}"),
             ("apply CPU (user+sys), peak RSS",
              f"{self.apply_cpu:.2f} s, {self.apply_rss_mib:.0f} MiB"),
+            ("apply CPU per GiB read, context switches",
+             f"{self.apply_cpu / (self.bytes_read / (1 << 30)):.2f} s, {self.apply_switches:,}"
+             if self.bytes_read else "-"),
             ("data moving (union of transfers)",
              f"{self.transfer_seconds:.2f} s, {self.total / self.transfer_seconds / MiB:,.0f} "
              "MiB/s" if self.transfer_seconds else "-"),
@@ -319,7 +324,7 @@ def raw_nfc_download(config: VCenterConfig, password: str, vms: list[Any],
 
 
 def run_apply(root: Path, config: Path, password: str, now: str, code: Path = ROOT
-              ) -> tuple[float, float, float, dict[str, Any]]:
+              ) -> tuple[float, float, float, int, dict[str, Any]]:
     """`vmkeep apply` of the code in `code` (the working tree, or a baseline's checkout)."""
     argv = [sys.executable, "-m", "reconciler", "apply", "--config", str(config),
             "--policies", str(root / "policies"), "--now", now, "--auto-approve", "-o", "json"]
@@ -332,7 +337,8 @@ def run_apply(root: Path, config: Path, password: str, now: str, code: Path = RO
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"vmkeep apply failed: {out.decode()[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, json.loads(out)
+    return (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+            usage.ru_nvcsw + usage.ru_nivcsw, json.loads(out))
 
 
 def transfer_union(report: dict[str, Any]) -> float:
@@ -356,7 +362,7 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
     if raw is None:
         download = raw_nfc_download if args.transport == "nfc" else raw_download
         raw = download(vc, info["password"], vms, args.parallel)
-    wall, cpu, rss, report = run_apply(root, config, info["password"], now, code)
+    wall, cpu, rss, switches, report = run_apply(root, config, info["password"], now, code)
     exports = [o for o in report["outcomes"] if o["kind"] == "export.create"]
     failed = [o for o in report["outcomes"] if o["status"] == "failed"]
     if failed or len(exports) != len(vms):
@@ -371,6 +377,7 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
         transfer_seconds=transfer_union(report),
         bytes_read=sum(o["bytesRead"] for o in exports),
         bytes_stored=sum(o["bytesStored"] for o in exports),
+        apply_switches=switches,
     )
 
 
@@ -406,6 +413,18 @@ def summarise(results: list[Figures], baseline: bool) -> None:
                      f"baseline {new.apply_seconds / old.apply_seconds:.2f}, apply CPU new / "
                      f"baseline {new.apply_cpu / old.apply_cpu:.2f}")
         print(line)
+    rounds = results[: len(results) // step * step]
+    day1 = [f for f in rounds if f.day.startswith("1")]
+    if len(day1) > step:  # several rounds: what the noise leaves of each code
+        for label, runs in (("new", day1[::step]), ("baseline", day1[1::step])):
+            if not runs:
+                continue
+            ratios = sorted(f.raw_seconds / f.apply_seconds for f in runs)
+            best = min(f.raw_seconds for f in runs) / min(f.apply_seconds for f in runs)
+            cpu = statistics.median(f.apply_cpu / (f.bytes_read / (1 << 30)) for f in runs)
+            print(f"day 1, {label}, {len(runs)} rounds: apply / raw median "
+                  f"{statistics.median(ratios):.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f}), "
+                  f"best apply over best raw {best:.2f}; apply CPU per GiB median {cpu:.2f} s")
 
 
 def checkout(ref: str, into: Path) -> Path:
