@@ -19,15 +19,16 @@ running VM's disk comes through its snapshot's `ExportSnapshot` NFC lease.
 
 Measured, in the same run:
 * **raw**: every disk downloaded over the datastore HTTP interface with vmkeep's own reader
-  (`RangeReader`, TLS-verified, session cookie) — or, with `--transport nfc`, the same lease
+  (`RangeReader.readinto` into a reused 8 MiB buffer, as an export reads: TLS-verified,
+  session cookie) — or, with `--transport nfc`, the same lease
   URLs vmkeep reads (a snapshot and its `ExportSnapshot` lease per VM made beforehand, one
   plain GET per URL) — as many at a time as `limits.concurrentExports`, bytes thrown away: the
   ceiling for data movement;
 * **apply**: `vmkeep apply --auto-approve -o json` as a separate process (wall, user+sys CPU,
-  peak RSS via wait4). Its JSON outcomes carry when each export's data transfer started and
-  how long it took; the union of those intervals is the time data was moving, the rest of the
-  wall time (start-up, capture and plan, snapshots, journal, summary) is "outside data
-  movement".
+  peak RSS and context switches via wait4). Its JSON outcomes carry when each export's data
+  transfer started and how long it took; the union of those intervals is the time data was
+  moving, the rest of the wall time (start-up, capture and plan, snapshots, journal,
+  summary) is "outside data movement".
 
 With `--baseline REF` (say `main`) the same day is also exported by that revision's code
 (`git archive REF`, run from its own directory into its own empty target) next to the new
