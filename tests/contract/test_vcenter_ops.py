@@ -22,7 +22,7 @@ from reconciler.model import VM, PowerState
 from reconciler.ports import VCenterOps
 from reconciler.vmconfig import CONFIG_FILE, VMConfig
 from tests.integration.apply_world import wait
-from tests.integration.conftest import Simulator, run_vcsim, start_simulator
+from tests.integration.conftest import Simulator, module_simulator
 from tests.unit.fakes import FakeVCenter
 
 #: The name vCenter gives a snapshot's creation task (the simulator's, patch 2).
@@ -41,12 +41,7 @@ class Subject:
     start_snapshot_task: Callable[[VM], None]  # a snapshot task on the VM is still running
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    run_vcsim("build", timeout=900)
-    simulator = start_simulator(tmp_path_factory.mktemp("vcsim-contract"), vms=24)
-    yield simulator
-    simulator.stop()
+sim = module_simulator("vcsim-contract", vms=24)
 
 
 def _fake() -> Subject:

@@ -189,6 +189,21 @@ def start_simulator(state_dir: Path, *args: str, vms: int = 20) -> Simulator:
     return Simulator(json.loads(lines[0]))
 
 
+def module_simulator(label: str, vms: int) -> Any:
+    """A module-scoped `sim` fixture: one simulator of `vms` VMs for a test module whose
+    tests change it (so it cannot be a session's shared, read-only one). In the module:
+    `sim = module_simulator("vcsim-faults", vms=3)`."""
+
+    @pytest.fixture(scope="module", name="sim")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+        run_vcsim("build", timeout=900)  # a no-op when .cache/vcsim is up to date
+        simulator = start_simulator(tmp_path_factory.mktemp(label), vms=vms)
+        yield simulator
+        simulator.stop()
+
+    return fixture
+
+
 @pytest.fixture(scope="session")
 def vcsim_built() -> None:
     """Build the simulator once (a no-op when .cache/vcsim is up to date)."""

@@ -12,16 +12,12 @@ from reconciler.errors import VCenterError
 from reconciler.model import VM, PowerState
 
 from .apply_world import wait
-from .conftest import Simulator, start_simulator
+from .conftest import Simulator, module_simulator
 
 pytestmark = pytest.mark.vcsim
 
 
-@pytest.fixture(scope="module")
-def sim(vcsim_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    simulator = start_simulator(tmp_path_factory.mktemp("vcsim-faults"), vms=3)
-    yield simulator
-    simulator.stop()
+sim = module_simulator("vcsim-faults", vms=3)
 
 
 @pytest.fixture

@@ -23,16 +23,12 @@ from reconciler.model import VM, PowerState
 from reconciler.ports import VCenterOps
 
 from .apply_world import wait
-from .conftest import Simulator, start_simulator
+from .conftest import Simulator, module_simulator
 
 pytestmark = pytest.mark.vcsim
 
 
-@pytest.fixture(scope="module")
-def sim(vcsim_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    simulator = start_simulator(tmp_path_factory.mktemp("vcsim-first-call"), vms=12)
-    yield simulator
-    simulator.stop()
+sim = module_simulator("vcsim-first-call", vms=12)
 
 
 def fresh(sim: Simulator) -> VSphereOperations:
