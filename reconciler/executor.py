@@ -442,12 +442,18 @@ class ActionRunner:
         """One disk of the snapshot, open for the length of the `with` block.
 
         An NFC export lease it reads through is journaled (`nfcLease`) as soon as it is
-        granted, so that recovery aborts it if this run dies; when the block fails the
+        granted, so that recovery aborts it if this run dies, and that one is asked for
+        (`nfcLeaseRequested`) just before, so that recovery can say why a lease it cannot
+        name may still be held; when the block fails the
         stream is failed (the lease is aborted, not completed); it is always closed, and
         the lease's journal entry cleared."""
 
         def note_lease(lease_id: str) -> None:
-            self.journal.update_details(action_id, {"nfcLease": lease_id})
+            if lease_id:
+                self.journal.update_details(action_id,
+                                            {"nfcLease": lease_id, "nfcLeaseRequested": None})
+            else:
+                self.journal.update_details(action_id, {"nfcLeaseRequested": True})
 
         opened = vc.open_disk(vm, snapshot_id, disk, on_lease=note_lease)
         try:

@@ -126,8 +126,8 @@ class VCenterOps(Protocol):
         """Stream a frozen disk's bytes (datastore HTTP, or an NFC export lease: see
         `model.choose_transport`). The stream may say how it is read (`transport`, a
         `DiskTransport`) and take `fail()` (the reader's work failed: an NFC lease is
-        aborted on close rather than completed). `on_lease` hears an NFC lease's id as soon
-        as it exists."""
+        aborted on close rather than completed). `on_lease` hears "" just before an NFC
+        lease is asked for, then the lease's id as soon as it exists."""
         ...
 
     def abort_lease(self, lease_id: str) -> bool:

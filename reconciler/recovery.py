@@ -3,7 +3,10 @@
 `vmkeep apply` runs it under the applier lease, before planning (`JournaledRecovery`):
 
 1. **NFC export leases.** A lease an interrupted export was reading from (journaled as
-   `nfcLease`) is aborted first: a held lease blocks the VM's power operations.
+   `nfcLease`) is aborted first: a held lease blocks the VM's power operations. A run killed
+   after asking for a lease (`nfcLeaseRequested`) and before journaling its id leaves one no
+   run can name (vSphere lists no leases): recovery warns that vCenter ends it by itself
+   after its timeout.
 2. **Tasks still running.** For every action the journal holds without an outcome (intent
    written, the run killed), vCenter's recent tasks on its VM are waited for: a snapshot whose
    creation the killed run started may still be on its way, and observing before it lands
@@ -143,14 +146,17 @@ class Recovery:
 
     def unfinished_action(self, record: UnfinishedAction) -> None:
         """An action without an outcome: the NFC lease it read through is aborted (first: it
-        blocks power operations), the tasks on its VM waited for, the VM it shut down powered
-        back on; then it is marked reconciled. A VM found on keeps the intent: a guest
+        blocks power operations; one it asked for but never named is warned of), the tasks
+        on its VM waited for, the VM it shut down powered back on; then it is marked
+        reconciled. A VM found on keeps the intent: a guest
         shutdown the killed run asked for may still complete, and the next run looks again
         (as `vm_left_powered_off`)."""
         vc = self.vcenters.get(record.vcenter)
         if vc is not None:
             self.notes.extend(_abort_left_lease(record, vc))
             vm = self._settled_vm(record.vcenter, vc, record.vm_uuid)
+            if record.details.get("nfcLeaseRequested") and not record.details.get("nfcLease"):
+                log.warning("%s", _unnamed_lease(vc.name, vm.name if vm else record.vm_uuid))
             if record.details.get("poweredOffByUs"):
                 if vm is not None and vm.power_state is not PowerState.ON:
                     vc.power_on(vm)
@@ -243,6 +249,14 @@ def _abort_left_lease(record: UnfinishedAction, vc: VCenterOps) -> list[str]:
     if vc.abort_lease(str(lease)):
         return [f"aborted NFC export lease {lease} a crashed run left ({vc.name})"]
     return []
+
+
+def _unnamed_lease(vcenter: str, vm: str) -> str:
+    """Why a lease may be held that no run can abort: vSphere lists no leases by id."""
+    return (f"a crashed run had asked {vcenter} for an NFC export lease of VM {vm!r} and "
+            "died before it journaled the lease's id: if vCenter made that lease, no run can "
+            "name it to abort it; vCenter ends it by itself after the lease's timeout (300 s "
+            "by default), and until then it may refuse power operations on that VM")
 
 
 def _temporaries(vm: VM) -> list[Any]:

@@ -945,8 +945,9 @@ class VSphereOperations:
         snapshot's base extent over the datastore HTTP interface, or an NFC export lease
         (`ExportSnapshot`, `ExportVm`). With `transport: auto` a datastore that refuses the
         read of the file falls back to `ExportSnapshot`. The stream's `transport` says which
-        and why; `on_lease` hears the id of an NFC lease as soon as it exists (the journal
-        keeps it, so recovery can abort a lease a killed run left)."""
+        and why; `on_lease` hears "" just before an NFC lease is asked for and its id as soon
+        as it exists (the journal keeps both, so recovery can abort a lease a killed run left,
+        or say why one it cannot name may still be held)."""
         [obj] = self.client.call(
             f"read the power state of VM {vm.name!r}",
             lambda: self._read_objects([self._vm_ref(vm)],
@@ -1032,6 +1033,8 @@ class VSphereOperations:
                 return self._vm_ref(vm).ExportVm()
             return vim.vm.Snapshot(snapshot_id, self.client.stub).ExportSnapshot()
 
+        if on_lease is not None:
+            on_lease("")  # about to ask: a kill before the id is heard leaves it unnamed
         lease = self._mutate(what, start)
         if on_lease is not None:
             on_lease(str(lease._moId))

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from pyVim.task import WaitForTask
 
+from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
 from reconciler.markers import MarkerKind, parse_marker
 
-from .apply_world import Estate
+from .apply_world import Estate, wait
 from .conftest import StartVcsim
 
 pytestmark = pytest.mark.vcsim
@@ -105,6 +106,27 @@ def test_on_vsan_and_vvol_a_running_vm_exports_byte_exact_through_export_snapsho
         "ExportSnapshot", "done", "completed")
     assert estate.vms()[VM0].power_state.value == "poweredOn"
     assert no_export_snapshots_left(estate)
+
+
+def test_opening_a_disk_over_nfc_says_a_lease_is_asked_for_before_vcenter_makes_it(
+    start_vcsim: StartVcsim, tmp_path: Path
+) -> None:
+    estate = vsan_estate(start_vcsim, tmp_path, "--datastore-type", "vsan")
+    ops = VSphereOperations(VSphereClient(estate.sim.config(), estate.sim.password))
+    vm = next(v for v in ops.client.inventory().vms if v.name == VM0)
+    snapshot = wait(estate.sim.vm(VM0).CreateSnapshot_Task(
+        name="s", description="made by the test", memory=False, quiesce=False))
+    [disk] = ops.snapshot_disks(vm, snapshot._moId)
+    heard: list[tuple[str, list[str]]] = []  # (what on_lease heard, the leases then)
+
+    def on_lease(lease_id: str) -> None:
+        heard.append((lease_id, [lease["lease"] for lease in leases(estate)]))
+
+    ops.open_disk(vm, snapshot._moId, disk, on_lease=on_lease).close()
+    ops.client.close()
+    [(asked, before), (lease_id, after)] = heard
+    assert (asked, before) == ("", [])  # heard before vCenter was asked for it
+    assert lease_id and after == [lease_id]
 
 
 def test_on_vsan_day_two_after_a_one_percent_change_stores_about_one_percent(

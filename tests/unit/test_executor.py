@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.statedb import StateDB
-from reconciler.errors import TransientError
+from reconciler.errors import TransientError, VCenterError
 from reconciler.executor import ActionRunner, OutcomeStatus, execute
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
 from reconciler.model import (
@@ -35,8 +35,8 @@ from .fakes import T0, FakeClock, FakeHooks, FakeStore, FakeVCenter, make_policy
 
 
 class World:
-    def __init__(self, tmp_path: Path, policy: Policy) -> None:
-        self.vc = FakeVCenter()
+    def __init__(self, tmp_path: Path, policy: Policy, vc: FakeVCenter | None = None) -> None:
+        self.vc = vc or FakeVCenter()
         self.store = FakeStore()
         self.hooks = FakeHooks()
         self.clock = FakeClock()
@@ -412,3 +412,36 @@ def test_deleting_an_incomplete_export_discards_what_it_left(tmp_path):
     assert w.runner.run(action).status == OutcomeStatus.DONE
     assert w.store.partial == set()
     assert w.runner.run(action).status == OutcomeStatus.NOOP
+
+
+class LeasingVCenter(FakeVCenter):
+    """Opens disks as an NFC export would: says a lease is asked for, then (unless
+    `refuse`) names it and hands out a stream carrying its id."""
+
+    refuse = False
+
+    def open_disk(self, vm, snapshot_id, disk, on_lease=None):
+        assert on_lease is not None
+        on_lease("")
+        if self.refuse:
+            raise VCenterError(self.name, "ExportSnapshot timed out")
+        on_lease("session[3]lease-1")
+        stream = super().open_disk(vm, snapshot_id, disk)
+        stream.lease_id = "session[3]lease-1"  # type: ignore[attr-defined]
+        return stream
+
+
+@pytest.mark.parametrize(("refuse", "left"), [
+    (True, {"nfcLeaseRequested": True}),  # a kill here would leave a lease nobody can name
+    (False, {"nfcLease": None, "nfcLeaseRequested": None}),  # named, then ended and cleared
+])
+def test_the_journal_says_an_nfc_lease_was_asked_for_before_it_names_it(
+    tmp_path, refuse, left,
+):
+    vc = LeasingVCenter()
+    vc.refuse = refuse
+    w = World(tmp_path, make_policy(), vc)
+    vc.add("web")
+    w.runner.run(w.action(ActionKind.EXPORT_CREATE, "web"))
+    [record] = w.db.actions("run-1")
+    assert {k: v for k, v in record.details.items() if k.startswith("nfcLease")} == left

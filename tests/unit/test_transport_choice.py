@@ -4,6 +4,7 @@ ended (`adapters.nfc`), and recovery of a lease a crashed run left (`recovery.Re
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,28 @@ def test_recovery_aborts_the_lease_a_crashed_export_left_before_anything_else(
     notes = Recovery(db, {"sim": vc}, {}, lambda: 2.0).run(db.unfinished_actions(), {"sim": []})
     assert vc.calls == [("abort_lease", "session[7]52ab")]
     assert notes == ["aborted NFC export lease session[7]52ab a crashed run left (sim)"]
+
+
+def test_recovery_warns_of_a_lease_a_crashed_export_asked_for_but_never_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    vc = FakeVCenter()
+    db = StateDB(tmp_path / "state.db")
+    db.start_run("run-1", "test", 0.0)
+    unnamed = db.record_intent("run-1", kind="export.create", point_id="p", vm_uuid="uuid-app",
+                               vm_name="app", vcenter="sim", now=1.0)
+    db.update_details(unnamed, {"nfcLeaseRequested": True})  # killed before the id came
+    named = db.record_intent("run-1", kind="export.create", point_id="q", vm_uuid="uuid-db",
+                             vm_name="db", vcenter="sim", now=1.0)
+    db.update_details(named, {"nfcLeaseRequested": True})
+    db.update_details(named, {"nfcLease": "session[7]52ab", "nfcLeaseRequested": None})
+    with caplog.at_level(logging.WARNING, logger="reconciler.recovery"):
+        notes = Recovery(db, {"sim": vc}, {}, lambda: 2.0).run(db.unfinished_actions(),
+                                                                {"sim": []})
+    assert vc.calls == [("abort_lease", "session[7]52ab")]  # nothing to abort for the other
+    assert notes == ["aborted NFC export lease session[7]52ab a crashed run left (sim)"]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "NFC export lease of VM 'uuid-app'" in warning and "no run can name it" in warning
 
 
 def test_the_host_config_sets_the_transport_per_vcenter_and_defaults_to_auto() -> None:
