@@ -823,6 +823,10 @@ class VSphereOperations:
         [obj] = self._read_objects([ref], paths)
         return obj.props
 
+    def _read_one(self, what: str, ref: Any, paths: tuple[str, ...]) -> Mapping[str, Any]:
+        """One object's properties as a call of its own (retried, faults translated)."""
+        return self.client.call(what, lambda: self._read_props(ref, paths))
+
     def wait_for_tasks(self, vm: VM, timeout: float = 600.0) -> tuple[str, ...]:
         """Wait until no task on the VM is queued or running (vCenter's recent tasks: e.g. a
         snapshot whose creation an interrupted run started); the names of those waited for."""
@@ -893,11 +897,9 @@ class VSphereOperations:
             if exc.fault != "ManagedObjectNotFound":
                 raise
             return  # already gone: the goal holds
-        [obj] = self.client.call(
-            "read consolidation state",
-            lambda: self._read_objects([self._vm_ref(vm)], ("runtime.consolidationNeeded",)),
-        )
-        if obj.props.get("runtime.consolidationNeeded"):
+        props = self._read_one("read consolidation state", self._vm_ref(vm),
+                               ("runtime.consolidationNeeded",))
+        if props.get("runtime.consolidationNeeded"):
             ref = self._vm_ref(vm)
             self._run_task(f"consolidate disks of VM {vm.name!r}", ref.ConsolidateVMDisks_Task)
 
@@ -922,12 +924,9 @@ class VSphereOperations:
     # ------------------------------------------------------------------ disks
 
     def snapshot_disks(self, vm: VM, snapshot_id: str) -> tuple[Disk, ...]:
-        [obj] = self.client.call(
-            f"read the disks of snapshot {snapshot_id}",
-            lambda: self._read_objects([self._snapshot_ref(snapshot_id)],
-                                       ("config.hardware.device",)),
-        )
-        return disks_of(obj.props.get("config.hardware.device"))
+        props = self._read_one(f"read the disks of snapshot {snapshot_id}",
+                               self._snapshot_ref(snapshot_id), ("config.hardware.device",))
+        return disks_of(props.get("config.hardware.device"))
 
     def _file(self, vm: VM, datastore_path: str, datacenter: str | None = None) -> DatastoreFile:
         datastore, path = parse_datastore_path(datastore_path)
@@ -948,25 +947,21 @@ class VSphereOperations:
         and why; `on_lease` hears "" just before an NFC lease is asked for and its id as soon
         as it exists (the journal keeps both, so recovery can abort a lease a killed run left,
         or say why one it cannot name may still be held)."""
-        [obj] = self.client.call(
-            f"read the power state of VM {vm.name!r}",
-            lambda: self._read_objects([self._vm_ref(vm)],
-                                       ("runtime.powerState", "config.hardware.device",
-                                        "datastore")),
-        )
+        props = self._read_one(f"read the power state of VM {vm.name!r}", self._vm_ref(vm),
+                               ("runtime.powerState", "config.hardware.device", "datastore"))
         datastore, _ = parse_datastore_path(disk.file)
         setting = self.client.config.transport
         try:
             transport = choose_transport(
                 setting,
-                powered_off=obj.props.get("runtime.powerState") == "poweredOff",
+                powered_off=props.get("runtime.powerState") == "poweredOff",
                 datastore=datastore,
-                datastore_type=self._datastore_type(obj.props.get("datastore") or (),
+                datastore_type=self._datastore_type(props.get("datastore") or (),
                                                     datastore),
             )
         except TransportUnavailable as exc:
             raise VCenterError(self.name, f"VM {vm.name!r}: {disk.label}: {exc}") from None
-        devices = obj.props.get("config.hardware.device")
+        devices = props.get("config.hardware.device")
         if transport.kind == "nfc":
             return self._open_nfc(vm, snapshot_id, disk, devices, transport, on_lease)
         try:
