@@ -13,11 +13,13 @@ and keeps the catalog and the coordination of exports with GC in this process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from .format import (
     decode_manifest,
     encode_manifest,
     fsync_dir,
+    unquote_id,
 )
 from .lock import WriterLock
 from .packs import (
@@ -46,7 +49,41 @@ from .packs import (
     scan_pack,
 )
 
-__all__ = ["PointExistsError", "RepositoryCore"]
+__all__ = ["PartialMarker", "PointExistsError", "RepositoryCore"]
+
+
+@dataclass(frozen=True)
+class PartialMarker:
+    """A writer session's marker (`partial/<quoted id>.json`): the point, when the session
+    started, the host and process writing it, and when the marker was last touched (at the
+    start and at every checkpoint). One that cannot be read names only its point (from the
+    file's name)."""
+
+    path: Path
+    point_id: str
+    started: datetime | None
+    host: str
+    pid: int
+    touched: float
+
+    @property
+    def checkpoint(self) -> Path:
+        """The session's checkpoint beside it (`partial/<quoted id>.ckpt`)."""
+        return self.path.with_suffix(".ckpt")
+
+    @classmethod
+    def read(cls, path: Path) -> PartialMarker | None:
+        """None when the marker is gone (its session ended meanwhile)."""
+        try:
+            touched = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            body = json.loads(path.read_bytes())
+            return cls(path, str(body["id"]), datetime.fromisoformat(body["startedAt"]),
+                       str(body.get("host", "")), int(body.get("pid", 0)), touched)
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls(path, unquote_id(path.stem), None, "", 0, touched)
 
 
 class RepositoryCore:
@@ -302,8 +339,13 @@ class RepositoryCore:
     # ------------------------------------------------------------------ writer sessions
 
     def checkpoint_path(self, point_id: str) -> Path:
-        marker = self.layout.partial_marker(point_id)
-        return marker.with_name(marker.name[: -len(".json")] + ".ckpt")
+        return self.layout.partial_marker(point_id).with_suffix(".ckpt")
+
+    def partial_markers(self) -> list[PartialMarker]:
+        """The markers of every writer session that has not ended (in progress, or
+        crashed), in the order of their file names."""
+        found = (PartialMarker.read(p) for p in sorted(self.layout.partial.glob("*.json")))
+        return [m for m in found if m is not None]
 
     def write_checkpoint(self, point_id: str, body: bytes) -> None:
         """Record a writer session's progress; touching the marker says it is alive. A

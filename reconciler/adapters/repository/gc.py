@@ -29,11 +29,10 @@ copy is the one used, so the old pack becomes pure garbage for the next run.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from reconciler.errors import CorruptionError, RepositoryError
@@ -224,20 +223,12 @@ def _live_writers(core: RepositoryCore, now: float) -> tuple[set[Path], float | 
     (a checkpointed session that a retry may resume)."""
     live: set[Path] = set()
     oldest: float | None = None
-    for marker in core.layout.partial.glob("*.json"):
-        checkpoint = marker.with_name(marker.name[: -len(".json")] + ".ckpt")
-        try:
-            touched = os.stat(marker).st_mtime
-        except FileNotFoundError:
+    for marker in core.partial_markers():
+        if not marker.checkpoint.exists() or now - marker.touched >= core.writer_lease:
             continue
-        if not checkpoint.exists() or now - touched >= core.writer_lease:
-            continue
-        try:
-            started = datetime.fromisoformat(
-                json.loads(marker.read_bytes())["startedAt"]).timestamp()
-        except (OSError, ValueError, KeyError, TypeError):
-            started = 0.0  # unknown: spare everything rather than guess
-        live.add(marker)
+        # unknown: spare everything rather than guess
+        started = marker.started.timestamp() if marker.started is not None else 0.0
+        live.add(marker.path)
         oldest = started if oldest is None else min(oldest, started)
     return live, oldest
 

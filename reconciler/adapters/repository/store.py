@@ -32,7 +32,7 @@ from reconciler.errors import (
 from reconciler.model import ExportPoint, VMRef
 from reconciler.processes import process_running
 
-from .core import RepositoryCore
+from .core import PartialMarker, RepositoryCore
 from .format import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_COMPRESSION_LEVEL,
@@ -267,19 +267,11 @@ class Repository:
         writers they are other processes' exports, not leftovers."""
         out: list[PartialExport] = []
         now = time.time()
-        for path in sorted(self.layout.partial.glob("*.json")):
-            try:
-                body = json.loads(path.read_bytes())
-                point_id = str(body["id"])
-                started = datetime.fromisoformat(body["startedAt"])
-                host, pid = str(body.get("host", "")), int(body.get("pid", 0))
-                touched = path.stat().st_mtime
-            except (OSError, ValueError, KeyError, TypeError):
-                point_id, started, host, pid, touched = (unquote_id(path.stem), datetime.min,
-                                                         "", 0, 0.0)
-            if not self.layout.point(point_id).exists():
-                live = self._writer_may_be_live(point_id, host, pid, now - touched)
-                out.append(PartialExport(point_id, started, host, pid, live))
+        for m in self._core.partial_markers():
+            if not self.layout.point(m.point_id).exists():
+                live = self._writer_may_be_live(m.point_id, m.host, m.pid, now - m.touched)
+                out.append(PartialExport(m.point_id, m.started or datetime.min, m.host, m.pid,
+                                         live))
         return out
 
     def _writer_may_be_live(self, point_id: str, host: str, pid: int, age: float) -> bool:
@@ -359,11 +351,9 @@ class Repository:
         return checkpoint
 
     def _started_at(self, point_id: str) -> str:
-        try:
-            return str(json.loads(self.layout.partial_marker(point_id).read_bytes())
-                       ["startedAt"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return self._core.clock().isoformat()
+        marker = PartialMarker.read(self.layout.partial_marker(point_id))
+        started = marker.started if marker is not None else None
+        return (started or self._core.clock()).isoformat()
 
     def _wait_for_gc(self, point_id: str) -> None:
         """Wait (holding the core's mutex between checks) until no GC of this process runs."""
