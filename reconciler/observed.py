@@ -290,11 +290,75 @@ def _snapshots_fast(items: Any) -> tuple[Snapshot, ...] | None:
     return tuple(out)
 
 
+def _disks_fast(items: Any) -> tuple[Disk, ...] | None:
+    """Well-formed disk entries (built like `_snapshots_fast`); None when any is not exactly
+    well-formed."""
+    if type(items) is not list:
+        return None
+    out = []
+    for d in items:
+        if type(d) is not dict or "key" not in d:
+            return None
+        get = d.get
+        key, label, file, capacity = d["key"], get("label", ""), get("file", ""), \
+            get("capacityBytes", 0)
+        change, parent, kind = get("changeId"), get("parent"), get("datastoreType", "")
+        if (type(key) is not int or type(label) is not str or type(file) is not str
+                or type(capacity) is not int or type(kind) is not str
+                or not (change is None or type(change) is str)
+                or not (parent is None or type(parent) is str)):
+            return None
+        disk = _new(Disk)
+        _set(disk, "__dict__", {"key": key, "label": label, "file": file,
+                                "capacity_bytes": capacity, "change_id": change,
+                                "parent": parent, "datastore_type": kind})
+        out.append(disk)
+    return tuple(out)
+
+
+_POWER = {state.value: state for state in PowerState}
+
+
+def _vm_fast(vcenter: str, data: dict[str, Any], snapshots: tuple[Snapshot, ...]
+             ) -> VM | None:
+    """A well-formed VM entry without per-field checks (built like `_snapshots_fast`, its
+    fields in the order the class defines them: the digest serialises them in that order);
+    None when anything is not exactly well-formed (the careful reader then names it)."""
+    get = data.get
+    name, uuid = get("name"), get("instanceUuid")
+    power_text, tools = get("powerState", "poweredOn"), get("toolsRunning", False)
+    power = _POWER.get(power_text) if type(power_text) is str else None
+    tracking, tags, attributes = get("changeTracking", False), get("tags", []), \
+        get("attributes", {})
+    moref, folder, status = get("moref", ""), get("folder", ""), get("toolsStatus", "")
+    bios, host, cluster = get("biosUuid", ""), get("host", ""), get("cluster", "")
+    if (type(name) is not str or type(uuid) is not str or power is None
+            or type(tools) is not bool or type(tracking) is not bool
+            or type(tags) is not list or type(attributes) is not dict
+            or type(moref) is not str or type(folder) is not str or type(status) is not str
+            or type(bios) is not str or type(host) is not str or type(cluster) is not str
+            or not all(type(t) is str for t in tags)
+            or not all(type(v) is str for v in attributes.values())):
+        return None
+    disks = _disks_fast(get("disks", []))
+    if disks is None:
+        return None
+    vm = _new(VM)
+    _set(vm, "__dict__", {"vcenter": vcenter, "name": name, "instance_uuid": uuid,
+                          "moref": moref, "folder": folder, "power_state": power,
+                          "tools_running": tools, "bios_uuid": bios, "tools_status": status,
+                          "host": host, "attributes": dict(attributes), "tags": tuple(tags),
+                          "disks": disks, "snapshots": snapshots,
+                          "change_tracking": tracking, "cluster": cluster})
+    return vm
+
+
 def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:
     if type(data) is dict:
         fast = _snapshots_fast(data.get("snapshots", []))
         if fast is not None:
-            return _vm_checked(r, vcenter, {**data, "snapshots": []}, where, fast)
+            return _vm_fast(vcenter, data, fast) or \
+                _vm_checked(r, vcenter, {**data, "snapshots": []}, where, fast)
     return _vm_checked(r, vcenter, data, where, None)
 
 
