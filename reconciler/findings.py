@@ -140,15 +140,23 @@ def point_findings(
 
 
 def temporary_findings(
-    observed: ObservedState, now: datetime
+    observed: ObservedState, now: datetime, catalog: Catalog | None = None
 ) -> tuple[list[PlanWarning], frozenset[str]]:
     """A `temporary-snapshot` warning per temporary export snapshot that names its
-    installation, and those snapshots' ids (the plan leaves them to their installation)."""
+    installation, and those snapshots' ids (the plan leaves them to their installation).
+
+    With the state's `catalog` only the VMs it found a snapshot on that is not a restore
+    point of its own VM (a temporary or a foreign one) are read: every other VM's snapshots
+    are all restore points (150,000 snapshots at 10,000 VMs, whose markers the catalog has
+    already read)."""
     found: list[PlanWarning] = []
     owned: set[str] = set()
+    suspects = None if catalog is None else _unlike_points(catalog)
     for vcenter, vms in sorted(observed.vcenters.items()):
         for vm in vms:
             uuid = vm.instance_uuid
+            if suspects is not None and (vcenter, uuid) not in suspects:
+                continue
             for snap in vm.snapshots:
                 if parse_point(snap.name, snap.description, uuid) is not None:
                     continue  # a restore point's marker as vmkeep writes it (no Marker built)
@@ -170,3 +178,12 @@ def temporary_findings(
                     )
                 )  # fmt: skip
     return found, frozenset(owned)
+
+
+def _unlike_points(catalog: Catalog) -> set[tuple[str, str]]:
+    """(vCenter, instance UUID) of the VMs with a snapshot the catalog did not take as a
+    restore point of that VM: a temporary export snapshot or a foreign one (a temporary's
+    marker naming another VM is foreign there)."""
+    vms = {(p.vcenter, p.vm.instance_uuid) for p in catalog.temporaries}
+    vms.update((f.vcenter, f.vm.instance_uuid) for f in catalog.foreign)
+    return vms
