@@ -70,6 +70,7 @@ FORMAT_VERSION = 1
 _ACTION_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
 _slot_of = attrgetter("slot")
 _new = tuple.__new__
+_object_new, _set = object.__new__, object.__setattr__
 _SNAPSHOT = PointKind.SNAPSHOT
 _GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
 
@@ -336,11 +337,12 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             )
         info = infos[policy.name]
         kinds = _kinds(policy, info, observed, memo)
+        kind_values = [k.kind for k in kinds]
         for vm in selection.select(by_name[policy.name], candidates[policy.vcenter]):
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
             if kinds:
                 uuid = vm.instance_uuid
-                handled.update((policy.name, uuid, k.kind) for k in kinds)
+                handled.update([(policy.name, uuid, kind) for kind in kind_values])
                 ctx = _new(_VmContext, (policy, vm, vm.ref, info,
                                         point_id(policy.name, uuid, info.slot)))
                 planned = _plan_vm(ctx, kinds, groups, now)
@@ -483,13 +485,13 @@ def _unobserved(policy: Policy, info: SlotInfo,
 
 def _plan_vm(ctx: _VmContext, kinds: tuple[_Kind, ...],
              groups: Mapping[_GroupKey, Sequence[CatalogPoint]], now: datetime) -> _VmPlan:
-    slot = ctx.info.slot
+    slot, name, uuid = ctx.info.slot, ctx.policy.name, ctx.vm.instance_uuid
     actions: list[Action] = []
     retention: list[RetentionDecision] = []
     covered_all, newest = True, None
     notes: list[str] = []
     for k in kinds:
-        points = groups.get((ctx.policy.name, ctx.vm.instance_uuid, k.kind), ())
+        points = groups.get((name, uuid, k.kind), ())
         complete = sorted([p for p in points if p.complete], key=_slot_of)  # stable
         slots = dict.fromkeys(map(_slot_of, complete))
         group = _new(_Group, (ctx, k, points, complete, tuple(slots)))
@@ -535,16 +537,15 @@ def _coverage(ctx: _VmContext, covered: bool, newest: datetime | None, notes: li
         state = CoverageState.LATE
     else:
         state = CoverageState.MISSING
-    return Coverage(
-        policy=ctx.policy.name,
-        vcenter=ctx.vm.vcenter,
-        vm=ctx.ref,
-        state=state,
-        slot=info.slot,
-        threshold_seconds=int(info.threshold.total_seconds()),
-        last_slot=newest,
-        note="; ".join(dict.fromkeys(notes)),
-    )
+    # Built like the state's values (`observed._snapshots_fast`): the fields straight into the
+    # instance's __dict__, in the order the class defines them (a coverage line per VM).
+    coverage = _object_new(Coverage)
+    _set(coverage, "__dict__", {
+        "policy": ctx.policy.name, "vcenter": ctx.vm.vcenter, "vm": ctx.ref, "state": state,
+        "slot": info.slot, "threshold_seconds": int(info.threshold.total_seconds()),
+        "last_slot": newest, "note": "; ".join(dict.fromkeys(notes)) if notes else "",
+    })
+    return coverage
 
 
 def _with_slot(history: _History, slot: datetime) -> _History:
