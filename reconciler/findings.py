@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from reconciler.markers import MarkerKind, parse_marker, parse_point
 from reconciler.model import VM, Hygiene, ObservedState, PlanWarning, PointKind, Severity
@@ -33,11 +34,15 @@ FOREIGN_MAX_AGE = timedelta(seconds=Hygiene().snapshot_max_age_seconds)
 MAX_CHAIN_DEPTH = Hygiene().chain_depth
 
 GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
+_parent_of = attrgetter("parent_id")
+_NO_PARENT = {None}
 
 
 def _chain_depth(vm: VM, limit: int = MAX_CHAIN_DEPTH) -> int:
     if len(vm.snapshots) <= limit:
         return len(vm.snapshots)
+    if set(map(_parent_of, vm.snapshots)) == _NO_PARENT:  # roots only: one deep
+        return 1
     return max(snapshot_depths(vm.snapshots).values())
 
 

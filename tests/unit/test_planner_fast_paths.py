@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from reconciler import findings, planner, selection
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
 from reconciler.model import Coverage, KeepRules, PolicySet, Snapshot
-from reconciler.observed import build_catalog
+from reconciler.observed import build_catalog, snapshot_depths
 from tests.unit.estate import (
     at,
     foreign_snapshot,
@@ -120,3 +120,12 @@ def test_a_coverage_line_is_the_value_its_constructor_builds() -> None:
     values = {f.name: getattr(line, f.name) for f in fields(Coverage)}
     assert line == Coverage(**values) and hash(line) == hash(Coverage(**values))
     assert list(vars(line)) == list(values)  # the fields in the order the class defines
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.none() | st.sampled_from(["", "a", "b"])),
+                min_size=4, max_size=8))
+def test_a_chain_of_roots_only_is_as_deep_as_the_walk_says(links) -> None:
+    snaps = tuple(Snapshot(sid, "n", "", NOW, False, parent) for sid, parent in links)
+    target = replace(vm("vm0"), snapshots=snaps)
+    assert findings._chain_depth(target, 3) == max(snapshot_depths(snaps).values())
