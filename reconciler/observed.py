@@ -321,9 +321,10 @@ _POWER = {state.value: state for state in PowerState}
 
 def _vm_fast(vcenter: str, data: dict[str, Any], snapshots: tuple[Snapshot, ...]
              ) -> VM | None:
-    """A well-formed VM entry without per-field checks (built like `_snapshots_fast`, its
-    fields in the order the class defines them: the digest serialises them in that order);
-    None when anything is not exactly well-formed (the careful reader then names it)."""
+    """A well-formed VM entry without per-field checks; None when anything is not exactly
+    well-formed (the careful reader then names it). Built by the constructor, by position: a
+    VM lives as long as the state, and one whose __dict__ is set (as `_snapshots_fast` does)
+    holds a dict of its own, ~0.8 KiB more for sixteen fields."""
     get = data.get
     name, uuid = get("name"), get("instanceUuid")
     power_text, tools = get("powerState", "poweredOn"), get("toolsRunning", False)
@@ -343,14 +344,8 @@ def _vm_fast(vcenter: str, data: dict[str, Any], snapshots: tuple[Snapshot, ...]
     disks = _disks_fast(get("disks", []))
     if disks is None:
         return None
-    vm = _new(VM)
-    _set(vm, "__dict__", {"vcenter": vcenter, "name": name, "instance_uuid": uuid,
-                          "moref": moref, "folder": folder, "power_state": power,
-                          "tools_running": tools, "bios_uuid": bios, "tools_status": status,
-                          "host": host, "attributes": dict(attributes), "tags": tuple(tags),
-                          "disks": disks, "snapshots": snapshots,
-                          "change_tracking": tracking, "cluster": cluster})
-    return vm
+    return VM(vcenter, name, uuid, moref, folder, power, tools, bios, status, host,
+              dict(attributes), tuple(tags), disks, snapshots, tracking, cluster)
 
 
 def _vm_from(r: _Reader, vcenter: str, data: Any, where: str) -> VM:

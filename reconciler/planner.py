@@ -70,7 +70,6 @@ FORMAT_VERSION = 1
 _ACTION_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
 _slot_of = attrgetter("slot")
 _new = tuple.__new__
-_object_new, _set = object.__new__, object.__setattr__
 _SNAPSHOT = PointKind.SNAPSHOT
 _GroupKey = tuple[str, str, PointKind]  # policy, instance uuid, kind
 
@@ -537,15 +536,12 @@ def _coverage(ctx: _VmContext, covered: bool, newest: datetime | None, notes: li
         state = CoverageState.LATE
     else:
         state = CoverageState.MISSING
-    # Built like the state's values (`observed._snapshots_fast`): the fields straight into the
-    # instance's __dict__, in the order the class defines them (a coverage line per VM).
-    coverage = _object_new(Coverage)
-    _set(coverage, "__dict__", {
-        "policy": ctx.policy.name, "vcenter": ctx.vm.vcenter, "vm": ctx.ref, "state": state,
-        "slot": info.slot, "threshold_seconds": int(info.threshold.total_seconds()),
-        "last_slot": newest, "note": "; ".join(dict.fromkeys(notes)) if notes else "",
-    })
-    return coverage
+    # By position, without keywords: a coverage line per VM. (Not straight into a __dict__ as
+    # the state's snapshots are: an instance whose __dict__ was set holds a dict of its own,
+    # 184 bytes more than the values the constructor stores in the instance.)
+    return Coverage(ctx.policy.name, ctx.vm.vcenter, ctx.ref, state, info.slot,
+                    int(info.threshold.total_seconds()), newest,
+                    "; ".join(dict.fromkeys(notes)) if notes else "")
 
 
 def _with_slot(history: _History, slot: datetime) -> _History:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from reconciler import findings, planner, selection
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
-from reconciler.model import Coverage, KeepRules, PolicySet, Snapshot
+from reconciler.model import KeepRules, PolicySet, Snapshot
 from reconciler.observed import build_catalog, snapshot_depths
 from tests.unit.estate import (
     at,
@@ -110,16 +110,6 @@ def test_a_settled_group_takes_the_in_order_path() -> None:
         result = planner.plan(policies, observed, at("2026-11-24 12:00"))
     assert fast.call_count == 1
     assert result.actions == () and [d.keep for d in result.retention] == [True] * 4
-
-
-def test_a_coverage_line_is_the_value_its_constructor_builds() -> None:
-    base = vm("vm0")
-    observed = state([base])
-    policies = PolicySet((policy("gold", snapshot_keep=KeepRules(last=1)),), "rev")
-    [line] = planner.plan(policies, observed, at("2026-11-24 12:00")).coverage
-    values = {f.name: getattr(line, f.name) for f in fields(Coverage)}
-    assert line == Coverage(**values) and hash(line) == hash(Coverage(**values))
-    assert list(vars(line)) == list(values)  # the fields in the order the class defines
 
 
 @settings(max_examples=EXAMPLES * 2, deadline=None)
