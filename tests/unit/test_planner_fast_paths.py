@@ -21,15 +21,7 @@ from reconciler import findings, planner, selection
 from reconciler.markers import Marker, MarkerKind, format_description, format_name, point_id
 from reconciler.model import KeepRules, PolicySet, Snapshot
 from reconciler.observed import build_catalog, snapshot_depths
-from tests.unit.estate import (
-    at,
-    foreign_snapshot,
-    marked_snapshot,
-    policy,
-    state,
-    uuid_of,
-    vm,
-)
+from tests.unit.estate import at, foreign_snapshot, marked_snapshot, policy, state, uuid_of, vm
 from tests.unit.test_planner_properties import estates
 
 EXAMPLES = int(os.environ.get("VMKEEP_HYPOTHESIS_EXAMPLES", "150"))
