@@ -291,8 +291,8 @@ def _snapshots_fast(items: Any) -> tuple[Snapshot, ...] | None:
 
 
 def _disks_fast(items: Any) -> tuple[Disk, ...] | None:
-    """Well-formed disk entries (built like `_snapshots_fast`); None when any is not exactly
-    well-formed."""
+    """Well-formed disk entries without per-field checks, built by the constructor like the
+    VM (`_vm_fast`); None when any is not exactly well-formed."""
     if type(items) is not list:
         return None
     out = []
@@ -308,11 +308,7 @@ def _disks_fast(items: Any) -> tuple[Disk, ...] | None:
                 or not (change is None or type(change) is str)
                 or not (parent is None or type(parent) is str)):
             return None
-        disk = _new(Disk)
-        _set(disk, "__dict__", {"key": key, "label": label, "file": file,
-                                "capacity_bytes": capacity, "change_id": change,
-                                "parent": parent, "datastore_type": kind})
-        out.append(disk)
+        out.append(Disk(key, label, file, capacity, change, parent, kind))
     return tuple(out)
 
 
