@@ -87,6 +87,16 @@ _GUARDED = _Verdict(True, ("guard: the newest complete point of a group is kept"
 _History = tuple[datetime, ...]  # the distinct slots of a group, oldest first
 
 
+class _Judged(NamedTuple):
+    """Retention of one history: a verdict per slot, the same in the history's order, and
+    whether it keeps any or all of them."""
+
+    verdicts: dict[datetime, _Verdict]
+    ordered: tuple[_Verdict, ...]
+    keeps_any: bool
+    keeps_all: bool
+
+
 class _Retention:
     """Retention of one group kind by slot history: every VM with the same history gets one
     answer. The table is shared by all policies with the same rules, maxAge cut and zone."""
@@ -98,15 +108,22 @@ class _Retention:
         max_age_text: str,
         zone: ZoneInfo,
         now: datetime,
-        table: dict[_History, dict[datetime, _Verdict]],
+        table: dict[_History, _Judged],
     ) -> None:
         self.rules, self.max_age_cut, self.max_age_text = rules, max_age_cut, max_age_text
         self.zone, self.now, self._table = zone, now, table
 
     def verdicts(self, history: _History) -> dict[datetime, _Verdict]:
+        return self.judged(history).verdicts
+
+    def judged(self, history: _History) -> _Judged:
         found = self._table.get(history)
         if found is None:
-            found = self._table[history] = self._decide(history)
+            verdicts = self._decide(history)
+            ordered = tuple(verdicts[s] for s in history)
+            keeps = [v.keep for v in ordered]
+            found = self._table[history] = _new(_Judged, (verdicts, ordered, any(keeps),
+                                                          all(keeps)))
         return found
 
     def _decide(self, history: _History) -> dict[datetime, _Verdict]:
@@ -130,7 +147,7 @@ class _RetentionMemo:
 
     def __init__(self, now: datetime) -> None:
         self.now = now
-        self._tables: dict[tuple[object, ...], dict[_History, dict[datetime, _Verdict]]] = {}
+        self._tables: dict[tuple[object, ...], dict[_History, _Judged]] = {}
 
     def retention(self, rules: KeepRules, max_age: Duration | None, zone: ZoneInfo) -> _Retention:
         """`maxAge` is cut at `now - maxAge` on the zone's wall clock."""
@@ -319,12 +336,14 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
             )
         info = infos[policy.name]
         kinds = _kinds(policy, info, observed, memo)
+        kind_values = [k.kind for k in kinds]
         for vm in selection.select(by_name[policy.name], candidates[policy.vcenter]):
             selected[(vm.vcenter, vm.instance_uuid)].append(policy.name)
             if kinds:
                 uuid = vm.instance_uuid
-                handled.update((policy.name, uuid, k.kind) for k in kinds)
-                ctx = _VmContext(policy, vm, vm.ref, info, point_id(policy.name, uuid, info.slot))
+                handled.update([(policy.name, uuid, kind) for kind in kind_values])
+                ctx = _new(_VmContext, (policy, vm, vm.ref, info,
+                                        point_id(policy.name, uuid, info.slot)))
                 planned = _plan_vm(ctx, kinds, groups, now)
                 actions += planned.actions
                 retention += planned.retention
@@ -332,7 +351,7 @@ def _plan(policies: PolicySet, observed: ObservedState, now: datetime, limits: L
 
     warnings += findings.vm_findings(observed, catalog, selected, now, hygiene)
     warnings += findings.point_findings(groups, handled, by_name, observed)
-    temporary, owned = findings.temporary_findings(observed, now)
+    temporary, owned = findings.temporary_findings(observed, now, catalog)
     warnings += temporary
 
     deletions = [a for a in actions if a.kind.is_delete]
@@ -465,16 +484,16 @@ def _unobserved(policy: Policy, info: SlotInfo,
 
 def _plan_vm(ctx: _VmContext, kinds: tuple[_Kind, ...],
              groups: Mapping[_GroupKey, Sequence[CatalogPoint]], now: datetime) -> _VmPlan:
-    slot = ctx.info.slot
+    slot, name, uuid = ctx.info.slot, ctx.policy.name, ctx.vm.instance_uuid
     actions: list[Action] = []
     retention: list[RetentionDecision] = []
     covered_all, newest = True, None
     notes: list[str] = []
     for k in kinds:
-        points = groups.get((ctx.policy.name, ctx.vm.instance_uuid, k.kind), ())
+        points = groups.get((name, uuid, k.kind), ())
         complete = sorted([p for p in points if p.complete], key=_slot_of)  # stable
         slots = dict.fromkeys(map(_slot_of, complete))
-        group = _Group(ctx, k, points, complete, tuple(slots))
+        group = _new(_Group, (ctx, k, points, complete, tuple(slots)))
         history = group.history
         if history:
             latest = history[-1]
@@ -503,7 +522,7 @@ def _plan_vm(ctx: _VmContext, kinds: tuple[_Kind, ...],
             retention += decisions
         if len(complete) != len(points):
             actions += _incomplete(group, planned)
-    return _VmPlan(actions, retention, _coverage(ctx, covered_all, newest, notes, now))
+    return _new(_VmPlan, (actions, retention, _coverage(ctx, covered_all, newest, notes, now)))
 
 
 def _coverage(ctx: _VmContext, covered: bool, newest: datetime | None, notes: list[str],
@@ -517,16 +536,12 @@ def _coverage(ctx: _VmContext, covered: bool, newest: datetime | None, notes: li
         state = CoverageState.LATE
     else:
         state = CoverageState.MISSING
-    return Coverage(
-        policy=ctx.policy.name,
-        vcenter=ctx.vm.vcenter,
-        vm=ctx.ref,
-        state=state,
-        slot=info.slot,
-        threshold_seconds=int(info.threshold.total_seconds()),
-        last_slot=newest,
-        note="; ".join(dict.fromkeys(notes)),
-    )
+    # By position, without keywords: a coverage line per VM. (Not straight into a __dict__ as
+    # the state's snapshots are: an instance whose __dict__ was set holds a dict of its own,
+    # 184 bytes more than the values the constructor stores in the instance.)
+    return Coverage(ctx.policy.name, ctx.vm.vcenter, ctx.ref, state, info.slot,
+                    int(info.threshold.total_seconds()), newest,
+                    "; ".join(dict.fromkeys(notes)) if notes else "")
 
 
 def _with_slot(history: _History, slot: datetime) -> _History:
@@ -574,7 +589,10 @@ def _retain(group: _Group, base: _History,
     `_base_for`); the others of the history go by retention of the history alone."""
     k, history, complete = group.kind, group.history, group.complete
     if planned_slot is None:
-        verdicts = k.retention.verdicts(history)
+        judged = k.retention.judged(history)
+        if judged.keeps_any and len(complete) == len(history):
+            return _decide_in_order(group, judged)
+        verdicts = judged.verdicts
     elif base is history:
         verdicts = k.retention.verdicts(_with_slot(history, planned_slot))
     else:
@@ -587,11 +605,19 @@ def _retain(group: _Group, base: _History,
             requires = (group.ctx.new_id,)
         else:
             guarded = max(complete, key=_slot_of)
-    policy, ref, kind = group.ctx.policy.name, group.ctx.ref, k.kind
+    return _decide_each(group, verdicts, guarded, requires)
+
+
+def _decide_each(group: _Group, verdicts: Mapping[datetime, _Verdict],
+                 guarded: CatalogPoint | None,
+                 requires: tuple[str, ...]) -> tuple[list[Action], list[RetentionDecision]]:
+    """The decision on each complete point of a group by its slot's verdict (`guarded`: the
+    point the guard keeps, if any), and the deletions of the points not kept."""
+    policy, ref, kind = group.ctx.policy.name, group.ctx.ref, group.kind.kind
     deletions: list[Action] = []
     decisions: list[RetentionDecision] = []
     append = decisions.append
-    for p in complete:
+    for p in group.complete:
         verdict = _GUARDED if p is guarded else verdicts[p.slot]
         keep = verdict.keep
         # Every field given, in order: built without the named tuple's Python-level __new__
@@ -601,6 +627,22 @@ def _retain(group: _Group, base: _History,
         if not keep:
             deletions.append(_delete(group, p, verdict.reasons[0], requires))
     return deletions, decisions
+
+
+def _decide_in_order(group: _Group,
+                     judged: _Judged) -> tuple[list[Action], list[RetentionDecision]]:
+    """`_decide_each` for the common case: no point planned, one complete point per slot
+    (so the points, sorted by slot, line up with the history's verdicts) and at least one
+    kept (no guard). Built by comprehensions: a decision per point, 290,000 at 10,000 VMs."""
+    policy, ref, kind = group.ctx.policy.name, group.ctx.ref, group.kind.kind
+    complete, ordered = group.complete, judged.ordered
+    decisions = [_new(RetentionDecision, (p.point_id, kind, policy, ref, p.slot, v.keep,
+                                          v.reasons))
+                 for p, v in zip(complete, ordered, strict=True)]
+    if judged.keeps_all:
+        return [], decisions
+    return [_delete(group, p, v.reasons[0]) for p, v in zip(complete, ordered, strict=True)
+            if not v.keep], decisions
 
 
 def _delete(group: _Group, p: CatalogPoint, reason: str,

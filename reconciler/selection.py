@@ -9,15 +9,19 @@ these exact values). An empty selector matches every VM.
 `select` filters a whole inventory at once, one pass per key a selector gives, names
 first: name globs are compiled into one expression, tried only on the names that start
 with one of the globs' literal prefixes (a cheap test that rules most VMs out when policies
-select by name prefix).
+select by name prefix). When the candidates come sorted by name (the planner sorts them),
+the names with a prefix are one run of the list, found by bisection instead of testing
+every name (20 policies x 10,000 VMs: 200,000 tests).
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from fnmatch import translate
 from itertools import compress, repeat
+from operator import le
 
 from reconciler.model import VM, Policy, Selector
 
@@ -30,6 +34,7 @@ class Candidates:
     def __init__(self, vms: Iterable[VM]) -> None:
         self.vms = list(vms)
         self.names = [vm.name for vm in self.vms]
+        self.in_order = all(map(le, self.names, self.names[1:]))  # sorted by name
 
 
 def _literal_prefix(glob: str) -> str:
@@ -37,20 +42,35 @@ def _literal_prefix(glob: str) -> str:
     return re.split(r"[*?\[]", glob, maxsplit=1)[0]
 
 
-def _by_names(globs: tuple[str, ...], vms: list[VM], names: list[str]) -> list[VM]:
+def _by_names(globs: tuple[str, ...], vms: list[VM], names: list[str],
+              in_order: bool = False) -> list[VM]:
+    """The VMs whose name one of the globs matches, in their order; `in_order`: `names` are
+    sorted (then a prefix's names are found by bisection)."""
     prefixes = tuple(_literal_prefix(g) for g in globs)
     if "" not in prefixes:
-        candidates = list(map(str.startswith, names, repeat(prefixes)))
-        vms, names = list(compress(vms, candidates)), list(compress(names, candidates))
+        if in_order:
+            found = sorted({i for p in set(prefixes) for i in _run_of(names, p)})
+            vms, names = [vms[i] for i in found], [names[i] for i in found]
+        else:
+            candidates = list(map(str.startswith, names, repeat(prefixes)))
+            vms, names = list(compress(vms, candidates)), list(compress(names, candidates))
     match = re.compile("|".join(translate(g) for g in globs)).match
     return list(compress(vms, map(match, names)))
+
+
+def _run_of(names: list[str], prefix: str) -> range:
+    """The indexes of the sorted `names` that start with `prefix`: one run, since every name
+    with the prefix sorts at or after it and before any later name without it."""
+    start = bisect_left(names, prefix)
+    end = bisect_left(names, True, start, key=lambda name: not name.startswith(prefix))
+    return range(start, end)
 
 
 def _matching(selector: Selector, candidates: Candidates) -> list[VM]:
     """The candidates the selector matches, in their order."""
     vms = candidates.vms
     if selector.names:
-        vms = _by_names(selector.names, vms, candidates.names)
+        vms = _by_names(selector.names, vms, candidates.names, candidates.in_order)
     if selector.folders:
         folders = tuple(f.rstrip("/") for f in selector.folders)
         prefixes = tuple(f + "/" for f in folders)

@@ -132,18 +132,19 @@ def _plan_to_json(plan: Plan) -> dict[str, Any]:
 
 def _retention(decisions: tuple[RetentionDecision, ...]) -> list[dict[str, Any]]:
     """The retention decisions; a VM's `vm` object is built once and shared by its points
-    (about 30 a VM: the plan's VMRef is one object per VM, held by the plan meanwhile)."""
+    (about 30 a VM: the plan's VMRef is one object per VM, held by the plan meanwhile). One
+    comprehension unpacking each decision: 290,000 at 10,000 VMs."""
     refs: dict[int, dict[str, str]] = {}
-    out: list[dict[str, Any]] = []
-    append = out.append
-    for d in decisions:
-        ref = d.vm
-        vm = refs.get(id(ref))
-        if vm is None:
-            vm = refs[id(ref)] = _vm(ref)
-        append({"pointId": d.point_id, "kind": d.kind._value_, "policy": d.policy, "vm": vm,
-                "slot": format_time(d.slot), "keep": d.keep, "reasons": list(d.reasons)})
-    return out
+    known = refs.get
+
+    def first(ref: VMRef) -> dict[str, str]:
+        vm = refs[id(ref)] = _vm(ref)
+        return vm
+
+    return [{"pointId": point_id, "kind": kind._value_, "policy": policy,
+             "vm": known(id(ref)) or first(ref), "slot": format_time(slot), "keep": keep,
+             "reasons": list(reasons)}
+            for point_id, kind, policy, ref, slot, keep, reasons in decisions]
 
 
 #: The times vmkeep works with (`--now`, a saved plan's `now` and slots): from `EARLIEST` up
