@@ -190,6 +190,7 @@ def _convert(
             type=str(target.get("type", "directory")),
             path=_resolve(base, str(target.get("path", ""))),
             chunk_size=chunk if isinstance(chunk, int) else None,
+            direct_writes=str(target.get("directWrites") or "auto"),
         )
     hooks = {}
     for name, hook in entries("hooks"):

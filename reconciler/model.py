@@ -78,6 +78,8 @@ class TargetConfig:
     type: str
     path: str
     chunk_size: int | None = None
+    #: Packs written around the page cache: "auto" (on a local disk's filesystem), "on", "off".
+    direct_writes: str = "auto"
 
 
 @dataclass(frozen=True)

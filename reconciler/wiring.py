@@ -215,7 +215,7 @@ def open_targets(config: HostConfig) -> Iterator[dict[str, ExportStore]]:
         for name, target in sorted(config.targets.items()):
             targets[name] = stack.enter_context(
                 Repository.open(target.path, create=True, chunk_size=target.chunk_size,
-                                target=name)
+                                target=name, direct_writes=target.direct_writes)
             )
         yield targets
 

@@ -29,7 +29,7 @@ vcenters:
     insecure: true
 targets:
   nas: {type: directory, path: /mnt/nas/vmkeep, chunkSize: 4194304}
-  local: {type: directory, path: exports}
+  local: {type: directory, path: exports, directWrites: "off"}
 state: state/vmkeep.db
 limits: {maxDeletesPerRun: 10, concurrentExports: 4}
 hooks:
@@ -56,6 +56,8 @@ def test_a_full_config_is_converted_with_paths_relative_to_its_file() -> None:
     assert config.vcenters["lab"].insecure and config.vcenters["lab"].password_file
     assert config.targets["nas"] == TargetConfig("nas", "directory", "/mnt/nas/vmkeep", 4194304)
     assert config.targets["local"].path == "/etc/vmkeep/exports"
+    assert (config.targets["nas"].direct_writes, config.targets["local"].direct_writes) == (
+        "auto", "off")
     assert config.state == "/etc/vmkeep/state/vmkeep.db"
     assert config.limits == Limits(10, 4, Limits().concurrent_snapshots_per_host)
     assert config.hooks["flush-db"] == HookConfig("flush-db", ("/etc/vmkeep/bin/flush", "--all"),
@@ -108,6 +110,8 @@ def test_secrets_in_wrong_places_are_never_echoed() -> None:
         (b"targets:\n  nas: {type: s3, path: x}\n", ":2:15: `targets.nas.type` must be one of"),
         (b"targets:\n  nas: {type: directory, path: x, chunkSize: 100000}\n",
          ":2:46: `targets.nas.chunkSize` must be a power of two"),
+        (b"targets:\n  nas: {type: directory, path: x, directWrites: always}\n",
+         ":2:49: `targets.nas.directWrites` must be one of"),
         (b"limits: {maxDeletesPerRun: -1}\n",
          ":1:28: `limits.maxDeletesPerRun` must be at least 0"),
         (b"limits: {concurrentExportsPerDatastore: -1}\n",

@@ -101,6 +101,7 @@ class RepositoryCore:
         pack_size: int,
         lock_timeout: float,
         clock: Callable[[], datetime],
+        direct_writes: bool = False,
     ) -> None:
         self.root = root
         self.layout = Layout(root)
@@ -110,6 +111,8 @@ class RepositoryCore:
         self.threads = threads or os.cpu_count() or 2
         self.compression_level = compression_level
         self.pack_size = pack_size
+        #: Packs are written around the page cache (`direct.py`).
+        self.direct_writes = direct_writes
         self.lock_timeout = lock_timeout
         self.clock = clock
         self.lock = WriterLock(self.layout.locks)

@@ -237,7 +237,7 @@ def _copy_live(core: RepositoryCore, index: ChunkIndex, packs: list[Entries]) ->
     """Copy live entries into new packs, sealed and indexed before anything is deleted;
     returns the bytes copied."""
     copied = 0
-    writer = PackWriter(core.layout, core.pack_size, index.add_pack)
+    writer = PackWriter(core.layout, core.pack_size, index.add_pack, core.direct_writes)
     for keep in packs:
         for cid, loc in keep:
             stored = core.packs.read_stored(loc)

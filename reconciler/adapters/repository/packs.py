@@ -12,10 +12,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import mmap
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import zstandard
 
 from reconciler.errors import CorruptionError, PackMissingError
 
+from .direct import StagedFile, open_pack_file, stage_buffer
 from .format import Layout, atomic_write, chunk_id, fsync_dir, new_pack_id
 
 __all__ = [
@@ -242,12 +244,17 @@ class PackWriter:
     """
 
     def __init__(
-        self, layout: Layout, target_size: int, publish: Callable[[PackSummary], None]
+        self, layout: Layout, target_size: int, publish: Callable[[PackSummary], None],
+        direct: bool = False,
     ) -> None:
         self.layout = layout
         self.target_size = target_size
         self.publish = publish
+        #: Write packs around the page cache (`direct.py`); off once the filesystem refuses.
+        self.direct = direct
         self.published: list[str] = []
+        self._stage: mmap.mmap | None = None  # the direct writes' buffer, kept for every pack
+        self._staged: StagedFile | None = None  # the current pack's direct writes
         self._fd: int | None = None
         self._pack = ""
         self._tmp = Path()
@@ -281,7 +288,13 @@ class PackWriter:
     def _open(self) -> None:
         self._pack = new_pack_id()
         self._tmp = self.layout.tmp / f"{self._pack}.pack"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd, direct = open_pack_file(self._tmp, self.direct)
+        self.direct = direct
+        self._staged = None
+        if direct:
+            if self._stage is None:
+                self._stage = stage_buffer()
+            self._staged = StagedFile(self._fd, self._stage, _write_all)
         self._parts = [PACK_MAGIC]
         self._buffered = len(PACK_MAGIC)
         self._size = len(PACK_MAGIC)
@@ -297,7 +310,10 @@ class PackWriter:
     def _drain(self) -> None:
         assert self._fd is not None
         parts, self._parts, self._buffered = self._parts, [], 0
-        self._submit(_write_all, self._fd, parts)
+        if self._staged is not None:
+            self._submit(self._staged.write, parts)
+        else:
+            self._submit(_write_all, self._fd, parts)
 
     def finish(self) -> None:
         """Close the current pack; it is sealed and published in the background."""
@@ -305,8 +321,9 @@ class PackWriter:
             return
         self._drain()
         summary = PackSummary(self._pack, self._size, tuple(self._entries))
-        self._submit(self._seal, self._fd, self._tmp, summary)
+        self._submit(self._seal, self._fd, self._tmp, summary, self._staged)
         self._fd = None
+        self._staged = None
         self._entries = []
 
     def flush(self) -> None:
@@ -318,12 +335,17 @@ class PackWriter:
         finally:
             self._shutdown()
 
-    def _seal(self, fd: int, tmp: Path, summary: PackSummary) -> None:
+    def _seal(self, fd: int, tmp: Path, summary: PackSummary,
+              staged: StagedFile | None = None) -> None:
         """Make a pack durable and visible: fsync, rename, fsync dir, then its index.
 
         A pack one of whose writes failed (disk full, I/O error) is dropped, not published:
         its summary lists entries the file does not hold, and another export of this
         process would deduplicate against them."""
+        if staged is not None:
+            staged.finish()  # the tail, through the page cache
+            if staged.refused:
+                self.direct = False  # nor for the next packs
         if os.fstat(fd).st_size != summary.size:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -373,7 +395,7 @@ def _drop_cached(fd: int) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_all(fd: int, parts: list[bytes | bytearray]) -> None:
+def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
     """Write `parts` in order with as few `writev` calls as the kernel allows."""
     pending: collections.deque[memoryview] = collections.deque(
         memoryview(p) for p in parts if len(p))

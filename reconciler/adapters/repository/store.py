@@ -33,6 +33,7 @@ from reconciler.model import ExportPoint, VMRef
 from reconciler.processes import process_running
 
 from .core import PartialMarker, RepositoryCore
+from .direct import DIRECT_SETTINGS, wants_direct
 from .format import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_COMPRESSION_LEVEL,
@@ -91,6 +92,7 @@ class Repository:
         pack_size: int = DEFAULT_PACK_SIZE,
         lock_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
+        direct_writes: bool = False,
     ) -> None:
         self._core = RepositoryCore(
             root,
@@ -102,6 +104,7 @@ class Repository:
             pack_size=pack_size,
             lock_timeout=lock_timeout,
             clock=clock,
+            direct_writes=direct_writes,
         )
         self._gc_done = threading.Condition(self._core.mutex)
         self._gc_running = False
@@ -121,6 +124,7 @@ class Repository:
         pack_size: int = DEFAULT_PACK_SIZE,
         lock_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
+        direct_writes: str = "auto",
     ) -> Repository:
         """Open the repository at `path`, creating it (with `chunk_size`) if allowed.
 
@@ -129,8 +133,12 @@ class Repository:
         it was created with unless one is given, which then holds for this session only.
         `target` names it in the catalog; `threads` hash and compress in parallel (default:
         one per CPU); `lock_timeout` is how long a writer waits for the lock; `clock` gives
-        the manifests' `createdAt`.
+        the manifests' `createdAt`; `direct_writes` (`auto`, `on`, `off`) says whether packs
+        are written around the page cache (`direct.py`).
         """
+        if direct_writes not in DIRECT_SETTINGS:
+            raise RepositoryError(f"direct writes must be one of {', '.join(DIRECT_SETTINGS)}, "
+                                  f"not {direct_writes!r}")
         root = Path(path)
         layout = Layout(root)
         if compression_level is not None:
@@ -176,6 +184,7 @@ class Repository:
             pack_size=pack_size,
             lock_timeout=lock_timeout,
             clock=clock,
+            direct_writes=wants_direct(direct_writes, root),
         )
 
     def close(self) -> None:

@@ -289,7 +289,8 @@ class PointWriter:
         self.disks: list[DiskRecord] = []
         self.files: list[FileRecord] = []
         self.results: list[DiskResult] = []
-        self.packs = PackWriter(core.layout, core.pack_size, core.publish_pack)
+        self.packs = PackWriter(core.layout, core.pack_size, core.publish_pack,
+                                core.direct_writes)
         self._session: set[bytes] = set()
         self._done = False
         self.encoder = ChunkEncoder(core.chunk_size, core.compression_level, self._known)
