@@ -112,10 +112,16 @@ class StagedFile:
 
     def finish(self) -> None:
         """Write what is gathered, through the page cache (a tail need not be aligned)."""
-        self._buffered()
-        if self._fill:
-            self._write_all(self.fd, [self._view[: self._fill]])
-            self._fill = 0
+        try:
+            self._buffered()
+            if self._fill:
+                self._write_all(self.fd, [self._view[: self._fill]])
+                self._fill = 0
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let go of the buffer (what is gathered and not written is dropped)."""
         self._view.release()
 
     def _flush(self, data: memoryview) -> None:

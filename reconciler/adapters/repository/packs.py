@@ -382,6 +382,13 @@ class PackWriter:
         if self._io is not None:
             self._io.shutdown()
             self._io = None
+        if self._staged is not None:  # an unfinished pack, discarded
+            self._staged.close()
+            self._staged = None
+        if self._stage is not None:  # a later pack maps a new one
+            with contextlib.suppress(BufferError):  # still viewed: the collector frees it
+                self._stage.close()
+            self._stage = None
 
 
 def _drop_cached(fd: int) -> None:
