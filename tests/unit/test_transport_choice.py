@@ -82,18 +82,25 @@ def test_a_reader_whose_own_work_failed_aborts_the_lease_instead_of_completing_i
     assert log == ["abort"] and stream.lease_id == "session[1]52"
 
 
+def journal_of_exports(tmp_path: Path, *updates: list[dict[str, object]]) -> StateDB:
+    """A journal with one run, killed: an export per item of `updates`, on VMs app, db, …,
+    its details updated in turn by the dicts of that item."""
+    db = StateDB(tmp_path / "state.db")
+    db.start_run("run-1", "test", 0.0)
+    for n, (vm, steps) in enumerate(zip(("app", "db", "web"), updates, strict=False)):
+        aid = db.record_intent("run-1", kind="export.create", point_id=f"p{n}",
+                               vm_uuid=f"uuid-{vm}", vm_name=vm, vcenter="sim", now=1.0)
+        for details in steps:
+            db.update_details(aid, details)
+    return db
+
+
 def test_recovery_aborts_the_lease_a_crashed_export_left_before_anything_else(
     tmp_path: Path,
 ) -> None:
     vc = FakeVCenter()
-    db = StateDB(tmp_path / "state.db")
-    db.start_run("run-1", "test", 0.0)
-    aid = db.record_intent("run-1", kind="export.create", point_id="p", vm_uuid="uuid-app",
-                           vm_name="app", vcenter="sim", now=1.0)
-    db.update_details(aid, {"nfcLease": "session[7]52ab"})
-    finished = db.record_intent("run-1", kind="export.create", point_id="q",
-                                vm_uuid="uuid-app", vm_name="app", vcenter="sim", now=1.0)
-    db.update_details(finished, {"nfcLease": None})  # its lease was ended in time
+    db = journal_of_exports(tmp_path, [{"nfcLease": "session[7]52ab"}],
+                            [{"nfcLease": None}])  # the second one's lease ended in time
     notes = Recovery(db, {"sim": vc}, {}, lambda: 2.0).run(db.unfinished_actions(), {"sim": []})
     assert vc.calls == [("abort_lease", "session[7]52ab")]
     assert notes == ["aborted NFC export lease session[7]52ab a crashed run left (sim)"]
@@ -103,15 +110,11 @@ def test_recovery_warns_of_a_lease_a_crashed_export_asked_for_but_never_named(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     vc = FakeVCenter()
-    db = StateDB(tmp_path / "state.db")
-    db.start_run("run-1", "test", 0.0)
-    unnamed = db.record_intent("run-1", kind="export.create", point_id="p", vm_uuid="uuid-app",
-                               vm_name="app", vcenter="sim", now=1.0)
-    db.update_details(unnamed, {"nfcLeaseRequested": True})  # killed before the id came
-    named = db.record_intent("run-1", kind="export.create", point_id="q", vm_uuid="uuid-db",
-                             vm_name="db", vcenter="sim", now=1.0)
-    db.update_details(named, {"nfcLeaseRequested": True})
-    db.update_details(named, {"nfcLease": "session[7]52ab", "nfcLeaseRequested": None})
+    db = journal_of_exports(
+        tmp_path,
+        [{"nfcLeaseRequested": True}],  # killed before the lease's id came
+        [{"nfcLeaseRequested": True}, {"nfcLease": "session[7]52ab", "nfcLeaseRequested": None}],
+    )
     with caplog.at_level(logging.WARNING, logger="reconciler.recovery"):
         notes = Recovery(db, {"sim": vc}, {}, lambda: 2.0).run(db.unfinished_actions(),
                                                                 {"sim": []})
