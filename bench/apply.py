@@ -121,6 +121,7 @@ class Figures:
     bytes_read: int
     bytes_stored: int
     apply_switches: int = 0  # voluntary + involuntary context switches (wait4)
+    transfer_total: float = 0.0  # the exports' transfer seconds, added up
 
     @property
     def total(self) -> int:
@@ -148,6 +149,9 @@ class Figures:
              f"{self.transfer_seconds:.2f} s, {self.total / self.transfer_seconds / MiB:,.0f} "
              "MiB/s" if self.transfer_seconds else "-"),
             ("share of wall time outside data movement", f"{outside * 100:.1f} %"),
+            ("exports moving data at once (mean, while any does)",
+             f"{self.transfer_total / self.transfer_seconds:.2f} of {self.parallel}"
+             if self.transfer_seconds else "-"),
             ("read / stored", f"{self.bytes_read / MiB:,.1f} MiB / "
                               f"{self.bytes_stored / MiB:,.1f} MiB"),
         ]
@@ -376,6 +380,7 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
         vms=len(vms), size_mib=args.size // MiB, parallel=args.parallel, day=day,
         raw_seconds=raw, apply_seconds=wall, apply_cpu=cpu, apply_rss_mib=rss,
         transfer_seconds=transfer_union(report),
+        transfer_total=sum(o["transfer"]["seconds"] for o in exports if "transfer" in o),
         bytes_read=sum(o["bytesRead"] for o in exports),
         bytes_stored=sum(o["bytesStored"] for o in exports),
         apply_switches=switches,
