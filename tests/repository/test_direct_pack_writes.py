@@ -108,6 +108,7 @@ MOUNTINFO = """\
 41 22 0:40 / /mnt/backup rw,relatime shared:3 - nfs4 nas:/export rw,vers=4.2
 42 41 253:1 / /mnt/backup/local rw,relatime shared:4 - xfs /dev/vdb rw
 43 22 0:41 / /mnt/back\\040up rw,relatime shared:5 - btrfs /dev/vdc rw
+44 22 0:42 / /srv/a\\134b rw,relatime shared:6 - f2fs /dev/vdd rw
 """
 
 
@@ -118,6 +119,7 @@ MOUNTINFO = """\
     ("/mnt/backup/local/vmkeep", "xfs"),  # the deepest mount that holds the path
     ("/mnt/backupx/vmkeep", "ext4"),  # a mount point is a whole path component
     ("/mnt/back up/vmkeep", "btrfs"),  # mountinfo escapes spaces
+    ("/srv/a\\b/vmkeep", "f2fs"),  # and backslashes
     ("/mnt/backup", "nfs4"),
 ])
 def test_the_filesystem_of_a_path_is_that_of_the_deepest_mount_that_holds_it(

@@ -22,6 +22,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ LOCAL_DISK_FILESYSTEMS = frozenset({"ext4", "ext3", "xfs", "btrfs", "f2fs"})
 STAGE_BYTES = 4 * 1024 * 1024
 _REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+_OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo's escapes of space, tab, newline, backslash
 
 
 def filesystem_type(path: str | os.PathLike[str], mountinfo: str | None = None) -> str | None:
@@ -53,7 +55,7 @@ def filesystem_type(path: str | os.PathLike[str], mountinfo: str | None = None) 
         parts = fields.split()
         if not sep or len(parts) < 5 or not rest.split():
             continue
-        mount = parts[4].replace("\\040", " ")
+        mount = _OCTAL.sub(lambda m: chr(int(m[1], 8)), parts[4])  # "\\040" is a space
         inside = target == mount or target.startswith(mount.rstrip("/") + "/")
         if inside and len(mount) >= len(best):  # the last of equal mounts is on top
             best, kind = mount, rest.split()[0]
