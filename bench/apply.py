@@ -422,9 +422,8 @@ def summarise(results: list[Figures], baseline: bool) -> None:
     rounds = results[: len(results) // step * step]
     day1 = [f for f in rounds if f.day.startswith("1")]
     if len(day1) > step:  # several rounds: what the noise leaves of each code
-        for label, runs in (("new", day1[::step]), ("baseline", day1[1::step])):
-            if not runs:
-                continue
+        codes = [("new", day1[::step])] + ([("baseline", day1[1::step])] if step == 2 else [])
+        for label, runs in codes:
             ratios = sorted(f.raw_seconds / f.apply_seconds for f in runs)
             best = min(f.raw_seconds for f in runs) / min(f.apply_seconds for f in runs)
             cpu = statistics.median(f.apply_cpu / (f.bytes_read / (1 << 30)) for f in runs)
