@@ -691,11 +691,16 @@ LEASE_READY_TIMEOUT = 300.0
 class VSphereOperations:
     """The `VCenterOps` port on top of one `VSphereClient` (one thread at a time)."""
 
-    def __init__(self, client: VSphereClient, *, task_timeout: float = 3600.0) -> None:
+    def __init__(self, client: VSphereClient, *, task_timeout: float = 3600.0,
+                 datacenters: dict[str, str] | None = None) -> None:
         self.client = client
         self.name = client.name
         self._task_timeout = task_timeout
         self._datastore_types: dict[str, str] = {}  # summary.type by datastore name
+        #: The datacenter above a folder or vApp (both by moref; `datacenters` shares it):
+        #: neither can move to another datacenter, so a VM's parent, read fresh, finds it
+        #: without walking up again (its name is read fresh too: it can be renamed).
+        self._datacenter_above = {} if datacenters is None else datacenters
 
     # ------------------------------------------------------------------ reading a VM
 
@@ -764,8 +769,15 @@ class VSphereOperations:
     def _datacenter_of(self, vm: VM) -> str:
         def read() -> str:
             [obj] = self._read_objects([self._vm_ref(vm)], ("parent", "parentVApp"))
-            for node in self._ancestors(obj.props.get("parent") or obj.props.get("parentVApp")):
+            parent = obj.props.get("parent") or obj.props.get("parentVApp")
+            key = f"{parent._wsdlName}:{parent._moId}" if parent is not None else ""
+            known = self._datacenter_above.get(key)
+            if known is not None:
+                datacenter = self.client.ref(vim.Datacenter, known)
+                return str(self._read_props(datacenter, ("name",)).get("name"))
+            for node in self._ancestors(parent):
                 if node.kind == "Datacenter":
+                    self._datacenter_above[key] = node.id
                     return str(node.props.get("name"))
             raise VCenterError(self.name, f"VM {vm.name!r} is in no datacenter")
 
@@ -1157,7 +1169,8 @@ class VSphereOperations:
                 if exc.http_status != 404:
                     raise
         try:  # what a restore into vCenter rebuilds the VM from (docs/restore.md)
-            config = VSphereRestore(self.client, task_timeout=self._task_timeout).vm_config(vm)
+            config = VSphereRestore(self.client, task_timeout=self._task_timeout,
+                                    datacenters=self._datacenter_above).vm_config(vm)
             files[CONFIG_FILE] = config.encode()
         except VCenterError as exc:
             log.warning("VM %r: its configuration is not saved with the export (it cannot "
