@@ -93,8 +93,8 @@ class StagedFile:
                  ) -> None:
         self.fd = fd
         self.direct = True  # O_DIRECT is set on fd (cleared for the tail)
-        self.refused = False  # the filesystem refused a direct write        self._buffer = buffer
-        self._view = memoryview(buffer)
+        self.refused = False  # the filesystem refused a direct write
+        self._view = memoryview(buffer)  # keeps the buffer mapped until `close`
         self._fill = 0
         self._write_all = write_all
 
