@@ -102,6 +102,25 @@ def test_a_filesystem_that_refuses_the_first_direct_write_gets_it_again_through_
     repo.close()
 
 
+def test_a_pack_whose_last_write_fails_is_dropped_not_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_write = packs_module._write_all
+
+    def full(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:  # the tail, or every write
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fd, parts)
+
+    monkeypatch.setattr(packs_module, "_write_all", full)
+    with pytest.raises(OSError, match="No space"):
+        export_with(tmp_path / "repo", "on")
+    repo = Repository.open(tmp_path / "repo")
+    assert list(repo.pack_summaries()) == []
+    assert list((tmp_path / "repo" / "tmp").iterdir()) == []  # no pack left half written
+    repo.close()
+
+
 MOUNTINFO = """\
 22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
 30 22 0:25 / /dev/shm rw,nosuid,nodev shared:2 - tmpfs tmpfs rw

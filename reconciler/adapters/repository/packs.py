@@ -343,7 +343,12 @@ class PackWriter:
         its summary lists entries the file does not hold, and another export of this
         process would deduplicate against them."""
         if staged is not None:
-            staged.finish()  # the tail, through the page cache
+            try:
+                staged.finish()  # the tail, through the page cache
+            except OSError:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
             if staged.refused:
                 self.direct = False  # nor for the next packs
         if os.fstat(fd).st_size != summary.size:
