@@ -436,7 +436,7 @@ class VSphereClient:
                 RawObject(obj._wsdlName, obj._moId, {p.name: p.val for p in content.propSet or ()})
             )
             page.missing.extend(
-                Missing(obj._wsdlName, obj._moId, m.path, type(m.fault).__name__.rsplit(".", 1)[-1])
+                Missing(obj._wsdlName, obj._moId, m.path, _short_type(m.fault))
                 for m in content.missingSet or ()
             )
         return page
@@ -637,11 +637,17 @@ class VSphereClient:
         return None
 
 
+def _short_type(value: Any) -> str:
+    """A pyVmomi value's type without its namespace: `vim.fault.InvalidState` →
+    `InvalidState`, `vim.vm.device.ParaVirtualSCSIController` → `ParaVirtualSCSIController`."""
+    return type(value).__name__.rsplit(".", 1)[-1]
+
+
 def fault_error(vcenter: str, what: str, fault: Any) -> VCenterError:
     """The error for a vim/vmodl fault (raised by a call, or a task's or lease's `error`):
     the fault's class name in `fault` and the message; busy faults are transient (refused,
     nothing done: the object was busy)."""
-    name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else None
+    name = _short_type(fault) if fault is not None else None
     message = getattr(fault, "msg", "") or getattr(fault, "localizedMessage", "") or ""
     text = f"{what}: {name or 'unknown fault'}{': ' + message if message else ''}"
     if name in BUSY_FAULTS:
@@ -1290,11 +1296,11 @@ class VSphereRestore(VSphereOperations):
                 host=vm.host,
                 datastore=parse_datastore_path(vmx)[0] if vmx.startswith("[") else "",
                 controllers=tuple(
-                    ControllerSpec(int(d.key), type(d).__name__.rsplit(".", 1)[-1],
+                    ControllerSpec(int(d.key), _short_type(d),
                                    int(getattr(d, "busNumber", 0) or 0),
                                    str(getattr(d, "sharedBus", "") or "noSharing"))
                     for d in devices
-                    if type(d).__name__.rsplit(".", 1)[-1] in _CONTROLLERS),
+                    if _short_type(d) in _CONTROLLERS),
                 disks=tuple(
                     DiskSpec(int(d.key), int(d.controllerKey or 0), int(d.unitNumber or 0),
                              int(d.capacityInBytes or (d.capacityInKB or 0) * 1024),
@@ -1302,7 +1308,7 @@ class VSphereRestore(VSphereOperations):
                              bool(getattr(d.backing, "thinProvisioned", True)))
                     for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
                 nics=tuple(
-                    NicSpec(int(d.key), type(d).__name__.rsplit(".", 1)[-1],
+                    NicSpec(int(d.key), _short_type(d),
                             networks.get(int(d.key), ""), str(d.macAddress or ""),
                             str(d.addressType or "generated"),
                             None if d.unitNumber is None else int(d.unitNumber))
@@ -1906,7 +1912,7 @@ class VSphereWatch:
             return None
         updates = UpdateSet(result.version, bool(result.truncated))
         for filter_update in result.filterSet or ():
-            updates.gone += [type(m.fault).__name__.rsplit(".", 1)[-1]
+            updates.gone += [_short_type(m.fault)
                              for m in filter_update.missingSet or ()]
             for update in filter_update.objectSet or ():
                 obj = update.obj
@@ -1914,7 +1920,7 @@ class VSphereWatch:
                     update.kind, obj._wsdlName, obj._moId,
                     [(c.name, c.op, c.val) for c in update.changeSet or ()],
                     [Missing(obj._wsdlName, obj._moId, m.path,
-                             type(m.fault).__name__.rsplit(".", 1)[-1])
+                             _short_type(m.fault))
                      for m in update.missingSet or ()]))
         return updates
 
