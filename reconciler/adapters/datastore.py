@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError, backoff_delay
@@ -34,8 +34,6 @@ __all__ = [
 
 #: Bytes asked for per Range request; large enough to stream at full speed.
 REQUEST_BYTES = 64 << 20
-
-T = TypeVar("T", bytes, int)
 
 _DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<path>.*)$")
 
@@ -128,17 +126,10 @@ class RangeReader:
     # ------------------------------------------------------------------ file-like
 
     def read(self, size: int = -1, /) -> bytes:
-        if self._pos >= self.size:
-            return b""
-        want = self.size - self._pos if size is None or size < 0 else min(size,
-                                                                           self.size - self._pos)
-        parts: list[bytes] = []
-        while want > 0:
-            data = self._read_some(self._read_bytes, want)
-            parts.append(data)
-            self._pos += len(data)
-            want -= len(data)
-        return b"".join(parts)
+        want = self.size - self._pos if size is None or size < 0 else size
+        buffer = bytearray(max(0, min(want, self.size - self._pos)))
+        self.readinto(buffer)  # fills it: only the end of the file stops it short
+        return bytes(buffer)
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
         """Fill `buffer` (up to the end of the file) straight from the socket: no new bytes
@@ -181,15 +172,7 @@ class RangeReader:
 
     # ------------------------------------------------------------------ internals
 
-    def _read_bytes(self, resp: http.client.HTTPResponse, n: int) -> bytes:
-        if self._body is None:
-            return resp.read(n)
-        buffer = bytearray(n)
-        got = self._body.readinto(memoryview(buffer))
-        del buffer[got:]
-        return bytes(buffer)
-
-    def _read_some(self, step: Callable[[http.client.HTTPResponse, int], T], want: int) -> T:
+    def _read_some(self, step: Callable[[http.client.HTTPResponse, int], int], want: int) -> int:
         """`step(response, n)` reads at most n (> 0) bytes of the current range at `_pos`;
         dropped connections and 5xx answers are retried from `_pos`."""
         for attempt in range(1, self._attempts + 1):
