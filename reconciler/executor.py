@@ -444,9 +444,9 @@ class ActionRunner:
         An NFC export lease it reads through is journaled (`nfcLease`) as soon as it is
         granted, so that recovery aborts it if this run dies, and that one is asked for
         (`nfcLeaseRequested`) just before, so that recovery can say why a lease it cannot
-        name may still be held; when the block fails the
-        stream is failed (the lease is aborted, not completed); it is always closed, and
-        the lease's journal entry cleared."""
+        name may still be held. When the block fails the stream is failed (the lease is
+        aborted, not completed); it is always closed, and the lease's journal entry
+        cleared."""
 
         def note_lease(lease_id: str) -> None:
             if lease_id:

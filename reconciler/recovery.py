@@ -148,9 +148,8 @@ class Recovery:
         """An action without an outcome: the NFC lease it read through is aborted (first: it
         blocks power operations; one it asked for but never named is warned of), the tasks
         on its VM waited for, the VM it shut down powered back on; then it is marked
-        reconciled. A VM found on keeps the intent: a guest
-        shutdown the killed run asked for may still complete, and the next run looks again
-        (as `vm_left_powered_off`)."""
+        reconciled. A VM found on keeps the intent: a guest shutdown the killed run asked
+        for may still complete, and the next run looks again (as `vm_left_powered_off`)."""
         vc = self.vcenters.get(record.vcenter)
         if vc is not None:
             self.notes.extend(_abort_left_lease(record, vc))

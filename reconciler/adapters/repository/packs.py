@@ -253,7 +253,7 @@ class PackWriter:
         #: Write packs around the page cache (`direct.py`); off once the filesystem refuses.
         self.direct = direct
         self.published: list[str] = []
-        self._stage: mmap.mmap | None = None  # the direct writes' buffer, kept for every pack
+        self._stage: mmap.mmap | None = None  # direct writes' buffer, kept until a flush
         self._staged: StagedFile | None = None  # the current pack's direct writes
         self._fd: int | None = None
         self._pack = ""
