@@ -68,6 +68,8 @@ class VCenterConfig:
     insecure: bool = False
     #: How disk data is read: "auto" (per disk, see `choose_transport`), "http" or "nfc".
     transport: str = "auto"
+    #: Where datastore HTTP reads run: "thread" (the export's) or "process" (a helper's).
+    readers: str = "thread"
 
 
 @dataclass(frozen=True)

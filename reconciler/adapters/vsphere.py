@@ -51,6 +51,7 @@ import contextlib
 import http.client
 import io
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -82,6 +83,7 @@ from reconciler.adapters.nfc import (
     open_disk_download,
     progress_interval,
 )
+from reconciler.adapters.reader_process import ProcessRangeReader, ReaderProcess
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
 from reconciler.adapters.vsphere_fast import (
@@ -216,6 +218,9 @@ class VSphereClient:
         self.sleep = sleep
         #: Read inventory pages from their SOAP bytes (`vsphere_fast`), not through pyVmomi.
         self.fast_inventory = fast_inventory
+        #: Disk data read in a helper process (`readers: process`): made on first use.
+        self._reader: ReaderProcess | None = None
+        self._timeouts = (connect_timeout, read_timeout)
         self._stub: Any = None
         self._content: Any = None
         self._logged_in = False
@@ -253,6 +258,17 @@ class VSphereClient:
         as the vCenter's TLS settings say."""
         return self._connection(host, port)
 
+    def reader_process(self) -> ReaderProcess | None:
+        """This client's disk reader process, reserved for one reader (`readers: process`);
+        None with `readers: thread`, without Linux's `memfd_create`, or while another reader
+        of this client holds it."""
+        if self.config.readers != "process" or not hasattr(os, "memfd_create"):
+            return None
+        if self._reader is None:
+            self._reader = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
+                                         read_timeout=self._timeouts[1])
+        return self._reader if self._reader.take() else None
+
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> VSphereClient:
@@ -268,6 +284,9 @@ class VSphereClient:
 
     def close(self) -> None:
         """Log out (best effort) and close the connections. The client can be used again."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         if self._stub is None:
             return
         if self._logged_in:
@@ -1006,7 +1025,12 @@ class VSphereOperations:
                                file.datastore, flat_extent(file.path))
         reader = RangeReader(extent, self.client.connection, self._cookie(),
                              sleep=self.client.sleep)
-        return self._sized(reader, disk)
+        helper = self.client.reader_process()
+        if helper is None:
+            return self._sized(reader, disk)
+        reader.close()  # it told the size; the helper reads over its own connection
+        return self._sized(ProcessRangeReader(helper, extent, self._cookie(), reader.size),
+                           disk)
 
     def _datastore_type(self, refs: Any, name: str) -> str:
         """summary.type of the VM's datastore called `name` ("" when it cannot be told)."""
@@ -1024,7 +1048,7 @@ class VSphereOperations:
             cache[str(obj.props.get("name"))] = str(obj.props.get("summary.type") or "")
         return cache.get(name, "")
 
-    def _sized(self, reader: RangeReader, disk: Disk) -> ZeroExtended:
+    def _sized(self, reader: RangeReader | ProcessRangeReader, disk: Disk) -> ZeroExtended:
         """The download read as exactly the disk's capacity (unwritten tails read as zeros)."""
         if reader.size > disk.capacity_bytes:
             reader.close()

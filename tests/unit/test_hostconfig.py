@@ -27,6 +27,7 @@ vcenters:
     username: root
     passwordFile: /etc/vmkeep/lab.password
     insecure: true
+    readers: process
 targets:
   nas: {type: directory, path: /mnt/nas/vmkeep, chunkSize: 4194304}
   local: {type: directory, path: exports, directWrites: "off"}
@@ -54,6 +55,8 @@ def test_a_full_config_is_converted_with_paths_relative_to_its_file() -> None:
         "prod", "https://vc.example.com", "svc-backup@vsphere.local",
         password_env="VMKEEP_PROD_PASSWORD", ca_file="/etc/vmkeep/certs/prod-ca.pem")
     assert config.vcenters["lab"].insecure and config.vcenters["lab"].password_file
+    assert (config.vcenters["prod"].readers, config.vcenters["lab"].readers) == (
+        "thread", "process")
     assert config.targets["nas"] == TargetConfig("nas", "directory", "/mnt/nas/vmkeep", 4194304)
     assert config.targets["local"].path == "/etc/vmkeep/exports"
     assert (config.targets["nas"].direct_writes, config.targets["local"].direct_writes) == (
@@ -107,6 +110,8 @@ def test_secrets_in_wrong_places_are_never_echoed() -> None:
          ":2:15: `vcenters.prod.url`: is not a valid https:// URL"),
         (b"vcenters:\n  Prod: {url: https://vc, username: u, passwordEnv: A}\n",
          ":2:3: key `Prod` in `vcenters` is not a valid name"),
+        (b"vcenters:\n  prod: {url: https://vc, username: u, passwordEnv: A, readers: fork}\n",
+         ":2:65: `vcenters.prod.readers` must be one of"),
         (b"targets:\n  nas: {type: s3, path: x}\n", ":2:15: `targets.nas.type` must be one of"),
         (b"targets:\n  nas: {type: directory, path: x, chunkSize: 100000}\n",
          ":2:46: `targets.nas.chunkSize` must be a power of two"),

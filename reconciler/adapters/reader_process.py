@@ -1,0 +1,415 @@
+"""Datastore files read by a helper process, into memory the export reads from.
+
+An export's thread reads a disk over TLS one record (at most 16 KiB) at a time, and every
+record hands Python's GIL back and forth: on two busy cores the reading threads wait for the
+GIL about a third of their time while the hashing and compressing threads hold it, and a
+core idles meanwhile (`docs/benchmarks.md`, apply, "A sixth round"). With the host config's
+`vcenters.<name>.readers: process` an export's thread reads through a helper process of its
+own instead: the process runs the same `RangeReader` (same TLS verification, retries and
+resumption) and decrypts into a shared ring of `SLOTS` blocks of `BLOCK` bytes (a memfd);
+the export copies each block out with one `memmove` (no GIL held) and hands the slot back.
+
+The helper is started on first use and kept for the next files of the same client (one per
+export thread). It gets the vCenter's TLS settings and the session cookie over a socket,
+never the password, and an environment without the password variables. It dies with its
+parent (`PR_SET_PDEATHSIG`), and ends by itself when its socket closes. Errors come back as
+messages and are raised in the export as the errors `RangeReader` would raise.
+
+Messages (length-prefixed JSON, `multiprocessing.connection`): the parent sends `read`
+(file, cookie, size, position), `free` (a slot read out) and `stop`; the helper answers
+`filled` (slot, bytes), `error` (type, message, HTTP status) and, after `stop`, `stopped`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import mmap
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import CertificateError, TransientError, VCenterError, VmkeepError
+from reconciler.model import VCenterConfig
+
+from .datastore import DatastoreFile, HttpFile, RangeReader
+
+__all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderProcess"]
+
+BLOCK = 8 << 20  #: bytes per slot: the export writer's block
+SLOTS = 4  #: blocks the helper may read ahead of the export
+#: Variables the helper inherits (never a password's `passwordEnv`).
+_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR")
+_ERRORS: dict[str, type[VCenterError]] = {
+    "VCenterError": VCenterError, "CertificateError": CertificateError,
+}
+
+
+class ReaderProcess:
+    """One helper process that reads one datastore file at a time (see the module)."""
+
+    def __init__(self, config: VCenterConfig, *, connect_timeout: float,
+                 read_timeout: float) -> None:
+        self.config = config
+        self._timeouts = {"connect": connect_timeout, "read": read_timeout}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._ring: mmap.mmap | None = None  # the shared ring (a memfd), mapped here too
+        self._anchor: ctypes.Array[ctypes.c_char] | None = None  # the ring, for memmove
+        self._lock = threading.Lock()
+        self.busy = False  # a reader holds it
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def take(self) -> bool:
+        """Reserve the helper for one reader; False when another reader holds it."""
+        with self._lock:
+            if self.busy:
+                return False
+            self.busy = True
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.busy = False
+
+    # ------------------------------------------------------------------ the process
+
+    def _start(self) -> Connection:
+        mine, theirs = socket.socketpair()
+        ring = os.memfd_create("vmkeep-reader")
+        try:
+            os.ftruncate(ring, BLOCK * SLOTS)
+            package = str(Path(__file__).resolve().parents[2])  # this very code, not another
+            env = {k: os.environ[k] for k in _ENVIRONMENT if k in os.environ}
+            env["PYTHONPATH"] = os.pathsep.join(
+                [package, *filter(None, [os.environ.get("PYTHONPATH")])])
+            env["PYTHONWARNINGS"] = "ignore"  # its stderr is read only once it has ended
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "reconciler.adapters.reader_process",
+                 str(theirs.fileno()), str(ring)],
+                pass_fds=(theirs.fileno(), ring), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except BaseException:
+            os.close(ring)
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self._ring = mmap.mmap(ring, BLOCK * SLOTS)
+        os.close(ring)  # the mapping keeps it
+        self._anchor = (ctypes.c_char * (BLOCK * SLOTS)).from_buffer(self._ring)
+        self._conn = Connection(mine.detach())
+        self._send({"op": "hello", "config": asdict(self.config), "timeouts": self._timeouts})
+        return self._conn
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._conn is not None
+        self._conn.send_bytes(json.dumps(message).encode())
+
+    def _receive(self, vcenter: str) -> dict[str, Any]:
+        assert self._conn is not None
+        try:
+            message: dict[str, Any] = json.loads(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            raise self._ended(vcenter) from None
+        return message
+
+    def _ended(self, vcenter: str, exc: OSError | None = None) -> TransientError:
+        """The error of a read whose helper is gone (or could not start); closes this side."""
+        why = self._why_ended() if exc is None or self._proc is not None else str(exc)
+        self.close()
+        return TransientError(vcenter, f"the disk reader process ended ({why}); the export "
+                                       "can be retried")
+
+    def _why_ended(self) -> str:
+        """The helper's exit status and the last line it wrote (a Python error, say)."""
+        proc = self._proc
+        if proc is None:
+            return "not running"
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "its socket closed"
+        said = proc.stderr.read(4096).decode(errors="replace").strip() if proc.stderr else ""
+        last = said.splitlines()[-1] if said else ""
+        return f"exit status {code}" + (f": {last}" if last else "")
+
+    def begin(self, file: DatastoreFile | HttpFile, cookie: str, size: int, pos: int) -> None:
+        """Start reading `file` from `pos` (the helper is started when there is none)."""
+        spec = {"kind": type(file).__name__, **asdict(file)}
+        try:
+            if self._conn is None:
+                self._start()
+            self._send({"op": "read", "file": spec, "cookie": cookie, "size": size,
+                        "pos": pos})
+        except OSError as exc:
+            raise self._ended(file.vcenter, exc) from None
+
+    def next_block(self, vcenter: str) -> tuple[int, int]:
+        """(slot, bytes) of the next block read; raises what reading it raised."""
+        message = self._receive(vcenter)
+        if message["op"] == "filled":
+            slot, n = int(message["slot"]), int(message["n"])
+            if not 0 <= slot < SLOTS or not 0 < n <= BLOCK:
+                self.close()
+                raise VCenterError(vcenter, "the disk reader process sent a bad block")
+            return slot, n
+        if message["op"] == "error":
+            cls = _ERRORS.get(str(message.get("type")))
+            if cls is None:  # TransientError and anything unforeseen: worth a retry
+                raise TransientError(vcenter, str(message.get("detail")),
+                                     float(message.get("retryAfter") or 1.0))
+            raise cls(vcenter, str(message.get("detail")), http_status=message.get("status"))
+        self.close()
+        raise VCenterError(vcenter, f"the disk reader process said {message.get('op')!r}")
+
+    def copy(self, slot: int, offset: int, into: memoryview) -> None:
+        """Copy `len(into)` bytes of a filled slot from `offset` into `into`. A `memmove`
+        through ctypes, which lets go of the GIL while it copies (a slice assignment holds
+        it); `next_block` checked the slot, the reader keeps within the block's bytes."""
+        if self._anchor is None or not 0 <= slot < SLOTS or offset < 0 \
+                or offset + len(into) > BLOCK:  # memory safety: never trust a caller here
+            raise ValueError(f"no such bytes in the reader's ring: {slot}, {offset}, {len(into)}")
+        target = (ctypes.c_char * len(into)).from_buffer(into)
+        try:
+            ctypes.memmove(target, ctypes.addressof(self._anchor) + slot * BLOCK + offset,
+                           len(into))
+        finally:
+            del target
+
+    def free(self, slot: int) -> None:
+        with contextlib.suppress(OSError):
+            self._send({"op": "free", "slot": slot})
+
+    def stop(self, vcenter: str) -> None:
+        """End the current file; the helper is ready for the next one."""
+        if self._conn is None:
+            return
+        try:
+            self._send({"op": "stop"})
+            while self._receive(vcenter)["op"] != "stopped":
+                pass
+        except (OSError, VmkeepError):
+            self.close()
+
+    def close(self) -> None:
+        """Stop the helper (it also ends by itself when this side's socket closes)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._anchor = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+class ProcessRangeReader:
+    """A seekable file-like reader of a datastore file, read by a `ReaderProcess`."""
+
+    def __init__(self, helper: ReaderProcess, file: DatastoreFile | HttpFile, cookie: str,
+                 size: int) -> None:
+        self.file = file
+        self.size = size
+        self._helper = helper
+        self._cookie = cookie
+        self._pos = 0
+        self._reading = False  # the helper reads this file from where `_pos` was
+        self._block: tuple[int, int, int] | None = None  # slot, bytes taken, bytes in it
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        view = memoryview(buffer).cast("B")
+        want = max(0, min(len(view), self.size - self._pos))
+        vcenter = self.file.vcenter
+        got = 0
+        while got < want:
+            if self._block is None:
+                try:
+                    if not self._reading:
+                        self._helper.begin(self.file, self._cookie, self.size, self._pos)
+                        self._reading = True
+                    slot, n = self._helper.next_block(vcenter)
+                except BaseException:
+                    self._end()  # a next read asks again from `_pos`
+                    raise
+                self._block = (slot, 0, n)
+            slot, taken, n = self._block
+            step = min(want - got, n - taken)
+            self._helper.copy(slot, taken, view[got : got + step])
+            got += step
+            self._pos += step
+            taken += step
+            if taken == n:
+                self._helper.free(slot)
+                self._block = None
+            else:
+                self._block = (slot, taken, n)
+        return got
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = self.size - self._pos if size is None or size < 0 else size
+        buffer = bytearray(max(0, min(want, self.size - self._pos)))
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
+        if max(0, target) != self._pos:
+            self._end()
+            self._pos = max(0, target)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _end(self) -> None:
+        if self._reading:
+            self._helper.stop(self.file.vcenter)
+            self._reading = False
+            self._block = None
+
+    def close(self) -> None:
+        self._end()
+        self._helper.give_back()
+
+    def __enter__(self) -> ProcessRangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- the helper
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (a killed export)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the line above
+        os._exit(1)
+
+
+def _error_message(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, VCenterError):
+        return {"op": "error", "type": type(exc).__name__, "detail": exc.detail,
+                "status": exc.http_status, "retryAfter": exc.retry_after}
+    return {"op": "error", "type": "TransientError",
+            "detail": f"reading failed: {type(exc).__name__}: {exc}"}
+
+
+class _Gone(Exception):
+    """The export's side of the socket is closed (it finished, or died)."""
+
+
+class _Helper:
+    """The helper's side: one file at a time, read ahead into free slots."""
+
+    def __init__(self, conn: Connection, ring: memoryview) -> None:
+        self.conn = conn
+        self.ring = ring
+        hello = self._receive()
+        from .vsphere_tls import pin_of, pinned_connection, ssl_context
+
+        config = VCenterConfig(**hello["config"])
+        self.connect = pinned_connection(ssl_context(config), pin_of(config),
+                                         connect_timeout=hello["timeouts"]["connect"],
+                                         read_timeout=hello["timeouts"]["read"])
+
+    def _receive(self) -> dict[str, Any]:
+        try:
+            message: dict[str, Any] = json.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            raise _Gone from None
+        return message
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self.conn.send_bytes(json.dumps(message).encode())
+        except OSError:
+            raise _Gone from None
+
+    def _waiting(self) -> bool:
+        try:
+            return self.conn.poll()
+        except (EOFError, OSError):
+            raise _Gone from None
+
+    def serve(self) -> None:
+        """Files, one at a time, until the export's side closes."""
+        with contextlib.suppress(_Gone):
+            while True:
+                self._serve_one()
+
+    def _serve_one(self) -> None:
+        message = self._receive()
+        if message["op"] == "read":
+            self._read(message)
+        elif message["op"] == "stop":  # nothing being read
+            self._send({"op": "stopped"})
+
+    def _read(self, job: dict[str, Any]) -> None:
+        spec = dict(job["file"])
+        kind = DatastoreFile if spec.pop("kind") == "DatastoreFile" else HttpFile
+        size = int(job["size"])
+        free = list(range(SLOTS))
+        try:
+            with RangeReader(kind(**spec), self.connect, job["cookie"], size=size) as reader:
+                reader.seek(int(job["pos"]))
+                while reader.tell() < size:
+                    while not free or self._waiting():
+                        message = self._receive()
+                        if message["op"] == "free":
+                            free.append(int(message["slot"]))
+                        elif message["op"] == "stop":
+                            self._send({"op": "stopped"})
+                            return
+                    slot = free.pop(0)
+                    block = self.ring[slot * BLOCK : slot * BLOCK + min(BLOCK, size -
+                                                                       reader.tell())]
+                    self._send({"op": "filled", "slot": slot, "n": reader.readinto(block)})
+        except _Gone:
+            raise
+        except Exception as exc:  # every failure goes back to the export, as a message
+            self._send(_error_message(exc))
+        while self._receive()["op"] != "stop":  # the export reads out what was sent
+            pass
+        self._send({"op": "stopped"})
+
+
+def main(argv: list[str]) -> int:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the export's to handle
+    conn = Connection(int(argv[0]))
+    with mmap.mmap(int(argv[1]), BLOCK * SLOTS) as ring:
+        view = memoryview(ring)
+        try:
+            _Helper(conn, view).serve()
+        except (_Gone, EOFError, OSError):
+            pass  # the export is gone: nothing to report to
+        finally:
+            view.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
