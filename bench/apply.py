@@ -30,6 +30,15 @@ Measured, in the same run:
   moving, the rest of the wall time (start-up, capture and plan, snapshots, journal,
   summary) is "outside data movement".
 
+`--readers process` sets `vcenters.<name>.readers: process` for this tree's code (disk data
+read by a helper process per export thread; a baseline keeps its own default), so
+`--readers process --baseline HEAD` compares the two ways of reading on the same code.
+
+Also printed, to tell where the time goes: the CPU per GiB of the raw download's reader and
+of the simulator (during the raw download and during the apply, from /proc/<pid>/stat), and
+the share of the machine's cores busy during each (/proc/stat; idle and iowait count as
+idle): on two cores, idle time during an apply is time its threads wait for one another.
+
 With `--baseline REF` (say `main`) the same day is also exported by that revision's code
 (`git archive REF`, run from its own directory into its own empty target) next to the new
 code's run, after the same raw download: on a shared machine the ratio between the two is
@@ -122,6 +131,11 @@ class Figures:
     bytes_stored: int
     apply_switches: int = 0  # voluntary + involuntary context switches (wait4)
     transfer_total: float = 0.0  # the exports' transfer seconds, added up
+    raw_server_cpu: float = 0.0  # the simulator's user+sys CPU during the raw download
+    apply_server_cpu: float = 0.0  # ... and during the apply
+    raw_client_cpu: float = 0.0  # this process's CPU during the raw download
+    raw_busy: float = 0.0  # share of the machine's cores busy (/proc/stat) during the raw download
+    apply_busy: float = 0.0  # ... and during the apply
 
     @property
     def total(self) -> int:
@@ -131,6 +145,7 @@ class Figures:
         raw = self.total / self.raw_seconds / MiB
         apply = self.total / self.apply_seconds / MiB
         outside = 1 - self.transfer_seconds / self.apply_seconds
+        gib = self.total / (1 << 30)
         return [
             ("VMs x disk", f"{self.vms} x {self.size_mib} MiB ({self.total / MiB:,.0f} MiB)"),
             ("exports at a time", str(self.parallel)),
@@ -145,6 +160,11 @@ class Figures:
             ("apply CPU per GiB read, context switches",
              f"{self.apply_cpu / (self.bytes_read / (1 << 30)):.2f} s, {self.apply_switches:,}"
              if self.bytes_read else "-"),
+            ("raw download CPU per GiB: the reader, the simulator",
+             f"{self.raw_client_cpu / gib:.2f} s, {self.raw_server_cpu / gib:.2f} s"),
+            ("simulator CPU per GiB during apply", f"{self.apply_server_cpu / gib:.2f} s"),
+            ("machine's cores busy: raw, apply",
+             f"{self.raw_busy * 100:.0f} %, {self.apply_busy * 100:.0f} %"),
             ("data moving (union of transfers)",
              f"{self.transfer_seconds:.2f} s, {self.total / self.transfer_seconds / MiB:,.0f} "
              "MiB/s" if self.transfer_seconds else "-"),
@@ -230,7 +250,7 @@ def change_disks(info: dict[str, Any], vms: list[Any], share: float) -> None:
 
 
 def write_config(root: Path, info: dict[str, Any], parallel: int,
-                 transport: str = "http") -> Path:
+                 transport: str = "http", readers: str | None = None) -> Path:
     (root / "policies").mkdir(parents=True, exist_ok=True)
     (root / "policies" / "bench.yaml").write_text(POLICY)
     config = root / "vmkeep.yaml"
@@ -242,6 +262,7 @@ def write_config(root: Path, info: dict[str, Any], parallel: int,
             passwordEnv: VMKEEP_BENCH_PASSWORD
             caFile: "{info['caFile']}"
             transport: {"nfc" if transport == "nfc" else "auto"}
+            {f"readers: {readers}" if readers else ""}
         targets:
           local: {{type: directory, path: "{root / 'target'}"}}
         state: "{root / 'state.db'}"
@@ -252,6 +273,41 @@ def write_config(root: Path, info: dict[str, Any], parallel: int,
 
 
 # --------------------------------------------------------------------------- measuring
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle), sum(ticks)
+
+
+@dataclass
+class Costs:
+    """What one measured step cost: the simulator's CPU, this process's, the cores' use."""
+
+    server: float = 0.0
+    client: float = 0.0
+    busy: float = 0.0
+
+
+def costs_of(info: dict[str, Any], work: Any) -> tuple[Any, Costs]:
+    """`work()`'s result, and what it cost while it ran."""
+    pid = int(info.get("pid", 0))
+    server, mine, (busy, total) = process_cpu(pid), time.process_time(), machine_busy()
+    result = work()
+    busy_after, total_after = machine_busy()
+    return result, Costs(process_cpu(pid) - server, time.process_time() - mine,
+                         (busy_after - busy) / max(1, total_after - total))
 
 
 def raw_download(config: VCenterConfig, password: str, vms: list[Any], parallel: int) -> float:
@@ -363,11 +419,13 @@ def transfer_union(report: dict[str, Any]) -> float:
 
 def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config: Path,
                 info: dict[str, Any], vc: VCenterConfig, vms: list[Any],
-                code: Path = ROOT, raw: float | None = None) -> Figures:
+                code: Path = ROOT, raw: tuple[float, Costs] | None = None) -> Figures:
     if raw is None:
         download = raw_nfc_download if args.transport == "nfc" else raw_download
-        raw = download(vc, info["password"], vms, args.parallel)
-    wall, cpu, rss, switches, report = run_apply(root, config, info["password"], now, code)
+        raw = costs_of(info, lambda: download(vc, info["password"], vms, args.parallel))
+    raw_seconds, raw_costs = raw
+    (wall, cpu, rss, switches, report), apply_costs = costs_of(
+        info, lambda: run_apply(root, config, info["password"], now, code))
     exports = [o for o in report["outcomes"] if o["kind"] == "export.create"]
     failed = [o for o in report["outcomes"] if o["status"] == "failed"]
     if failed or len(exports) != len(vms):
@@ -378,12 +436,14 @@ def measure_day(day: str, now: str, args: argparse.Namespace, root: Path, config
     return Figures(
         transport=args.transport,
         vms=len(vms), size_mib=args.size // MiB, parallel=args.parallel, day=day,
-        raw_seconds=raw, apply_seconds=wall, apply_cpu=cpu, apply_rss_mib=rss,
+        raw_seconds=raw_seconds, apply_seconds=wall, apply_cpu=cpu, apply_rss_mib=rss,
         transfer_seconds=transfer_union(report),
         transfer_total=sum(o["transfer"]["seconds"] for o in exports if "transfer" in o),
         bytes_read=sum(o["bytesRead"] for o in exports),
         bytes_stored=sum(o["bytesStored"] for o in exports),
         apply_switches=switches,
+        raw_server_cpu=raw_costs.server, apply_server_cpu=apply_costs.server,
+        raw_client_cpu=raw_costs.client, raw_busy=raw_costs.busy, apply_busy=apply_costs.busy,
     )
 
 
@@ -399,9 +459,10 @@ def measure_round(turn: int, day: str, now: str, args: argparse.Namespace,
         if turn % 2:
             runs.reverse()
     download = raw_nfc_download if args.transport == "nfc" else raw_download
-    raw = download(vc, info["password"], vms, args.parallel)
+    raw = costs_of(info, lambda: download(vc, info["password"], vms, args.parallel))
     out = {label: measure_day(day + label, now, args, root,
-                              write_config(root, info, args.parallel, args.transport),
+                              write_config(root, info, args.parallel, args.transport,
+                                           args.readers if code == ROOT else None),
                               info, vc, vms, code, raw)
            for label, root, code in runs}
     return sorted(out.values(), key=lambda f: "baseline" in f.day)  # new code first
@@ -455,6 +516,9 @@ def main() -> None:
     parser.add_argument("--day2", action="store_true", help="also a next day, 1 %% changed")
     parser.add_argument("--transport", choices=("http", "nfc"), default="http",
                         help="nfc: vSAN datastores, transport: nfc, raw = the lease URLs")
+    parser.add_argument("--readers", choices=("thread", "process"),
+                        help="vcenters.<name>.readers for this tree's code (a baseline "
+                             "keeps its default)")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-apply")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--rounds", type=int, default=1,
