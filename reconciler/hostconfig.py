@@ -173,7 +173,7 @@ def _convert(
             thumbprint=vc.get("thumbprint"),
             insecure=vc.get("insecure") is True,
             transport=str(vc.get("transport") or "auto"),
-            readers=str(vc.get("readers") or "thread"),
+            readers=str(vc.get("readers") or "process"),
         )
     secret_names = {vc.password_env for vc in vcenters.values() if vc.password_env}
     targets = {}

@@ -68,8 +68,8 @@ class VCenterConfig:
     insecure: bool = False
     #: How disk data is read: "auto" (per disk, see `choose_transport`), "http" or "nfc".
     transport: str = "auto"
-    #: Where datastore HTTP reads run: "thread" (the export's) or "process" (a helper's).
-    readers: str = "thread"
+    #: Where datastore HTTP reads run: "process" (a helper's) or "thread" (the export's).
+    readers: str = "process"
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ An export's thread reads a disk over TLS one record (at most 16 KiB) at a time, 
 record hands Python's GIL back and forth: on two busy cores the reading threads wait for the
 GIL about a third of their time while the hashing and compressing threads hold it, and a
 core idles meanwhile (`docs/benchmarks.md`, apply, "A sixth round"). With the host config's
-`vcenters.<name>.readers: process` an export's thread reads through a helper process of its
-own instead: the process runs the same `RangeReader` (same TLS verification, retries and
-resumption) and decrypts into a shared ring of `SLOTS` blocks of `BLOCK` bytes (a memfd);
+`vcenters.<name>.readers: process` (the default) an export's thread reads through a helper
+process of its own instead: it runs the same `RangeReader` (same TLS verification, retries
+and resumption) and decrypts into a shared ring of `SLOTS` blocks of `BLOCK` bytes (a memfd);
 the export copies each block out with one `memmove` (no GIL held) and hands the slot back.
 
 The helper is started on first use and kept for the next files of the same client (one per
@@ -15,9 +15,12 @@ never the password, and an environment without the password variables. It dies w
 parent (`PR_SET_PDEATHSIG`), and ends by itself when its socket closes. Errors come back as
 messages and are raised in the export as the errors `RangeReader` would raise.
 
-Messages (length-prefixed JSON, `multiprocessing.connection`): the parent sends `read`
-(file, cookie, size, position), `free` (a slot read out) and `stop`; the helper answers
-`filled` (slot, bytes), `error` (type, message, HTTP status) and, after `stop`, `stopped`.
+Messages (length-prefixed JSON, `multiprocessing.connection`): the parent sends `hello` (the
+vCenter's TLS settings, timeouts), then per file `read` (file, cookie, size, position), `free`
+(a slot read out) and `stop`; the helper answers `ready` (or `error` when it cannot verify
+TLS as told), `filled` (slot, bytes), `error` (type, message, HTTP status) and, after
+`stop`, `stopped`. A helper that cannot start leaves the reading to the export's thread
+(`VSphereClient.reader_process`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from .datastore import DatastoreFile, HttpFile, RangeReader
 __all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderProcess"]
 
 BLOCK = 8 << 20  #: bytes per slot: the export writer's block
-SLOTS = 4  #: blocks the helper may read ahead of the export
+SLOTS = 2  #: blocks the helper may read ahead of the export (4 read no faster here)
+START_TIMEOUT = 60.0  #: seconds a new helper may take to say it is ready
 #: Variables the helper inherits (never a password's `passwordEnv`).
 _ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR")
 _ERRORS: dict[str, type[VCenterError]] = {
@@ -111,7 +115,25 @@ class ReaderProcess:
         self._anchor = (ctypes.c_char * (BLOCK * SLOTS)).from_buffer(self._ring)
         self._conn = Connection(mine.detach())
         self._send({"op": "hello", "config": asdict(self.config), "timeouts": self._timeouts})
+        if not self._conn.poll(START_TIMEOUT):
+            raise OSError(f"no answer within {START_TIMEOUT:.0f} s")
+        answer = self._receive(self.config.name)
+        if answer["op"] != "ready":
+            raise OSError(str(answer.get("detail") or answer.get("op")))
         return self._conn
+
+    def start(self) -> str | None:
+        """Make sure the helper runs (a new one if it ended); None when it does, else why
+        none could be started (the caller then reads in its own thread)."""
+        if self._conn is not None and self._proc is not None and self._proc.poll() is None:
+            return None
+        self.close()
+        try:
+            self._start()
+        except (OSError, VmkeepError) as exc:
+            self.close()
+            return str(getattr(exc, "detail", None) or exc)
+        return None
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._conn is not None
@@ -330,10 +352,15 @@ class _Helper:
         hello = self._receive()
         from .vsphere_tls import pin_of, pinned_connection, ssl_context
 
-        config = VCenterConfig(**hello["config"])
-        self.connect = pinned_connection(ssl_context(config), pin_of(config),
-                                         connect_timeout=hello["timeouts"]["connect"],
-                                         read_timeout=hello["timeouts"]["read"])
+        try:
+            config = VCenterConfig(**hello["config"])
+            self.connect = pinned_connection(ssl_context(config), pin_of(config),
+                                             connect_timeout=hello["timeouts"]["connect"],
+                                             read_timeout=hello["timeouts"]["read"])
+        except Exception as exc:  # a CA file it cannot read, say: the export is told
+            self._send(_error_message(exc))
+            raise _Gone from None
+        self._send({"op": "ready"})
 
     def _receive(self) -> dict[str, Any]:
         try:

@@ -220,6 +220,7 @@ class VSphereClient:
         self.fast_inventory = fast_inventory
         #: Disk data read in a helper process (`readers: process`): made on first use.
         self._reader: ReaderProcess | None = None
+        self._reader_failed = False
         self._timeouts = (connect_timeout, read_timeout)
         self._stub: Any = None
         self._content: Any = None
@@ -259,15 +260,26 @@ class VSphereClient:
         return self._connection(host, port)
 
     def reader_process(self) -> ReaderProcess | None:
-        """This client's disk reader process, reserved for one reader (`readers: process`);
-        None with `readers: thread`, without Linux's `memfd_create`, or while another reader
-        of this client holds it."""
-        if self.config.readers != "process" or not hasattr(os, "memfd_create"):
+        """This client's disk reader process, running and reserved for one reader
+        (`readers: process`, the default). None — the caller reads in its own thread — with
+        `readers: thread`, without Linux's `memfd_create`, while another reader of this
+        client holds it, and once one could not be started (said once, as a warning)."""
+        if self.config.readers != "process" or not hasattr(os, "memfd_create") \
+                or self._reader_failed:
             return None
         if self._reader is None:
             self._reader = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
                                          read_timeout=self._timeouts[1])
-        return self._reader if self._reader.take() else None
+        if not self._reader.take():
+            return None
+        why = self._reader.start()
+        if why is not None:
+            self._reader.give_back()
+            self._reader_failed = True
+            log.warning("vCenter %r: disks are read in the exports' own threads: the disk "
+                        "reader process could not start: %s", self.name, why)
+            return None
+        return self._reader
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,6 +1,7 @@
-"""Disk data read by a helper process (`vcenters.<name>.readers: process`), against the
-simulator's datastore HTTP interface: the same bytes and errors as a reader in the export's
-own thread, one helper kept for the next files, and no helper outliving its export."""
+"""Disk data read by a helper process (`vcenters.<name>.readers: process`, the default),
+against the simulator's datastore HTTP interface: the same bytes and errors as a reader in
+the export's own thread, one helper kept for the next files, no helper outliving its export,
+and the export's own thread reading when no helper can start."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from reconciler.adapters.datastore import DatastoreFile
 from reconciler.adapters.reader_process import BLOCK, ProcessRangeReader, ReaderProcess
+from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
 from reconciler.errors import TransientError, VCenterError
 
 from .apply_world import Estate
@@ -32,10 +35,7 @@ SIZE = 2 * BLOCK + 3 * 4096 + 17  # two full blocks and an odd tail
 
 @pytest.fixture(scope="module")
 def estate(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Estate:
-    estate = Estate(sim, tmp_path_factory.mktemp("reader-process"))
-    text = estate.config.read_text()
-    estate.config.write_text(text.replace("caFile:", "readers: process\n    caFile:", 1))
-    return estate
+    return Estate(sim, tmp_path_factory.mktemp("reader-process"))  # readers: the default
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,35 @@ def test_a_helper_that_cannot_start_says_why_in_the_error_of_the_read(
            "'ssl')" in caught.value.message
 
 
+def test_without_a_helper_the_export_thread_reads_the_disk_and_says_why_once(
+    estate: Estate, data: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'cannot run here' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    vm = min(estate.vms().values(), key=lambda v: v.name)
+    with VSphereClient(estate.sim.config(), estate.sim.password) as client:
+        ops = VSphereOperations(client)
+        for _ in range(2):
+            with closing(ops.open_disk(vm, "", vm.disks[0])) as stream:
+                assert stream.read(SIZE) == data
+    warnings = [r.getMessage() for r in caplog.records if "reader process" in r.getMessage()]
+    assert warnings == ["vCenter 'sim': disks are read in the exports' own threads: the disk "
+                        "reader process could not start: the disk reader process ended (exit "
+                        "status 3: cannot run here); the export can be retried"]
+
+
+def test_with_readers_thread_no_helper_is_started(estate: Estate, data: bytes) -> None:
+    vm = min(estate.vms().values(), key=lambda v: v.name)
+    config = estate.sim.config(readers="thread")
+    with VSphereClient(config, estate.sim.password) as client:
+        with closing(VSphereOperations(client).open_disk(vm, "", vm.disks[0])) as stream:
+            assert stream.read(100) == data[:100]
+        assert client.reader_process() is None
+
+
 def test_a_helper_gets_neither_the_password_nor_the_session_cookie_in_its_argv_or_env(
     estate: Estate, data: bytes, helper: ReaderProcess, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -240,9 +269,7 @@ def helpers_of(pid: int) -> list[int]:
 def test_an_apply_killed_while_helpers_read_leaves_none_and_the_next_run_converges(
     start_vcsim: StartVcsim, tmp_path: Path,
 ) -> None:
-    estate = KillEstate(start_vcsim(vms=2), tmp_path)
-    text = estate.config.read_text()
-    estate.config.write_text(text.replace("caFile:", "readers: process\n    caFile:", 1))
+    estate = KillEstate(start_vcsim(vms=2), tmp_path)  # readers: the default, process
     for vm in estate.vms().values():
         estate.grow_disk(vm, 3 * BLOCK)
         estate.fill_disk(vm, os.urandom(2 * BLOCK))

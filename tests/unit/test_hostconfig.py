@@ -27,7 +27,7 @@ vcenters:
     username: root
     passwordFile: /etc/vmkeep/lab.password
     insecure: true
-    readers: process
+    readers: thread
 targets:
   nas: {type: directory, path: /mnt/nas/vmkeep, chunkSize: 4194304}
   local: {type: directory, path: exports, directWrites: "off"}
@@ -56,7 +56,7 @@ def test_a_full_config_is_converted_with_paths_relative_to_its_file() -> None:
         password_env="VMKEEP_PROD_PASSWORD", ca_file="/etc/vmkeep/certs/prod-ca.pem")
     assert config.vcenters["lab"].insecure and config.vcenters["lab"].password_file
     assert (config.vcenters["prod"].readers, config.vcenters["lab"].readers) == (
-        "thread", "process")
+        "process", "thread")
     assert config.targets["nas"] == TargetConfig("nas", "directory", "/mnt/nas/vmkeep", 4194304)
     assert config.targets["local"].path == "/etc/vmkeep/exports"
     assert (config.targets["nas"].direct_writes, config.targets["local"].direct_writes) == (
