@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError, backoff_delay
@@ -26,6 +26,7 @@ from reconciler.ports import read_into
 __all__ = [
     "DatastoreFile",
     "HttpFile",
+    "PositionedReader",
     "RangeReader",
     "ZeroExtended",
     "parse_datastore_path",
@@ -92,7 +93,48 @@ class HttpFile:
 Connect = Callable[[str, int], http.client.HTTPConnection]
 
 
-class RangeReader:
+class PositionedReader:
+    """What a sized, seekable reader of a remote file shares (`RangeReader`, and
+    `reader_process.ProcessRangeReader`): `read` by way of `readinto`, a `seek` that lets go
+    of the stream at the old position when the position moves, `tell`, and closing as a
+    context manager."""
+
+    size: int
+    _pos: int
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _let_go(self) -> None:
+        """Forget the stream at the old position (a seek moved away from it)."""
+        raise NotImplementedError
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = self.size - self._pos if size is None or size < 0 else size
+        buffer = bytearray(max(0, min(want, self.size - self._pos)))
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        target = max(0, {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence])
+        if target != self._pos:
+            self._let_go()
+            self._pos = target
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RangeReader(PositionedReader):
     """A file-like, seekable reader of a datastore file that resumes after failures."""
 
     def __init__(
@@ -125,12 +167,6 @@ class RangeReader:
 
     # ------------------------------------------------------------------ file-like
 
-    def read(self, size: int = -1, /) -> bytes:
-        want = self.size - self._pos if size is None or size < 0 else size
-        buffer = bytearray(max(0, min(want, self.size - self._pos)))
-        self.readinto(buffer)  # fills it: only the end of the file stops it short
-        return bytes(buffer)
-
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
         """Fill `buffer` (up to the end of the file) straight from the socket: no new bytes
         object per read, so a reused buffer costs no fresh pages."""
@@ -148,27 +184,14 @@ class RangeReader:
             self._pos += self._read_some(step, end - self._pos)
         return end - start if end > start else 0
 
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
-        if target != self._pos:
-            self._drop_response()
-            self._pos = max(0, target)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
     def close(self) -> None:
         self._drop_response()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> RangeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _let_go(self) -> None:
+        self._drop_response()
 
     # ------------------------------------------------------------------ internals
 

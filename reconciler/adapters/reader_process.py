@@ -43,7 +43,7 @@ from typing import Any
 from reconciler.errors import CertificateError, TransientError, VCenterError, VmkeepError
 from reconciler.model import VCenterConfig
 
-from .datastore import DatastoreFile, HttpFile, RangeReader
+from .datastore import DatastoreFile, HttpFile, PositionedReader, RangeReader
 
 __all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderProcess"]
 
@@ -245,7 +245,7 @@ class ReaderProcess:
                 proc.stderr.close()
 
 
-class ProcessRangeReader:
+class ProcessRangeReader(PositionedReader):
     """A seekable file-like reader of a datastore file, read by a `ReaderProcess`."""
 
     def __init__(self, helper: ReaderProcess, file: DatastoreFile | HttpFile, cookie: str,
@@ -271,7 +271,7 @@ class ProcessRangeReader:
                         self._reading = True
                     slot, n = self._helper.next_block(vcenter)
                 except BaseException:
-                    self._end()  # a next read asks again from `_pos`
+                    self._let_go()  # a next read asks again from `_pos`
                     raise
                 self._block = (slot, 0, n)
             slot, taken, n = self._block
@@ -287,36 +287,15 @@ class ProcessRangeReader:
                 self._block = (slot, taken, n)
         return got
 
-    def read(self, size: int = -1, /) -> bytes:
-        want = self.size - self._pos if size is None or size < 0 else size
-        buffer = bytearray(max(0, min(want, self.size - self._pos)))
-        return bytes(buffer[: self.readinto(buffer)])
-
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]
-        if max(0, target) != self._pos:
-            self._end()
-            self._pos = max(0, target)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def _end(self) -> None:
+    def _let_go(self) -> None:
         if self._reading:
             self._helper.stop(self.file.vcenter)
             self._reading = False
             self._block = None
 
     def close(self) -> None:
-        self._end()
+        self._let_go()
         self._helper.give_back()
-
-    def __enter__(self) -> ProcessRangeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- the helper
