@@ -9,11 +9,13 @@ process of its own instead: it runs the same `RangeReader` (same TLS verificatio
 and resumption) and decrypts into a shared ring of `SLOTS` blocks of `BLOCK` bytes (a memfd);
 the export copies each block out with one `memmove` (no GIL held) and hands the slot back.
 
-The helper is started on first use and kept for the next files of the same client (one per
-export thread). It gets the vCenter's TLS settings and the session cookie over a socket,
-never the password, and an environment without the password variables. It dies with its
-parent (`PR_SET_PDEATHSIG`), and ends by itself when its socket closes. Errors come back as
-messages and are raised in the export as the errors `RangeReader` would raise.
+A helper is started on first use and kept for the next files; the threads of a
+`VCenterPool` share them (`ReaderPool`: as many as read at once). It gets the vCenter's TLS
+settings and the session cookie over a socket, never the password, and an environment
+without the password variables. It dies with the thread that started it, a thread of the
+pool's own (`PR_SET_PDEATHSIG`), so with its export, and ends by itself when its socket
+closes. Errors come back as messages and are raised in the export as the errors
+`RangeReader` would raise.
 
 Messages (length-prefixed JSON, `multiprocessing.connection`): the parent sends `hello` (the
 vCenter's TLS settings, timeouts), then per file `read` (file, cookie, size, position), `free`
@@ -35,6 +37,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -45,7 +49,7 @@ from reconciler.model import VCenterConfig
 
 from .datastore import DatastoreFile, HttpFile, PositionedReader, RangeReader
 
-__all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderProcess"]
+__all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderPool", "ReaderProcess"]
 
 BLOCK = 8 << 20  #: bytes per slot: the export writer's block
 SLOTS = 2  #: blocks the helper may read ahead of the export (4 read no faster here)
@@ -57,13 +61,93 @@ _ERRORS: dict[str, type[VCenterError]] = {
 }
 
 
-class ReaderProcess:
-    """One helper process that reads one datastore file at a time (see the module)."""
+Spawn = Callable[[Callable[[], "subprocess.Popen[bytes]"]], "subprocess.Popen[bytes]"]
+
+
+def _here(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    return start()
+
+
+class ReaderPool:
+    """The helpers of one vCenter, shared by the threads of a `VCenterPool`.
+
+    A thread takes an idle helper (or a new one) for a disk and gives it back when the disk
+    is read, so an apply starts as many helpers as it reads disks at once, not one per
+    thread (`limits.concurrentExports` runs twice as many threads). Helpers are started by
+    a thread of the pool's own: Linux's `PR_SET_PDEATHSIG` fires when the *thread* that
+    started a process ends, and an export thread may end while another still reads
+    through its helper. Once a helper could not start, the pool says why to every `take`
+    and starts no more (the exports read in their own threads).
+    """
 
     def __init__(self, config: VCenterConfig, *, connect_timeout: float,
                  read_timeout: float) -> None:
         self.config = config
+        self._timeouts = (connect_timeout, read_timeout)
+        self._lock = threading.Lock()
+        self._idle: list[ReaderProcess] = []
+        self._all: list[ReaderProcess] = []
+        self._spawner: ThreadPoolExecutor | None = None
+        self.failed: str | None = None  # why no helper could start
+
+    def take(self) -> ReaderProcess | str:
+        """A running helper reserved for one reader, or why none could be had."""
+        with self._lock:
+            if self.failed is not None:
+                return self.failed
+            helper = self._idle.pop() if self._idle else None
+            if helper is None:
+                helper = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
+                                       read_timeout=self._timeouts[1], spawn=self._spawn,
+                                       returned=self._give_back)
+                self._all.append(helper)
+            helper.take()
+        why = helper.start()
+        if why is not None:
+            with self._lock:
+                self.failed = why
+            helper.give_back()
+            return why
+        return helper
+
+    def _give_back(self, helper: ReaderProcess) -> None:
+        with self._lock:
+            self._idle.append(helper)
+
+    def _spawn(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._spawner is None:
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="vmkeep-readers")
+            spawner = self._spawner
+        return spawner.submit(start).result()
+
+    @property
+    def pids(self) -> list[int]:
+        """The helpers that run now."""
+        with self._lock:
+            return [h.pid for h in self._all if h.pid is not None]
+
+    def close(self) -> None:
+        """Stop every helper (after the readers are done with them)."""
+        with self._lock:
+            helpers, self._all, self._idle = self._all, [], []
+            spawner, self._spawner = self._spawner, None
+        for helper in helpers:
+            helper.close()
+        if spawner is not None:
+            spawner.shutdown()
+
+
+class ReaderProcess:
+    """One helper process that reads one datastore file at a time (see the module)."""
+
+    def __init__(self, config: VCenterConfig, *, connect_timeout: float,
+                 read_timeout: float, spawn: Spawn = _here,
+                 returned: Callable[[ReaderProcess], None] | None = None) -> None:
+        self.config = config
         self._timeouts = {"connect": connect_timeout, "read": read_timeout}
+        self._spawn = spawn  # runs Popen: in the thread the helper's life is tied to
+        self._returned = returned  # told when a reader gives the helper back
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._ring: mmap.mmap | None = None  # the shared ring (a memfd), mapped here too
@@ -85,7 +169,9 @@ class ReaderProcess:
 
     def give_back(self) -> None:
         with self._lock:
-            self.busy = False
+            was, self.busy = self.busy, False
+        if was and self._returned is not None:
+            self._returned(self)
 
     # ------------------------------------------------------------------ the process
 
@@ -99,11 +185,11 @@ class ReaderProcess:
             env["PYTHONPATH"] = os.pathsep.join(
                 [package, *filter(None, [os.environ.get("PYTHONPATH")])])
             env["PYTHONWARNINGS"] = "ignore"  # its stderr is read only once it has ended
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "reconciler.adapters.reader_process",
-                 str(theirs.fileno()), str(ring)],
-                pass_fds=(theirs.fileno(), ring), env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            argv = [sys.executable, "-m", "reconciler.adapters.reader_process",
+                    str(theirs.fileno()), str(ring)]
+            self._proc = self._spawn(lambda: subprocess.Popen(
+                argv, pass_fds=(theirs.fileno(), ring), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         except BaseException:
             os.close(ring)
             mine.close()

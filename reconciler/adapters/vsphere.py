@@ -83,7 +83,7 @@ from reconciler.adapters.nfc import (
     open_disk_download,
     progress_interval,
 )
-from reconciler.adapters.reader_process import ProcessRangeReader, ReaderProcess
+from reconciler.adapters.reader_process import ProcessRangeReader, ReaderPool, ReaderProcess
 from reconciler.adapters.retry import RetryPolicy, call_with_retries
 from reconciler.adapters.vmdk_stream import StreamStats, stream_optimized
 from reconciler.adapters.vsphere_fast import (
@@ -200,6 +200,7 @@ class VSphereClient:
         tags: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         fast_inventory: bool = True,
+        readers: ReaderPool | None = None,
     ) -> None:
         self.config = config
         self._password = password
@@ -218,9 +219,11 @@ class VSphereClient:
         self.sleep = sleep
         #: Read inventory pages from their SOAP bytes (`vsphere_fast`), not through pyVmomi.
         self.fast_inventory = fast_inventory
-        #: Disk data read in a helper process (`readers: process`): made on first use.
-        self._reader: ReaderProcess | None = None
-        self._reader_failed = False
+        #: Helper processes that read disk data (`readers: process`): a `VCenterPool`'s,
+        #: shared by its threads, or this client's own (made on first use).
+        self._readers = readers
+        self._own_readers: ReaderPool | None = None
+        self._readers_said = False  # the warning that none could start was given
         self._timeouts = (connect_timeout, read_timeout)
         self._stub: Any = None
         self._content: Any = None
@@ -260,26 +263,27 @@ class VSphereClient:
         return self._connection(host, port)
 
     def reader_process(self) -> ReaderProcess | None:
-        """This client's disk reader process, running and reserved for one reader
-        (`readers: process`, the default). None — the caller reads in its own thread — with
-        `readers: thread`, without Linux's `memfd_create`, while another reader of this
-        client holds it, and once one could not be started (said once, as a warning)."""
-        if self.config.readers != "process" or not hasattr(os, "memfd_create") \
-                or self._reader_failed:
+        """A running disk reader process reserved for one reader (`readers: process`, the
+        default). None — the caller reads in its own thread — with `readers: thread`,
+        without Linux's `memfd_create`, and once one could not be started (said once per
+        client, as a warning)."""
+        if self.config.readers != "process" or not hasattr(os, "memfd_create"):
             return None
-        if self._reader is None:
-            self._reader = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
-                                         read_timeout=self._timeouts[1])
-        if not self._reader.take():
+        pool = self._readers
+        if pool is None:
+            if self._own_readers is None:
+                self._own_readers = ReaderPool(self.config,
+                                               connect_timeout=self._timeouts[0],
+                                               read_timeout=self._timeouts[1])
+            pool = self._own_readers
+        helper = pool.take()
+        if isinstance(helper, str):
+            if not self._readers_said:
+                self._readers_said = True
+                log.warning("vCenter %r: disks are read in the exports' own threads: the "
+                            "disk reader process could not start: %s", self.name, helper)
             return None
-        why = self._reader.start()
-        if why is not None:
-            self._reader.give_back()
-            self._reader_failed = True
-            log.warning("vCenter %r: disks are read in the exports' own threads: the disk "
-                        "reader process could not start: %s", self.name, why)
-            return None
-        return self._reader
+        return helper
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -296,9 +300,9 @@ class VSphereClient:
 
     def close(self) -> None:
         """Log out (best effort) and close the connections. The client can be used again."""
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
+        readers, self._own_readers = self._own_readers, None
+        if readers is not None:
+            readers.close()
         if self._stub is None:
             return
         if self._logged_in:
@@ -1230,6 +1234,9 @@ class VCenterPool:
         self._local = threading.local()
         self._clients: list[VSphereClient] = []
         self._lock = threading.Lock()
+        #: Disk reader processes per vCenter, shared by the threads' clients.
+        self._readers = {name: ReaderPool(c, connect_timeout=10.0, read_timeout=120.0)
+                         for name, c in self._configs.items()}
 
     @classmethod
     def for_config(cls, config: HostConfig,
@@ -1241,7 +1248,8 @@ class VCenterPool:
         ops: dict[str, VSphereOperations] = getattr(self._local, "ops", None) or {}
         self._local.ops = ops
         if name not in ops:
-            client = VSphereClient(self._configs[name], self._passwords[name])
+            client = VSphereClient(self._configs[name], self._passwords[name],
+                                   readers=self._readers[name])
             with self._lock:
                 self._clients.append(client)
             ops[name] = VSphereOperations(client)
@@ -1256,6 +1264,8 @@ class VCenterPool:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
+        for readers in self._readers.values():
+            readers.close()
 
     def __enter__(self) -> VCenterPool:
         return self

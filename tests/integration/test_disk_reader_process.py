@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -19,7 +20,7 @@ import pytest
 
 from reconciler.adapters.datastore import DatastoreFile
 from reconciler.adapters.reader_process import BLOCK, ProcessRangeReader, ReaderProcess
-from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
+from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereOperations
 from reconciler.errors import TransientError, VCenterError
 
 from .apply_world import Estate
@@ -289,3 +290,32 @@ def test_an_apply_killed_while_helpers_read_leaves_none_and_the_next_run_converg
     repair = estate.apply(day)
     assert repair.code == 0, repair.out + repair.err
     check_invariants(estate, day, "killed while helpers read", power)
+
+
+def test_the_threads_of_a_pool_share_helpers_and_one_outlives_the_thread_that_started_it(
+    estate: Estate, data: bytes,
+) -> None:
+    """The second thread reads through the helper the first one started and then ended
+    with; a helper spawned by the first thread itself would have died with it
+    (`PR_SET_PDEATHSIG` follows the thread)."""
+    vm = min(estate.vms().values(), key=lambda v: v.name)
+    pool = VCenterPool({"sim": estate.sim.config()}, {"sim": estate.sim.password})
+    seen: list[list[int]] = []
+    read: list[bytes] = []
+
+    def one_thread() -> None:
+        ops = pool.operations("sim")
+        with closing(ops.open_disk(vm, "", vm.disks[0])) as stream:
+            read.append(stream.read(SIZE))
+        seen.append(helpers_of(os.getpid()))
+
+    try:
+        for _ in range(2):  # one after the other: the first thread has ended
+            worker = threading.Thread(target=one_thread)
+            worker.start()
+            worker.join()
+    finally:
+        pool.close()
+    assert read == [data, data]
+    assert len(seen[0]) == 1 and seen[1] == seen[0]
+    assert not any(alive(pid) for pid in seen[0])  # the pool's close ended it
