@@ -154,6 +154,7 @@ class ReaderProcess:
         self._anchor: ctypes.Array[ctypes.c_char] | None = None  # the ring, for memmove
         self._lock = threading.Lock()
         self.busy = False  # a reader holds it
+        self._last_end = "not started"  # why the last helper ended, as `_ended` said
 
     @property
     def pid(self) -> int | None:
@@ -216,9 +217,12 @@ class ReaderProcess:
         self.close()
         try:
             self._start()
-        except (OSError, VmkeepError) as exc:
+        except OSError as exc:  # it could not be run, or it ended before `hello` or `ready`
+            why = self._why_ended() if self._proc is not None else str(exc)
             self.close()
-            return str(getattr(exc, "detail", None) or exc)
+            return why
+        except VmkeepError:  # it ended while saying it is ready (`_receive` closed it)
+            return self._last_end
         return None
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -236,6 +240,7 @@ class ReaderProcess:
     def _ended(self, vcenter: str, exc: OSError | None = None) -> TransientError:
         """The error of a read whose helper is gone (or could not start); closes this side."""
         why = self._why_ended() if exc is None or self._proc is not None else str(exc)
+        self._last_end = why
         self.close()
         return TransientError(vcenter, f"the disk reader process ended ({why}); the export "
                                        "can be retried")
@@ -248,7 +253,7 @@ class ReaderProcess:
         try:
             code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            return "its socket closed"
+            return "it runs but does not answer"
         said = proc.stderr.read(4096).decode(errors="replace").strip() if proc.stderr else ""
         last = said.splitlines()[-1] if said else ""
         return f"exit status {code}" + (f": {last}" if last else "")
