@@ -99,6 +99,7 @@ class PositionedReader:
     of the stream at the old position when the position moves, `tell`, and closing as a
     context manager."""
 
+    file: DatastoreFile | HttpFile
     size: int
     _pos: int
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import mmap
 import os
 import signal
@@ -48,8 +49,11 @@ from reconciler.errors import CertificateError, TransientError, VCenterError, Vm
 from reconciler.model import VCenterConfig
 
 from .datastore import DatastoreFile, HttpFile, PositionedReader, RangeReader
+from .vsphere_tls import pin_of, pinned_connection, ssl_context
 
 __all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderPool", "ReaderProcess"]
+
+log = logging.getLogger(__name__)
 
 BLOCK = 8 << 20  #: bytes per slot: the export writer's block
 SLOTS = 2  #: blocks the helper may read ahead of the export (4 read no faster here)
@@ -76,8 +80,9 @@ class ReaderPool:
     thread (`limits.concurrentExports` runs twice as many threads). Helpers are started by
     a thread of the pool's own: Linux's `PR_SET_PDEATHSIG` fires when the *thread* that
     started a process ends, and an export thread may end while another still reads
-    through its helper. Once a helper could not start, the pool says why to every `take`
-    and starts no more (the exports read in their own threads).
+    through its helper. Once a helper could not start, the pool warns why (once), `take`
+    gives None from then on and no more are started (the exports read in their own
+    threads).
     """
 
     def __init__(self, config: VCenterConfig, *, connect_timeout: float,
@@ -90,11 +95,11 @@ class ReaderPool:
         self._spawner: ThreadPoolExecutor | None = None
         self.failed: str | None = None  # why no helper could start
 
-    def take(self) -> ReaderProcess | str:
-        """A running helper reserved for one reader, or why none could be had."""
+    def take(self) -> ReaderProcess | None:
+        """A running helper reserved for one reader; None once one could not start."""
         with self._lock:
             if self.failed is not None:
-                return self.failed
+                return None
             helper = self._idle.pop() if self._idle else None
             if helper is None:
                 helper = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
@@ -105,9 +110,12 @@ class ReaderPool:
         why = helper.start()
         if why is not None:
             with self._lock:
-                self.failed = why
+                first, self.failed = self.failed is None, why
             helper.give_back()
-            return why
+            if first:
+                log.warning("vCenter %r: disks are read in the exports' own threads: the disk "
+                            "reader process could not start: %s", self.config.name, why)
+            return None
         return helper
 
     def _give_back(self, helper: ReaderProcess) -> None:
@@ -120,12 +128,6 @@ class ReaderPool:
                 self._spawner = ThreadPoolExecutor(1, thread_name_prefix="vmkeep-readers")
             spawner = self._spawner
         return spawner.submit(start).result()
-
-    @property
-    def pids(self) -> list[int]:
-        """The helpers that run now."""
-        with self._lock:
-            return [h.pid for h in self._all if h.pid is not None]
 
     def close(self) -> None:
         """Stop every helper (after the readers are done with them)."""
@@ -393,7 +395,8 @@ class ProcessRangeReader(PositionedReader):
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (a killed export)."""
+    """Ask Linux to kill this process when the thread that started it ends (the pool's
+    spawning thread: with the run, or at once when the run is killed)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -420,8 +423,6 @@ class _Helper:
         self.conn = conn
         self.ring = ring
         hello = self._receive()
-        from .vsphere_tls import pin_of, pinned_connection, ssl_context
-
         try:
             config = VCenterConfig(**hello["config"])
             self.connect = pinned_connection(ssl_context(config), pin_of(config),

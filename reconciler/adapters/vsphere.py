@@ -69,6 +69,7 @@ from pyVmomi.VmomiSupport import GetServiceVersions, versionIdMap
 
 from reconciler.adapters.datastore import (
     DatastoreFile,
+    PositionedReader,
     RangeReader,
     ZeroExtended,
     flat_extent,
@@ -158,6 +159,11 @@ __all__ = ["VCenterPool", "VSphereClient", "VSphereOperations", "VSphereRestore"
 
 log = logging.getLogger(__name__)
 
+#: Seconds to connect (TCP and TLS) and to wait for an answer, for every connection a client
+#: makes, and the disk reader processes of its pool.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -192,8 +198,8 @@ class VSphereClient:
         config: VCenterConfig,
         password: str,
         *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 120.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
         retries: int = 3,
         backoff: float = 0.5,
         page_size: int = 1000,
@@ -223,7 +229,6 @@ class VSphereClient:
         #: shared by its threads, or this client's own (made on first use).
         self._readers = readers
         self._own_readers: ReaderPool | None = None
-        self._readers_said = False  # the warning that none could start was given
         self._timeouts = (connect_timeout, read_timeout)
         self._stub: Any = None
         self._content: Any = None
@@ -265,8 +270,8 @@ class VSphereClient:
     def reader_process(self) -> ReaderProcess | None:
         """A running disk reader process reserved for one reader (`readers: process`, the
         default). None — the caller reads in its own thread — with `readers: thread`,
-        without Linux's `memfd_create`, and once one could not be started (said once per
-        client, as a warning)."""
+        without Linux's `memfd_create`, and once one could not be started (the pool warns
+        once)."""
         if self.config.readers != "process" or not hasattr(os, "memfd_create"):
             return None
         pool = self._readers
@@ -276,14 +281,7 @@ class VSphereClient:
                                                connect_timeout=self._timeouts[0],
                                                read_timeout=self._timeouts[1])
             pool = self._own_readers
-        helper = pool.take()
-        if isinstance(helper, str):
-            if not self._readers_said:
-                self._readers_said = True
-                log.warning("vCenter %r: disks are read in the exports' own threads: the "
-                            "disk reader process could not start: %s", self.name, helper)
-            return None
-        return helper
+        return pool.take()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1064,7 +1062,7 @@ class VSphereOperations:
             cache[str(obj.props.get("name"))] = str(obj.props.get("summary.type") or "")
         return cache.get(name, "")
 
-    def _sized(self, reader: RangeReader | ProcessRangeReader, disk: Disk) -> ZeroExtended:
+    def _sized(self, reader: PositionedReader, disk: Disk) -> ZeroExtended:
         """The download read as exactly the disk's capacity (unwritten tails read as zeros)."""
         if reader.size > disk.capacity_bytes:
             reader.close()
@@ -1235,7 +1233,8 @@ class VCenterPool:
         self._clients: list[VSphereClient] = []
         self._lock = threading.Lock()
         #: Disk reader processes per vCenter, shared by the threads' clients.
-        self._readers = {name: ReaderPool(c, connect_timeout=10.0, read_timeout=120.0)
+        self._readers = {name: ReaderPool(c, connect_timeout=CONNECT_TIMEOUT,
+                                          read_timeout=READ_TIMEOUT)
                          for name, c in self._configs.items()}
 
     @classmethod
