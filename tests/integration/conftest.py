@@ -17,6 +17,7 @@ import base64
 import contextlib
 import http.client
 import json
+import os
 import secrets
 import ssl
 import subprocess
@@ -274,6 +275,16 @@ def http_requests(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
     monkeypatch.setattr(http.client.HTTPConnection, "request", counting)
     return counts
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs: not gone, not a zombie waiting to be reaped, not dead."""
+    try:
+        os.kill(pid, 0)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return fields[0] not in ("Z", "X")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +23,7 @@ from reconciler.adapters.vsphere import VCenterPool, VSphereClient, VSphereOpera
 from reconciler.errors import TransientError, VCenterError
 
 from .apply_world import Estate
-from .conftest import Simulator, StartVcsim, module_simulator
+from .conftest import Simulator, StartVcsim, module_simulator, process_alive, wait_until
 from .kill_world import KillEstate
 from .test_apply_kill import check_invariants
 
@@ -67,14 +66,6 @@ def reader(helper: ReaderProcess, estate: Estate, size: int = SIZE) -> ProcessRa
     file, cookie = first_file(estate)
     return ProcessRangeReader(helper, file, cookie, size)
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
 
 
 def test_a_helper_reads_the_file_whole_in_blocks_of_any_size(
@@ -224,13 +215,10 @@ def test_a_helper_ends_when_the_export_that_started_it_is_killed(
     export = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert export.stdout is not None
     pid = int(export.stdout.readline())
-    assert alive(pid)
+    assert process_alive(pid)
     export.kill()
     export.wait()
-    deadline = time.monotonic() + 30
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(pid)
+    wait_until(lambda: not process_alive(pid), timeout=30)
 
 
 def test_an_apply_whose_disks_are_read_by_helpers_stores_each_disk_as_it_is(
@@ -244,7 +232,7 @@ def test_an_apply_whose_disks_are_read_by_helpers_stores_each_disk_as_it_is(
     assert len(stored) == 3 * BLOCK and stored[:SIZE] == data and not stored[SIZE:].strip(b"\0")
     helpers = subprocess.run(["pgrep", "-f", "reconciler.adapters.reader_process"],
                              capture_output=True, text=True).stdout.split()
-    assert [p for p in helpers if alive(int(p)) and
+    assert [p for p in helpers if process_alive(int(p)) and
             Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] ==
             str(os.getpid())] == []  # every export's helper ended with the apply
 
@@ -261,7 +249,7 @@ def helpers_of(pid: int) -> list[int]:
         except OSError:
             continue
         if ppid == str(pid) and b"reconciler.adapters.reader_process" in cmdline \
-                and alive(int(proc.name)):
+                and process_alive(int(proc.name)):
             found.append(int(proc.name))
     return found
 
@@ -282,10 +270,7 @@ def test_an_apply_killed_while_helpers_read_leaves_none_and_the_next_run_converg
                     "an export read by a helper")
     helpers = helpers_of(proc.pid)
     estate.kill(proc)
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in helpers), "a helper outlived the killed apply"
+    wait_until(lambda: not any(map(process_alive, helpers)), timeout=30)  # none outlives it
     repair = estate.apply(day)
     assert repair.code == 0, repair.out + repair.err
     check_invariants(estate, day, "killed while helpers read", power)
@@ -317,4 +302,4 @@ def test_the_threads_of_a_pool_share_helpers_and_one_outlives_the_thread_that_st
         pool.close()
     assert read == [data, data]
     assert len(seen[0]) == 1 and seen[1] == seen[0]
-    assert not any(alive(pid) for pid in seen[0])  # the pool's close ended it
+    assert not any(process_alive(pid) for pid in seen[0])  # the pool's close ended it

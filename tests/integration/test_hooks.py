@@ -14,6 +14,8 @@ from reconciler.adapters.hooks import SubprocessHooks
 from reconciler.errors import MASK, HookError, register_secret
 from reconciler.model import HookConfig
 
+from .conftest import process_alive
+
 
 def hooks(**commands: tuple[list[str], float]) -> SubprocessHooks:
     return SubprocessHooks(
@@ -87,19 +89,10 @@ def test_a_hook_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> 
     # SIGKILL to the group is delivered at once; the orphan is then reaped by init, which
     # takes milliseconds: a minute is only there so that a surviving child fails the test.
     deadline = time.monotonic() + 60
-    while _alive(child) and time.monotonic() < deadline:
+    while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not process_alive(child)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() \
-        else "X"
-    return status not in ("Z", "X")
 
 
 def test_arguments_are_passed_without_a_shell(tmp_path: Path) -> None:

@@ -18,17 +18,17 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from .conftest import REPO, StartVcsim, run_vcsim, start_simulator, wait_until
+from .conftest import (
+    REPO,
+    StartVcsim,
+    process_alive,
+    run_vcsim,
+    start_simulator,
+    wait_until,
+)
 
 pytestmark = pytest.mark.vcsim
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()
 
 
 def wait_task(task: Any) -> Any:
@@ -46,7 +46,7 @@ def test_start_prints_one_json_line_and_stop_removes_the_datastores(
             "controlUrl"} <= set(sim.info)
     assert sim.url.startswith("https://127.0.0.2:") and sim.url.endswith("/sdk")
     assert sim.state_dir == tmp_path / "state"
-    assert sim.info["vms"] == 3 and alive(sim.info["pid"])
+    assert sim.info["vms"] == 3 and process_alive(sim.info["pid"])
     data = Path(sim.info["dataDir"])
     assert data.is_relative_to(sim.state_dir) and any(data.rglob("*.vmdk"))
     # The thumbprint is the one of the certificate served.
@@ -57,7 +57,7 @@ def test_start_prints_one_json_line_and_stop_removes_the_datastores(
     assert sim.info["thumbprint"].replace(":", "") == sha1
 
     sim.stop()
-    wait_until(lambda: not alive(sim.info["pid"]))
+    wait_until(lambda: not process_alive(sim.info["pid"]))
     assert not data.exists()
     assert not (sim.state_dir / "tmp").exists()
 
@@ -86,7 +86,7 @@ def test_without_a_state_dir_start_makes_one_that_stop_removes(vcsim_built: None
     assert info["credentialsEnforced"] is False  # no --password: any credentials work
     run_vcsim("stop", "--state-dir", str(state))
     assert not state.exists()
-    wait_until(lambda: not alive(info["pid"]))
+    wait_until(lambda: not process_alive(info["pid"]))
 
 
 def test_stop_is_harmless_when_nothing_runs(vcsim_built: None, tmp_path: Path) -> None:
