@@ -30,9 +30,9 @@ Measured, in the same run:
   moving, the rest of the wall time (start-up, capture and plan, snapshots, journal,
   summary) is "outside data movement".
 
-`--readers process` sets `vcenters.<name>.readers: process` for this tree's code (disk data
-read by a helper process per export thread; a baseline keeps its own default), so
-`--readers process --baseline HEAD` compares the two ways of reading on the same code.
+`--readers thread|process` sets `vcenters.<name>.readers` for this tree's code only (a
+baseline keeps its own default, `process` since it was added), so `--readers thread
+--baseline HEAD` compares the two ways of reading on the same code.
 
 Also printed, to tell where the time goes: the CPU per GiB of the raw download's reader and
 of the simulator (during the raw download and during the apply, from /proc/<pid>/stat), and
@@ -285,7 +285,7 @@ def process_cpu(pid: int) -> float:
 
 
 def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    """(busy, total) CPU time of the whole machine so far, in /proc/stat's ticks."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = ticks[3] + ticks[4]  # idle, iowait
     return (sum(ticks) - idle), sum(ticks)
