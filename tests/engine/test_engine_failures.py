@@ -25,8 +25,12 @@ pytestmark = [pytest.mark.vcsim, pytest.mark.temporal]
 
 MiB = 1024 * 1024
 #: Small enough that ten kill trials take about two minutes, large enough that the export
-#: is still running when the worker is killed (a checkpoint every CHECKPOINT_MIB).
-SIZE = 48 * MiB
+#: is still reading when the worker is killed (a checkpoint every CHECKPOINT_MIB). When the
+#: CUT checkpoint is written the reading is already up to ~48 MiB further on: the writer
+#: encodes four 8 MiB blocks ahead, and a disk reader process (`readers: process`) reads
+#: two more ahead of those; and from the second day on every chunk is known, so the rest
+#: of a 48 MiB disk was read and stored before the kill now and then (CI, 2026-12-07).
+SIZE = 128 * MiB
 #: A worker is stopped once its export checkpointed at least this far into the disk.
 CUT = 16 * MiB
 CHECKPOINT_MIB = 4
