@@ -321,9 +321,8 @@ class Repository:
             first = not core.lock.held
             core.lock.acquire(f"export {point_id}", core.lock_timeout, shared=True)
             try:
-                if first:
-                    # another process may have run GC since we looked: start from the truth
-                    core.refresh_index(repair=True)
+                if first:  # another process may have run a GC or written packs since
+                    core.revalidate_index()
                 checkpoint = self._checkpoint_of(point_id, metadata) if resume else None
                 if checkpoint is None:
                     core.checkpoint_path(point_id).unlink(missing_ok=True)
