@@ -59,6 +59,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
 from enum import Enum
+from itertools import pairwise
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -727,19 +728,41 @@ TASK_POLL = (0.05, 1.0)
 LEASE_READY_TIMEOUT = 300.0
 
 
+def _parent_of(obj: RawObject) -> Any:
+    """The container above an object in the inventory's folder path (None at the root)."""
+    props = obj.props
+    return props.get("parent") or props.get("parentVApp") or props.get("parentFolder")
+
+
+def _still_linked(found: list[RawObject]) -> tuple[RawObject, list[RawObject]] | None:
+    """`found` (an object, then the containers remembered above it, read in one call) as the
+    object and its chain when each one's parent is still the next one, as walking up would
+    have found them; else None."""
+    for below, above in pairwise(found):
+        parent = _parent_of(below)
+        if parent is None or (parent._wsdlName, parent._moId) != (above.kind, above.id):
+            return None
+    top = _parent_of(found[-1])
+    if top is not None and top._wsdlName in CONTAINER_PROPERTIES:
+        return None  # the walk would not have ended there
+    # the root folder (no parent) ends the walk but is not part of the path
+    return found[0], [o for o in found[1:] if _parent_of(o) is not None]
+
+
 class VSphereOperations:
     """The `VCenterOps` port on top of one `VSphereClient` (one thread at a time)."""
 
     def __init__(self, client: VSphereClient, *, task_timeout: float = 3600.0,
-                 datacenters: dict[str, str] | None = None) -> None:
+                 chains: dict[str, list[Any]] | None = None) -> None:
         self.client = client
         self.name = client.name
         self._task_timeout = task_timeout
         self._datastore_types: dict[str, str] = {}  # summary.type by datastore name
-        #: The datacenter above a folder or vApp (both by moref; `datacenters` shares it):
-        #: neither can move to another datacenter, so a VM's parent, read fresh, finds it
-        #: without walking up again (its name is read fresh too: it can be renamed).
-        self._datacenter_above = {} if datacenters is None else datacenters
+        #: The containers found above an object (by "kind:moref") the last time it was read:
+        #: folders, vApps, the datacenter, up to the root folder (`chains` shares it). The
+        #: next read of the object asks for it and all of them in one call, their names
+        #: fresh, and uses them when every parent is still the next one (see `_with_chain`).
+        self._chains = {} if chains is None else chains
 
     # ------------------------------------------------------------------ reading a VM
 
@@ -752,9 +775,8 @@ class VSphereOperations:
             )
             if ref is None:
                 return None
-            objects = self._read_objects([ref], VM_PROPERTIES)
-            chain = self._ancestors(objects[0].props.get("parent")
-                                    or objects[0].props.get("parentVApp"))
+            vm, chain = self._with_chain(ref, VM_PROPERTIES)
+            objects = [vm]
             host = objects[0].props.get("runtime.host")
             hosts = self._read_objects([host], HOST_PROPERTIES) if host is not None else []
             computes = [ref for h in hosts if (ref := h.props.get("parent")) is not None]
@@ -767,10 +789,16 @@ class VSphereOperations:
         return c.call(f"read VM {instance_uuid}", read)
 
     def _read_objects(self, refs: list[Any], paths: tuple[str, ...]) -> list[RawObject]:
-        kind = type(refs[0])
+        return self._retrieve(refs, {type(refs[0]): paths})
+
+    def _retrieve(self, refs: list[Any], paths: Mapping[Any, tuple[str, ...]]
+                  ) -> list[RawObject]:
+        """The objects `refs` (those that still exist) with the properties `paths` gives
+        for their type, in one call (continued while the answer is paged)."""
         spec = PC.FilterSpec(
             objectSet=[PC.ObjectSpec(obj=r, skip=False) for r in refs],
-            propSet=[PC.PropertySpec(type=kind, pathSet=list(paths), all=False)],
+            propSet=[PC.PropertySpec(type=kind, pathSet=list(names), all=False)
+                     for kind, names in paths.items()],
         )
         result = self.client.content.propertyCollector.RetrievePropertiesEx(
             specSet=[spec], options=PC.RetrieveOptions()
@@ -790,33 +818,54 @@ class VSphereOperations:
             )
         return objects
 
-    def _ancestors(self, ref: Any) -> list[RawObject]:
-        """Folders, vApps and the datacenter above an object, nearest first."""
+    def _with_chain(self, ref: Any, paths: tuple[str, ...]
+                    ) -> tuple[RawObject, list[RawObject]]:
+        """An object (a VM: `paths` include its `parent` and `parentVApp`) and the folders,
+        vApps and datacenter above it, nearest first, all read now.
+
+        The containers found above it last time are asked for in the same call as the
+        object, and used when the object's parent is still the first of them and each
+        one's parent the next; otherwise (something was moved, renamed objects are fine)
+        they are found by walking up, one call per level, and remembered."""
+        key = f"{ref._wsdlName}:{ref._moId}"
+        known = self._chains.get(key)
+        if known:
+            kinds = {type(ref): paths}
+            for node in known:
+                kinds[type(node)] = CONTAINER_PROPERTIES[node._wsdlName]
+            read = {(o.kind, o.id): o for o in self._retrieve([ref, *known], kinds)}
+            found = [read.get((r._wsdlName, r._moId)) for r in [ref, *known]]
+            if all(o is not None for o in found):
+                linked = _still_linked([o for o in found if o is not None])
+                if linked is not None:
+                    return linked
+        [obj] = self._read_objects([ref], paths)
+        chain, walked = self._walk_up(_parent_of(obj))
+        self._chains[key] = walked
+        return obj, chain
+
+    def _walk_up(self, ref: Any) -> tuple[list[RawObject], list[Any]]:
+        """Folders, vApps and the datacenter above an object, nearest first, one call per
+        level; and every container read on the way (the root folder too)."""
         chain: list[RawObject] = []
+        walked: list[Any] = []
         while ref is not None and len(chain) < 64:
             kind = ref._wsdlName
             if kind not in CONTAINER_PROPERTIES:
                 break
             [obj] = self._read_objects([ref], CONTAINER_PROPERTIES[kind])
-            ref = obj.props.get("parent") or obj.props.get("parentVApp") \
-                or obj.props.get("parentFolder")
+            walked.append(ref)
+            ref = _parent_of(obj)
             if ref is None:
                 break  # the root folder is not part of inventory paths
             chain.append(obj)
-        return chain
+        return chain, walked
 
     def _datacenter_of(self, vm: VM) -> str:
         def read() -> str:
-            [obj] = self._read_objects([self._vm_ref(vm)], ("parent", "parentVApp"))
-            parent = obj.props.get("parent") or obj.props.get("parentVApp")
-            key = f"{parent._wsdlName}:{parent._moId}" if parent is not None else ""
-            known = self._datacenter_above.get(key)
-            if known is not None:
-                datacenter = self.client.ref(vim.Datacenter, known)
-                return str(self._read_props(datacenter, ("name",)).get("name"))
-            for node in self._ancestors(parent):
+            _, chain = self._with_chain(self._vm_ref(vm), ("parent", "parentVApp"))
+            for node in chain:
                 if node.kind == "Datacenter":
-                    self._datacenter_above[key] = node.id
                     return str(node.props.get("name"))
             raise VCenterError(self.name, f"VM {vm.name!r} is in no datacenter")
 
@@ -1214,7 +1263,8 @@ class VSphereOperations:
                     raise
         try:  # what a restore into vCenter rebuilds the VM from (docs/restore.md)
             config = VSphereRestore(self.client, task_timeout=self._task_timeout,
-                                    datacenters=self._datacenter_above).vm_config(vm)
+                                    chains=self._chains).vm_config(
+                vm, datacenter=datacenter)
             files[CONFIG_FILE] = config.encode()
         except VCenterError as exc:
             log.warning("VM %r: its configuration is not saved with the export (it cannot "
@@ -1311,8 +1361,9 @@ class VSphereRestore(VSphereOperations):
 
     # ------------------------------------------------------------------ at export time
 
-    def vm_config(self, vm: VM) -> VMConfig:
-        """The VM's virtual hardware and place, saved with an export (`vm-config.json`)."""
+    def vm_config(self, vm: VM, *, datacenter: str | None = None) -> VMConfig:
+        """The VM's virtual hardware and place, saved with an export (`vm-config.json`);
+        `datacenter`: its datacenter's name when the caller has just read it."""
         def read() -> VMConfig:
             [obj] = self._read_objects([self._vm_ref(vm)], _CONFIG_PROPERTIES)
             p = obj.props
@@ -1335,7 +1386,7 @@ class VSphereRestore(VSphereOperations):
                 cores_per_socket=int(p.get("config.hardware.numCoresPerSocket") or 1),
                 memory_mb=int(p.get("config.hardware.memoryMB") or 0),
                 annotation=str(p.get("config.annotation") or ""),
-                datacenter=self._datacenter_of(vm),
+                datacenter=datacenter or self._datacenter_of(vm),
                 folder=vm.folder,
                 resource_pool=pool_name,
                 host=vm.host,

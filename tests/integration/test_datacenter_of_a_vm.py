@@ -1,9 +1,11 @@
 """Where a VM's files are: the datastore file interface names the datacenter (`dcPath`), which
 vmkeep finds by walking up from the VM's folder — once per folder, not once per read — and
-whose name it still reads fresh (a datacenter can be renamed while the controller runs)."""
+whose name it still reads fresh (a datacenter can be renamed while the controller runs), once
+for the files and the configuration saved with them."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -38,3 +40,6 @@ def test_a_vms_files_are_found_again_after_its_datacenter_is_renamed_with_fewer_
 
     assert again.keys() == first.keys() and any(name.endswith(".vmx") for name in again)
     assert again_calls < first_calls  # the folders above the VM are not read again
+    # the saved configuration names the datacenter the files were just read from
+    assert json.loads(first["vm-config.json"])["datacenter"] == "DC0"
+    assert json.loads(again["vm-config.json"])["datacenter"] == "DC renamed"

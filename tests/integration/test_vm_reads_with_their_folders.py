@@ -1,0 +1,73 @@
+"""Reading one VM again (each action does, before it snapshots or exports) asks for the VM
+and the folders and datacenter found above it last time in one call, their names fresh; a VM
+moved elsewhere is followed by walking up again. Against the simulator."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
+
+from .apply_world import wait
+from .conftest import StartVcsim
+
+pytestmark = pytest.mark.vcsim
+
+VM = "DC0_C0_RP0_VM0"
+
+
+def calls_of(http_requests: Counter[str], read: object) -> int:
+    before = http_requests["POST /sdk"]
+    assert callable(read)
+    read()
+    return http_requests["POST /sdk"] - before
+
+
+def test_a_vm_read_again_comes_with_its_folders_in_one_call_and_as_a_full_read_sees_it(
+    start_vcsim: StartVcsim, http_requests: Counter[str],
+) -> None:
+    sim = start_vcsim(vms=2)
+    ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
+    listed = next(v for v in ops.client.inventory().vms if v.name == VM)
+
+    first = calls_of(http_requests, lambda: ops.find_vm(listed.instance_uuid))
+    again = calls_of(http_requests, lambda: ops.find_vm(listed.instance_uuid))
+    found = ops.find_vm(listed.instance_uuid)
+    ops.client.close()
+
+    assert found is not None and found.folder == listed.folder == "/DC0/vm"
+    # as the inventory saw it (which also tells each disk's datastore type)
+    assert replace(found, disks=()) == replace(listed, disks=())
+    assert again < first  # the walk up (one call per level) is not made again
+
+
+def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
+    start_vcsim: StartVcsim,
+) -> None:
+    sim = start_vcsim(vms=2)
+    ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
+    uuid = next(v.instance_uuid for v in ops.client.inventory().vms if v.name == VM)
+    vm_folder = sim.vm(VM).parent
+    assert (before := ops.find_vm(uuid)) is not None and before.folder == "/DC0/vm"
+
+    team = vm_folder.CreateFolder("team")
+    nested = team.CreateFolder("web")
+    wait(nested.MoveIntoFolder_Task([sim.vm(VM)]))
+    moved = ops.find_vm(uuid)
+    wait(team.Rename_Task(newName="squad"))
+    renamed = ops.find_vm(uuid)
+    ops.client.close()  # a new session: the datacenter's name is asked for with the files
+    dc_renamed = ops._datacenter_of(renamed) if renamed is not None else ""
+    wait(vm_folder.MoveIntoFolder_Task([sim.vm(VM)]))
+    back = ops.find_vm(uuid)
+    full = next(v for v in ops.client.inventory().vms if v.name == VM)
+    ops.client.close()
+
+    assert moved is not None and moved.folder == "/DC0/vm/team/web"
+    assert renamed is not None and renamed.folder == "/DC0/vm/squad/web"
+    assert dc_renamed == "DC0"
+    assert back is not None and back.folder == "/DC0/vm"
+    assert replace(back, disks=()) == replace(full, disks=())
