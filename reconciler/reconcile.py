@@ -38,7 +38,15 @@ from reconciler.collector import collector_paused
 from reconciler.errors import BlockedError, StalePlanError, UsageError
 from reconciler.executor import ActionRunner, Progress, RunReport, execute
 from reconciler.lease import LEASE, LeaseKeeper, holder_is_dead, new_holder, take_lease
-from reconciler.model import HostConfig, Hygiene, Limits, ObservedState, Plan, PolicySet
+from reconciler.model import (
+    ActionKind,
+    HostConfig,
+    Hygiene,
+    Limits,
+    ObservedState,
+    Plan,
+    PolicySet,
+)
 from reconciler.ports import ExportStore, HookRunner, Journal, RestoreTarget, VCenterOps
 from reconciler.recovery import JournaledRecovery, RecoveryJournal
 from reconciler.vcenter_restore import JOURNAL_KIND as RESTORE_KIND
@@ -101,6 +109,12 @@ class VCenters(Protocol):
     wiring)."""
 
     def ops(self) -> Mapping[str, VCenterOps]: ...
+
+    def prepare_exports(self, exports: Mapping[str, int]) -> None:
+        """Exports about to run at once, at most, per vCenter name: the adapter may get ready
+        for them now (start its disk reader processes) while the first VMs are looked up
+        and snapshotted."""
+        ...
 
     def restore_target(self, name: str) -> RestoreTarget:
         """The restore side of vCenter `name`; KeyError when it is not configured."""
@@ -199,6 +213,7 @@ class Reconciler:
                 code = EXIT_PARTIAL if plan.held or plan.unobserved else 0
                 return ReconcileResult(code, policy_set.revision, plan)
             self.approve(plan)
+            vcenters.prepare_exports(_exports_at_once(plan, self.limits))
             progress = stack.enter_context(self.events.progress())
             db.start_run(run_id, holder, self.clock(), policy_set.revision)
             runner = ActionRunner(
@@ -283,6 +298,14 @@ class Reconciler:
                 "saved plan lists; run `vmkeep plan --out` again"
             )
         return fresh
+
+
+def _exports_at_once(plan: Plan, limits: Limits) -> dict[str, int]:
+    """Per vCenter, the exports of the plan that can run at once: as many as it has, at
+    most `limits.concurrentExports` (the executor's cap for all vCenters together)."""
+    exports = Counter(a.vcenter for a in plan.actions if a.kind is ActionKind.EXPORT_CREATE)
+    cap = max(1, limits.concurrent_exports)
+    return {name: min(count, cap) for name, count in sorted(exports.items())}
 
 
 def _guard(plan: Plan) -> None:

@@ -230,6 +230,9 @@ class _PoolVCenters:
         ops: Mapping[str, VCenterOps] = self._pool.ops()
         return ops
 
+    def prepare_exports(self, exports: Mapping[str, int]) -> None:
+        self._pool.prestart_readers(exports)
+
     def restore_target(self, name: str) -> RestoreTarget:
         from reconciler.adapters.vsphere import VSphereRestore
 

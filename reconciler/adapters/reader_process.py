@@ -90,37 +90,77 @@ class ReaderPool:
         self.config = config
         self._timeouts = (connect_timeout, read_timeout)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a helper became idle or failed
         self._idle: list[ReaderProcess] = []
         self._all: list[ReaderProcess] = []
+        self._starting = 0  # helpers `prestart` is starting now
         self._spawner: ThreadPoolExecutor | None = None
+        self._closed = False
         self.failed: str | None = None  # why no helper could start
 
-    def take(self) -> ReaderProcess | None:
-        """A running helper reserved for one reader; None once one could not start."""
+    def prestart(self, count: int) -> None:
+        """Start helpers in the background until `count` run or are starting. An apply
+        calls this for the exports it is about to run once its plan is approved, so the
+        first exports find their helpers ready while they look up their VMs and take
+        their snapshots, instead of each waiting for one to start."""
         with self._lock:
+            if self.failed is not None or self._closed:
+                return
+            helpers = [self._new() for _ in range(count - len(self._all))]
+            for helper in helpers:
+                helper.take()
+            self._starting += len(helpers)
+        for helper in helpers:
+            threading.Thread(target=self._start_idle, args=(helper,), daemon=True,
+                             name="vmkeep-readers-prestart").start()
+
+    def take(self) -> ReaderProcess | None:
+        """A running helper reserved for one reader; None once one could not start. While
+        helpers are being started for it (`prestart`) and none is idle, it waits for one."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.failed is not None or bool(self._idle)
+                                   or not self._starting)
             if self.failed is not None:
                 return None
-            helper = self._idle.pop() if self._idle else None
-            if helper is None:
-                helper = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
-                                       read_timeout=self._timeouts[1], spawn=self._spawn,
-                                       returned=self._give_back)
-                self._all.append(helper)
+            helper = self._idle.pop() if self._idle else self._new()
             helper.take()
         why = helper.start()
         if why is not None:
-            with self._lock:
-                first, self.failed = self.failed is None, why
+            self._cannot_start(why)
             helper.give_back()
-            if first:
-                log.warning("vCenter %r: disks are read in the exports' own threads: the disk "
-                            "reader process could not start: %s", self.config.name, why)
             return None
         return helper
 
+    def _new(self) -> ReaderProcess:
+        """A helper not started yet, counted in `_all` (call with the lock held)."""
+        helper = ReaderProcess(self.config, connect_timeout=self._timeouts[0],
+                               read_timeout=self._timeouts[1], spawn=self._spawn,
+                               returned=self._give_back)
+        self._all.append(helper)
+        return helper
+
+    def _start_idle(self, helper: ReaderProcess) -> None:
+        why = helper.start()
+        if why is not None:
+            self._cannot_start(why)
+        helper.give_back()  # idle before it stops counting as starting: no waiter starts
+        with self._changed:  # another one in between
+            self._starting -= 1
+            self._changed.notify_all()
+
+    def _cannot_start(self, why: str) -> None:
+        with self._changed:
+            first = self.failed is None and not self._closed
+            self.failed = why
+            self._changed.notify_all()
+        if first:
+            log.warning("vCenter %r: disks are read in the exports' own threads: the disk "
+                        "reader process could not start: %s", self.config.name, why)
+
     def _give_back(self, helper: ReaderProcess) -> None:
-        with self._lock:
+        with self._changed:
             self._idle.append(helper)
+            self._changed.notify_all()
 
     def _spawn(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
         with self._lock:
@@ -130,8 +170,11 @@ class ReaderPool:
         return spawner.submit(start).result()
 
     def close(self) -> None:
-        """Stop every helper (after the readers are done with them)."""
-        with self._lock:
+        """Stop every helper (after the readers are done with them, and once those
+        `prestart` started have said they are ready, or could not start)."""
+        with self._changed:
+            self._closed = True
+            self._changed.wait_for(lambda: not self._starting, timeout=START_TIMEOUT + 5)
             helpers, self._all, self._idle = self._all, [], []
             spawner, self._spawner = self._spawner, None
         for helper in helpers:

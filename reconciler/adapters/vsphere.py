@@ -273,7 +273,7 @@ class VSphereClient:
         default). None — the caller reads in its own thread — with `readers: thread`,
         without Linux's `memfd_create`, and once one could not be started (the pool warns
         once)."""
-        if self.config.readers != "process" or not hasattr(os, "memfd_create"):
+        if not _reads_in_processes(self.config):
             return None
         pool = self._readers
         if pool is None:
@@ -1272,6 +1272,12 @@ class VSphereOperations:
         return files
 
 
+def _reads_in_processes(config: VCenterConfig) -> bool:
+    """Whether disks are read by helper processes: `readers: process` (the default) where
+    Linux's `memfd_create` is there for their shared ring."""
+    return config.readers == "process" and hasattr(os, "memfd_create")
+
+
 class VCenterPool:
     """One `VSphereClient` per vCenter and thread, for the executor's thread pool."""
 
@@ -1303,6 +1309,14 @@ class VCenterPool:
                 self._clients.append(client)
             ops[name] = VSphereOperations(client)
         return ops[name]
+
+    def prestart_readers(self, exports: Mapping[str, int]) -> None:
+        """Start the disk reader processes of the exports about to run (count per vCenter
+        name) in the background; nothing for a vCenter that reads in threads."""
+        for name, count in exports.items():
+            config = self._configs.get(name)
+            if config is not None and _reads_in_processes(config):
+                self._readers[name].prestart(count)
 
     def ops(self) -> dict[str, VCenterOps]:
         """`VCenterOps` per vCenter name; each call is routed to the calling thread's client."""

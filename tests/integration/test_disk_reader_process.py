@@ -303,3 +303,59 @@ def test_the_threads_of_a_pool_share_helpers_and_one_outlives_the_thread_that_st
     assert read == [data, data]
     assert len(seen[0]) == 1 and seen[1] == seen[0]
     assert not any(process_alive(pid) for pid in seen[0])  # the pool's close ended it
+
+
+def test_helpers_started_ahead_for_the_exports_to_come_are_the_ones_they_read_through(
+    estate: Estate, data: bytes,
+) -> None:
+    vm = min(estate.vms().values(), key=lambda v: v.name)
+    pool = VCenterPool({"sim": estate.sim.config()}, {"sim": estate.sim.password})
+    both_open = threading.Barrier(2, timeout=60)
+    read: list[bytes] = []
+
+    def one_export() -> None:
+        with closing(pool.operations("sim").open_disk(vm, "", vm.disks[0])) as stream:
+            both_open.wait()  # two disks read at once: two helpers
+            read.append(stream.read(SIZE))
+
+    try:
+        pool.prestart_readers({"sim": 2})
+        wait_until(lambda: len(helpers_of(os.getpid())) == 2)
+        ahead = sorted(helpers_of(os.getpid()))
+        exports = [threading.Thread(target=one_export) for _ in range(2)]
+        for export in exports:
+            export.start()
+        for export in exports:
+            export.join()
+        after = sorted(helpers_of(os.getpid()))
+    finally:
+        pool.close()
+    assert read == [data, data]
+    assert after == ahead  # the exports started none of their own
+    assert not any(process_alive(pid) for pid in ahead)
+
+
+def test_helpers_that_cannot_start_ahead_say_why_once_and_the_exports_read_in_threads(
+    estate: Estate, data: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'cannot run here' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    vm = min(estate.vms().values(), key=lambda v: v.name)
+    with VCenterPool({"sim": estate.sim.config()}, {"sim": estate.sim.password}) as pool:
+        pool.prestart_readers({"sim": 2})
+        for _ in range(2):
+            with closing(pool.operations("sim").open_disk(vm, "", vm.disks[0])) as stream:
+                assert stream.read(SIZE) == data
+    warnings = [r.getMessage() for r in caplog.records if "reader process" in r.getMessage()]
+    assert warnings == ["vCenter 'sim': disks are read in the exports' own threads: the disk "
+                        "reader process could not start: exit status 3: cannot run here"]
+
+
+def test_no_helper_is_started_ahead_for_a_vcenter_read_in_threads(estate: Estate) -> None:
+    with VCenterPool({"sim": estate.sim.config(readers="thread")},
+                     {"sim": estate.sim.password}) as pool:
+        pool.prestart_readers({"sim": 2})
+        assert helpers_of(os.getpid()) == []

@@ -35,9 +35,13 @@ from .fakes import T0, FakeClock, FakeHooks, FakeStore, FakeVCenter, make_policy
 class FakeVCenters:
     def __init__(self, vcenters: Mapping[str, FakeVCenter]) -> None:
         self.vcenters = vcenters
+        self.prepared: list[dict[str, int]] = []
 
     def ops(self) -> Mapping[str, VCenterOps]:
         return dict(self.vcenters)
+
+    def prepare_exports(self, exports: Mapping[str, int]) -> None:
+        self.prepared.append(dict(exports))
 
     def restore_target(self, name: str) -> RestoreTarget:
         raise KeyError(name)
@@ -77,6 +81,8 @@ class World:
         self.sim.add("app")
         self.other.add("db")
         self.store = FakeStore()
+        self.vcenters = FakeVCenters({"sim": self.sim, "other": self.other})
+        self.limits = Limits()
         self.db_path = tmp_path / "state.db"
         self.unreachable: dict[str, str] = {}
         self.clock = FakeClock()
@@ -98,7 +104,7 @@ class World:
 
     def reconciler(self, approve: Callable[[Plan], None] | None = None) -> Reconciler:
         targets: Mapping[str, ExportStore] = {"local": self.store}
-        vcenters = FakeVCenters({"sim": self.sim, "other": self.other})
+        vcenters = self.vcenters
 
         def open_targets() -> AbstractContextManager[Mapping[str, ExportStore]]:
             return nullcontext(targets)
@@ -109,7 +115,7 @@ class World:
             open_vcenters=lambda: nullcontext(vcenters),
             open_targets=open_targets,
             hooks=FakeHooks(),
-            limits=Limits(),
+            limits=self.limits,
             transports={},
             approve=approve or self.approve,
             events=self.events,
@@ -131,6 +137,7 @@ def test_a_reconcile_observes_plans_asks_executes_and_journals_the_run(tmp_path:
     assert kinds == sorted([ActionKind.SNAPSHOT_CREATE, ActionKind.EXPORT_CREATE] * 2)
     assert {o.status for o in result.report.outcomes} == {OutcomeStatus.DONE}
     assert world.approved == [4]
+    assert world.vcenters.prepared == [{"other": 1, "sim": 1}]  # once approved
     assert world.events.seen == ["planned", "progress", "finished"]
     assert len(world.store.committed) == 2
     with StateDB(world.db_path) as db:
@@ -150,6 +157,7 @@ def test_a_refused_approval_changes_nothing_and_journals_no_run(tmp_path: Path) 
     with pytest.raises(UsageError, match="cancelled"):
         world.reconciler(refuse).run(ReconcileRequest(world.policies, T0))
     assert world.sim.calls == [] and world.other.calls == []
+    assert world.vcenters.prepared == []  # no reader process started for a refused plan
     assert world.store.committed == {}
     with StateDB(world.db_path) as db:
         assert db.runs() == []
@@ -239,3 +247,17 @@ def test_the_plan_of_a_reconcile_judges_snapshot_hygiene_by_the_host_configs_thr
     assert "foreign-snapshot-old" not in warnings(None, tmp_path / "a")  # default: 72 h
     assert "foreign-snapshot-old" in warnings(Hygiene(snapshot_max_age_seconds=3600),
                                               tmp_path / "b")
+
+
+def test_the_vcenters_hear_how_many_exports_may_run_at_once_before_the_first_starts(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    for name in ("web", "cache", "queue"):
+        world.sim.add(name)
+    world.limits = Limits(concurrent_exports=2)
+    world.run(T0)
+    assert world.vcenters.prepared == [{"other": 1, "sim": 2}]  # 4 and 1 exports, 2 at once
+    world.vcenters.prepared.clear()
+    world.run(T0)  # nothing to do: nothing to prepare
+    assert world.vcenters.prepared == []
