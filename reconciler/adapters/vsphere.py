@@ -57,7 +57,8 @@ import ssl
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from itertools import pairwise
 from types import TracebackType
@@ -749,20 +750,67 @@ def _still_linked(found: list[RawObject]) -> tuple[RawObject, list[RawObject]] |
     return found[0], [o for o in found[1:] if _parent_of(o) is not None]
 
 
+@dataclass
+class Remembered:
+    """Where a vCenter's objects were found by earlier reads, by "kind:moref" (`_key`): the
+    next read asks for what it expects in the same call and checks every link, so this only
+    saves calls, it never decides what is read.
+
+    * `chains`: a folder or vApp → it and the containers above it, up to the root folder;
+    * `parents`: a VM → the folder or vApp it was in;
+    * `placements`: a VM → its host and the host's compute resource (cluster);
+    * `computes`: a host → its compute resource.
+    """
+
+    chains: dict[str, list[Any]] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)
+    placements: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    computes: dict[str, Any] = field(default_factory=dict)
+
+
+def _key(ref: Any) -> str:
+    return f"{ref._wsdlName}:{ref._moId}"
+
+
+def _id(ref: Any) -> tuple[str, str]:
+    """How a reference's object is named in `RawObject`s: (kind, id)."""
+    return ref._wsdlName, ref._moId
+
+
+def _props_of(read: Mapping[tuple[str, str], RawObject], ref: Any) -> Mapping[str, Any]:
+    obj = read.get(_id(ref))
+    return obj.props if obj is not None else {}
+
+
+def _still_placed(host: Any, placed: tuple[Any, ...],
+                  read: Mapping[tuple[str, str], RawObject]) -> list[RawObject] | None:
+    """The VM's host and its compute resource, as read with the VM, when the VM still runs on
+    the host it ran on (`placed`: the host, then its compute resource) and the host is still
+    in that compute resource; else None (they are read again)."""
+    if host is None or len(placed) != 2 or (host._wsdlName, host._moId) != (
+            placed[0]._wsdlName, placed[0]._moId):
+        return None
+    found = [read.get((r._wsdlName, r._moId)) for r in placed]
+    on, compute = found
+    parent = on.props.get("parent") if on is not None else None
+    if on is None or compute is None or parent is None or (
+            parent._wsdlName, parent._moId) != (compute.kind, compute.id):
+        return None
+    return [on, compute]
+
+
 class VSphereOperations:
     """The `VCenterOps` port on top of one `VSphereClient` (one thread at a time)."""
 
     def __init__(self, client: VSphereClient, *, task_timeout: float = 3600.0,
-                 chains: dict[str, list[Any]] | None = None) -> None:
+                 remembered: Remembered | None = None) -> None:
         self.client = client
         self.name = client.name
         self._task_timeout = task_timeout
         self._datastore_types: dict[str, str] = {}  # summary.type by datastore name
-        #: The containers found above an object (by "kind:moref") the last time it was read:
-        #: folders, vApps, the datacenter, up to the root folder (`chains` shares it). The
-        #: next read of the object asks for it and all of them in one call, their names
-        #: fresh, and uses them when every parent is still the next one (see `_with_chain`).
-        self._chains = {} if chains is None else chains
+        #: Where objects were found last time (`Remembered`; a `VCenterPool` shares one
+        #: between its threads): asked for again in one call and checked, not trusted.
+        self._seen = Remembered() if remembered is None else remembered
 
     # ------------------------------------------------------------------ reading a VM
 
@@ -775,15 +823,22 @@ class VSphereOperations:
             )
             if ref is None:
                 return None
-            vm, chain = self._with_chain(ref, VM_PROPERTIES)
-            objects = [vm]
-            host = objects[0].props.get("runtime.host")
-            hosts = self._read_objects([host], HOST_PROPERTIES) if host is not None else []
-            computes = [ref for h in hosts if (ref := h.props.get("parent")) is not None]
-            hosts += self._read_objects(computes, COMPUTE_PROPERTIES) if computes else []
-            fields = c.content.customFieldsManager.field if c.content.customFieldsManager \
-                else []
-            inventory, _ = build_inventory(self.name, [*objects, *chain, *hosts], fields, None)
+            # with the VM, in the same call: the custom attributes' names, and its host and
+            # cluster of the last read (used while the VM is still on that host)
+            placed = self._seen.placements.get(_key(ref), ())
+            manager = c.content.customFieldsManager
+            also = [(r, HOST_PROPERTIES if r._wsdlName == "HostSystem" else COMPUTE_PROPERTIES)
+                    for r in placed]
+            also += [(manager, ("field",))] if manager is not None else []
+            vm, chain, extra = self._with_chain(ref, VM_PROPERTIES, also)
+            fields = _props_of(extra, manager).get("field") or [] if manager is not None else []
+            host = vm.props.get("runtime.host")
+            hosts = _still_placed(host, placed, extra)
+            if hosts is None:
+                hosts = self._host_and_compute(host) if host is not None else []
+                self._seen.placements[_key(ref)] = tuple(
+                    self.client.ref(getattr(vim, o.kind), o.id) for o in hosts)
+            inventory, _ = build_inventory(self.name, [vm, *chain, *hosts], fields, None)
             return inventory.vms[0] if inventory.vms else None
 
         return c.call(f"read VM {instance_uuid}", read)
@@ -818,31 +873,68 @@ class VSphereOperations:
             )
         return objects
 
-    def _with_chain(self, ref: Any, paths: tuple[str, ...]
-                    ) -> tuple[RawObject, list[RawObject]]:
+    def _host_and_compute(self, host: Any) -> list[RawObject]:
+        """A host and its cluster (or standalone compute resource): in one call when the
+        host's compute resource is known from another VM's read and still is its parent."""
+        compute = self._seen.computes.get(_key(host))
+        if compute is not None:
+            read = {(o.kind, o.id): o for o in self._retrieve(
+                [host, compute], {type(host): HOST_PROPERTIES, type(compute): COMPUTE_PROPERTIES})}
+            found = _still_placed(host, (host, compute), read)
+            if found is not None:
+                return found
+        hosts = self._read_objects([host], HOST_PROPERTIES)
+        computes = [ref for h in hosts if (ref := h.props.get("parent")) is not None]
+        hosts += self._read_objects(computes, COMPUTE_PROPERTIES) if computes else []
+        if computes:
+            self._seen.computes[_key(host)] = computes[0]
+        return hosts
+
+    def _with_chain(self, ref: Any, paths: tuple[str, ...],
+                    also: Sequence[tuple[Any, tuple[str, ...]]] = ()
+                    ) -> tuple[RawObject, list[RawObject], dict[tuple[str, str], RawObject]]:
         """An object (a VM: `paths` include its `parent` and `parentVApp`) and the folders,
-        vApps and datacenter above it, nearest first, all read now.
+        vApps and datacenter above it, nearest first, all read now; and the objects `also`
+        names (each with its properties) as read in the first call, by kind and id.
 
         The containers found above it last time are asked for in the same call as the
         object, and used when the object's parent is still the first of them and each
         one's parent the next; otherwise (something was moved, renamed objects are fine)
         they are found by walking up, one call per level, and remembered."""
-        key = f"{ref._wsdlName}:{ref._moId}"
-        known = self._chains.get(key)
-        if known:
-            kinds = {type(ref): paths}
-            for node in known:
-                kinds[type(node)] = CONTAINER_PROPERTIES[node._wsdlName]
-            read = {(o.kind, o.id): o for o in self._retrieve([ref, *known], kinds)}
-            found = [read.get((r._wsdlName, r._moId)) for r in [ref, *known]]
-            if all(o is not None for o in found):
-                linked = _still_linked([o for o in found if o is not None])
+        seen = self._seen
+        above = seen.parents.get(_key(ref))
+        known = seen.chains.get(above, []) if above is not None else []
+        kinds: dict[Any, tuple[str, ...]] = {type(ref): paths}
+        for node in known:
+            kinds[type(node)] = CONTAINER_PROPERTIES[node._wsdlName]
+        for other, names in also:
+            kinds[type(other)] = names
+        read = {(o.kind, o.id): o
+                for o in self._retrieve([ref, *known, *(r for r, _ in also)], kinds)}
+        found = [read.get(_id(r)) for r in [ref, *known]]
+        obj = found[0]
+        if obj is None:  # gone since it was found: as a read of it alone would fail
+            [obj] = self._read_objects([ref], paths)
+        if known and all(o is not None for o in found):
+            linked = _still_linked([o for o in found if o is not None])
+            if linked is not None:
+                return linked[0], linked[1], read
+        parent = _parent_of(obj)
+        if parent is None or parent._wsdlName not in CONTAINER_PROPERTIES:
+            return obj, [], read
+        seen.parents[_key(ref)] = _key(parent)
+        others = seen.chains.get(_key(parent))  # found above another object in that folder
+        if others and others != known:
+            objects = {(o.kind, o.id): o for o in self._retrieve(
+                others, {type(n): CONTAINER_PROPERTIES[n._wsdlName] for n in others})}
+            again = [objects.get(_id(r)) for r in others]
+            if all(o is not None for o in again):
+                linked = _still_linked([obj, *(o for o in again if o is not None)])
                 if linked is not None:
-                    return linked
-        [obj] = self._read_objects([ref], paths)
-        chain, walked = self._walk_up(_parent_of(obj))
-        self._chains[key] = walked
-        return obj, chain
+                    return linked[0], linked[1], read
+        chain, walked = self._walk_up(parent)
+        seen.chains[_key(parent)] = walked
+        return obj, chain, read
 
     def _walk_up(self, ref: Any) -> tuple[list[RawObject], list[Any]]:
         """Folders, vApps and the datacenter above an object, nearest first, one call per
@@ -863,7 +955,7 @@ class VSphereOperations:
 
     def _datacenter_of(self, vm: VM) -> str:
         def read() -> str:
-            _, chain = self._with_chain(self._vm_ref(vm), ("parent", "parentVApp"))
+            _, chain, _ = self._with_chain(self._vm_ref(vm), ("parent", "parentVApp"))
             for node in chain:
                 if node.kind == "Datacenter":
                     return str(node.props.get("name"))
@@ -1263,7 +1355,7 @@ class VSphereOperations:
                     raise
         try:  # what a restore into vCenter rebuilds the VM from (docs/restore.md)
             config = VSphereRestore(self.client, task_timeout=self._task_timeout,
-                                    chains=self._chains).vm_config(
+                                    remembered=self._seen).vm_config(
                 vm, datacenter=datacenter)
             files[CONFIG_FILE] = config.encode()
         except VCenterError as exc:
@@ -1288,6 +1380,8 @@ class VCenterPool:
         self._local = threading.local()
         self._clients: list[VSphereClient] = []
         self._lock = threading.Lock()
+        #: Where each vCenter's objects were found, shared by the threads' operations.
+        self._remembered = {name: Remembered() for name in self._configs}
         #: Disk reader processes per vCenter, shared by the threads' clients.
         self._readers = {name: ReaderPool(c, connect_timeout=CONNECT_TIMEOUT,
                                           read_timeout=READ_TIMEOUT)
@@ -1307,7 +1401,7 @@ class VCenterPool:
                                    readers=self._readers[name])
             with self._lock:
                 self._clients.append(client)
-            ops[name] = VSphereOperations(client)
+            ops[name] = VSphereOperations(client, remembered=self._remembered[name])
         return ops[name]
 
     def prestart_readers(self, exports: Mapping[str, int]) -> None:

@@ -1,6 +1,7 @@
-"""Reading one VM again (each action does, before it snapshots or exports) asks for the VM
-and the folders and datacenter found above it last time in one call, their names fresh; a VM
-moved elsewhere is followed by walking up again. Against the simulator."""
+"""Reading one VM again (each action does, before it snapshots or exports) asks for the VM,
+the folders and datacenter found above it last time, its host and cluster of last time and
+the custom attributes' names in one call after finding it by UUID, names fresh; a VM moved
+to another folder or host is followed by reading those again. Against the simulator."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from pyVmomi import vim
 
 from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
 
@@ -42,6 +44,7 @@ def test_a_vm_read_again_comes_with_its_folders_in_one_call_and_as_a_full_read_s
     # as the inventory saw it (which also tells each disk's datastore type)
     assert replace(found, disks=()) == replace(listed, disks=())
     assert again < first  # the walk up (one call per level) is not made again
+    assert again == 2  # finding it by UUID, then everything else at once
 
 
 def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
@@ -51,7 +54,8 @@ def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
     ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
     uuid = next(v.instance_uuid for v in ops.client.inventory().vms if v.name == VM)
     vm_folder = sim.vm(VM).parent
-    assert (before := ops.find_vm(uuid)) is not None and before.folder == "/DC0/vm"
+    before = ops.find_vm(uuid)
+    assert before is not None and before.folder == "/DC0/vm"
 
     team = vm_folder.CreateFolder("team")
     nested = team.CreateFolder("web")
@@ -71,3 +75,27 @@ def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
     assert dc_renamed == "DC0"
     assert back is not None and back.folder == "/DC0/vm"
     assert replace(back, disks=()) == replace(full, disks=())
+
+
+def test_a_vm_moved_to_another_host_or_given_an_attribute_is_read_as_it_is_now(
+    start_vcsim: StartVcsim,
+) -> None:
+    sim = start_vcsim(vms=2)
+    ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
+    uuid = next(v.instance_uuid for v in ops.client.inventory().vms if v.name == VM)
+    before = ops.find_vm(uuid)
+    assert before is not None and before.host
+
+    managed = sim.vm(VM)
+    other = next(h for h in managed.runtime.host.parent.host if h.name != before.host)
+    wait(managed.RelocateVM_Task(spec=vim.vm.RelocateSpec(host=other)))
+    fields = sim.admin().customFieldsManager
+    owner = fields.AddCustomFieldDef(name="owner", moType=vim.VirtualMachine)
+    fields.SetField(entity=managed, key=owner.key, value="team-a")
+    after = ops.find_vm(uuid)
+    full = next(v for v in ops.client.inventory().vms if v.name == VM)
+    ops.client.close()
+
+    assert after is not None and after.host == other.name != before.host
+    assert after.cluster == before.cluster and dict(after.attributes) == {"owner": "team-a"}
+    assert replace(after, disks=()) == replace(full, disks=())
