@@ -151,23 +151,34 @@ def test_a_helper_that_cannot_start_says_why_in_the_error_of_the_read(
            "'ssl')" in caught.value.message
 
 
-def test_without_a_helper_the_export_thread_reads_the_disk_and_says_why_once(
-    estate: Estate, data: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def no_helper_can_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python for the helpers that only says it cannot run and exits 3."""
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'cannot run here' >&2\nexit 3\n")
     broken.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(broken))
+
+
+def said_why_no_helper(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "reader process" in r.getMessage()]
+
+
+NO_HELPER = ("vCenter 'sim': disks are read in the exports' own threads: the disk reader "
+             "process could not start: exit status 3: cannot run here")
+
+
+@pytest.mark.usefixtures("no_helper_can_start")
+def test_without_a_helper_the_export_thread_reads_the_disk_and_says_why_once(
+    estate: Estate, data: bytes, caplog: pytest.LogCaptureFixture,
+) -> None:
     vm = min(estate.vms().values(), key=lambda v: v.name)
     with VSphereClient(estate.sim.config(), estate.sim.password) as client:
         ops = VSphereOperations(client)
         for _ in range(2):
             with closing(ops.open_disk(vm, "", vm.disks[0])) as stream:
                 assert stream.read(SIZE) == data
-    warnings = [r.getMessage() for r in caplog.records if "reader process" in r.getMessage()]
-    assert warnings == ["vCenter 'sim': disks are read in the exports' own threads: the disk "
-                        "reader process could not start: exit status 3: cannot run here"]
+    assert said_why_no_helper(caplog) == [NO_HELPER]
 
 
 def test_with_readers_thread_no_helper_is_started(estate: Estate, data: bytes) -> None:
@@ -335,23 +346,17 @@ def test_helpers_started_ahead_for_the_exports_to_come_are_the_ones_they_read_th
     assert not any(process_alive(pid) for pid in ahead)
 
 
+@pytest.mark.usefixtures("no_helper_can_start")
 def test_helpers_that_cannot_start_ahead_say_why_once_and_the_exports_read_in_threads(
-    estate: Estate, data: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    estate: Estate, data: bytes, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    broken = tmp_path / "python"
-    broken.write_text("#!/bin/sh\necho 'cannot run here' >&2\nexit 3\n")
-    broken.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(broken))
     vm = min(estate.vms().values(), key=lambda v: v.name)
     with VCenterPool({"sim": estate.sim.config()}, {"sim": estate.sim.password}) as pool:
         pool.prestart_readers({"sim": 2})
         for _ in range(2):
             with closing(pool.operations("sim").open_disk(vm, "", vm.disks[0])) as stream:
                 assert stream.read(SIZE) == data
-    warnings = [r.getMessage() for r in caplog.records if "reader process" in r.getMessage()]
-    assert warnings == ["vCenter 'sim': disks are read in the exports' own threads: the disk "
-                        "reader process could not start: exit status 3: cannot run here"]
+    assert said_why_no_helper(caplog) == [NO_HELPER]
 
 
 def test_no_helper_is_started_ahead_for_a_vcenter_read_in_threads(estate: Estate) -> None:

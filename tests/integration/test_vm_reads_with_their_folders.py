@@ -12,9 +12,10 @@ import pytest
 from pyVmomi import vim
 
 from reconciler.adapters.vsphere import VSphereClient, VSphereOperations
+from reconciler.model import VM as VMModel
 
 from .apply_world import wait
-from .conftest import StartVcsim
+from .conftest import Simulator, StartVcsim
 
 pytestmark = pytest.mark.vcsim
 
@@ -47,15 +48,22 @@ def test_a_vm_read_again_comes_with_its_folders_in_one_call_and_as_a_full_read_s
     assert again == 2  # finding it by UUID, then everything else at once
 
 
+def read_once(sim: Simulator) -> tuple[VSphereOperations, str, VMModel]:
+    """Operations on the simulator, the UUID of `VM`, and a first read of it."""
+    ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
+    uuid = next(v.instance_uuid for v in ops.client.inventory().vms if v.name == VM)
+    before = ops.find_vm(uuid)
+    assert before is not None
+    return ops, uuid, before
+
+
 def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
     start_vcsim: StartVcsim,
 ) -> None:
     sim = start_vcsim(vms=2)
-    ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
-    uuid = next(v.instance_uuid for v in ops.client.inventory().vms if v.name == VM)
+    ops, uuid, before = read_once(sim)
     vm_folder = sim.vm(VM).parent
-    before = ops.find_vm(uuid)
-    assert before is not None and before.folder == "/DC0/vm"
+    assert before.folder == "/DC0/vm"
 
     team = vm_folder.CreateFolder("team")
     nested = team.CreateFolder("web")
@@ -63,8 +71,7 @@ def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
     moved = ops.find_vm(uuid)
     wait(team.Rename_Task(newName="squad"))
     renamed = ops.find_vm(uuid)
-    ops.client.close()  # a new session: the datacenter's name is asked for with the files
-    dc_renamed = ops._datacenter_of(renamed) if renamed is not None else ""
+    datacenter = ops._datacenter_of(renamed) if renamed is not None else ""
     wait(vm_folder.MoveIntoFolder_Task([sim.vm(VM)]))
     back = ops.find_vm(uuid)
     full = next(v for v in ops.client.inventory().vms if v.name == VM)
@@ -72,7 +79,7 @@ def test_a_vm_moved_or_with_a_renamed_folder_is_read_where_it_is_now(
 
     assert moved is not None and moved.folder == "/DC0/vm/team/web"
     assert renamed is not None and renamed.folder == "/DC0/vm/squad/web"
-    assert dc_renamed == "DC0"
+    assert datacenter == "DC0"  # found above the folders it was moved into
     assert back is not None and back.folder == "/DC0/vm"
     assert replace(back, disks=()) == replace(full, disks=())
 
@@ -81,10 +88,8 @@ def test_a_vm_moved_to_another_host_or_given_an_attribute_is_read_as_it_is_now(
     start_vcsim: StartVcsim,
 ) -> None:
     sim = start_vcsim(vms=2)
-    ops = VSphereOperations(VSphereClient(sim.config(), sim.password))
-    uuid = next(v.instance_uuid for v in ops.client.inventory().vms if v.name == VM)
-    before = ops.find_vm(uuid)
-    assert before is not None and before.host
+    ops, uuid, before = read_once(sim)
+    assert before.host
 
     managed = sim.vm(VM)
     other = next(h for h in managed.runtime.host.parent.host if h.name != before.host)
