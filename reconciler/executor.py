@@ -50,7 +50,9 @@ from reconciler.ports import (
     ExportStore,
     HookRunner,
     Journal,
+    Lent,
     VCenterOps,
+    lend_from,
     read_into,
 )
 
@@ -735,6 +737,12 @@ class _Counting:
         n = read_into(self._inner, buffer)
         self._counted(n)
         return n
+
+    def lend(self, n: int) -> Lent | None:
+        lent = lend_from(self._inner, n)
+        if lent is not None:
+            self._counted(lent.length)
+        return lent
 
     def _counted(self, n: int) -> None:
         self.count += n

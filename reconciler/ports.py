@@ -90,6 +90,27 @@ def read_into(stream: DiskStream, buffer: bytearray | memoryview) -> int:
     return len(data)
 
 
+@dataclass(frozen=True)
+class Lent:
+    """A block of a disk stream lent where it already is, not copied: `length` bytes of
+    `buffer` (bytes-like with `find`, such as an mmap) from `offset`. They stay as they are
+    until `release()` is called, which must happen exactly once, as soon as they have been
+    read (`DiskStream.lend`)."""
+
+    buffer: Any
+    offset: int
+    length: int
+    release: Callable[[], None]
+
+
+def lend_from(stream: object, n: int) -> Lent | None:
+    """The next `n` bytes (at most) of `stream` in place, through the stream's own `lend`
+    when it has one — a wrapper of a disk stream passes `lend` on with this, as it does
+    `readinto` with `read_into`; None when the stream cannot lend them (then read them)."""
+    lend = getattr(stream, "lend", None)
+    return lend(n) if lend is not None else None
+
+
 class VCenterOps(Protocol):
     """What the executor does to one vCenter. Every method re-reads reality; all raise
     `VCenterError`s (`transient` ones for what a retry may fix; `fault` names the vCenter

@@ -21,7 +21,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import quote
 
 from reconciler.errors import TransientError, VCenterError, backoff_delay
-from reconciler.ports import read_into
+from reconciler.ports import Lent, lend_from, read_into
 
 __all__ = [
     "DatastoreFile",
@@ -382,6 +382,16 @@ class ZeroExtended:
             got = n
         self._pos += got
         return got
+
+    def lend(self, n: int) -> Lent | None:
+        """`n` bytes in place from the inner stream while they are all within it (the zeros
+        past its end are read, not lent)."""
+        if self._pos + n > self._inner.size:
+            return None
+        lent = lend_from(self._inner, n)
+        if lent is not None:
+            self._pos += lent.length
+        return lent
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         target = {0: offset, 1: self._pos + offset, 2: self.size + offset}[whence]

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from reconciler.adapters.datastore import Connect, HttpFile, ZeroExtended
 from reconciler.adapters.vmdk import SECTOR, StreamOptimizedReader, VmdkError, is_sparse_vmdk
 from reconciler.errors import TransientError, VCenterError
-from reconciler.ports import DiskStream, read_into
+from reconciler.ports import DiskStream, Lent, lend_from, read_into
 
 __all__ = [
     "LeasedStream",
@@ -352,6 +352,9 @@ class Transported:
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
         return read_into(self._inner, buffer)
+
+    def lend(self, n: int) -> Lent | None:
+        return lend_from(self._inner, n)
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         return self._inner.seek(offset, whence)

@@ -6,8 +6,10 @@ GIL about a third of their time while the hashing and compressing threads hold i
 core idles meanwhile (`docs/benchmarks.md`, apply, "A sixth round"). With the host config's
 `vcenters.<name>.readers: process` (the default) an export's thread reads through a helper
 process of its own instead: it runs the same `RangeReader` (same TLS verification, retries
-and resumption) and decrypts into a shared ring of `SLOTS` blocks of `BLOCK` bytes (a memfd);
-the export copies each block out with one `memmove` (no GIL held) and hands the slot back.
+and resumption) and decrypts into a shared ring of `SLOTS` blocks of `BLOCK` bytes (a memfd).
+The export hashes and compresses each block where it is (`ProcessRangeReader.lend`: no copy)
+and hands the slot back once the block is encoded; a block only partly wanted is copied out
+with one `memmove` (no GIL held) by `readinto`.
 
 A helper is started on first use and kept for the next files; the threads of a
 `VCenterPool` share them (`ReaderPool`: as many as read at once). It gets the vCenter's TLS
@@ -47,6 +49,7 @@ from typing import Any
 
 from reconciler.errors import CertificateError, TransientError, VCenterError, VmkeepError
 from reconciler.model import VCenterConfig
+from reconciler.ports import Lent
 
 from .datastore import DatastoreFile, HttpFile, PositionedReader, RangeReader
 from .vsphere_tls import pin_of, pinned_connection, ssl_context
@@ -56,7 +59,12 @@ __all__ = ["BLOCK", "SLOTS", "ProcessRangeReader", "ReaderPool", "ReaderProcess"
 log = logging.getLogger(__name__)
 
 BLOCK = 8 << 20  #: bytes per slot: the export writer's block
-SLOTS = 2  #: blocks the helper may read ahead of the export (4 read no faster here)
+#: Blocks in the ring: an export encodes up to four lent blocks at once (`PointWriter`'s
+#: window) while the helper reads the next.
+SLOTS = 5
+#: How long closing a reader waits for the blocks it lent to be released (encoding a block
+#: takes milliseconds); after that the helper is stopped rather than reused.
+LEND_WAIT = 60.0
 START_TIMEOUT = 60.0  #: seconds a new helper may take to say it is ready
 #: Variables the helper inherits (never a password's `passwordEnv`).
 _ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR")
@@ -198,6 +206,8 @@ class ReaderProcess:
         self._ring: mmap.mmap | None = None  # the shared ring (a memfd), mapped here too
         self._anchor: ctypes.Array[ctypes.c_char] | None = None  # the ring, for memmove
         self._lock = threading.Lock()
+        self._sending = threading.Lock()  # lent blocks are given back from other threads
+        self.generation = 0  # counts the processes started: a block names the one it is in
         self.busy = False  # a reader holds it
         self._last_end = "not started"  # why the last helper ended, as `_ended` said
 
@@ -244,6 +254,7 @@ class ReaderProcess:
             theirs.close()
         self._ring = mmap.mmap(ring, BLOCK * SLOTS)
         os.close(ring)  # the mapping keeps it
+        self.generation += 1
         self._anchor = (ctypes.c_char * (BLOCK * SLOTS)).from_buffer(self._ring)
         self._conn = Connection(mine.detach())
         self._send({"op": "hello", "config": asdict(self.config), "timeouts": self._timeouts})
@@ -271,8 +282,10 @@ class ReaderProcess:
         return None
 
     def _send(self, message: dict[str, Any]) -> None:
-        assert self._conn is not None
-        self._conn.send_bytes(json.dumps(message).encode())
+        with self._sending:
+            if self._conn is None:
+                raise OSError("the disk reader process is not running")
+            self._conn.send_bytes(json.dumps(message).encode())
 
     def _receive(self, vcenter: str) -> dict[str, Any]:
         assert self._conn is not None
@@ -346,9 +359,19 @@ class ReaderProcess:
         finally:
             del target
 
-    def free(self, slot: int) -> None:
+    def free(self, slot: int, generation: int | None = None) -> None:
+        """The export is done with a slot; `generation`: of the process it was filled by
+        (a block lent by one that has ended since is not the new one's to reuse)."""
+        if generation is not None and generation != self.generation:
+            return
         with contextlib.suppress(OSError):
             self._send({"op": "free", "slot": slot})
+
+    def lend(self, slot: int, n: int, release: Callable[[], None]) -> Lent:
+        """`n` bytes of a filled slot in place, until `release()`."""
+        if self._ring is None or not 0 <= slot < SLOTS or not 0 < n <= BLOCK:
+            raise ValueError(f"no such bytes in the reader's ring: {slot}, {n}")
+        return Lent(self._ring, slot * BLOCK, n, release)
 
     def stop(self, vcenter: str) -> None:
         """End the current file; the helper is ready for the next one."""
@@ -368,7 +391,8 @@ class ReaderProcess:
             conn.close()
         self._anchor = None
         if self._ring is not None:
-            self._ring.close()
+            with contextlib.suppress(BufferError):  # a lent block is still read: the mapping
+                self._ring.close()  # goes when the last view of it does
             self._ring = None
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -393,6 +417,8 @@ class ProcessRangeReader(PositionedReader):
         self._pos = 0
         self._reading = False  # the helper reads this file from where `_pos` was
         self._block: tuple[int, int, int] | None = None  # slot, bytes taken, bytes in it
+        self._lent = 0  # blocks lent and not released yet
+        self._returned = threading.Condition()
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
         view = memoryview(buffer).cast("B")
@@ -423,7 +449,55 @@ class ProcessRangeReader(PositionedReader):
                 self._block = (slot, taken, n)
         return got
 
+    def lend(self, n: int) -> Lent | None:
+        """The next `n` bytes in the helper's ring itself, not copied: a whole block the
+        helper read (blocks are `BLOCK` bytes from where reading started, the last one
+        shorter). None when that is not exactly `n` bytes, or part of the block was taken
+        by `readinto`; then `readinto` reads them. The slot is the helper's again once the
+        block is released; stopping or closing waits for every lent block first."""
+        want = min(n, self.size - self._pos)
+        if self._block is not None or want <= 0:
+            return None
+        try:
+            if not self._reading:
+                self._helper.begin(self.file, self._cookie, self.size, self._pos)
+                self._reading = True
+            slot, got = self._helper.next_block(self.file.vcenter)
+        except BaseException:
+            self._let_go()
+            raise
+        if got != want:
+            self._block = (slot, 0, got)
+            return None
+        lent = self._helper.lend(slot, got, self._release_once(slot, self._helper.generation))
+        with self._returned:
+            self._lent += 1
+        self._pos += got
+        return lent
+
+    def _release_once(self, slot: int, generation: int) -> Callable[[], None]:
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            self._helper.free(slot, generation)
+            with self._returned:
+                self._lent -= 1
+                self._returned.notify_all()
+
+        return release
+
     def _let_go(self) -> None:
+        with self._returned:
+            back = self._returned.wait_for(lambda: self._lent == 0, timeout=LEND_WAIT)
+        if not back:  # never expected: stop this helper rather than refill what is read
+            log.warning("%s: blocks lent by the disk reader process were not released within "
+                        "%.0f s; the process is stopped", self.file, LEND_WAIT)
+            self._helper.close()
+            self._reading = False
+            self._block = None
         if self._reading:
             self._helper.stop(self.file.vcenter)
             self._reading = False

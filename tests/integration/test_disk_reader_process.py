@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -364,3 +365,35 @@ def test_no_helper_is_started_ahead_for_a_vcenter_read_in_threads(estate: Estate
                      {"sim": estate.sim.password}) as pool:
         pool.prestart_readers({"sim": 2})
         assert helpers_of(os.getpid()) == []
+
+
+def test_blocks_lent_from_the_helpers_ring_are_the_files_bytes_and_closing_waits_for_them(
+    estate: Estate, data: bytes, helper: ReaderProcess,
+) -> None:
+    """What the export hashes in place is what the file holds; closing the reader (which
+    lets the helper refill its ring for the next file) waits until the last lent block is
+    released, and the helper then reads the next file as before."""
+    stream = reader(helper, estate)
+    first = stream.lend(BLOCK)
+    second = stream.lend(BLOCK)
+    assert first is not None and second is not None
+    assert first.buffer[first.offset : first.offset + first.length] == data[:BLOCK]
+    assert second.buffer[second.offset : second.offset + second.length] \
+        == data[BLOCK : 2 * BLOCK]
+    first.release()
+    first.release()  # once is what counts
+    assert stream.lend(4096) is None  # the helper read more than that: it is read instead
+    assert stream.read() == data[2 * BLOCK :]
+    released: list[float] = []
+
+    def release_later() -> None:
+        time.sleep(0.3)
+        released.append(time.monotonic())
+        second.release()
+
+    threading.Thread(target=release_later).start()
+    stream.close()
+    closed = time.monotonic()
+    assert released and released[0] <= closed
+    with reader(helper, estate) as again:
+        assert again.read() == data

@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import zstandard
 
 from reconciler.errors import CorruptionError, RepositoryError
 from reconciler.model import ExportPoint, VMRef
+from reconciler.ports import Lent, lend_from
 
 from .core import RepositoryCore
 from .extents import ChunkPlan, Piece, plan_chunks, read_planned
@@ -131,36 +132,53 @@ class ChunkEncoder:
             return FLAG_RAW, raw if isinstance(raw, bytes | bytearray) else raw.tobytes()
         return FLAG_ZSTD, packed
 
-    def encode(self, first: int, block: bytes | bytearray) -> BlockResult:
+    def encode(self, first: int, block: bytes | bytearray | Lent) -> BlockResult:
         """Chunks are hashed and compressed as views of `block`, not copies; only chunks
-        stored raw are copied out, so nothing returned refers to `block` (a reused buffer)."""
+        stored raw are copied out, so nothing returned refers to `block` (a reused buffer,
+        or a block lent in place by the source: released here once encoded)."""
+        if isinstance(block, Lent):
+            try:
+                return self._encode_in(first, block.buffer, block.offset, block.length)
+            finally:
+                block.release()
+        return self._encode_in(first, block, 0, len(block))
+
+    def _encode_in(self, first: int, buf: Any, start: int, length: int) -> BlockResult:
+        """`encode` of `length` bytes of `buf` (bytes, bytearray or an mmap) at `start`."""
         cs = self.chunk_size
-        n = (len(block) + cs - 1) // cs
-        if len(block) == len(self.zero_block) and block == self.zero_block:
-            return first, len(block), [ZERO_ID] * n, [FLAG_RAW] * n, [None] * n
+        n = (length + cs - 1) // cs
+        # zeros are found in place: a find over exactly the bytes compared is a memcmp that
+        # stops at the first non-zero byte, with no copy
+        if length == len(self.zero_block) and buf.find(self.zero_block, start,
+                                                       start + length) == start:
+            return first, length, [ZERO_ID] * n, [FLAG_RAW] * n, [None] * n
         ids: list[bytes] = []
         flags: list[int] = []
         payloads: list[bytes | bytearray | None] = []
         zero, known = self.zero, self.known
-        view = memoryview(block)
-        for pos in range(0, len(block), cs):
-            raw = view[pos : pos + cs]
-            # compared in place (memcmp, stops at the first non-zero byte), not as a copy
-            if block.startswith(zero if len(raw) == cs else zero[: len(raw)], pos):
-                ids.append(ZERO_ID)
-                flags.append(FLAG_RAW)
-                payloads.append(None)
-                continue
-            cid = chunk_id(raw)
-            ids.append(cid)
-            if known(cid):
-                flags.append(FLAG_RAW)
-                payloads.append(None)
-            else:
-                flag, payload = self.compress(raw)
-                flags.append(flag)
-                payloads.append(payload)
-        return first, len(block), ids, flags, payloads
+        with memoryview(buf) as whole:
+            view = whole[start : start + length]
+            for pos in range(0, length, cs):
+                raw = view[pos : pos + cs]
+                at = start + pos
+                if buf.find(zero if len(raw) == cs else zero[: len(raw)], at,
+                            at + len(raw)) == at:
+                    ids.append(ZERO_ID)
+                    flags.append(FLAG_RAW)
+                    payloads.append(None)
+                    continue
+                cid = chunk_id(raw)
+                ids.append(cid)
+                if known(cid):
+                    flags.append(FLAG_RAW)
+                    payloads.append(None)
+                else:
+                    flag, payload = self.compress(raw)
+                    flags.append(flag)
+                    payloads.append(payload)
+                raw.release()
+            view.release()
+        return first, length, ids, flags, payloads
 
     def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult:
         """Like `encode`, for changed-extent input: patches are laid over the previous
@@ -399,12 +417,10 @@ class PointWriter:
             ids = list(self._resumed_ids)
             stream.seek(offset)
         since = 0
-        # a block is free again once its result is consumed: the window holds 2*threads
-        ring = self.core.take_buffers(2 * self.core.threads + 2, BLOCK_SIZE) \
-            if base is None and hasattr(stream, "readinto") else []
+        ring: list[bytearray] = []  # taken when blocks are read, not lent (`_blocks`)
         if base is None:
             results = self._encode(self.encoder.encode,
-                                   self._full_blocks(stream, size, stats, offset, ring))
+                                   self._blocks(stream, size, stats, offset, ring))
         else:
             assert size is not None
             chunks = (size + cs - 1) // cs
@@ -463,16 +479,35 @@ class PointWriter:
         self.results.append(result)
         return result
 
-    def _full_blocks(
+    def _blocks(
         self, stream: BinaryIO | SeekableStream, size: int | None, stats: dict[str, int],
-        offset: int, ring: Sequence[bytearray],
-    ) -> Iterator[tuple[int, bytes | bytearray]]:
-        first = offset // self.core.chunk_size
+        offset: int, ring: list[bytearray],
+    ) -> Iterator[tuple[int, bytes | bytearray | Lent]]:
+        """The source's blocks from `offset`: lent where they already are while the stream
+        can lend them (a disk read by a helper process: its shared ring, no copy), then
+        read — into `ring`, buffers taken for the rest of the disk when the stream has
+        `readinto` (a block is free again once its result is consumed: the window holds
+        2*threads)."""
+        cs = self.core.chunk_size
+        first = offset // cs
         left = None if size is None else size - offset
+        while left is None or left > 0:
+            lent = lend_from(stream, BLOCK_SIZE if left is None else min(BLOCK_SIZE, left))
+            if lent is None:
+                break
+            stats["read"] += lent.length
+            yield first, lent
+            first += lent.length // cs
+            if left is not None:
+                left -= lent.length
+        if left is not None and left <= 0:
+            return
+        if hasattr(stream, "readinto"):
+            ring.extend(self.core.take_buffers(2 * self.core.threads + 2, BLOCK_SIZE))
         for block in read_full(stream, left, ring):
             stats["read"] += len(block)
             yield first, block
-            first += len(block) // self.core.chunk_size
+            first += len(block) // cs
 
     def _patched(
         self,
