@@ -371,9 +371,13 @@ def test_random_arguments_in_a_real_process_never_give_a_traceback(
     env.pop("VMKEEP_CONFIG", None)
     counter = iter(range(10**9))
 
+    # a process's arguments are C strings: none can hold a NUL (exec refuses it before vmkeep
+    # runs; the in-process test above still passes them)
+    process_argv = argument_lists().map(lambda argv: [a.replace("\x00", "_") for a in argv])
+
     @settings(max_examples=PROCESS_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(argv=argument_lists(), files=file_sets(seeds))
+    @given(argv=process_argv, files=file_sets(seeds))
     def one(argv: list[str], files: dict[str, bytes]) -> None:
         work = tmp_path / f"example-{next(counter)}"
         work.mkdir()
