@@ -95,7 +95,7 @@ class Lent:
     """A block of a disk stream lent where it already is, not copied: `length` bytes of
     `buffer` (bytes-like with `find`, such as an mmap) from `offset`. They stay as they are
     until `release()` is called, which must happen exactly once, as soon as they have been
-    read (`DiskStream.lend`)."""
+    read (a disk stream's optional `lend`; see `lend_from`)."""
 
     buffer: Any
     offset: int

@@ -423,18 +423,10 @@ class ProcessRangeReader(PositionedReader):
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
         view = memoryview(buffer).cast("B")
         want = max(0, min(len(view), self.size - self._pos))
-        vcenter = self.file.vcenter
         got = 0
         while got < want:
             if self._block is None:
-                try:
-                    if not self._reading:
-                        self._helper.begin(self.file, self._cookie, self.size, self._pos)
-                        self._reading = True
-                    slot, n = self._helper.next_block(vcenter)
-                except BaseException:
-                    self._let_go()  # a next read asks again from `_pos`
-                    raise
+                slot, n = self._next_block()
                 self._block = (slot, 0, n)
             slot, taken, n = self._block
             step = min(want - got, n - taken)
@@ -458,14 +450,7 @@ class ProcessRangeReader(PositionedReader):
         want = min(n, self.size - self._pos)
         if self._block is not None or want <= 0:
             return None
-        try:
-            if not self._reading:
-                self._helper.begin(self.file, self._cookie, self.size, self._pos)
-                self._reading = True
-            slot, got = self._helper.next_block(self.file.vcenter)
-        except BaseException:
-            self._let_go()
-            raise
+        slot, got = self._next_block()
         if got != want:
             self._block = (slot, 0, got)
             return None
@@ -474,6 +459,18 @@ class ProcessRangeReader(PositionedReader):
             self._lent += 1
         self._pos += got
         return lent
+
+    def _next_block(self) -> tuple[int, int]:
+        """(slot, bytes) of the next block the helper read from `_pos` on (it is asked to
+        start reading there first); on any failure a next read asks again from `_pos`."""
+        try:
+            if not self._reading:
+                self._helper.begin(self.file, self._cookie, self.size, self._pos)
+                self._reading = True
+            return self._helper.next_block(self.file.vcenter)
+        except BaseException:
+            self._let_go()
+            raise
 
     def _release_once(self, slot: int, generation: int) -> Callable[[], None]:
         released = threading.Event()

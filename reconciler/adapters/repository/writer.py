@@ -156,28 +156,24 @@ class ChunkEncoder:
         flags: list[int] = []
         payloads: list[bytes | bytearray | None] = []
         zero, known = self.zero, self.known
-        with memoryview(buf) as whole:
-            view = whole[start : start + length]
-            for pos in range(0, length, cs):
-                raw = view[pos : pos + cs]
-                at = start + pos
-                if buf.find(zero if len(raw) == cs else zero[: len(raw)], at,
-                            at + len(raw)) == at:
-                    ids.append(ZERO_ID)
-                    flags.append(FLAG_RAW)
-                    payloads.append(None)
-                    continue
-                cid = chunk_id(raw)
-                ids.append(cid)
-                if known(cid):
-                    flags.append(FLAG_RAW)
-                    payloads.append(None)
-                else:
-                    flag, payload = self.compress(raw)
-                    flags.append(flag)
-                    payloads.append(payload)
-                raw.release()
-            view.release()
+        view = memoryview(buf)[start : start + length]
+        for pos in range(0, length, cs):
+            raw = view[pos : pos + cs]
+            at = start + pos
+            if buf.find(zero if len(raw) == cs else zero[: len(raw)], at, at + len(raw)) == at:
+                ids.append(ZERO_ID)
+                flags.append(FLAG_RAW)
+                payloads.append(None)
+                continue
+            cid = chunk_id(raw)
+            ids.append(cid)
+            if known(cid):
+                flags.append(FLAG_RAW)
+                payloads.append(None)
+            else:
+                flag, payload = self.compress(raw)
+                flags.append(flag)
+                payloads.append(payload)
         return first, length, ids, flags, payloads
 
     def encode_pieces(self, first: int, pieces: list[Piece]) -> BlockResult:
