@@ -735,19 +735,24 @@ def _parent_of(obj: RawObject) -> Any:
     return props.get("parent") or props.get("parentVApp") or props.get("parentFolder")
 
 
-def _still_linked(found: list[RawObject]) -> tuple[RawObject, list[RawObject]] | None:
-    """`found` (an object, then the containers remembered above it, read in one call) as the
-    object and its chain when each one's parent is still the next one, as walking up would
-    have found them; else None."""
-    for below, above in pairwise(found):
+def _still_linked(obj: RawObject, above: list[Any],
+                  read: Mapping[tuple[str, str], RawObject]) -> list[RawObject] | None:
+    """The chain above `obj` (the containers remembered above it, as `read` holds them now)
+    when each is still there and each one's parent is still the next one, as walking up
+    would have found them; else None."""
+    found = [read.get(_id(r)) for r in above]
+    nodes = [o for o in found if o is not None]
+    if len(nodes) != len(found):
+        return None  # one of them is gone
+    for below, up in pairwise([obj, *nodes]):
         parent = _parent_of(below)
-        if parent is None or (parent._wsdlName, parent._moId) != (above.kind, above.id):
+        if parent is None or _id(parent) != (up.kind, up.id):
             return None
-    top = _parent_of(found[-1])
+    top = _parent_of(nodes[-1])
     if top is not None and top._wsdlName in CONTAINER_PROPERTIES:
         return None  # the walk would not have ended there
     # the root folder (no parent) ends the walk but is not part of the path
-    return found[0], [o for o in found[1:] if _parent_of(o) is not None]
+    return [o for o in nodes if _parent_of(o) is not None]
 
 
 @dataclass
@@ -777,6 +782,10 @@ def _id(ref: Any) -> tuple[str, str]:
     return ref._wsdlName, ref._moId
 
 
+def _by_id(objects: list[RawObject]) -> dict[tuple[str, str], RawObject]:
+    return {(o.kind, o.id): o for o in objects}
+
+
 def _props_of(read: Mapping[tuple[str, str], RawObject], ref: Any) -> Mapping[str, Any]:
     obj = read.get(_id(ref))
     return obj.props if obj is not None else {}
@@ -787,14 +796,12 @@ def _still_placed(host: Any, placed: tuple[Any, ...],
     """The VM's host and its compute resource, as read with the VM, when the VM still runs on
     the host it ran on (`placed`: the host, then its compute resource) and the host is still
     in that compute resource; else None (they are read again)."""
-    if host is None or len(placed) != 2 or (host._wsdlName, host._moId) != (
-            placed[0]._wsdlName, placed[0]._moId):
+    if host is None or len(placed) != 2 or _id(host) != _id(placed[0]):
         return None
-    found = [read.get((r._wsdlName, r._moId)) for r in placed]
-    on, compute = found
+    on, compute = (read.get(_id(r)) for r in placed)
     parent = on.props.get("parent") if on is not None else None
-    if on is None or compute is None or parent is None or (
-            parent._wsdlName, parent._moId) != (compute.kind, compute.id):
+    if on is None or compute is None or parent is None or _id(parent) != (compute.kind,
+                                                                         compute.id):
         return None
     return [on, compute]
 
@@ -878,8 +885,8 @@ class VSphereOperations:
         host's compute resource is known from another VM's read and still is its parent."""
         compute = self._seen.computes.get(_key(host))
         if compute is not None:
-            read = {(o.kind, o.id): o for o in self._retrieve(
-                [host, compute], {type(host): HOST_PROPERTIES, type(compute): COMPUTE_PROPERTIES})}
+            read = _by_id(self._retrieve(
+                [host, compute], {type(host): HOST_PROPERTIES, type(compute): COMPUTE_PROPERTIES}))
             found = _still_placed(host, (host, compute), read)
             if found is not None:
                 return found
@@ -909,29 +916,24 @@ class VSphereOperations:
             kinds[type(node)] = CONTAINER_PROPERTIES[node._wsdlName]
         for other, names in also:
             kinds[type(other)] = names
-        read = {(o.kind, o.id): o
-                for o in self._retrieve([ref, *known, *(r for r, _ in also)], kinds)}
-        found = [read.get(_id(r)) for r in [ref, *known]]
-        obj = found[0]
+        read = _by_id(self._retrieve([ref, *known, *(r for r, _ in also)], kinds))
+        obj = read.get(_id(ref))
+        if obj is not None and known:
+            linked = _still_linked(obj, known, read)
+            if linked is not None:
+                return obj, linked, read
         if obj is None:  # gone since it was found: as a read of it alone would fail
             [obj] = self._read_objects([ref], paths)
-        if known and all(o is not None for o in found):
-            linked = _still_linked([o for o in found if o is not None])
-            if linked is not None:
-                return linked[0], linked[1], read
         parent = _parent_of(obj)
         if parent is None or parent._wsdlName not in CONTAINER_PROPERTIES:
             return obj, [], read
         seen.parents[_key(ref)] = _key(parent)
         others = seen.chains.get(_key(parent))  # found above another object in that folder
         if others and others != known:
-            objects = {(o.kind, o.id): o for o in self._retrieve(
-                others, {type(n): CONTAINER_PROPERTIES[n._wsdlName] for n in others})}
-            again = [objects.get(_id(r)) for r in others]
-            if all(o is not None for o in again):
-                linked = _still_linked([obj, *(o for o in again if o is not None)])
-                if linked is not None:
-                    return linked[0], linked[1], read
+            linked = _still_linked(obj, others, _by_id(self._retrieve(
+                others, {type(n): CONTAINER_PROPERTIES[n._wsdlName] for n in others})))
+            if linked is not None:
+                return obj, linked, read
         chain, walked = self._walk_up(parent)
         seen.chains[_key(parent)] = walked
         return obj, chain, read
